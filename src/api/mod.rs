@@ -1,0 +1,8 @@
+//! The API: the manifest types users write and the value types they use.
+
+pub mod agent;
+pub mod manifest;
+pub mod units;
+
+pub use manifest::*;
+pub use units::{Duration, Quantity, SignalName};

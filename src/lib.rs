@@ -1,0 +1,9 @@
+//! sessionlet: a Kubernetes-style reconciling controller for long-running sessions.
+//!
+//! Users declare `Session` and `Pool` manifests as YAML files in a directory;
+//! the controller makes the processes on the machine match them and writes a
+//! status file beside each manifest.
+
+pub mod api;
+pub mod cli;
+pub mod manifest;

@@ -1,0 +1,3 @@
+//! Loading manifests: which files count, the YAML codec, validation.
+
+pub mod codec;
