@@ -6,4 +6,6 @@
 
 pub mod api;
 pub mod cli;
+pub mod core;
 pub mod manifest;
+pub mod runtime;

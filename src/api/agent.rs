@@ -40,8 +40,9 @@ pub struct AgentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_turns: Option<u32>,
-    /// Passed to the CLI as --max-budget-usd.
+    /// Passed to the CLI as --max-budget-usd. Must be positive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub max_budget_usd: Option<f64>,
     /// Enforced by the controller from the stream's token counts (TokenBudgetExceeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,7 +53,7 @@ pub struct AgentSpec {
     /// Tool rules always denied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disallowed_tools: Vec<String>,
-    /// default, acceptEdits, plan, bypassPermissions, dontAsk.
+    /// default, acceptEdits, auto, plan, bypassPermissions, dontAsk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission_mode: Option<PermissionMode>,
     /// Appended to the CLI's system prompt (after the charter).
@@ -76,6 +77,30 @@ fn yes() -> bool {
     true
 }
 
+impl Default for AgentSpec {
+    /// What an empty `agent:` mapping means (`resume` defaults to true).
+    fn default() -> Self {
+        AgentSpec {
+            kind: AgentKind::default(),
+            binary: None,
+            prompt: None,
+            prompt_file: None,
+            model: None,
+            max_turns: None,
+            max_budget_usd: None,
+            max_tokens: None,
+            allowed_tools: Vec::new(),
+            disallowed_tools: Vec::new(),
+            permission_mode: None,
+            append_system_prompt: None,
+            add_dirs: Vec::new(),
+            mcp_config: None,
+            resume: true,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
 /// The CLI's permission modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -84,9 +109,12 @@ pub enum PermissionMode {
     Default,
     /// Accept file edits without asking.
     AcceptEdits,
+    /// The CLI approves actions itself (it ran file writes without asking).
+    Auto,
     /// Plan only.
     Plan,
-    /// Skip every permission check.
+    /// Skip every permission check. The CLI refuses it when run as root
+    /// unless the environment sets `IS_SANDBOX=1`.
     BypassPermissions,
     /// Deny whatever is not allowed, without asking.
     DontAsk,

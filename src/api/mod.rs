@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod manifest;
+pub mod status;
 pub mod units;
 
 pub use manifest::*;

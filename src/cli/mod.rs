@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod describe;
+pub mod get;
+pub mod logs;
+pub mod read;
+pub mod run;
 pub mod schema;
 pub mod validate;
 
@@ -26,6 +31,14 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controller on a directory of manifests.
+    Run(run::Args),
+    /// List sessions and pools from their status files.
+    Get(get::Args),
+    /// Show everything about one session or pool.
+    Describe(describe::Args),
+    /// Print a session's output.
+    Logs(logs::Args),
     /// Check manifests without running anything (for pre-commit hooks and CI).
     Validate(validate::Args),
     /// Write the JSON Schemas of the Session and Pool manifests.
@@ -35,7 +48,24 @@ pub enum Command {
 /// Runs the chosen command; the exit code is the command's.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => {
+            init_tracing();
+            run::run(args)
+        }
+        Command::Get(args) => get::run(args),
+        Command::Describe(args) => describe::run(args),
+        Command::Logs(args) => logs::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
     }
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default: info).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

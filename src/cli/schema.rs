@@ -3,6 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+
+use crate::manifest::schema;
+
 /// Arguments of `schema`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  sessionlet schema --out schemas")]
@@ -12,7 +16,17 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// Runs `schema`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not written yet")
+/// Runs `schema`: writes both schemas into `--out`, creating it if needed.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    fs_err::create_dir_all(&args.out)?;
+    for (file, value) in [
+        ("session.schema.json", schema::session_schema()),
+        ("pool.schema.json", schema::pool_schema()),
+    ] {
+        let path = args.out.join(file);
+        fs_err::write(&path, schema::render(&value))
+            .with_context(|| format!("writing the schema {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

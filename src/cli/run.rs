@@ -1,0 +1,75 @@
+//! `sessionlet run`: the controller daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::runtime::{Controller, Exit, Options};
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  sessionlet run --dir examples/sessions\n  sessionlet run --dir /etc/sessionlet --status-dir /var/lib/sessionlet --keep-sessions\n  sessionlet run --dir jobs --exit-when-done"
+)]
+pub struct Args {
+    /// The directory of Session and Pool manifests to watch.
+    #[arg(long, default_value = "examples/sessions")]
+    pub dir: PathBuf,
+    /// Where status files, logs and crash dumps go (default: the watched directory).
+    #[arg(long)]
+    pub status_dir: Option<PathBuf>,
+    /// Full rescan interval, the safety net for missed file events (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+    /// Don't watch with inotify; rescan every --resync-interval (file systems without inotify).
+    #[arg(long)]
+    pub poll: bool,
+    /// Exit once every session is in a terminal phase: 0 when all Completed, 1 otherwise.
+    #[arg(long)]
+    pub exit_when_done: bool,
+    /// On SIGTERM, exit without stopping sessions (for upgrades); the default is a graceful drain.
+    #[arg(long)]
+    pub keep_sessions: bool,
+    /// Rotate a session's log file once it passes this size (e.g. 10Mi).
+    #[arg(long, default_value = "10Mi", value_parser = parse_quantity)]
+    pub max_log_size: u64,
+    /// Crash dumps kept per session.
+    #[arg(long, default_value_t = 10)]
+    pub max_crash_dumps: usize,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<crate::api::Duration>()
+        .map(|d| d.std())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_quantity(s: &str) -> Result<u64, String> {
+    s.parse::<crate::api::Quantity>()
+        .map(|q| q.0)
+        .map_err(|e| e.to_string())
+}
+
+/// Runs the controller until it is drained.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let opts = Options {
+        dir: args.dir,
+        status_dir: args.status_dir,
+        resync_interval: args.resync_interval.max(Duration::from_millis(100)),
+        poll: args.poll,
+        exit_when_done: args.exit_when_done,
+        keep_sessions: args.keep_sessions,
+        max_log_size: args.max_log_size,
+        max_crash_dumps: args.max_crash_dumps,
+        ..Options::default()
+    };
+    let controller = Controller::new(opts)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let exit = runtime.block_on(controller.run())?;
+    Ok(match exit {
+        Exit::Clean => ExitCode::SUCCESS,
+        Exit::SomeFailed | Exit::Forced => ExitCode::from(1),
+    })
+}

@@ -1,0 +1,17 @@
+//! The functional core: pure decision logic, no I/O.
+//!
+//! `reconcile(desired, state, now) -> Plan` and `observe(desired, state, event, now)`
+//! decide everything the controller does; the runtime performs the plan.
+
+pub mod backoff;
+pub mod desired;
+pub mod phase;
+pub mod plan;
+pub mod reconcile;
+pub mod state;
+
+pub use desired::{Desired, DesiredPool, DesiredSession, Replica};
+pub use phase::{ExitStatus, Phase, Reason};
+pub use plan::{Action, Plan};
+pub use reconcile::{observe, reconcile, Event};
+pub use state::{LastExit, Record, Run, State};

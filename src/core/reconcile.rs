@@ -1,0 +1,726 @@
+//! The decision functions: `reconcile(desired, state, now) -> plan` and
+//! `observe(desired, state, event, now)`.
+//!
+//! Both are pure: no clock, no file system, no syscalls. The shell passes
+//! `now`, performs the plan and reports what happened back as [`Event`]s.
+//! Level-triggered: `reconcile` never learns what woke it; it looks at the
+//! whole picture each time and plans what is missing. Intents are recorded in
+//! the state as they are planned (a spawn makes the run `Starting`, a stop
+//! records its deadline), so reconciling an unchanged world plans nothing.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use nix::sys::signal::Signal;
+
+use super::backoff;
+use super::desired::{Desired, DesiredSession};
+use super::phase::{ExitStatus, Phase, Reason};
+use super::plan::{Action, Plan};
+use super::state::{LastExit, Outcome, Record, Run, Running, State, Stop, Wait};
+use crate::api::RestartPolicy;
+
+/// Something that happened, reported by the shell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A planned spawn succeeded.
+    Spawned {
+        /// The session.
+        name: String,
+        /// Its pid.
+        pid: u32,
+    },
+    /// A planned spawn failed (command not found, not executable, bad working directory).
+    SpawnFailed {
+        /// The session.
+        name: String,
+        /// CommandNotFound, PermissionDenied or SpawnFailed.
+        reason: Reason,
+        /// What the OS said.
+        message: String,
+    },
+    /// A process ended.
+    Exited {
+        /// The session.
+        name: String,
+        /// Its pid.
+        pid: u32,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// Monitoring asks to stop a session (a limit, staleness, a policy violation).
+    StopRequested {
+        /// The session.
+        name: String,
+        /// Why (MemoryLimitExceeded, Stale, PolicyViolation...).
+        reason: Reason,
+        /// For a person.
+        message: String,
+    },
+}
+
+/// Applies one event to the state.
+pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime<Utc>) {
+    let name = match &event {
+        Event::Spawned { name, .. }
+        | Event::SpawnFailed { name, .. }
+        | Event::Exited { name, .. }
+        | Event::StopRequested { name, .. } => name.clone(),
+    };
+    let Some(rec) = state.sessions.get_mut(&name) else {
+        return;
+    };
+    let spec = desired.sessions.get(&name);
+    match event {
+        Event::Spawned { pid, .. } => {
+            if let Run::Starting { at } = rec.run {
+                rec.run = Run::Running(Running {
+                    pid,
+                    started_at: at,
+                    stop: None,
+                });
+                rec.wait = None;
+            }
+        }
+        Event::SpawnFailed {
+            reason, message, ..
+        } => {
+            if let Run::Starting { at } = rec.run {
+                let exit = LastExit {
+                    attempt: rec.attempt,
+                    status: None,
+                    reason,
+                    message,
+                    started_at: Some(at),
+                    finished_at: now,
+                    crash_dump: None,
+                };
+                finish_attempt(&name, rec, spec, exit, None, now, &mut state.outbox);
+            }
+        }
+        Event::Exited { pid, status, .. } => {
+            let Run::Running(running) = &rec.run else {
+                return;
+            };
+            if running.pid != pid {
+                return;
+            }
+            let running = running.clone();
+            let (reason, message) = match (&running.stop, status) {
+                (Some(stop), _) => (stop.why, stop.message.clone()),
+                (None, ExitStatus::Code(0)) => (Reason::Completed, "exited 0".to_string()),
+                (None, ExitStatus::Code(c)) => (Reason::Error, format!("exited with code {c}")),
+                (None, ExitStatus::Signal(s)) => (
+                    Reason::Crashed,
+                    format!("killed by signal {}", signal_name(s)),
+                ),
+            };
+            let exit = LastExit {
+                attempt: rec.attempt,
+                status: Some(status),
+                reason,
+                message,
+                started_at: Some(running.started_at),
+                finished_at: now,
+                crash_dump: None,
+            };
+            if let Some(pool) = spec.and_then(|d| d.pool()) {
+                let stats = state.pools.entry(pool.to_string()).or_default();
+                stats.runs += 1;
+                stats.run_seconds += exit.duration().num_milliseconds() as f64 / 1000.0;
+                match (reason, status) {
+                    (Reason::Completed, _) => stats.completed += 1,
+                    (_, ExitStatus::Signal(_)) => stats.crashed += 1,
+                    _ => stats.failed += 1,
+                }
+            }
+            finish_attempt(
+                &name,
+                rec,
+                spec,
+                exit,
+                running.stop.as_ref(),
+                now,
+                &mut state.outbox,
+            );
+        }
+        Event::StopRequested {
+            reason, message, ..
+        } => {
+            if let (Run::Running(r), Some(d)) = (&mut rec.run, spec) {
+                if r.stop.is_none() {
+                    let pid = r.pid;
+                    begin_stop(r, d, reason, message, now);
+                    let signal = d.spec.stop_signal.0;
+                    state.outbox.push(Action::Signal {
+                        name: name.clone(),
+                        pid,
+                        signal,
+                    });
+                }
+            }
+        }
+    }
+    state.dirty.insert(name);
+}
+
+/// Decides what an ended attempt leads to: a restart after backoff, a terminal phase, or a fresh start.
+fn finish_attempt(
+    name: &str,
+    rec: &mut Record,
+    desired: Option<&DesiredSession>,
+    mut exit: LastExit,
+    stop: Option<&Stop>,
+    now: DateTime<Utc>,
+    outbox: &mut Vec<Action>,
+) {
+    let failed = exit.failed()
+        && !matches!(
+            exit.reason,
+            Reason::SpecChanged | Reason::Removed | Reason::Suspended | Reason::ControllerStopped
+        );
+    if failed {
+        exit.crash_dump = Some(crash_dump_name(name, &exit));
+        outbox.push(Action::WriteCrashDump {
+            name: name.to_string(),
+            exit: exit.clone(),
+        });
+    }
+    let lasted = exit.duration();
+    rec.last_exit = Some(exit.clone());
+    let Some(d) = desired else {
+        // The manifest is gone: nothing runs again; reconcile forgets it.
+        rec.run = Run::Idle;
+        return;
+    };
+    let spec = &d.spec;
+    match stop.map(|s| s.why) {
+        Some(Reason::SpecChanged) => {
+            *rec = Record {
+                last_exit: rec.last_exit.take(),
+                ..Record::default()
+            };
+            return;
+        }
+        Some(Reason::Removed) => {
+            rec.run = Run::Idle;
+            return;
+        }
+        Some(Reason::Suspended) => {
+            return terminal(
+                rec,
+                Phase::Cancelled,
+                Reason::Suspended,
+                "suspended (spec.suspend is true)".into(),
+                now,
+            );
+        }
+        Some(Reason::ControllerStopped) => {
+            rec.run = Run::Idle;
+            rec.wait = Some(Wait {
+                phase: Phase::Pending,
+                reason: Reason::ControllerStopped,
+                message: "stopped because the controller shut down; starts again when it runs"
+                    .into(),
+                position: None,
+                estimated_wait_seconds: None,
+                queued_at: None,
+            });
+            return;
+        }
+        Some(Reason::DeadlineExceeded) => {
+            let msg = format!(
+                "activeDeadline {} passed",
+                spec.active_deadline.unwrap_or_default()
+            );
+            return terminal(rec, Phase::TimedOut, Reason::DeadlineExceeded, msg, now);
+        }
+        _ => {}
+    }
+    if lasted >= spec.backoff.reset_after.chrono() {
+        rec.failures = 0;
+    }
+    if !failed {
+        rec.failures = 0;
+        if spec.restart_policy == RestartPolicy::Always {
+            // Even a clean exit waits the initial delay, so `true` cannot hot-loop.
+            let until = now + spec.backoff.initial_delay.chrono();
+            rec.run = Run::Backoff { until };
+            return;
+        }
+        return terminal(rec, Phase::Completed, Reason::Completed, exit.message, now);
+    }
+    rec.failures += 1;
+    let retries_left = match spec.effective_max_retries() {
+        _ if spec.restart_policy == RestartPolicy::Never => false,
+        None => true,
+        Some(max) => rec.failures <= max,
+    };
+    if !retries_left {
+        let phase = if exit.reason == Reason::TimedOut {
+            Phase::TimedOut
+        } else {
+            Phase::Failed
+        };
+        let msg = match spec.effective_max_retries() {
+            Some(max) if spec.restart_policy != RestartPolicy::Never => {
+                format!("{}; no retry left (maxRetries {max})", exit.message)
+            }
+            _ => format!("{}; restartPolicy {:?}", exit.message, spec.restart_policy),
+        };
+        return terminal(rec, phase, exit.reason, msg, now);
+    }
+    let delay = backoff::delay(&spec.backoff, rec.failures);
+    let until = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    rec.run = Run::Backoff { until };
+}
+
+fn terminal(rec: &mut Record, phase: Phase, reason: Reason, message: String, now: DateTime<Utc>) {
+    rec.run = Run::Done;
+    rec.wait = None;
+    rec.outcome = Some(Outcome {
+        phase,
+        reason,
+        message,
+        finished_at: now,
+    });
+}
+
+/// The crash dump's file name: sortable, unique per attempt.
+pub fn crash_dump_name(name: &str, exit: &LastExit) -> String {
+    format!(
+        "{name}-{}-attempt-{}.yaml",
+        exit.finished_at.format("%Y%m%dT%H%M%S%.3fZ"),
+        exit.attempt
+    )
+}
+
+fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.as_str().to_string())
+}
+
+fn begin_stop(
+    r: &mut Running,
+    d: &DesiredSession,
+    why: Reason,
+    message: String,
+    now: DateTime<Utc>,
+) {
+    r.stop = Some(Stop {
+        why,
+        message,
+        signalled_at: now,
+        kill_at: now + d.spec.termination_grace_period.chrono(),
+        killed: false,
+    });
+}
+
+/// Compares the desired state with the state and plans what is missing.
+pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Plan {
+    let mut plan = Plan::default();
+    // Actions decided while observing events come first.
+    plan.actions.append(&mut state.outbox);
+
+    // Sessions no longer desired: stop, then forget.
+    let gone: Vec<String> = state
+        .sessions
+        .keys()
+        .filter(|n| !desired.sessions.contains_key(*n))
+        .cloned()
+        .collect();
+    // Highest names first, so a pool scaling down stops its highest ordinals first.
+    for name in gone.into_iter().rev() {
+        let Some(rec) = state.sessions.get_mut(&name) else {
+            continue;
+        };
+        match &mut rec.run {
+            Run::Running(r) => {
+                if r.stop.is_none() {
+                    // No desired spec any more: stop with SIGTERM and the default grace.
+                    r.stop = Some(Stop {
+                        why: Reason::Removed,
+                        message: "manifest deleted".into(),
+                        signalled_at: now,
+                        kill_at: now + chrono::Duration::seconds(10),
+                        killed: false,
+                    });
+                    plan.actions.push(Action::Signal {
+                        name: name.clone(),
+                        pid: r.pid,
+                        signal: Signal::SIGTERM,
+                    });
+                }
+                escalate(&name, r, now, &mut plan);
+            }
+            Run::Starting { .. } => {}
+            _ => {
+                state.sessions.remove(&name);
+                state.dirty.remove(&name);
+                plan.actions.push(Action::Forget { name });
+            }
+        }
+    }
+
+    // Rolling updates: per pool, the lowest replica ordinal not yet settled
+    // (running the current template). Higher outdated replicas wait for it.
+    let mut unsettled: BTreeMap<&str, u32> = BTreeMap::new();
+    for d in desired.sessions.values() {
+        let Some(r) = &d.replica else { continue };
+        let settled = state.sessions.get(&d.name).is_some_and(|rec| {
+            rec.generation == d.generation
+                && matches!(&rec.run, Run::Running(run) if run.stop.is_none())
+        });
+        if !settled {
+            let min = unsettled.entry(r.pool.as_str()).or_insert(r.ordinal);
+            *min = (*min).min(r.ordinal);
+        }
+    }
+
+    // Desired sessions: changes of spec, suspension, deadlines, kills.
+    let mut candidates: Vec<&DesiredSession> = Vec::new();
+    for d in desired.sessions.values() {
+        let rec = state.sessions.entry(d.name.clone()).or_insert_with(|| {
+            state.dirty.insert(d.name.clone());
+            Record {
+                generation: d.generation,
+                ..Record::default()
+            }
+        });
+        let before = rec.clone();
+        let blocked = d.replica.as_ref().is_some_and(|r| {
+            unsettled
+                .get(r.pool.as_str())
+                .is_some_and(|&m| m < r.ordinal)
+        });
+        step_session(
+            d,
+            rec,
+            blocked,
+            now,
+            &mut plan,
+            &mut candidates,
+            state.shutting_down,
+        );
+        if *rec != before {
+            state.dirty.insert(d.name.clone());
+        }
+    }
+
+    start_candidates(desired, state, candidates, now, &mut plan);
+
+    for name in std::mem::take(&mut state.dirty) {
+        if state.sessions.contains_key(&name) {
+            plan.actions.push(Action::WriteStatus { name });
+        }
+    }
+    plan
+}
+
+/// Handles one desired session; pushes it to `candidates` when it wants to start.
+fn step_session<'a>(
+    d: &'a DesiredSession,
+    rec: &mut Record,
+    rolling_blocked: bool,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+    candidates: &mut Vec<&'a DesiredSession>,
+    shutting_down: bool,
+) {
+    let spec = &d.spec;
+    if let Run::Running(r) = &mut rec.run {
+        if r.stop.is_none() {
+            let stop = if shutting_down {
+                Some((
+                    Reason::ControllerStopped,
+                    "the controller is shutting down".to_string(),
+                ))
+            } else if spec.suspend {
+                Some((
+                    Reason::Suspended,
+                    "suspended (spec.suspend is true)".to_string(),
+                ))
+            } else if rec.generation != d.generation {
+                (!rolling_blocked).then(|| {
+                    (
+                        Reason::SpecChanged,
+                        "the spec changed; restarting with the new spec".to_string(),
+                    )
+                })
+            } else if let Some(t) = spec.timeout.filter(|t| r.started_at + t.chrono() <= now) {
+                Some((
+                    Reason::TimedOut,
+                    format!("attempt ran longer than its timeout {t}"),
+                ))
+            } else if let Some(t) = spec
+                .active_deadline
+                .filter(|t| rec.series_started_at.is_some_and(|s| s + t.chrono() <= now))
+            {
+                Some((
+                    Reason::DeadlineExceeded,
+                    format!("session ran longer than its activeDeadline {t}"),
+                ))
+            } else {
+                None
+            };
+            if let Some((why, message)) = stop {
+                let pid = r.pid;
+                begin_stop(r, d, why, message, now);
+                plan.actions.push(Action::Signal {
+                    name: d.name.clone(),
+                    pid,
+                    signal: spec.stop_signal.0,
+                });
+            } else {
+                if let Some(t) = spec.timeout {
+                    plan.wake(r.started_at + t.chrono());
+                }
+                if let (Some(t), Some(s)) = (spec.active_deadline, rec.series_started_at) {
+                    plan.wake(s + t.chrono());
+                }
+            }
+        }
+        escalate(&d.name, r, now, plan);
+        return;
+    }
+    if rec.run.is_live() {
+        return;
+    }
+    if shutting_down {
+        return;
+    }
+    // Not running. A changed spec (or a resumed one) starts a fresh run.
+    if rec.generation != d.generation {
+        *rec = Record {
+            generation: d.generation,
+            last_exit: rec.last_exit.take(),
+            ..Record::default()
+        };
+    }
+    if spec.suspend {
+        if rec
+            .outcome
+            .as_ref()
+            .is_none_or(|o| o.reason != Reason::Suspended)
+        {
+            terminal(
+                rec,
+                Phase::Cancelled,
+                Reason::Suspended,
+                "suspended (spec.suspend is true)".into(),
+                now,
+            );
+        }
+        return;
+    }
+    if let Some(o) = &rec.outcome {
+        if o.reason == Reason::Suspended {
+            // Unsuspended without another change: a fresh run.
+            *rec = Record {
+                generation: d.generation,
+                last_exit: rec.last_exit.take(),
+                ..Record::default()
+            };
+        }
+    }
+    match rec.run {
+        Run::Done => {
+            if let (Some(ttl), Some(o)) = (spec.ttl_after_finished, &rec.outcome) {
+                let due = o.finished_at + ttl.chrono();
+                if due <= now {
+                    if !rec.collected {
+                        rec.collected = true;
+                        plan.actions.push(Action::CollectGarbage {
+                            name: d.name.clone(),
+                        });
+                    }
+                } else {
+                    plan.wake(due);
+                }
+            }
+        }
+        Run::Backoff { until } => {
+            if let Some(t) = spec.active_deadline {
+                if let Some(s) = rec.series_started_at {
+                    let due = s + t.chrono();
+                    if due <= now {
+                        let msg = format!("session ran longer than its activeDeadline {t}");
+                        terminal(rec, Phase::TimedOut, Reason::DeadlineExceeded, msg, now);
+                        return;
+                    }
+                    plan.wake(due);
+                }
+            }
+            if until <= now {
+                candidates.push(d);
+            } else {
+                plan.wake(until);
+            }
+        }
+        Run::Idle => candidates.push(d),
+        Run::Starting { .. } | Run::Running(_) => {}
+    }
+}
+
+/// Sends SIGKILL once the grace period is over.
+fn escalate(name: &str, r: &mut Running, now: DateTime<Utc>, plan: &mut Plan) {
+    if let Some(stop) = &mut r.stop {
+        if !stop.killed {
+            if stop.kill_at <= now {
+                stop.killed = true;
+                plan.actions.push(Action::Signal {
+                    name: name.to_string(),
+                    pid: r.pid,
+                    signal: Signal::SIGKILL,
+                });
+            } else {
+                plan.wake(stop.kill_at);
+            }
+        }
+    }
+}
+
+/// Starts what may start, in queue order, within each pool's capacity.
+fn start_candidates(
+    desired: &Desired,
+    state: &mut State,
+    mut candidates: Vec<&DesiredSession>,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+) {
+    if state.shutting_down {
+        return;
+    }
+    // Replicas first (by ordinal), then Sessions by priority and first sight.
+    candidates.sort_by(|a, b| {
+        let ka = (
+            a.replica.is_none(),
+            a.replica.as_ref().map(|r| r.ordinal),
+            a.priority(),
+            a.first_seen,
+            &a.name,
+        );
+        let kb = (
+            b.replica.is_none(),
+            b.replica.as_ref().map(|r| r.ordinal),
+            b.priority(),
+            b.first_seen,
+            &b.name,
+        );
+        ka.cmp(&kb)
+    });
+    let mut running: std::collections::BTreeMap<&str, u32> = Default::default();
+    for (name, rec) in &state.sessions {
+        if rec.run.is_live() {
+            if let Some(pool) = desired.sessions.get(name).and_then(|d| d.pool()) {
+                *running.entry(pool).or_default() += 1;
+            }
+        }
+    }
+    let mut queued: std::collections::BTreeMap<&str, Vec<&DesiredSession>> = Default::default();
+    for d in candidates {
+        let Some(rec) = state.sessions.get_mut(&d.name) else {
+            continue;
+        };
+        let before = rec.clone();
+        match d.pool() {
+            Some(pool) => match desired.pools.get(pool) {
+                None => {
+                    rec.wait = Some(Wait {
+                        phase: Phase::Pending,
+                        reason: Reason::PoolNotFound,
+                        message: format!("pool {pool:?} does not exist; starts once it does"),
+                        position: None,
+                        estimated_wait_seconds: None,
+                        queued_at: None,
+                    });
+                }
+                Some(p) => {
+                    let n = running.entry(pool).or_default();
+                    if p.max_concurrent.is_none_or(|cap| *n < cap) {
+                        *n += 1;
+                        if let Some(q) = rec.wait.as_ref().and_then(|w| w.queued_at) {
+                            let stats = state.pools.entry(pool.to_string()).or_default();
+                            stats.queue_wait_seconds +=
+                                (now - q).num_milliseconds() as f64 / 1000.0;
+                            stats.queue_waits += 1;
+                        }
+                        state
+                            .pools
+                            .entry(pool.to_string())
+                            .or_default()
+                            .total_sessions += 1;
+                        spawn(d, rec, now, plan);
+                    } else {
+                        queued.entry(pool).or_default().push(d);
+                    }
+                }
+            },
+            None => spawn(d, rec, now, plan),
+        }
+        if *rec != before {
+            state.dirty.insert(d.name.clone());
+        }
+    }
+    for (pool, waiting) in queued {
+        let Some(p) = desired.pools.get(pool) else {
+            continue;
+        };
+        let cap = p.max_concurrent.unwrap_or(1).max(1);
+        let avg = state.pools.get(pool).and_then(|s| s.average_run_seconds());
+        // Queue overflow: the newest beyond maxQueue fail (replicas never count).
+        let mut by_age: Vec<&DesiredSession> = waiting
+            .iter()
+            .copied()
+            .filter(|d| d.replica.is_none())
+            .collect();
+        by_age.sort_by(|a, b| (a.first_seen, &a.name).cmp(&(b.first_seen, &b.name)));
+        let overflow: Vec<String> = by_age
+            .iter()
+            .skip(p.max_queue as usize)
+            .map(|d| d.name.clone())
+            .collect();
+        let mut position = 0u32;
+        for d in waiting {
+            let Some(rec) = state.sessions.get_mut(&d.name) else {
+                continue;
+            };
+            let before = rec.clone();
+            if overflow.contains(&d.name) {
+                let msg = format!(
+                    "pool {pool:?} already has {} sessions waiting (maxQueue {})",
+                    p.max_queue, p.max_queue
+                );
+                terminal(rec, Phase::Failed, Reason::QueueFull, msg, now);
+            } else {
+                position += 1;
+                let queued_at = rec.wait.as_ref().and_then(|w| w.queued_at).unwrap_or(now);
+                let estimate = avg.map(|a| (a * f64::from(position.div_ceil(cap))).round() as u64);
+                rec.wait = Some(Wait {
+                    phase: Phase::Queued,
+                    reason: Reason::PoolFull,
+                    message: format!("waiting for room in pool {pool:?} (maxConcurrent {cap}), position {position}"),
+                    position: Some(position),
+                    estimated_wait_seconds: estimate,
+                    queued_at: Some(queued_at),
+                });
+            }
+            if *rec != before {
+                state.dirty.insert(d.name.clone());
+            }
+        }
+    }
+}
+
+fn spawn(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Plan) {
+    rec.attempt += 1;
+    if rec.attempt > 1 {
+        rec.restarts += 1;
+    }
+    rec.series_started_at.get_or_insert(now);
+    rec.run = Run::Starting { at: now };
+    rec.outcome = None;
+    plan.actions.push(Action::Spawn {
+        name: d.name.clone(),
+        attempt: rec.attempt,
+    });
+}

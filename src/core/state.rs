@@ -1,0 +1,215 @@
+//! The controller's memory of each session: what it started, when, and how it ended.
+//!
+//! Only the decision functions ([`super::reconcile()`], [`super::observe()`]) change it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::phase::{ExitStatus, Phase, Reason};
+use super::plan::Action;
+
+/// Everything the controller remembers.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    /// One record per known session.
+    pub sessions: BTreeMap<String, Record>,
+    /// Running figures per pool.
+    pub pools: BTreeMap<String, PoolStats>,
+    /// True while draining: stop everything, start nothing.
+    pub shutting_down: bool,
+    /// Sessions whose status must be written.
+    pub(crate) dirty: BTreeSet<String>,
+    /// Actions decided while observing events, emitted by the next reconcile.
+    pub(crate) outbox: Vec<Action>,
+}
+
+impl State {
+    /// True when no session has a live process.
+    pub fn all_stopped(&self) -> bool {
+        self.sessions.values().all(|r| !r.run.is_live())
+    }
+    /// Marks a session's status for writing.
+    pub fn touch(&mut self, name: &str) {
+        self.dirty.insert(name.to_string());
+    }
+}
+
+/// What the controller knows of one session.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Record {
+    /// The generation the current or last run was started with.
+    pub generation: u64,
+    /// What the process is doing.
+    pub run: Run,
+    /// Attempts started since the spec last changed (1-based once started).
+    pub attempt: u32,
+    /// Restarts since the spec last changed.
+    pub restarts: u32,
+    /// Consecutive failed attempts (drives backoff and maxRetries).
+    pub failures: u32,
+    /// When the first attempt of this run started (activeDeadline origin).
+    pub series_started_at: Option<DateTime<Utc>>,
+    /// How the last attempt ended.
+    pub last_exit: Option<LastExit>,
+    /// Set once the session reached a terminal phase.
+    pub outcome: Option<Outcome>,
+    /// Why a session that is not running is not running.
+    pub wait: Option<Wait>,
+    /// Set once a garbage collection was asked for.
+    pub collected: bool,
+}
+
+/// What the process of a session is doing.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Run {
+    /// No process and none due: waiting to be started (or blocked, see [`Record::wait`]).
+    #[default]
+    Idle,
+    /// A spawn was planned; its result is not known yet.
+    Starting {
+        /// When the spawn was planned.
+        at: DateTime<Utc>,
+    },
+    /// A process is alive.
+    Running(Running),
+    /// Waiting out the backoff.
+    Backoff {
+        /// When the next attempt is due.
+        until: DateTime<Utc>,
+    },
+    /// Terminal: see [`Record::outcome`].
+    Done,
+}
+
+impl Run {
+    /// True when a process exists or is being created.
+    pub fn is_live(&self) -> bool {
+        matches!(self, Run::Starting { .. } | Run::Running(_))
+    }
+}
+
+/// A live process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Running {
+    /// Its pid (also its process group id).
+    pub pid: u32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Set once the controller decided to stop it.
+    pub stop: Option<Stop>,
+}
+
+/// A stop in progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stop {
+    /// Why it is being stopped.
+    pub why: Reason,
+    /// For a person.
+    pub message: String,
+    /// When the stop signal was sent.
+    pub signalled_at: DateTime<Utc>,
+    /// When SIGKILL is due.
+    pub kill_at: DateTime<Utc>,
+    /// True once SIGKILL was sent.
+    pub killed: bool,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastExit {
+    /// The attempt, 1-based.
+    pub attempt: u32,
+    /// Exit code or signal; none when the process never started.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ExitStatus>,
+    /// Why it ended.
+    pub reason: Reason,
+    /// For a person.
+    pub message: String,
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// The crash dump's file name in the crashes folder, for failed attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_dump: Option<String>,
+}
+
+impl LastExit {
+    /// How long the attempt ran.
+    pub fn duration(&self) -> chrono::Duration {
+        self.started_at
+            .map(|s| self.finished_at - s)
+            .unwrap_or_default()
+    }
+    /// True for a failed attempt (deserves a crash dump).
+    pub fn failed(&self) -> bool {
+        self.reason != Reason::Completed
+    }
+}
+
+/// A terminal result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Completed, Failed, TimedOut or Cancelled.
+    pub phase: Phase,
+    /// Why.
+    pub reason: Reason,
+    /// For a person.
+    pub message: String,
+    /// When it finished.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// Why a session without a process is waiting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wait {
+    /// Pending or Queued.
+    pub phase: Phase,
+    /// PoolNotFound, PoolFull, Starting, ControllerStopped...
+    pub reason: Reason,
+    /// For a person.
+    pub message: String,
+    /// Position in the pool's queue, 1-based.
+    pub position: Option<u32>,
+    /// Estimated wait, from the pool's average run time.
+    pub estimated_wait_seconds: Option<u64>,
+    /// When it joined the queue.
+    pub queued_at: Option<DateTime<Utc>>,
+}
+
+/// Running figures of a pool, for its status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolStats {
+    /// Attempts started.
+    pub total_sessions: u64,
+    /// Attempts that exited 0.
+    pub completed: u64,
+    /// Attempts that failed without a signal.
+    pub failed: u64,
+    /// Attempts killed by a signal.
+    pub crashed: u64,
+    /// Sum of run times of finished attempts, seconds.
+    pub run_seconds: f64,
+    /// Finished attempts counted in `run_seconds`.
+    pub runs: u64,
+    /// Sum of queue waits, seconds.
+    pub queue_wait_seconds: f64,
+    /// Queue waits counted.
+    pub queue_waits: u64,
+}
+
+impl PoolStats {
+    /// Average run time, seconds.
+    pub fn average_run_seconds(&self) -> Option<f64> {
+        (self.runs > 0).then(|| self.run_seconds / self.runs as f64)
+    }
+    /// Average queue wait, seconds.
+    pub fn average_queue_wait_seconds(&self) -> Option<f64> {
+        (self.queue_waits > 0).then(|| self.queue_wait_seconds / self.queue_waits as f64)
+    }
+}

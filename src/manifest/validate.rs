@@ -1,0 +1,603 @@
+//! Validation of manifest documents: the JSON Schema first, then the rules a
+//! schema cannot express, then the typed conversion.
+//!
+//! # The rules beyond the schema
+//!
+//! Everything a field's type says (types, enums, unknown fields, durations,
+//! quantities, signals, `minimum`s such as `backoff.multiplier >= 1`) lives in
+//! the generated schema ([`super::schema`]). The rules below relate fields to
+//! each other, to the file, or to other documents; they are all in this file:
+//!
+//! 1. `apiVersion` is `sessionlet.dev/v1alpha1` (the schema's `const`; checked
+//!    here by hand only when the kind is unknown and there is no schema).
+//! 2. `kind` is `Session` or `Pool` ([`check_kind`]).
+//! 3. A Session spec (also a Pool's `template.spec`) has exactly one of
+//!    `command` and `agent`; `command[0]` is not empty; an agent has exactly
+//!    one of `prompt` and `promptFile`; env names are non-empty and contain
+//!    no `=` or NUL; every `charter.constraints.forbiddenPatterns` entry
+//!    compiles as a regular expression ([`session_spec_rules`]).
+//! 4. `backoff.initialDelay <= backoff.maxDelay`, defaults included
+//!    ([`backoff_rule`]).
+//! 5. A Pool with `replicas > 0` has a `template`; `template.spec.pool` is not
+//!    set ([`pool_rules`]).
+//! 6. Without `metadata.name`, the file's stem is the name and must be a
+//!    valid name ([`resolve_name`]).
+//! 7. Names are unique per kind within a file ([`check_unique_in_file`]) and
+//!    across a directory ([`mark_duplicate_names`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::codec::{Key, Node, Pos, Value};
+use super::load::{Document, ManifestFile};
+use super::schema::{
+    compiled_pool, compiled_session, describe_value, did_you_mean, join_index, join_key,
+    CompiledSchema, Finding, NAME_RULE,
+};
+use super::Problem;
+use crate::api::{Duration, Object, PoolManifest, SessionManifest, API_VERSION};
+
+/// The kinds this build understands.
+pub const KINDS: &[&str] = &["Session", "Pool"];
+
+/// Whether `name` is a valid object name: a DNS-1123 label (lowercase
+/// letters, digits and '-', 1 to 63 characters, starting and ending with a
+/// letter or digit). Such a name can never form a path or a hidden file.
+pub fn is_valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let inner_ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
+    let edge_ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&b.len())
+        && b.iter().all(inner_ok)
+        && b.first().is_some_and(edge_ok)
+        && b.last().is_some_and(edge_ok)
+}
+
+/// The outcome of checking one document.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// `Session` or `Pool`, when the document says so.
+    pub kind: Option<String>,
+    /// The object's name when it could be read and is valid.
+    pub name: Option<String>,
+    /// Where the name is written (the document's start when defaulted).
+    pub name_pos: Pos,
+    /// Whether the name came from the file's stem.
+    pub name_defaulted: bool,
+    /// Every problem found.
+    pub findings: Vec<Finding>,
+    /// The typed object, when there were no findings.
+    pub object: Option<Object>,
+}
+
+/// Checks one parsed document. `stem` is the file name without extension,
+/// the default name.
+pub(crate) fn check_document(doc: &Node, stem: &str) -> Checked {
+    let mut checked = Checked {
+        kind: None,
+        name: None,
+        name_pos: doc.pos,
+        name_defaulted: false,
+        findings: Vec::new(),
+        object: None,
+    };
+    let out = &mut checked.findings;
+    if !matches!(doc.value, Value::Map(_)) {
+        out.push(finding(
+            doc.pos,
+            "",
+            format!(
+                "a manifest document must be a mapping with apiVersion, kind, metadata and spec, found {}",
+                describe_value(&doc.value)
+            ),
+        ));
+        return checked;
+    }
+    let kind = check_kind(doc, out);
+    match kind {
+        Some(kind) => {
+            let schema: &CompiledSchema = if kind == "Pool" {
+                compiled_pool()
+            } else {
+                compiled_session()
+            };
+            out.extend(schema.check(doc));
+            if kind == "Pool" {
+                pool_rules(doc, out);
+            } else if let Some((key, spec)) = entry(doc, "spec") {
+                session_spec_rules(key.pos, spec, "spec", out);
+            }
+        }
+        // Without a kind there is no schema; still say what is wrong with
+        // the API version, so one run shows both problems.
+        None => check_api_version(doc, out),
+    }
+    let (name, pos, defaulted) = resolve_name(doc, stem, out);
+    checked.name = name;
+    checked.name_pos = pos;
+    checked.name_defaulted = defaulted;
+    checked.kind = kind.map(str::to_string);
+    if checked.findings.is_empty() {
+        if let (Some(kind), Some(name)) = (kind, &checked.name) {
+            match to_object(doc, kind, name) {
+                Ok(object) => checked.object = Some(object),
+                Err(message) => checked.findings.push(finding(doc.pos, "", message)),
+            }
+        }
+    }
+    checked.findings.sort_by_key(|f| f.pos);
+    checked
+}
+
+fn finding(pos: Pos, path: &str, message: String) -> Finding {
+    Finding {
+        pos,
+        path: path.to_string(),
+        message,
+    }
+}
+
+/// The key and the non-null value under `name` of a mapping.
+fn entry<'a>(node: &'a Node, name: &str) -> Option<(&'a Key, &'a Node)> {
+    match &node.value {
+        Value::Map(entries) => entries
+            .iter()
+            .find(|(k, v)| k.name == name && v.value != Value::Null)
+            .map(|(k, v)| (k, v)),
+        _ => None,
+    }
+}
+
+fn as_str(node: &Node) -> Option<&str> {
+    match &node.value {
+        Value::Str(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Rule 2: the kind, when it is one this build knows.
+fn check_kind(doc: &Node, out: &mut Vec<Finding>) -> Option<&'static str> {
+    let allowed = KINDS.join(", ");
+    let Some((_, node)) = entry(doc, "kind") else {
+        out.push(finding(
+            doc.pos,
+            "kind",
+            format!("is required; allowed kinds are {allowed}"),
+        ));
+        return None;
+    };
+    let Some(kind) = as_str(node) else {
+        out.push(finding(
+            node.pos,
+            "kind",
+            format!(
+                "expected one of {allowed}, found {}",
+                describe_value(&node.value)
+            ),
+        ));
+        return None;
+    };
+    if let Some(known) = KINDS.iter().find(|k| **k == kind) {
+        return Some(known);
+    }
+    let mut message = format!("unknown kind {kind:?}: allowed kinds are {allowed}");
+    if let Some(s) = did_you_mean(kind, KINDS.iter().copied()) {
+        message.push_str(&format!("; did you mean {s}?"));
+    }
+    out.push(finding(node.pos, "kind", message));
+    None
+}
+
+/// Rule 1, for documents whose kind is unknown (the schema does it otherwise).
+fn check_api_version(doc: &Node, out: &mut Vec<Finding>) {
+    match entry(doc, "apiVersion") {
+        None => out.push(finding(
+            doc.pos,
+            "apiVersion",
+            format!("is required; set it to {API_VERSION}"),
+        )),
+        Some((_, node)) if as_str(node) != Some(API_VERSION) => out.push(finding(
+            node.pos,
+            "apiVersion",
+            format!(
+                "must be {API_VERSION}, found {}",
+                describe_value(&node.value)
+            ),
+        )),
+        Some(_) => {}
+    }
+}
+
+/// Rules 3 and 4, for the spec at `path` (`spec` or `spec.template.spec`);
+/// `spec_key` is where the `spec:` key is, to report missing fields at.
+fn session_spec_rules(spec_key: Pos, spec: &Node, path: &str, out: &mut Vec<Finding>) {
+    if !matches!(spec.value, Value::Map(_)) {
+        return; // the schema reported it
+    }
+    let command = entry(spec, "command");
+    let agent = entry(spec, "agent");
+    match (command, agent) {
+        (None, None) => out.push(finding(
+            spec_key,
+            &join_key(path, "command"),
+            format!(
+                "is required unless {path}.agent is set; e.g. command: [/bin/sh, -c, \"echo hello\"]"
+            ),
+        )),
+        (Some((command_key, _)), Some((agent_key, _))) => out.push(finding(
+            agent_key.pos,
+            &join_key(path, "agent"),
+            format!(
+                "cannot be combined with {path}.command (line {}); set exactly one of them",
+                command_key.pos.line
+            ),
+        )),
+        _ => {}
+    }
+    if let Some((
+        _,
+        Node {
+            value: Value::Seq(argv),
+            ..
+        },
+    )) = command
+    {
+        if let Some(first) = argv.first() {
+            if as_str(first).is_some_and(|s| s.trim().is_empty()) {
+                out.push(finding(
+                    first.pos,
+                    &join_index(&join_key(path, "command"), 0),
+                    "the program to run is empty; name it, e.g. /bin/sh".into(),
+                ));
+            }
+        }
+    }
+    if let Some((agent_key, agent)) = agent {
+        let agent_path = join_key(path, "agent");
+        match (entry(agent, "prompt"), entry(agent, "promptFile")) {
+            (None, None) if matches!(agent.value, Value::Map(_)) => out.push(finding(
+                agent_key.pos,
+                &join_key(&agent_path, "prompt"),
+                format!("is required unless {agent_path}.promptFile is set"),
+            )),
+            (Some((prompt_key, _)), Some((file_key, _))) => out.push(finding(
+                file_key.pos,
+                &join_key(&agent_path, "promptFile"),
+                format!(
+                    "cannot be combined with {agent_path}.prompt (line {}); set exactly one of them",
+                    prompt_key.pos.line
+                ),
+            )),
+            _ => {}
+        }
+    }
+    if let Some((
+        _,
+        Node {
+            value: Value::Map(vars),
+            ..
+        },
+    )) = entry(spec, "env")
+    {
+        let env_path = join_key(path, "env");
+        for (key, _) in vars {
+            let problem = if key.name.is_empty() {
+                "an environment variable name cannot be empty"
+            } else if key.name.contains(['=', '\0']) {
+                "an environment variable name cannot contain '=' or a NUL character"
+            } else {
+                continue;
+            };
+            out.push(finding(
+                key.pos,
+                &join_key(&env_path, &key.name),
+                problem.into(),
+            ));
+        }
+    }
+    forbidden_patterns_rule(spec, path, out);
+    backoff_rule(spec, path, out);
+}
+
+/// Rule 3, last part: forbidden patterns must compile, or the guard built
+/// from them would silently not exist.
+fn forbidden_patterns_rule(spec: &Node, path: &str, out: &mut Vec<Finding>) {
+    let patterns = entry(spec, "charter")
+        .and_then(|(_, c)| entry(c, "constraints"))
+        .and_then(|(_, c)| entry(c, "forbiddenPatterns"));
+    let Some((
+        _,
+        Node {
+            value: Value::Seq(items),
+            ..
+        },
+    )) = patterns
+    else {
+        return;
+    };
+    let list_path = format!("{path}.charter.constraints.forbiddenPatterns");
+    for (i, item) in items.iter().enumerate() {
+        let Some(pattern) = as_str(item) else {
+            continue;
+        };
+        if let Err(e) = regex::RegexBuilder::new(pattern)
+            .size_limit(1 << 20)
+            .build()
+        {
+            out.push(finding(
+                item.pos,
+                &join_index(&list_path, i),
+                format!("is not a valid regular expression: {}", regex_error(&e)),
+            ));
+        }
+    }
+}
+
+/// The regex crate's syntax errors are multi-line drawings; keep the reason.
+fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .unwrap_or_else(|| text.lines().last().unwrap_or_default())
+        .trim()
+        .to_string()
+}
+
+/// Rule 4: the first delay cannot exceed the cap. Defaults count, so
+/// `initialDelay: 10m` alone is refused (the default cap is 5m).
+fn backoff_rule(spec: &Node, path: &str, out: &mut Vec<Finding>) {
+    let Some((_, backoff)) = entry(spec, "backoff") else {
+        return;
+    };
+    let defaults = crate::api::Backoff::default();
+    // A value that is not a valid duration was reported by the schema.
+    let read = |name: &str, default: Duration| -> Option<(Duration, Option<&Node>)> {
+        match entry(backoff, name) {
+            None => Some((default, None)),
+            Some((_, node)) => as_str(node)?.parse().ok().map(|d| (d, Some(node))),
+        }
+    };
+    let (Some((initial, initial_node)), Some((max, max_node))) = (
+        read("initialDelay", defaults.initial_delay),
+        read("maxDelay", defaults.max_delay),
+    ) else {
+        return;
+    };
+    if initial <= max {
+        return;
+    }
+    let backoff_path = join_key(path, "backoff");
+    let written = |d: Duration, node: Option<&Node>| match node {
+        Some(_) => d.to_string(),
+        None => format!("{d}, the default"),
+    };
+    match (initial_node, max_node) {
+        (Some(node), _) => out.push(finding(
+            node.pos,
+            &format!("{backoff_path}.initialDelay"),
+            format!(
+                "{initial} is longer than {backoff_path}.maxDelay ({}); the first delay cannot exceed the cap",
+                written(max, max_node)
+            ),
+        )),
+        (None, Some(node)) => out.push(finding(
+            node.pos,
+            &format!("{backoff_path}.maxDelay"),
+            format!(
+                "{max} is shorter than {backoff_path}.initialDelay ({}); the cap cannot be below the first delay",
+                written(initial, None)
+            ),
+        )),
+        (None, None) => {}
+    }
+}
+
+/// Rule 5, and rules 3 and 4 for the template's Session spec.
+fn pool_rules(doc: &Node, out: &mut Vec<Finding>) {
+    let Some((spec_key, spec)) = entry(doc, "spec") else {
+        return; // replicas default to 0: nothing to check
+    };
+    let replicas = match entry(spec, "replicas") {
+        Some((
+            _,
+            Node {
+                value: Value::Int(n),
+                ..
+            },
+        )) => *n,
+        _ => 0,
+    };
+    let Some((_, template)) = entry(spec, "template") else {
+        if replicas > 0 {
+            out.push(finding(
+                spec_key.pos,
+                "spec.template",
+                format!(
+                    "is required when spec.replicas is greater than 0 (it is {replicas}): \
+                     the template's spec says what each replica runs"
+                ),
+            ));
+        }
+        return;
+    };
+    let Some((tspec_key, tspec)) = entry(template, "spec") else {
+        return; // the schema reported the missing spec
+    };
+    if let Some((pool_key, _)) = entry(tspec, "pool") {
+        out.push(finding(
+            pool_key.pos,
+            "spec.template.spec.pool",
+            "must not be set in a Pool's template: its replicas always run in this pool".into(),
+        ));
+    }
+    session_spec_rules(tspec_key.pos, tspec, "spec.template.spec", out);
+}
+
+/// Rule 6: the object's name, where it is written, and whether it came from
+/// the file's stem. `None` when there is no valid name (with a finding).
+fn resolve_name(doc: &Node, stem: &str, out: &mut Vec<Finding>) -> (Option<String>, Pos, bool) {
+    let metadata = entry(doc, "metadata");
+    if let Some((_, node)) = metadata.and_then(|(_, m)| entry(m, "name")) {
+        // An invalid explicit name was reported by the schema's pattern.
+        let name = as_str(node)
+            .filter(|n| is_valid_name(n))
+            .map(str::to_string);
+        return (name, node.pos, false);
+    }
+    if is_valid_name(stem) {
+        return (Some(stem.to_string()), doc.pos, true);
+    }
+    let pos = metadata.map_or(doc.pos, |(k, _)| k.pos);
+    out.push(finding(
+        pos,
+        "metadata.name",
+        format!(
+            "is not set, and the file name {stem:?} is not a valid name ({NAME_RULE}); \
+             set metadata.name or rename the file"
+        ),
+    ));
+    (None, pos, false)
+}
+
+/// The typed object, with the name filled in. Errors here mean the schema
+/// and the types disagree; they are reported, never panicked on.
+fn to_object(doc: &Node, kind: &str, name: &str) -> Result<Object, String> {
+    let json = doc.value.to_json();
+    let fail = |e: serde_json::Error| format!("cannot be read as a {kind}: {e}");
+    Ok(if kind == "Pool" {
+        let mut pool: PoolManifest = serde_json::from_value(json).map_err(fail)?;
+        pool.metadata.name = Some(name.to_string());
+        Object::Pool(pool)
+    } else {
+        let mut session: SessionManifest = serde_json::from_value(json).map_err(fail)?;
+        session.metadata.name = Some(name.to_string());
+        Object::Session(session)
+    })
+}
+
+/// Rule 7, within one file: a later document reusing a kind and name gets a
+/// finding naming the line of the first.
+pub(crate) fn check_unique_in_file(docs: &mut [Checked]) {
+    let mut seen: HashMap<(String, String), Pos> = HashMap::new();
+    for doc in docs.iter_mut() {
+        let (Some(kind), Some(name)) = (&doc.kind, &doc.name) else {
+            continue;
+        };
+        let key = (kind.clone(), name.clone());
+        match seen.get(&key) {
+            None => {
+                seen.insert(key, doc.name_pos);
+            }
+            Some(first) => {
+                let why = if doc.name_defaulted {
+                    " (named after the file, as metadata.name is not set; give each document its own name)"
+                } else {
+                    ""
+                };
+                let message = format!(
+                    "duplicate name: {kind} {name:?} is already defined at line {} of this file{why}",
+                    first.line
+                );
+                doc.findings
+                    .push(finding(doc.name_pos, "metadata.name", message));
+                doc.object = None;
+            }
+        }
+    }
+}
+
+/// Rule 7, across the files of one directory: names are unique per kind.
+///
+/// `files` must be the directory's manifests in lexical order of their file
+/// names (as [`super::list_manifests`] returns them); an object reusing a
+/// kind and name already defined in an earlier file becomes
+/// [`Document::Invalid`] with a problem naming the first definition.
+pub fn mark_duplicate_names(files: &mut [ManifestFile]) {
+    let mut seen: HashMap<(String, String), (PathBuf, Pos)> = HashMap::new();
+    for file in files.iter_mut() {
+        let mut added = Vec::new();
+        for (index, doc) in file.documents.iter_mut().enumerate() {
+            let (kind, name) = match doc {
+                Document::Valid(object) => (object.kind().to_string(), object.name().to_string()),
+                Document::Invalid {
+                    kind: Some(kind),
+                    name: Some(name),
+                    ..
+                } => (kind.clone(), name.clone()),
+                Document::Invalid { .. } => continue,
+            };
+            let pos = file.name_positions.get(index).copied().unwrap_or_default();
+            let key = (kind, name);
+            if let Some((first_file, first_pos)) = seen.get(&key) {
+                // Two documents of one file are already checked by
+                // check_unique_in_file.
+                if *first_file == file.path {
+                    continue;
+                }
+                let problem = Problem {
+                    file: file.path.clone(),
+                    line: pos.line.max(1),
+                    col: pos.col.max(1),
+                    path: "metadata.name".into(),
+                    message: format!(
+                        "duplicate name: {} {:?} is already defined in {}:{}:{}; names are unique per kind across the directory",
+                        key.0,
+                        key.1,
+                        first_file.display(),
+                        first_pos.line.max(1),
+                        first_pos.col.max(1)
+                    ),
+                };
+                added.push(problem.clone());
+                match doc {
+                    Document::Invalid { problems, .. } => problems.push(problem),
+                    Document::Valid(_) => {
+                        *doc = Document::Invalid {
+                            kind: Some(key.0.clone()),
+                            name: Some(key.1.clone()),
+                            problems: vec![problem],
+                        }
+                    }
+                }
+            } else {
+                seen.insert(key, (file.path.clone(), pos));
+            }
+        }
+        if !added.is_empty() {
+            file.problems.extend(added);
+            file.problems.sort_by_key(|p| (p.line, p.col));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_labels() {
+        for ok in ["a", "web-1", "0", &"a".repeat(63)] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a.b",
+            "../x",
+            &"a".repeat(64),
+            "é",
+        ] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn regex_errors_are_one_line() {
+        let e = regex::Regex::new("(unclosed").unwrap_err();
+        assert_eq!(regex_error(&e), "unclosed group");
+    }
+}

@@ -1,0 +1,378 @@
+//! The catalog: what the watched directory declares, rebuilt on every rescan.
+//!
+//! Files are re-parsed only when their identity or size or mtime changed, so
+//! a rescan of an unchanged directory costs one `stat` per file. A file that
+//! turns invalid keeps its last good objects in force (the session is not
+//! disturbed); its status says why the manifest is invalid.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::api::{Object, PoolManifest, SessionSpec};
+use crate::core::{Desired, DesiredPool, DesiredSession, Replica};
+use crate::manifest::{self, Document, ManifestFile, Problem};
+
+/// Identity of a file's content, cheap to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Fingerprint {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    })
+}
+
+struct CachedFile {
+    fingerprint: Option<Fingerprint>,
+    loaded: ManifestFile,
+    /// The objects of the last version of this file that had no problem.
+    last_good: Vec<Object>,
+}
+
+/// What the controller remembers of each object across rescans (and restarts).
+#[derive(Debug, Clone)]
+pub struct Known {
+    /// Stable id.
+    pub uid: Uuid,
+    /// Hash of the spec in force.
+    pub spec_hash: u64,
+    /// Bumped when the spec hash changes.
+    pub generation: u64,
+    /// First sight (queue order).
+    pub first_seen: DateTime<Utc>,
+}
+
+/// One document of a status file, in the manifest's order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    /// A Session in force.
+    Session(String),
+    /// A Pool in force.
+    Pool(String),
+    /// A document that does not validate and has no last good version.
+    Invalid {
+        /// Kind, when readable.
+        kind: Option<String>,
+        /// Name, when readable.
+        name: Option<String>,
+        /// What is wrong.
+        problems: Vec<String>,
+    },
+    /// A name another file declares first.
+    Duplicate {
+        /// Session or Pool.
+        kind: String,
+        /// The name.
+        name: String,
+        /// The file that wins.
+        winner: String,
+    },
+}
+
+/// Where each object's status goes.
+#[derive(Debug, Clone)]
+pub struct FileView {
+    /// The manifest path.
+    pub path: PathBuf,
+    /// Its stem: `STEM.status.yaml`, `STEM.logs/`, `STEM.crashes/`.
+    pub stem: String,
+    /// The status documents to write.
+    pub entries: Vec<Entry>,
+    /// Problems of the current version when a last good version is in force.
+    pub stale_problems: Vec<String>,
+    /// True when the file declares more than one session (logs go in per-session folders).
+    pub shared: bool,
+}
+
+/// The directory's declarations and the memory of their identities.
+#[derive(Default)]
+pub struct Catalog {
+    files: BTreeMap<PathBuf, CachedFile>,
+    known: BTreeMap<(String, String), Known>,
+    /// File views by stem, rebuilt on each rescan.
+    pub views: BTreeMap<String, FileView>,
+    /// For each session, the stem of its file.
+    pub session_file: BTreeMap<String, String>,
+    /// For each pool, the stem of its file.
+    pub pool_file: BTreeMap<String, String>,
+    /// Problems of the directory itself (refused symlinks, unreadable directory).
+    pub refused: Vec<Problem>,
+    /// Stems of the files (re)loaded or removed by the last rescan.
+    pub changed: BTreeSet<String>,
+}
+
+/// FNV-1a over the spec's JSON: stable across builds, unlike `DefaultHasher`.
+pub fn spec_hash<T: serde::Serialize>(spec: &T) -> u64 {
+    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Catalog {
+    /// Seeds the memory of an object from a status file written by an earlier controller.
+    pub fn remember(&mut self, kind: &str, name: &str, known: Known) {
+        self.known
+            .insert((kind.to_string(), name.to_string()), known);
+    }
+
+    /// What is known of an object.
+    pub fn known(&self, kind: &str, name: &str) -> Option<&Known> {
+        self.known.get(&(kind.to_string(), name.to_string()))
+    }
+
+    /// Rescans the directory and returns the desired state.
+    pub fn rescan(&mut self, dir: &Path, now: DateTime<Utc>) -> Desired {
+        let listing = match manifest::list_manifests(dir) {
+            Ok(l) => l,
+            Err(e) => {
+                // Keep what we had: an unreadable directory must not stop sessions.
+                self.refused = vec![Problem {
+                    file: dir.to_path_buf(),
+                    line: 0,
+                    col: 0,
+                    path: String::new(),
+                    message: format!("cannot read the manifest directory: {e}"),
+                }];
+                return self.desired(now);
+            }
+        };
+        self.refused = listing.refused;
+        self.changed.clear();
+        let present: BTreeSet<&PathBuf> = listing.manifests.iter().collect();
+        let changed = &mut self.changed;
+        self.files.retain(|p, c| {
+            let keep = present.contains(p);
+            if !keep {
+                changed.insert(c.loaded.stem.clone());
+            }
+            keep
+        });
+        for path in &listing.manifests {
+            let fp = fingerprint(path);
+            if let Some(c) = self.files.get(path) {
+                if fp.is_some() && c.fingerprint == fp {
+                    continue;
+                }
+            }
+            let loaded = manifest::load_file(path);
+            self.changed.insert(loaded.stem.clone());
+            let good: Vec<Object> = if loaded.problems.is_empty() {
+                loaded
+                    .documents
+                    .iter()
+                    .filter_map(|d| match d {
+                        Document::Valid(o) => Some(o.clone()),
+                        Document::Invalid { .. } => None,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let last_good = if loaded.problems.is_empty() {
+                good
+            } else {
+                self.files
+                    .get(path)
+                    .map(|c| c.last_good.clone())
+                    .unwrap_or_default()
+            };
+            self.files.insert(
+                path.clone(),
+                CachedFile {
+                    fingerprint: fp,
+                    loaded,
+                    last_good,
+                },
+            );
+        }
+        self.desired(now)
+    }
+
+    fn desired(&mut self, now: DateTime<Utc>) -> Desired {
+        let mut desired = Desired::default();
+        self.views.clear();
+        self.session_file.clear();
+        self.pool_file.clear();
+        let mut owners: BTreeMap<(String, String), String> = BTreeMap::new();
+        let files: Vec<(&PathBuf, &CachedFile)> = self.files.iter().collect();
+        let mut sessions: Vec<(String, String, SessionSpec, Option<Replica>)> = Vec::new();
+        let mut pools: Vec<(String, PoolManifest)> = Vec::new();
+        for (path, cached) in files {
+            let file_name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let stem = cached.loaded.stem.clone();
+            let mut view = FileView {
+                path: path.clone(),
+                stem: stem.clone(),
+                entries: Vec::new(),
+                stale_problems: Vec::new(),
+                shared: false,
+            };
+            // The objects in force: the current ones, or the last good ones with the current problems noted.
+            let in_force: Vec<Object> = if cached.loaded.problems.is_empty() {
+                cached.last_good.clone()
+            } else if !cached.last_good.is_empty() {
+                view.stale_problems = cached
+                    .loaded
+                    .problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect();
+                cached.last_good.clone()
+            } else {
+                for doc in &cached.loaded.documents {
+                    if let Document::Invalid {
+                        kind,
+                        name,
+                        problems,
+                    } = doc
+                    {
+                        view.entries.push(Entry::Invalid {
+                            kind: kind.clone(),
+                            name: name.clone(),
+                            problems: problems.iter().map(|p| p.to_string()).collect(),
+                        });
+                    } else if let Document::Valid(o) = doc {
+                        // Valid documents of a file with problems elsewhere wait for the file to be fixed.
+                        view.entries.push(Entry::Invalid {
+                            kind: Some(o.kind().to_string()),
+                            name: Some(o.name().to_string()),
+                            problems: vec!["another document of this file is invalid; the file is applied only as a whole".into()],
+                        });
+                    }
+                }
+                if cached.loaded.documents.is_empty() {
+                    view.entries.push(Entry::Invalid {
+                        kind: None,
+                        name: None,
+                        problems: cached
+                            .loaded
+                            .problems
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect(),
+                    });
+                }
+                Vec::new()
+            };
+            let mut session_count = 0;
+            for obj in in_force {
+                let key = (obj.kind().to_string(), obj.name().to_string());
+                if let Some(winner) = owners.get(&key) {
+                    view.entries.push(Entry::Duplicate {
+                        kind: key.0,
+                        name: key.1,
+                        winner: winner.clone(),
+                    });
+                    continue;
+                }
+                owners.insert(key, file_name.clone());
+                match obj {
+                    Object::Session(s) => {
+                        let name = obj_name(&s.metadata);
+                        session_count += 1;
+                        view.entries.push(Entry::Session(name.clone()));
+                        self.session_file.insert(name.clone(), stem.clone());
+                        sessions.push((name, stem.clone(), s.spec, None));
+                    }
+                    Object::Pool(p) => {
+                        let name = obj_name(&p.metadata);
+                        session_count += 2;
+                        view.entries.push(Entry::Pool(name.clone()));
+                        self.pool_file.insert(name.clone(), stem.clone());
+                        for (rname, ordinal, spec) in crate::core::desired::replicas_of(&p) {
+                            self.session_file.insert(rname.clone(), stem.clone());
+                            sessions.push((
+                                rname,
+                                stem.clone(),
+                                spec,
+                                Some(Replica {
+                                    pool: name.clone(),
+                                    ordinal,
+                                }),
+                            ));
+                        }
+                        pools.push((name, p));
+                    }
+                }
+            }
+            view.shared = session_count > 1;
+            self.views.insert(stem, view);
+        }
+        for (name, pool) in pools {
+            let k = self.identify("Pool", &name, &pool.spec, now);
+            desired.pools.insert(
+                name.clone(),
+                DesiredPool {
+                    name,
+                    replicas: pool.spec.replicas,
+                    max_concurrent: pool.spec.max_concurrent,
+                    max_queue: pool.spec.max_queue,
+                    generation: k.generation,
+                },
+            );
+        }
+        for (name, _stem, spec, replica) in sessions {
+            if desired.sessions.contains_key(&name) {
+                continue; // a replica name taken by a Session declared earlier
+            }
+            let k = self.identify("Session", &name, &spec, now);
+            desired.sessions.insert(
+                name.clone(),
+                DesiredSession {
+                    name,
+                    spec: Arc::new(spec),
+                    generation: k.generation,
+                    first_seen: k.first_seen,
+                    replica,
+                },
+            );
+        }
+        desired
+    }
+
+    fn identify<T: serde::Serialize>(
+        &mut self,
+        kind: &str,
+        name: &str,
+        spec: &T,
+        now: DateTime<Utc>,
+    ) -> Known {
+        let hash = spec_hash(spec);
+        let k = self
+            .known
+            .entry((kind.to_string(), name.to_string()))
+            .or_insert_with(|| Known {
+                uid: Uuid::new_v4(),
+                spec_hash: hash,
+                generation: 1,
+                first_seen: now,
+            });
+        if k.spec_hash != hash {
+            k.spec_hash = hash;
+            k.generation += 1;
+        }
+        k.clone()
+    }
+}
+
+fn obj_name(m: &crate::api::Metadata) -> String {
+    m.name.clone().unwrap_or_default()
+}

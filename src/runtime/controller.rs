@@ -1,0 +1,858 @@
+//! The imperative shell: one task owns all state and waits on file events,
+//! child exits, the next deadline, a periodic resync and signals. Each wake-up
+//! runs the pure decision functions and performs their plan.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use nix::sys::signal::Signal;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use super::catalog::{Catalog, Entry, Known};
+use super::files::{create_dir, write_atomic};
+use super::layout::{attempt_logs, tail_lines, Layout};
+use super::process::{self, SpawnRequest};
+use super::render::{self, Extras, Transitions};
+use super::{crash_dump, lock, watch};
+use crate::api::status::{ControllerStatus, LogPaths, SessionStatusDoc};
+use crate::core::{self, Action, Desired, Event, Phase, Reason, Run, State};
+use crate::manifest::codec;
+
+/// How the controller runs (from `sessionlet run`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The watched manifest directory.
+    pub dir: PathBuf,
+    /// Where statuses go (default: `dir`).
+    pub status_dir: Option<PathBuf>,
+    /// Full rescan interval, the safety net for missed events.
+    pub resync_interval: Duration,
+    /// Rescan periodically instead of watching (file systems without inotify).
+    pub poll: bool,
+    /// Exit once every session is terminal.
+    pub exit_when_done: bool,
+    /// SIGTERM exits without stopping sessions.
+    pub keep_sessions: bool,
+    /// Rotate a log file past this size.
+    pub max_log_size: u64,
+    /// Crash dumps kept per session.
+    pub max_crash_dumps: usize,
+    /// Attempts whose logs are kept per session.
+    pub max_attempt_logs: u32,
+    /// Time to gather a burst of file events into one rescan.
+    pub debounce: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dir: PathBuf::from("."),
+            status_dir: None,
+            resync_interval: Duration::from_secs(10),
+            poll: false,
+            exit_when_done: false,
+            keep_sessions: false,
+            max_log_size: 10 << 20,
+            max_crash_dumps: 10,
+            max_attempt_logs: 5,
+            debounce: Duration::from_millis(2),
+        }
+    }
+}
+
+/// What the shell knows of a session's current (or last) process.
+#[derive(Debug, Clone, Default)]
+struct Live {
+    stem: String,
+    log_dir: PathBuf,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    start_ticks: Option<u64>,
+    argv: Vec<String>,
+    cwd: PathBuf,
+}
+
+/// Why the controller loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Drained or done: every session Completed (or a plain drain).
+    Clean,
+    /// `--exit-when-done` and some session did not complete.
+    SomeFailed,
+    /// A second signal: killed everything.
+    Forced,
+}
+
+/// The controller.
+pub struct Controller {
+    opts: Options,
+    layout: Layout,
+    catalog: Catalog,
+    desired: Desired,
+    state: State,
+    live: BTreeMap<String, Live>,
+    pids: HashMap<u32, String>,
+    written: HashMap<PathBuf, u64>,
+    written_stems: BTreeSet<String>,
+    dirty_stems: BTreeSet<String>,
+    transitions: Transitions,
+    boot_id: Option<String>,
+    started_at: DateTime<Utc>,
+    reconcile_count: u64,
+    last_reconcile: Duration,
+    last_error: Option<(String, DateTime<Utc>)>,
+    controller_status_hash: u64,
+    controller_status_at: Option<Instant>,
+    _lock: lock::Lock,
+}
+
+impl Controller {
+    /// Takes the status directory's lock and prepares the controller.
+    pub fn new(opts: Options) -> anyhow::Result<Self> {
+        let dir = std::fs::canonicalize(&opts.dir)
+            .map_err(|e| anyhow::anyhow!("manifest directory {}: {e}", opts.dir.display()))?;
+        let status_dir = match &opts.status_dir {
+            Some(s) => {
+                create_dir(s)
+                    .map_err(|e| anyhow::anyhow!("status directory {}: {e}", s.display()))?;
+                std::fs::canonicalize(s)?
+            }
+            None => dir.clone(),
+        };
+        let layout = Layout {
+            manifest_dir: dir,
+            status_dir,
+        };
+        create_dir(&layout.control_dir()).map_err(|e| {
+            anyhow::anyhow!("cannot create {}: {e}", layout.control_dir().display())
+        })?;
+        let lock = lock::Lock::acquire(&layout.control_dir())?;
+        let mut c = Controller {
+            opts,
+            layout,
+            catalog: Catalog::default(),
+            desired: Desired::default(),
+            state: State::default(),
+            live: BTreeMap::new(),
+            pids: HashMap::new(),
+            written: HashMap::new(),
+            written_stems: BTreeSet::new(),
+            dirty_stems: BTreeSet::new(),
+            transitions: Transitions::default(),
+            boot_id: process::boot_id(),
+            started_at: Utc::now(),
+            reconcile_count: 0,
+            last_reconcile: Duration::ZERO,
+            last_error: None,
+            controller_status_hash: 0,
+            controller_status_at: None,
+            _lock: lock,
+        };
+        c.remember_previous_statuses();
+        Ok(c)
+    }
+
+    /// Seeds uids and generations from the status files an earlier controller wrote.
+    fn remember_previous_statuses(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.layout.status_dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".status.yaml") || name.starts_with('.') {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(e.path()) else {
+                continue;
+            };
+            let Ok(docs) = codec::from_yaml_multi::<serde_json::Value>(&text) else {
+                continue;
+            };
+            for doc in docs {
+                let kind = match doc.get("kind").and_then(|k| k.as_str()) {
+                    Some("SessionStatus") => "Session",
+                    Some("PoolStatus") => "Pool",
+                    _ => continue,
+                };
+                let meta = &doc["metadata"];
+                let (Some(n), Some(uid), Some(hash)) = (
+                    meta["name"].as_str(),
+                    meta["uid"].as_str().and_then(|u| u.parse().ok()),
+                    meta["specHash"]
+                        .as_str()
+                        .and_then(|h| u64::from_str_radix(h, 16).ok()),
+                ) else {
+                    continue;
+                };
+                let generation = doc["status"]["observedGeneration"]
+                    .as_u64()
+                    .unwrap_or(1)
+                    .max(1);
+                self.catalog.remember(
+                    kind,
+                    n,
+                    Known {
+                        uid,
+                        spec_hash: hash,
+                        generation,
+                        first_seen: Utc::now(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Runs until drained (or done, with `--exit-when-done`).
+    pub async fn run(mut self) -> anyhow::Result<Exit> {
+        if let Err(e) = process::become_subreaper() {
+            tracing::warn!("cannot become child subreaper ({e}); grandchildren that leave their group are not tracked");
+        }
+        let mut sigchld = signal(SignalKind::child())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let (watch_tx, mut watch_rx) = mpsc::channel::<()>(1);
+        let _watcher = if self.opts.poll {
+            None
+        } else {
+            match watch::watch(&self.layout.manifest_dir, watch_tx) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot watch {} ({e}); falling back to rescans every {:?}",
+                        self.layout.manifest_dir.display(),
+                        self.opts.resync_interval
+                    );
+                    None
+                }
+            }
+        };
+        let mut resync = tokio::time::interval(self.opts.resync_interval);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await;
+        tracing::info!(
+            dir = %self.layout.manifest_dir.display(),
+            status_dir = %self.layout.status_dir.display(),
+            "sessionlet controller started"
+        );
+        let mut rescan = true;
+        loop {
+            let wake_at = self.pass(rescan);
+            rescan = false;
+            if let Some(exit) = self.finished() {
+                self.write_controller_status(true);
+                return Ok(exit);
+            }
+            let sleep = wake_at
+                .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                Some(()) = watch_rx.recv() => {
+                    // Gather the rest of a burst (an editor's write + rename, a git checkout).
+                    tokio::time::sleep(self.opts.debounce).await;
+                    while watch_rx.try_recv().is_ok() {}
+                    rescan = true;
+                }
+                _ = sigchld.recv() => self.reap(),
+                _ = tokio::time::sleep(sleep) => {}
+                _ = resync.tick() => {
+                    rescan = true;
+                    self.reap();
+                    self.rotate_logs();
+                }
+                _ = sigterm.recv() => { if let Some(exit) = self.on_signal() { return Ok(exit); } }
+                _ = sigint.recv() => { if let Some(exit) = self.on_signal() { return Ok(exit); } }
+            }
+        }
+    }
+
+    fn on_signal(&mut self) -> Option<Exit> {
+        if self.opts.keep_sessions {
+            tracing::info!(
+                "signal received: exiting and leaving sessions running (--keep-sessions)"
+            );
+            self.write_controller_status(true);
+            return Some(Exit::Clean);
+        }
+        if self.state.shutting_down {
+            tracing::warn!("second signal: killing every session now");
+            for (pid, _) in self.pids.iter() {
+                let _ = process::signal_group(*pid, Signal::SIGKILL);
+            }
+            self.write_controller_status(true);
+            return Some(Exit::Forced);
+        }
+        tracing::info!(
+            "signal received: stopping every session gracefully (send it again to kill)"
+        );
+        self.state.shutting_down = true;
+        None
+    }
+
+    fn finished(&self) -> Option<Exit> {
+        if self.state.shutting_down {
+            return self.state.all_stopped().then_some(Exit::Clean);
+        }
+        if !self.opts.exit_when_done {
+            return None;
+        }
+        let all_done = self.desired.sessions.keys().all(|n| {
+            self.state
+                .sessions
+                .get(n)
+                .is_some_and(|r| matches!(r.run, Run::Done))
+        });
+        if !all_done || !self.state.all_stopped() {
+            return None;
+        }
+        let all_completed = self.desired.sessions.keys().all(|n| {
+            self.state
+                .sessions
+                .get(n)
+                .and_then(|r| r.outcome.as_ref())
+                .is_some_and(|o| o.phase == Phase::Completed)
+        });
+        let any_invalid = self.catalog.views.values().any(|v| {
+            v.entries
+                .iter()
+                .any(|e| matches!(e, Entry::Invalid { .. } | Entry::Duplicate { .. }))
+        });
+        Some(if all_completed && !any_invalid {
+            Exit::Clean
+        } else {
+            Exit::SomeFailed
+        })
+    }
+
+    fn reap(&mut self) {
+        let now = Utc::now();
+        for (pid, status) in process::reap() {
+            let Some(name) = self.pids.remove(&pid) else {
+                continue; // an orphaned grandchild, reaped so it doesn't linger as a zombie
+            };
+            core::observe(
+                &self.desired,
+                &mut self.state,
+                Event::Exited { name, pid, status },
+                now,
+            );
+        }
+    }
+
+    /// One wake-up: rescan if asked, reconcile until the plan is empty, write statuses.
+    fn pass(&mut self, rescan: bool) -> Option<DateTime<Utc>> {
+        let started = Instant::now();
+        let now = Utc::now();
+        if rescan {
+            let before: BTreeSet<String> = self.catalog.views.keys().cloned().collect();
+            self.desired = self.catalog.rescan(&self.layout.manifest_dir, now);
+            let after: BTreeSet<String> = self.catalog.views.keys().cloned().collect();
+            if before != after {
+                self.dirty_stems.extend(after.iter().cloned());
+            }
+            self.dirty_stems
+                .extend(self.catalog.changed.iter().cloned());
+        }
+        let mut wake = None;
+        for _ in 0..8 {
+            let plan = core::reconcile(&self.desired, &mut self.state, now);
+            wake = plan.wake_at;
+            if plan.is_idle() {
+                break;
+            }
+            if !self.execute(plan.actions, now) {
+                break;
+            }
+        }
+        self.write_statuses(now);
+        self.reconcile_count += 1;
+        self.last_reconcile = started.elapsed();
+        self.write_controller_status(false);
+        wake
+    }
+
+    /// Performs a plan; returns true when it produced events to reconcile again.
+    fn execute(&mut self, actions: Vec<Action>, now: DateTime<Utc>) -> bool {
+        let mut fed = false;
+        for action in actions {
+            match action {
+                Action::Spawn { name, attempt } => {
+                    let event = match self.spawn(&name, attempt) {
+                        Ok(pid) => {
+                            self.pids.insert(pid, name.clone());
+                            Event::Spawned { name, pid }
+                        }
+                        Err(e) => {
+                            fed = true;
+                            Event::SpawnFailed {
+                                name,
+                                reason: e.reason,
+                                message: e.message,
+                            }
+                        }
+                    };
+                    core::observe(&self.desired, &mut self.state, event, now);
+                }
+                Action::Signal { pid, signal, .. } => {
+                    if let Err(e) = process::signal_group(pid, signal) {
+                        self.error(format!("cannot signal process group {pid}: {e}"));
+                    }
+                }
+                Action::WriteCrashDump { name, exit } => self.write_crash_dump(&name, &exit, now),
+                Action::WriteStatus { name } => self.mark_dirty(&name),
+                Action::Forget { name } => self.forget(&name),
+                Action::CollectGarbage { name } => {
+                    self.collect_garbage(&name);
+                    fed = true;
+                }
+            }
+        }
+        fed
+    }
+
+    fn mark_dirty(&mut self, name: &str) {
+        if let Some(stem) = self.catalog.session_file.get(name) {
+            self.dirty_stems.insert(stem.clone());
+        } else if let Some(l) = self.live.get(name) {
+            self.dirty_stems.insert(l.stem.clone());
+        }
+        if let Some(pool) = self.desired.sessions.get(name).and_then(|d| d.pool()) {
+            if let Some(stem) = self.catalog.pool_file.get(pool) {
+                self.dirty_stems.insert(stem.clone());
+            }
+        }
+    }
+
+    fn spawn(&mut self, name: &str, attempt: u32) -> Result<u32, process::SpawnError> {
+        let fail = |message: String| process::SpawnError {
+            reason: Reason::SpawnFailed,
+            message,
+        };
+        let d = self
+            .desired
+            .sessions
+            .get(name)
+            .ok_or_else(|| fail("the session is no longer declared".into()))?;
+        let stem = self
+            .catalog
+            .session_file
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string());
+        let shared = self.catalog.views.get(&stem).is_some_and(|v| v.shared);
+        let log_dir = self.layout.logs_dir(&stem, name, shared);
+        create_dir(&log_dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", log_dir.display())))?;
+        let (stdout, stderr) = attempt_logs(&log_dir, attempt);
+        prune_attempt_logs(&log_dir, attempt, self.opts.max_attempt_logs);
+        let spec = &d.spec;
+        let cwd = match &spec.working_dir {
+            Some(w) if w.is_absolute() => w.clone(),
+            Some(w) => self.layout.manifest_dir.join(w),
+            None => self.layout.manifest_dir.clone(),
+        };
+        let stdin = match &spec.stdin {
+            Some(text) => {
+                let p = log_dir.join("stdin");
+                write_atomic(&p, text.as_bytes())
+                    .map_err(|e| fail(format!("cannot write {}: {e}", p.display())))?;
+                Some(p)
+            }
+            None => None,
+        };
+        let argv = spec.command.clone().unwrap_or_default();
+        let req = SpawnRequest {
+            argv: argv.clone(),
+            cwd: cwd.clone(),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            stdin,
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+            user: None,
+        };
+        let pid = process::spawn(&req)?;
+        self.live.insert(
+            name.to_string(),
+            Live {
+                stem,
+                log_dir,
+                stdout,
+                stderr,
+                start_ticks: process::start_ticks(pid),
+                argv,
+                cwd,
+            },
+        );
+        Ok(pid)
+    }
+
+    fn write_crash_dump(&mut self, name: &str, exit: &core::LastExit, now: DateTime<Utc>) {
+        let Some(file) = &exit.crash_dump else {
+            return;
+        };
+        let stem = self
+            .catalog
+            .session_file
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string());
+        let dir = self.layout.crashes_dir(&stem);
+        let live = self.live.get(name).cloned().unwrap_or_default();
+        let spec = self.desired.sessions.get(name).map(|d| d.spec.clone());
+        let uid = self
+            .catalog
+            .known("Session", name)
+            .map(|k| k.uid.to_string())
+            .unwrap_or_default();
+        let (stdout_tail, stderr_tail) =
+            if exit.started_at.is_some() && live.stdout.as_os_str().len() > 0 {
+                (tail_lines(&live.stdout, 100), tail_lines(&live.stderr, 100))
+            } else {
+                (String::new(), String::new())
+            };
+        let info = render::exit_info(exit, &self.layout.relative(&dir));
+        let dump = crash_dump::CrashDump::new(
+            name,
+            uid,
+            format!("{stem}.yaml"),
+            if live.argv.is_empty() {
+                spec.as_ref()
+                    .and_then(|s| s.command.clone())
+                    .unwrap_or_default()
+            } else {
+                live.argv.clone()
+            },
+            live.cwd.display().to_string(),
+            spec.map(|s| s.env.keys().cloned().collect())
+                .unwrap_or_default(),
+            info,
+            stdout_tail,
+            stderr_tail,
+            now,
+        );
+        let result = create_dir(&dir).and_then(|()| {
+            let text = codec::to_yaml(&dump).map_err(std::io::Error::other)?;
+            write_atomic(&dir.join(file), text.as_bytes())
+        });
+        match result {
+            Ok(()) => crash_dump::prune(&dir, name, self.opts.max_crash_dumps),
+            Err(e) => self.error(format!("cannot write crash dump in {}: {e}", dir.display())),
+        }
+    }
+
+    fn forget(&mut self, name: &str) {
+        self.transitions.forget(name);
+        if let Some(live) = self.live.remove(name) {
+            let base = self.layout.status_dir.join(format!("{}.logs", live.stem));
+            let _ = std::fs::remove_dir_all(&live.log_dir);
+            // Remove the logs folder of the file once empty.
+            let _ = std::fs::remove_dir(&base);
+            let crashes = self.layout.crashes_dir(&live.stem);
+            crash_dump::prune(&crashes, name, 0);
+            let _ = std::fs::remove_dir(&crashes);
+            self.dirty_stems.insert(live.stem);
+        } else {
+            for stem in self.written_stems.clone() {
+                let crashes = self.layout.crashes_dir(&stem);
+                crash_dump::prune(&crashes, name, 0);
+            }
+        }
+        // A session whose manifest is gone and never ran: its file's folders may be left.
+        let stem = name.to_string();
+        if !self.catalog.views.contains_key(&stem) {
+            let _ = std::fs::remove_dir_all(self.layout.status_dir.join(format!("{stem}.logs")));
+            let _ = std::fs::remove_dir_all(self.layout.crashes_dir(&stem));
+        }
+    }
+
+    fn collect_garbage(&mut self, name: &str) {
+        let Some(stem) = self.catalog.session_file.get(name).cloned() else {
+            return;
+        };
+        let Some(view) = self.catalog.views.get(&stem) else {
+            return;
+        };
+        if view.entries.len() == 1 {
+            if let Err(e) = std::fs::remove_file(&view.path) {
+                self.error(format!(
+                    "ttlAfterFinished: cannot delete {}: {e}",
+                    view.path.display()
+                ));
+                return;
+            }
+            tracing::info!(session = name, "ttlAfterFinished passed: manifest deleted");
+            // Rescan at once so the session is forgotten in this pass.
+            self.desired = self.catalog.rescan(&self.layout.manifest_dir, Utc::now());
+            self.dirty_stems.insert(stem);
+        } else {
+            tracing::warn!(
+                session = name,
+                "ttlAfterFinished passed, but {} declares other objects too; not deleted",
+                view.path.display()
+            );
+        }
+    }
+
+    /// Writes the status file of every dirty manifest whose content changed.
+    fn write_statuses(&mut self, now: DateTime<Utc>) {
+        for stem in std::mem::take(&mut self.dirty_stems) {
+            let path = self.layout.status_file(&stem);
+            let Some(view) = self.catalog.views.get(&stem).cloned() else {
+                let in_use = self.live.values().any(|l| l.stem == stem)
+                    && self
+                        .state
+                        .sessions
+                        .keys()
+                        .any(|n| self.live.get(n).is_some_and(|l| l.stem == stem));
+                if !in_use && self.written_stems.remove(&stem) || path.exists() && !in_use {
+                    let _ = std::fs::remove_file(&path);
+                    self.written.remove(&path);
+                }
+                continue;
+            };
+            let manifest = view
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut docs: Vec<String> = Vec::new();
+            let mut session_docs: Vec<SessionStatusDoc> = Vec::new();
+            let mut kinds: Vec<bool> = Vec::new();
+            let mut pool_docs = Vec::new();
+            for entry in &view.entries {
+                match entry {
+                    Entry::Session(name) => {
+                        let rec = self.state.sessions.get(name).cloned().unwrap_or_default();
+                        let known = self.catalog.known("Session", name);
+                        let pool = self
+                            .desired
+                            .sessions
+                            .get(name)
+                            .and_then(|d| d.pool())
+                            .map(str::to_string);
+                        let extras = self.extras(name, &stem);
+                        session_docs.push(render::session_status(
+                            name,
+                            &manifest,
+                            known.map(|k| k.uid.to_string()),
+                            known.map(|k| k.spec_hash),
+                            pool,
+                            &rec,
+                            &extras,
+                            &view.stale_problems,
+                            &mut self.transitions,
+                            now,
+                        ));
+                        kinds.push(true);
+                    }
+                    Entry::Pool(name) => {
+                        let crashes = self.layout.relative(&self.layout.crashes_dir(&stem));
+                        let uid = self.catalog.known("Pool", name).map(|k| k.uid.to_string());
+                        let mut doc = render::pool_status(
+                            name,
+                            &manifest,
+                            uid,
+                            &self.desired,
+                            &self.state,
+                            &crashes,
+                            &mut self.transitions,
+                            now,
+                        );
+                        doc.status.errors = view.stale_problems.clone();
+                        pool_docs.push(doc);
+                        kinds.push(false);
+                    }
+                    Entry::Invalid {
+                        kind: _,
+                        name,
+                        problems,
+                    } => {
+                        session_docs.push(render::invalid_status(
+                            name.as_deref(),
+                            &manifest,
+                            Reason::ManifestInvalid,
+                            format!("the manifest does not validate ({} problem(s)); fix it and save again", problems.len()),
+                            problems.clone(),
+                        ));
+                        kinds.push(true);
+                    }
+                    Entry::Duplicate { kind, name, winner } => {
+                        session_docs.push(render::invalid_status(
+                            Some(name),
+                            &manifest,
+                            Reason::DuplicateName,
+                            format!("{kind} {name:?} is already declared in {winner}, which comes first; rename one of them"),
+                            Vec::new(),
+                        ));
+                        kinds.push(true);
+                    }
+                }
+            }
+            // Render without updatedAt to tell whether anything changed.
+            let render_all = |session_docs: &[SessionStatusDoc],
+                              pool_docs: &[crate::api::status::PoolStatusDoc],
+                              docs: &mut Vec<String>|
+             -> Result<(), String> {
+                docs.clear();
+                let (mut si, mut pi) = (0, 0);
+                for is_session in &kinds {
+                    let text = if *is_session {
+                        si += 1;
+                        codec::to_yaml(&session_docs[si - 1])
+                    } else {
+                        pi += 1;
+                        codec::to_yaml(&pool_docs[pi - 1])
+                    };
+                    docs.push(text.map_err(|e| e.to_string())?);
+                }
+                Ok(())
+            };
+            if let Err(e) = render_all(&session_docs, &pool_docs, &mut docs) {
+                self.error(format!("cannot render the status of {stem}: {e}"));
+                continue;
+            }
+            let hash = super::catalog::spec_hash(&docs);
+            if self.written.get(&path) == Some(&hash) {
+                continue;
+            }
+            for d in &mut session_docs {
+                d.status.updated_at = Some(now);
+            }
+            for d in &mut pool_docs {
+                d.status.updated_at = Some(now);
+            }
+            if let Err(e) = render_all(&session_docs, &pool_docs, &mut docs) {
+                self.error(format!("cannot render the status of {stem}: {e}"));
+                continue;
+            }
+            match write_atomic(&path, docs.join("---\n").as_bytes()) {
+                Ok(()) => {
+                    self.written.insert(path, hash);
+                    self.written_stems.insert(stem);
+                }
+                Err(e) => {
+                    self.error(format!("cannot write {}: {e}", path.display()));
+                    // Try again on the next pass.
+                    self.dirty_stems.insert(stem);
+                }
+            }
+        }
+    }
+
+    fn extras(&self, name: &str, stem: &str) -> Extras {
+        let live = self.live.get(name);
+        Extras {
+            logs: live.map(|l| LogPaths {
+                stdout: self.layout.relative(&l.stdout),
+                stderr: self.layout.relative(&l.stderr),
+            }),
+            start_ticks: live.and_then(|l| l.start_ticks),
+            boot_id: self.boot_id.clone(),
+            crashes_dir: self.layout.relative(&self.layout.crashes_dir(stem)),
+        }
+    }
+
+    fn error(&mut self, message: String) {
+        tracing::error!("{message}");
+        self.last_error = Some((message, Utc::now()));
+    }
+
+    fn write_controller_status(&mut self, force: bool) {
+        let mut by_phase: BTreeMap<String, u64> = BTreeMap::new();
+        for rec in self.state.sessions.values() {
+            *by_phase
+                .entry(render::phase_of(rec).0.as_str().to_string())
+                .or_default() += 1;
+        }
+        let invalid = self
+            .catalog
+            .views
+            .values()
+            .flat_map(|v| v.entries.iter())
+            .filter(|e| matches!(e, Entry::Invalid { .. } | Entry::Duplicate { .. }))
+            .count() as u64;
+        if invalid > 0 {
+            *by_phase.entry("Invalid".into()).or_default() += invalid;
+        }
+        let mut status = ControllerStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            started_at: Some(self.started_at),
+            manifest_dir: self.layout.manifest_dir.display().to_string(),
+            status_dir: self.layout.status_dir.display().to_string(),
+            total_sessions: self.state.sessions.len() as u64,
+            sessions_by_phase: by_phase,
+            reconcile_count: 0,
+            last_reconcile_millis: 0.0,
+            last_error: self.last_error.as_ref().map(|e| e.0.clone()),
+            last_error_at: self.last_error.as_ref().map(|e| e.1),
+            extra: BTreeMap::new(),
+            updated_at: None,
+        };
+        // Counters alone rewrite the file at most once a resync interval.
+        let hash = super::catalog::spec_hash(&status);
+        let due = self
+            .controller_status_at
+            .is_none_or(|t| t.elapsed() >= self.opts.resync_interval.max(Duration::from_secs(30)));
+        if !force && hash == self.controller_status_hash && !due {
+            return;
+        }
+        status.reconcile_count = self.reconcile_count;
+        status.last_reconcile_millis = (self.last_reconcile.as_secs_f64() * 1e6).round() / 1e3;
+        status.updated_at = Some(Utc::now());
+        let path = self.layout.controller_status();
+        let result = create_dir(&self.layout.control_dir()).and_then(|()| {
+            let text = codec::to_yaml(&status).map_err(std::io::Error::other)?;
+            write_atomic(&path, text.as_bytes())
+        });
+        match result {
+            Ok(()) => {
+                self.controller_status_hash = hash;
+                self.controller_status_at = Some(Instant::now());
+            }
+            Err(e) => tracing::error!("cannot write {}: {e}", path.display()),
+        }
+    }
+
+    /// Copy-truncate rotation: the child keeps appending (O_APPEND) to the same file.
+    fn rotate_logs(&mut self) {
+        for live in self.live.values() {
+            for p in [&live.stdout, &live.stderr] {
+                if std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) > self.opts.max_log_size {
+                    let rotated = p.with_extension("log.1");
+                    if std::fs::copy(p, &rotated).is_ok() {
+                        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(p) {
+                            let _ = f.set_len(0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the logs of the newest `keep` attempts.
+fn prune_attempt_logs(dir: &Path, attempt: u32, keep: u32) {
+    if attempt <= keep {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let n = name
+            .strip_prefix("attempt-")
+            .and_then(|r| r.split('.').next())
+            .and_then(|n| n.parse::<u32>().ok());
+        if n.is_some_and(|n| n + keep <= attempt) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}

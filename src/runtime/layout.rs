@@ -1,0 +1,81 @@
+//! Where sessionlet writes: status files, logs and crash dumps beside the
+//! manifests (or in `--status-dir`), and its own files in `.sessionlet/`.
+
+use std::path::{Path, PathBuf};
+
+/// The directories of one controller.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The watched manifest directory.
+    pub manifest_dir: PathBuf,
+    /// Where statuses, logs and crash dumps go.
+    pub status_dir: PathBuf,
+}
+
+impl Layout {
+    /// `STEM.status.yaml`.
+    pub fn status_file(&self, stem: &str) -> PathBuf {
+        self.status_dir.join(format!("{stem}.status.yaml"))
+    }
+    /// `STEM.logs/` or, for files declaring several sessions, `STEM.logs/SESSION/`.
+    pub fn logs_dir(&self, stem: &str, session: &str, shared: bool) -> PathBuf {
+        let base = self.status_dir.join(format!("{stem}.logs"));
+        if shared {
+            base.join(session)
+        } else {
+            base
+        }
+    }
+    /// `STEM.crashes/`.
+    pub fn crashes_dir(&self, stem: &str) -> PathBuf {
+        self.status_dir.join(format!("{stem}.crashes"))
+    }
+    /// `.sessionlet/`.
+    pub fn control_dir(&self) -> PathBuf {
+        self.status_dir.join(".sessionlet")
+    }
+    /// `.sessionlet/controller.status.yaml`.
+    pub fn controller_status(&self) -> PathBuf {
+        self.control_dir().join("controller.status.yaml")
+    }
+    /// A path relative to the status directory, for status files.
+    pub fn relative(&self, p: &Path) -> String {
+        p.strip_prefix(&self.status_dir)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// Log file names of an attempt.
+pub fn attempt_logs(dir: &Path, attempt: u32) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("attempt-{attempt}.stdout.log")),
+        dir.join(format!("attempt-{attempt}.stderr.log")),
+    )
+}
+
+/// The last `n` lines of a file, reading at most its last 256 KiB.
+pub fn tail_lines(path: &Path, n: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(256 * 1024);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    if f.take(256 * 1024).read_to_end(&mut buf).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(n);
+    let mut out = lines[from..].join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}

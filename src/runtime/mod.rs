@@ -1,0 +1,13 @@
+//! The imperative shell: watching, processes, files, clocks and signals.
+
+pub mod catalog;
+pub mod controller;
+pub mod crash_dump;
+pub mod files;
+pub mod layout;
+pub mod lock;
+pub mod process;
+pub mod render;
+pub mod watch;
+
+pub use controller::{Controller, Exit, Options};

@@ -1,0 +1,376 @@
+//! Renders status documents from the controller's state. Pure: `now` is passed in.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::status::{
+    Condition, ExitInfo, LogPaths, PoolMember, PoolMetrics, PoolStatus, PoolStatusDoc, QueueEntry,
+    QueueInfo, SessionStatus, SessionStatusDoc, StatusMetadata,
+};
+use crate::api::API_VERSION;
+use crate::core::{Desired, ExitStatus, LastExit, Phase, Reason, Record, Run, State};
+
+/// Per-session facts the shell knows and the core does not.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Current attempt's output files (relative to the status directory).
+    pub logs: Option<LogPaths>,
+    /// Process start ticks, for identity.
+    pub start_ticks: Option<u64>,
+    /// Boot id.
+    pub boot_id: Option<String>,
+    /// Crash dump folder, relative.
+    pub crashes_dir: String,
+}
+
+/// Remembers when each condition last changed, so `lastTransitionTime` is true.
+#[derive(Debug, Default)]
+pub struct Transitions {
+    seen: BTreeMap<(String, String), (String, DateTime<Utc>)>,
+}
+
+impl Transitions {
+    fn condition(
+        &mut self,
+        owner: &str,
+        kind: &str,
+        status: bool,
+        reason: &str,
+        message: String,
+        now: DateTime<Utc>,
+    ) -> Condition {
+        let s = if status { "True" } else { "False" }.to_string();
+        let key = (owner.to_string(), kind.to_string());
+        let entry = self.seen.entry(key).or_insert_with(|| (s.clone(), now));
+        if entry.0 != s {
+            *entry = (s.clone(), now);
+        }
+        Condition {
+            kind: kind.to_string(),
+            status: s,
+            reason: reason.to_string(),
+            message,
+            last_transition_time: entry.1,
+        }
+    }
+    /// Forgets a session's conditions.
+    pub fn forget(&mut self, owner: &str) {
+        self.seen.retain(|(o, _), _| o != owner);
+    }
+}
+
+/// Converts a core exit to its status form.
+pub fn exit_info(exit: &LastExit, crashes_dir: &str) -> ExitInfo {
+    let (exit_code, signal) = match exit.status {
+        Some(ExitStatus::Code(c)) => (Some(c), None),
+        Some(ExitStatus::Signal(s)) => (
+            None,
+            Some(
+                nix::sys::signal::Signal::try_from(s)
+                    .map_or_else(|_| s.to_string(), |x| x.as_str().to_string()),
+            ),
+        ),
+        None => (None, None),
+    };
+    ExitInfo {
+        attempt: exit.attempt,
+        exit_code,
+        signal,
+        reason: exit.reason.as_str(),
+        message: exit.message.clone(),
+        started_at: exit.started_at,
+        finished_at: exit.finished_at,
+        crash_dump: exit
+            .crash_dump
+            .as_ref()
+            .map(|f| format!("{crashes_dir}/{f}")),
+        analysis: None,
+    }
+}
+
+/// Phase, reason and message of a record.
+pub fn phase_of(rec: &Record) -> (Phase, Option<Reason>, Option<String>) {
+    match &rec.run {
+        Run::Starting { .. } => (Phase::Pending, Some(Reason::Starting), None),
+        Run::Running(r) => match &r.stop {
+            Some(s) => (
+                Phase::Running,
+                Some(s.why),
+                Some(format!("stopping: {}", s.message)),
+            ),
+            None => (Phase::Running, None, None),
+        },
+        Run::Backoff { until } => {
+            let (reason, msg) = rec
+                .last_exit
+                .as_ref()
+                .map(|e| (Some(e.reason), e.message.clone()))
+                .unwrap_or((None, String::new()));
+            (
+                Phase::Recovering,
+                reason,
+                Some(format!(
+                    "attempt {} ended: {msg}; next attempt at {}",
+                    rec.attempt,
+                    until.to_rfc3339()
+                )),
+            )
+        }
+        Run::Idle => match &rec.wait {
+            Some(w) => (w.phase, Some(w.reason), Some(w.message.clone())),
+            None => (Phase::Pending, Some(Reason::Starting), None),
+        },
+        Run::Done => match &rec.outcome {
+            Some(o) => (o.phase, Some(o.reason), Some(o.message.clone())),
+            None => (Phase::Completed, None, None),
+        },
+    }
+}
+
+/// The status document of one session.
+#[allow(clippy::too_many_arguments)]
+pub fn session_status(
+    name: &str,
+    manifest: &str,
+    uid: Option<String>,
+    spec_hash: Option<u64>,
+    pool: Option<String>,
+    rec: &Record,
+    extras: &Extras,
+    stale_problems: &[String],
+    transitions: &mut Transitions,
+    now: DateTime<Utc>,
+) -> SessionStatusDoc {
+    let (phase, reason, message) = phase_of(rec);
+    let mut conditions = vec![transitions.condition(
+        name,
+        "Ready",
+        phase == Phase::Running,
+        reason
+            .map(|r| r.as_str())
+            .as_deref()
+            .unwrap_or(phase.as_str()),
+        format!("phase {}", phase.as_str()),
+        now,
+    )];
+    conditions.push(if stale_problems.is_empty() {
+        transitions.condition(
+            name,
+            "ManifestValid",
+            true,
+            "Valid",
+            "the manifest validates".into(),
+            now,
+        )
+    } else {
+        transitions.condition(
+            name,
+            "ManifestValid",
+            false,
+            "ManifestInvalid",
+            "the manifest no longer validates; the last good spec stays in force".into(),
+            now,
+        )
+    });
+    let (pid, started_at) = match &rec.run {
+        Run::Running(r) => (Some(r.pid), Some(r.started_at)),
+        _ => (None, None),
+    };
+    let queue = match (&rec.run, &rec.wait, &pool) {
+        (Run::Idle, Some(w), Some(p)) if w.phase == Phase::Queued => Some(QueueInfo {
+            pool: p.clone(),
+            position: w.position.unwrap_or(0),
+            queued_at: w.queued_at,
+            estimated_wait_seconds: w.estimated_wait_seconds,
+        }),
+        _ => None,
+    };
+    SessionStatusDoc {
+        api_version: API_VERSION.into(),
+        kind: "SessionStatus".into(),
+        metadata: StatusMetadata {
+            name: name.to_string(),
+            manifest: manifest.to_string(),
+            uid,
+            spec_hash: spec_hash.map(|h| format!("{h:016x}")),
+            pool,
+        },
+        status: SessionStatus {
+            phase: phase.as_str().into(),
+            reason: reason.map(|r| r.as_str()),
+            message,
+            observed_generation: rec.generation,
+            attempt: rec.attempt,
+            restarts: rec.restarts,
+            consecutive_failures: rec.failures,
+            pid,
+            pid_start_ticks: pid.and(extras.start_ticks),
+            boot_id: pid.and(extras.boot_id.clone()),
+            started_at,
+            run_started_at: rec.series_started_at,
+            finished_at: rec.outcome.as_ref().map(|o| o.finished_at),
+            next_restart_at: match rec.run {
+                Run::Backoff { until } => Some(until),
+                _ => None,
+            },
+            queue,
+            last_exit: rec
+                .last_exit
+                .as_ref()
+                .map(|e| exit_info(e, &extras.crashes_dir)),
+            usage: None,
+            last_activity_at: None,
+            agent: None,
+            conditions,
+            logs: extras.logs.clone(),
+            errors: stale_problems.to_vec(),
+            updated_at: None,
+        },
+    }
+}
+
+/// The status document of a file (or document) that does not validate.
+pub fn invalid_status(
+    name: Option<&str>,
+    manifest: &str,
+    reason: Reason,
+    message: String,
+    errors: Vec<String>,
+) -> SessionStatusDoc {
+    SessionStatusDoc {
+        api_version: API_VERSION.into(),
+        kind: "SessionStatus".into(),
+        metadata: StatusMetadata {
+            name: name.unwrap_or_default().to_string(),
+            manifest: manifest.to_string(),
+            ..StatusMetadata::default()
+        },
+        status: SessionStatus {
+            phase: Phase::Invalid.as_str().into(),
+            reason: Some(reason.as_str()),
+            message: Some(message),
+            errors,
+            ..SessionStatus::default()
+        },
+    }
+}
+
+/// The status document of a pool.
+#[allow(clippy::too_many_arguments)]
+pub fn pool_status(
+    name: &str,
+    manifest: &str,
+    uid: Option<String>,
+    desired: &Desired,
+    state: &State,
+    crashes_dir: &str,
+    transitions: &mut Transitions,
+    now: DateTime<Utc>,
+) -> PoolStatusDoc {
+    let pool = desired.pools.get(name);
+    let mut members = Vec::new();
+    let mut running = 0;
+    let mut ready = 0;
+    let mut queue = Vec::new();
+    for d in desired.sessions.values().filter(|d| d.pool() == Some(name)) {
+        let Some(rec) = state.sessions.get(&d.name) else {
+            continue;
+        };
+        let (phase, _, _) = phase_of(rec);
+        if rec.run.is_live() {
+            running += 1;
+        }
+        if let Some(w) = rec
+            .wait
+            .as_ref()
+            .filter(|w| w.phase == Phase::Queued && matches!(rec.run, Run::Idle))
+        {
+            queue.push(QueueEntry {
+                name: d.name.clone(),
+                priority: format!("{:?}", d.spec.priority).to_lowercase(),
+                position: w.position.unwrap_or(0),
+                queued_at: w.queued_at,
+                estimated_wait_seconds: w.estimated_wait_seconds,
+            });
+        }
+        if d.replica.is_some() {
+            if phase == Phase::Running && rec.generation == d.generation {
+                ready += 1;
+            }
+            members.push(PoolMember {
+                name: d.name.clone(),
+                phase: phase.as_str().into(),
+                pid: match &rec.run {
+                    Run::Running(r) => Some(r.pid),
+                    _ => None,
+                },
+                restarts: rec.restarts,
+                started_at: match &rec.run {
+                    Run::Running(r) => Some(r.started_at),
+                    _ => None,
+                },
+                last_exit: rec.last_exit.as_ref().map(|e| exit_info(e, crashes_dir)),
+            });
+        }
+    }
+    members.sort_by_key(|m| {
+        m.name
+            .rsplit('-')
+            .next()
+            .and_then(|o| o.parse::<u32>().ok())
+    });
+    queue.sort_by_key(|q| q.position);
+    let stats = state.pools.get(name).cloned().unwrap_or_default();
+    let capacity = pool.and_then(|p| p.max_concurrent);
+    let replicas = pool.map_or(0, |p| p.replicas);
+    let conditions = vec![transitions.condition(
+        name,
+        "Available",
+        ready == replicas,
+        if ready == replicas {
+            "AllReplicasReady"
+        } else {
+            "ReplicasNotReady"
+        },
+        format!("{ready} of {replicas} replicas ready"),
+        now,
+    )];
+    PoolStatusDoc {
+        api_version: API_VERSION.into(),
+        kind: "PoolStatus".into(),
+        metadata: StatusMetadata {
+            name: name.to_string(),
+            manifest: manifest.to_string(),
+            uid,
+            ..StatusMetadata::default()
+        },
+        status: PoolStatus {
+            replicas,
+            ready_replicas: ready,
+            running,
+            queued: queue.len() as u32,
+            capacity,
+            utilization: capacity.map(|c| (f64::from(running) * 100.0 / f64::from(c)).round()),
+            queue,
+            members,
+            metrics: PoolMetrics {
+                total_sessions: stats.total_sessions,
+                completed: stats.completed,
+                failed: stats.failed,
+                crashed: stats.crashed,
+                average_run_seconds: stats
+                    .average_run_seconds()
+                    .map(|v| (v * 1000.0).round() / 1000.0),
+                average_queue_wait_seconds: stats
+                    .average_queue_wait_seconds()
+                    .map(|v| (v * 1000.0).round() / 1000.0),
+            },
+            conditions,
+            observed_generation: pool.map_or(0, |p| p.generation),
+            agent: None,
+            errors: Vec::new(),
+            updated_at: None,
+        },
+    }
+}
