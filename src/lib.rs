@@ -4,6 +4,8 @@
 //! the controller makes the processes on the machine match them and writes a
 //! status file beside each manifest.
 
+pub mod agent;
+pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod core;

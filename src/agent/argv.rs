@@ -726,7 +726,8 @@ mod tests {
     #[test]
     fn debug_hides_env_values() {
         let mut inv = build(&spec());
-        inv.env.push(("ANTHROPIC_API_KEY".into(), "sk-secret".into()));
+        inv.env
+            .push(("ANTHROPIC_API_KEY".into(), "sk-secret".into()));
         let shown = format!("{inv:?}");
         assert!(shown.contains("ANTHROPIC_API_KEY"));
         assert!(!shown.contains("sk-secret"));

@@ -17,7 +17,9 @@ pub fn render(charter: &Charter) -> String {
         charter.resources.as_ref().and_then(|r| {
             let mut items = Vec::new();
             if let Some(t) = r.max_tokens {
-                items.push(format!("Token budget: {t} tokens (input and output together)"));
+                items.push(format!(
+                    "Token budget: {t} tokens (input and output together)"
+                ));
             }
             if let Some(d) = r.max_execution_time {
                 items.push(format!("Time budget: {d}"));
@@ -37,8 +39,10 @@ pub fn render(charter: &Charter) -> String {
     if sections.is_empty() {
         return String::new();
     }
+    // Every section ends with a blank line; the document with one newline.
     let mut out = String::from("# Charter\n\n");
-    out.push_str(&sections.join("\n"));
+    out.push_str(sections.concat().trim_end());
+    out.push('\n');
     out
 }
 
@@ -65,6 +69,7 @@ fn objectives(list: &[String]) -> Option<String> {
     for (i, o) in items.iter().enumerate() {
         let _ = writeln!(out, "{}. {}", i + 1, indent(o.trim(), "   "));
     }
+    out.push('\n');
     Some(out)
 }
 
@@ -89,7 +94,10 @@ fn constraints(c: &Constraints) -> Option<String> {
             "These actions need a person's approval first. Do not take them; \
              say what you need and why, then stop:\n\n",
         );
-        list(&mut out, c.required_approvals.iter().map(|s| indent(s, "  ")));
+        list(
+            &mut out,
+            c.required_approvals.iter().map(|s| indent(s, "  ")),
+        );
     }
     (!out.is_empty()).then(|| format!("## Constraints\n\n{out}"))
 }
@@ -159,7 +167,10 @@ fn non_blank(s: &Option<String>) -> Option<&str> {
 
 /// Keeps a multi-line value inside its list item.
 fn indent(s: &str, pad: &str) -> String {
-    s.trim().lines().collect::<Vec<_>>().join(&format!("\n{pad}"))
+    s.trim()
+        .lines()
+        .collect::<Vec<_>>()
+        .join(&format!("\n{pad}"))
 }
 
 /// A one-line value (a name, an id): newlines folded into spaces.
@@ -171,11 +182,7 @@ fn inline(s: &str) -> String {
 fn code(s: &str) -> String {
     let s = inline(s);
     // The fence must be longer than any run of backticks inside.
-    let longest = s
-        .split(|c| c != '`')
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
+    let longest = s.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest + 1);
     if longest > 0 || s.starts_with('`') || s.ends_with('`') {
         format!("{fence} {s} {fence}")
@@ -293,7 +300,6 @@ Release 1.2.0.
 ### Project context
 
 A Rust workspace.
-
 ";
         assert_eq!(md, expected);
     }

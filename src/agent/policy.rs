@@ -108,7 +108,11 @@ impl fmt::Display for Violation {
             RuleKind::Command => "forbidden command",
             RuleKind::Pattern => "forbidden pattern",
         };
-        write!(f, "command {:?} matches {what} {:?}", self.command, self.rule)
+        write!(
+            f,
+            "command {:?} matches {what} {:?}",
+            self.command, self.rule
+        )
     }
 }
 
@@ -170,9 +174,7 @@ pub struct Policy {
 impl Policy {
     /// Compiles one or more sets of constraints (e.g. the charter's and the
     /// global policy's) into one policy.
-    pub fn new<'a>(
-        sets: impl IntoIterator<Item = &'a Constraints>,
-    ) -> Result<Policy, PolicyError> {
+    pub fn new<'a>(sets: impl IntoIterator<Item = &'a Constraints>) -> Result<Policy, PolicyError> {
         let mut policy = Policy::default();
         for c in sets {
             for command in &c.forbidden_commands {
@@ -330,15 +332,18 @@ fn strip_prefixes<'a, 'b>(mut words: &'b [&'a str]) -> &'b [&'a str] {
             if w.starts_with('-') && w.len() > 1 {
                 let takes_value = matches!(
                     (name, *w),
-                    ("sudo" | "doas", "-u" | "-g" | "-C" | "-D" | "-h" | "-p" | "-r" | "-t")
-                        | ("nice", "-n")
+                    (
+                        "sudo" | "doas",
+                        "-u" | "-g" | "-C" | "-D" | "-h" | "-p" | "-r" | "-t"
+                    ) | ("nice", "-n")
                         | ("ionice", "-c" | "-n")
                         | ("timeout", "-s" | "-k" | "--signal" | "--kill-after")
                         | ("env", "-u" | "-C" | "-S")
                         | ("xargs", "-I" | "-n" | "-P" | "-L" | "-d" | "-E" | "-s")
                         | ("watch", "-n")
                 );
-                words = &words[if takes_value { 2 } else { 1 }.min(words.len())..];
+                let skip = if takes_value { 2 } else { 1 };
+                words = &words[skip.min(words.len())..];
             } else if name == "env" && is_assignment(w) {
                 words = &words[1..];
             } else if name == "timeout" && w.chars().next().is_some_and(|c| c.is_ascii_digit()) {
@@ -451,7 +456,10 @@ mod tests {
 
     #[test]
     fn forbidden_command_prefixes() {
-        let p = policy(&["rm -rf", "git push --force", "shutdown", "/usr/bin/curl"], &[]);
+        let p = policy(
+            &["rm -rf", "git push --force", "shutdown", "/usr/bin/curl"],
+            &[],
+        );
         let hits = [
             "rm -rf /",
             "rm -rf",
@@ -527,11 +535,15 @@ mod tests {
     fn argv_checks() {
         let p = policy(&["rm -rf"], &[r"--no-verify"]);
         let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let v = p.check_argv(&argv(&["git", "commit", "--no-verify"])).unwrap();
+        let v = p
+            .check_argv(&argv(&["git", "commit", "--no-verify"]))
+            .unwrap();
         assert_eq!(v.kind, RuleKind::Pattern);
         assert_eq!(v.command, "git commit --no-verify");
         assert!(p.check_argv(&argv(&["rm", "-rf", "/tmp/x"])).is_some());
-        assert!(p.check_argv(&argv(&["/bin/sh", "-c", "ls; rm -rf /"])).is_some());
+        assert!(p
+            .check_argv(&argv(&["/bin/sh", "-c", "ls; rm -rf /"]))
+            .is_some());
         assert!(p.check_argv(&argv(&["echo", "rm -rf"])).is_none());
         assert!(p.check_argv(&argv(&["sleep", "1"])).is_none());
         assert!(p.check_argv(&[]).is_none());

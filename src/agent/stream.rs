@@ -434,8 +434,7 @@ impl Tally {
                 let snapshot = MessageUsage {
                     input: u64_at(message, &["usage", "input_tokens"]).unwrap_or(0),
                     output: u64_at(message, &["usage", "output_tokens"]).unwrap_or(0),
-                    cache_read: u64_at(message, &["usage", "cache_read_input_tokens"])
-                        .unwrap_or(0),
+                    cache_read: u64_at(message, &["usage", "cache_read_input_tokens"]).unwrap_or(0),
                     cache_creation: u64_at(message, &["usage", "cache_creation_input_tokens"])
                         .unwrap_or(0),
                 };
@@ -692,9 +691,7 @@ fn judge(v: &Verdict<'_>) -> Outcome {
     match v.terminal_reason {
         Some("max_turns") => return failed(FailureReason::MaxTurns),
         Some("prompt_too_long") => return failed(FailureReason::PromptTooLong),
-        Some("aborted_tools" | "aborted_streaming") => {
-            return failed(FailureReason::Interrupted)
-        }
+        Some("aborted_tools" | "aborted_streaming") => return failed(FailureReason::Interrupted),
         _ => {}
     }
     let error_subtype = v.subtype.is_some_and(|s| s.starts_with("error"));
@@ -822,7 +819,6 @@ fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -843,7 +839,7 @@ mod tests {
         (tally, signals)
     }
 
-    fn failed(reason: FailureReason) -> Outcome {
+    const fn failed(reason: FailureReason) -> Outcome {
         Outcome::Failed { reason }
     }
 
@@ -954,7 +950,10 @@ mod tests {
             assert_eq!(tally.finished(), exp.outcome != Abnormal, "{f}: finished");
             assert_eq!(s.turns, exp.turns, "{f}: turns");
             assert_eq!((s.input_tokens, s.output_tokens), exp.tokens, "{f}: tokens");
-            assert_eq!(s.cost_usd, exp.cost, "{f}: cost");
+            match (s.cost_usd, exp.cost) {
+                (Some(got), Some(want)) => assert!((got - want).abs() < 1e-12, "{f}: cost {got}"),
+                (got, want) => assert_eq!(got, want, "{f}: cost"),
+            }
             assert_eq!(
                 (s.commands_executed, s.commands_failed),
                 exp.commands,
@@ -975,7 +974,11 @@ mod tests {
                     _ => None,
                 })
                 .collect();
-            assert_eq!(finished.last().copied().unwrap_or(Abnormal), exp.outcome, "{f}");
+            assert_eq!(
+                finished.last().copied().unwrap_or(Abnormal),
+                exp.outcome,
+                "{f}"
+            );
             let began = signals
                 .iter()
                 .filter(|s| matches!(s, Signal::Began { .. }))
@@ -1007,7 +1010,10 @@ mod tests {
         );
         assert_eq!(s.model.as_deref(), Some("claude-opus-4-8[1m]"));
         assert_eq!(s.result_subtype.as_deref(), Some("success"));
-        assert_eq!(s.result_text.as_deref(), Some("Hello from the fake Anthropic API."));
+        assert_eq!(
+            s.result_text.as_deref(),
+            Some("Hello from the fake Anthropic API.")
+        );
         assert_eq!(s.terminal_reason.as_deref(), Some("completed"));
         assert_eq!(s.duration_ms, Some(140));
         assert_eq!(
@@ -1114,8 +1120,14 @@ mod tests {
     #[test]
     fn abnormal_ends_remember_the_retry_reason() {
         let cases = [
-            ("err_401_default_retries_killed_at_120s.stream-json.jsonl", AuthFailed),
-            ("err_429_default_retries_killed_at_120s.stream-json.jsonl", RateLimited),
+            (
+                "err_401_default_retries_killed_at_120s.stream-json.jsonl",
+                AuthFailed,
+            ),
+            (
+                "err_429_default_retries_killed_at_120s.stream-json.jsonl",
+                RateLimited,
+            ),
             (
                 "err_conn_refused_default_retries_killed_at_120s.stream-json.jsonl",
                 NetworkError,

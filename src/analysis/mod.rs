@@ -270,12 +270,39 @@ fn find_evidence(facts: &ExitFacts, re: &Regex) -> Option<Evidence> {
                 .rev()
                 .filter(|line| !is_agent_chatter(line))
                 .find_map(|line| {
-                    re.find(line).map(|m| Evidence {
-                        stream,
-                        excerpt: excerpt(line, m.start()),
-                    })
+                    let m = re.find(line)?;
+                    // A Claude Code `result` line is JSON; its message is the
+                    // readable part, so quote that when it shows the match.
+                    let excerpt = match agent_result_text(line) {
+                        Some(text) => match re.find(&text) {
+                            Some(inner) => excerpt(&text, inner.start()),
+                            None => excerpt(line, m.start()),
+                        },
+                        None => excerpt(line, m.start()),
+                    };
+                    Some(Evidence { stream, excerpt })
                 })
         })
+}
+
+/// The message of a Claude Code `stream-json` `result` line: its `result`
+/// text, or its `errors` joined, or `None` for any other line.
+fn agent_result_text(line: &str) -> Option<String> {
+    let line = line.trim();
+    if !line.starts_with(r#"{"type":"result""#) {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    if let Some(text) = value.get("result").and_then(|r| r.as_str()) {
+        return Some(text.to_string());
+    }
+    let errors: Vec<&str> = value
+        .get("errors")?
+        .as_array()?
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    (!errors.is_empty()).then(|| errors.join("; "))
 }
 
 /// Splits output into lines; a carriage return also ends a line because
@@ -380,7 +407,13 @@ fn unknown(facts: &ExitFacts) -> Analysis {
             lines(text)
                 .rev()
                 .find(|line| !is_agent_chatter(line))
-                .map(|line| (stream, excerpt(line, 0)))
+                .map(|line| {
+                    let quoted = match agent_result_text(line) {
+                        Some(text) => excerpt(&text, 0),
+                        None => excerpt(line, 0),
+                    };
+                    (stream, quoted)
+                })
         });
     match last_line {
         Some((stream, line)) => {
@@ -426,6 +459,7 @@ fn fill(template: &str, facts: &ExitFacts) -> String {
 }
 
 /// The names [`fill`] knows; a unit test checks the rule table uses no other.
+#[cfg(test)]
 const PLACEHOLDERS: [&str; 7] = [
     "signal",
     "exit_code",

@@ -39,10 +39,21 @@ pub enum Command {
     Describe(describe::Args),
     /// Print a session's output.
     Logs(logs::Args),
+    /// The long-lived parent of all sessions (started by `run`; not for people).
+    #[command(hide = true)]
+    Keeper(KeeperArgs),
     /// Check manifests without running anything (for pre-commit hooks and CI).
     Validate(validate::Args),
     /// Write the JSON Schemas of the Session and Pool manifests.
     Schema(schema::Args),
+}
+
+/// Arguments of the hidden `keeper` command.
+#[derive(Debug, clap::Args)]
+pub struct KeeperArgs {
+    /// The controller's `.sessionlet/` folder.
+    #[arg(long)]
+    pub control_dir: std::path::PathBuf,
 }
 
 /// Runs the chosen command; the exit code is the command's.
@@ -55,6 +66,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get(args) => get::run(args),
         Command::Describe(args) => describe::run(args),
         Command::Logs(args) => logs::run(args),
+        Command::Keeper(args) => {
+            crate::runtime::keeper::serve(&args.control_dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
     }

@@ -10,6 +10,9 @@ pub mod plan;
 pub mod reconcile;
 pub mod state;
 
+#[cfg(test)]
+mod tests;
+
 pub use desired::{Desired, DesiredPool, DesiredSession, Replica};
 pub use phase::{ExitStatus, Phase, Reason};
 pub use plan::{Action, Plan};

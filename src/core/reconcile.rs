@@ -48,6 +48,14 @@ pub enum Event {
         /// How it ended.
         status: ExitStatus,
     },
+    /// A process adopted from an earlier controller is gone and its exit
+    /// status is unknown (it ended while nothing was watching it).
+    Vanished {
+        /// The session.
+        name: String,
+        /// Its pid.
+        pid: u32,
+    },
     /// Monitoring asks to stop a session (a limit, staleness, a policy violation).
     StopRequested {
         /// The session.
@@ -65,6 +73,7 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
         Event::Spawned { name, .. }
         | Event::SpawnFailed { name, .. }
         | Event::Exited { name, .. }
+        | Event::Vanished { name, .. }
         | Event::StopRequested { name, .. } => name.clone(),
     };
     let Some(rec) = state.sessions.get_mut(&name) else {
@@ -134,6 +143,35 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                     _ => stats.failed += 1,
                 }
             }
+            finish_attempt(
+                &name,
+                rec,
+                spec,
+                exit,
+                running.stop.as_ref(),
+                now,
+                &mut state.outbox,
+            );
+        }
+        Event::Vanished { pid, .. } => {
+            let Run::Running(running) = &rec.run else {
+                return;
+            };
+            if running.pid != pid {
+                return;
+            }
+            let running = running.clone();
+            let exit = LastExit {
+                attempt: rec.attempt,
+                status: None,
+                reason: Reason::ExitedWhileAway,
+                message:
+                    "the process ended while no controller was running; its exit status is unknown"
+                        .into(),
+                started_at: Some(running.started_at),
+                finished_at: now,
+                crash_dump: None,
+            };
             finish_attempt(
                 &name,
                 rec,

@@ -285,6 +285,14 @@ fn syntax_message(raw: &str) -> String {
             _ => format!("the file exceeds the parser's limits ({breach})"),
         };
     }
+    if let Some(rest) = text.strip_prefix("duplicate mapping key: ") {
+        // The parser's hint names its own options; say what to do instead.
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
+        return format!("duplicate key {key:?}: a key may appear only once in a mapping");
+    }
     if text.starts_with("recursion limit exceeded") {
         return limit(format!(
             "nesting is deeper than {} levels",
@@ -423,6 +431,40 @@ mod tests {
         assert!(file.documents.is_empty() && file.problems.is_empty());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Arbitrary text never panics (a panic would surface as an
+        /// "internal error" problem, as the check runs on its own thread).
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let file = load_str(Path::new("fuzz.yaml"), &text);
+            proptest::prop_assert!(file.problems.iter().all(|p| !p.message.contains("internal error")));
+        }
+
+        /// Manifest-shaped text built from manifest tokens, to get past the
+        /// parser into validation.
+        #[test]
+        fn manifest_shaped_text_never_panics(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "apiVersion: sessionlet.dev/v1alpha1\n", "kind: Session\n", "kind: Pool\n",
+                "spec:\n", "  command: [a, 1]\n", "  agent: {prompt: x}\n", "  replicas: 3\n",
+                "  template:\n", "    spec: {pool: p}\n", "  backoff: {initialDelay: 9m}\n",
+                "  env: {\"=\": 1}\n", "metadata: {name: Ab}\n", "---\n", "- x\n", "  timeout: 0\n",
+                "  charter: {constraints: {forbiddenPatterns: ['(']}}\n", "  maxRetries: -5\n",
+            ]), 0..12)
+        ) {
+            let text: String = parts.concat();
+            let file = load_str(Path::new("shaped.yaml"), &text);
+            proptest::prop_assert!(file.problems.iter().all(|p| !p.message.contains("internal error")));
+            let doc_problems: usize = file.documents.iter().map(|d| match d {
+                Document::Invalid { problems, .. } => problems.len(),
+                Document::Valid(_) => 0,
+            }).sum();
+            proptest::prop_assert!(doc_problems <= file.problems.len());
+        }
+    }
+
     #[test]
     fn syntax_messages_drop_the_position_and_name_the_limit() {
         assert_eq!(
@@ -432,6 +474,10 @@ mod tests {
         assert_eq!(
             syntax_message("budget breached: Nodes { nodes: 100001 } at line 1, column 18 (defined at line 5, column 7)"),
             "the file has more than 100000 values, the limit for a manifest"
+        );
+        assert_eq!(
+            syntax_message("duplicate mapping key: kind, set DuplicateKeyPolicy in Options if acceptable at line 2, column 1"),
+            "duplicate key \"kind\": a key may appear only once in a mapping"
         );
     }
 }

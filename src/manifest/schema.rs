@@ -6,8 +6,9 @@
 //! suggests and what the loader accepts cannot drift apart. The checker knows
 //! only the JSON Schema keywords schemars emits for our types (`$ref`,
 //! `type`, `properties`, `additionalProperties`, `required`, `const`, `enum`,
-//! `oneOf`, `anyOf`, `minimum`, `maximum`, `minItems`, `maxItems`, `pattern`,
-//! `items` and the `format`s below); unlike a general validator it keeps the
+//! `oneOf`, `anyOf`, `minimum`, `maximum`, `exclusiveMinimum`,
+//! `exclusiveMaximum`, `minItems`, `maxItems`, `pattern`, `items` and the
+//! `format`s below); unlike a general validator it keeps the
 //! position of every value and says what is allowed instead of only "invalid".
 //!
 //! Formats: `duration`, `quantity` and `signal` are checked by parsing with the
@@ -606,6 +607,28 @@ impl<'s> Walker<'s> {
                 return;
             }
         }
+        if let Some(min) = o.get("exclusiveMinimum").and_then(J::as_f64) {
+            if x <= min {
+                let min = show(&o["exclusiveMinimum"]);
+                self.push(
+                    node.pos,
+                    path,
+                    format!("must be greater than {min}, found {shown}"),
+                );
+                return;
+            }
+        }
+        if let Some(max) = o.get("exclusiveMaximum").and_then(J::as_f64) {
+            if x >= max {
+                let max = show(&o["exclusiveMaximum"]);
+                self.push(
+                    node.pos,
+                    path,
+                    format!("must be less than {max}, found {shown}"),
+                );
+                return;
+            }
+        }
         if let Some(max) = o.get("maximum").and_then(J::as_f64) {
             if x > max {
                 let max = show(&o["maximum"]);
@@ -832,6 +855,89 @@ mod tests {
             Some("restartPolicy")
         );
         assert_eq!(did_you_mean("zzz", ["restartPolicy", "stdin"]), None);
+    }
+
+    /// Keywords the walker understands, or that assert nothing.
+    const UNDERSTOOD: &[&str] = &[
+        "$schema",
+        "$ref",
+        "$defs",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "type",
+        "properties",
+        "additionalProperties",
+        "required",
+        "const",
+        "enum",
+        "oneOf",
+        "anyOf",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minItems",
+        "maxItems",
+        "pattern",
+        "items",
+        "format",
+    ];
+    /// Formats the walker checks, or that only describe the Rust type.
+    const FORMATS: &[&str] = &[
+        "duration", "quantity", "signal", "uint8", "uint16", "uint32", "uint64", "uint", "int8",
+        "int16", "int32", "int64", "int", "double", "float",
+    ];
+
+    fn keywords(schema: &J, found: &mut Vec<String>) {
+        let Some(o) = schema.as_object() else { return };
+        for (k, v) in o {
+            found.push(k.clone());
+            match k.as_str() {
+                "properties" | "$defs" => v
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|m| m.values())
+                    .for_each(|s| keywords(s, found)),
+                "oneOf" | "anyOf" => v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .for_each(|s| keywords(s, found)),
+                "items" | "additionalProperties" => keywords(v, found),
+                "format" => found.push(format!("format:{}", v.as_str().unwrap_or("?"))),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn the_walker_understands_every_keyword_the_types_generate() {
+        // A keyword the walker ignored would be enforced by editors but not
+        // by `sessionlet validate`: the two must not drift apart.
+        for schema in [session_schema(), pool_schema()] {
+            let mut found = Vec::new();
+            keywords(&schema, &mut found);
+            for k in found {
+                match k.strip_prefix("format:") {
+                    Some(f) => assert!(FORMATS.contains(&f), "format {f} is not checked"),
+                    None => assert!(
+                        UNDERSTOOD.contains(&k.as_str()),
+                        "keyword {k} is not checked"
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exclusive_minimums_are_checked() {
+        let yaml = format!("{HEAD}spec:\n  agent: {{prompt: hi, maxBudgetUsd: 0}}\n");
+        assert_eq!(
+            check(compiled_session(), &yaml),
+            ["4:39 spec.agent.maxBudgetUsd: must be greater than 0, found 0"]
+        );
     }
 
     #[test]

@@ -216,7 +216,18 @@ fn session_spec_rules(spec_key: Pos, spec: &Node, path: &str, out: &mut Vec<Find
     }
     let command = entry(spec, "command");
     let agent = entry(spec, "agent");
+    // A misspelt `comand:` is already reported as an unknown field with a
+    // suggestion; saying "command is required" as well would be noise.
+    let misspelt = || match &spec.value {
+        Value::Map(entries) => entries.iter().any(|(k, _)| {
+            k.name != "command"
+                && k.name != "agent"
+                && did_you_mean(&k.name, ["command", "agent"]).is_some()
+        }),
+        _ => false,
+    };
     match (command, agent) {
+        (None, None) if misspelt() => {}
         (None, None) => out.push(finding(
             spec_key,
             &join_key(path, "command"),
@@ -593,6 +604,76 @@ mod tests {
         ] {
             assert!(!is_valid_name(bad), "{bad}");
         }
+    }
+
+    fn check(yaml: &str, stem: &str) -> Checked {
+        let docs = crate::manifest::codec::parse_documents(yaml).unwrap();
+        check_document(&docs[0], stem)
+    }
+
+    fn messages(c: &Checked) -> Vec<String> {
+        c.findings
+            .iter()
+            .map(|f| format!("{}:{} {}: {}", f.pos.line, f.pos.col, f.path, f.message))
+            .collect()
+    }
+
+    #[test]
+    fn an_unknown_kind_still_reports_the_api_version() {
+        let c = check("apiVersion: v1\nkind: Job\nspec: {}\n", "x");
+        assert_eq!(
+            messages(&c),
+            [
+                "1:13 apiVersion: must be sessionlet.dev/v1alpha1, found the string \"v1\"",
+                "2:7 kind: unknown kind \"Job\": allowed kinds are Session, Pool",
+            ]
+        );
+        assert_eq!((c.kind, c.name.as_deref()), (None, Some("x")));
+    }
+
+    #[test]
+    fn a_pool_becomes_a_typed_object_with_defaults() {
+        let c = check(
+            "apiVersion: sessionlet.dev/v1alpha1\nkind: Pool\nspec:\n  replicas: 2\n  \
+             template:\n    spec:\n      command: [/bin/true]\n",
+            "workers",
+        );
+        assert_eq!(messages(&c), Vec::<String>::new());
+        let Some(Object::Pool(pool)) = c.object else {
+            panic!("{c:?}")
+        };
+        assert_eq!(pool.metadata.name.as_deref(), Some("workers"));
+        assert_eq!(pool.spec.replicas, 2);
+        assert_eq!(pool.spec.max_queue, 100);
+        let template = pool.spec.template.unwrap();
+        assert_eq!(
+            template.spec.termination_grace_period,
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn an_invalid_name_is_never_handed_out() {
+        let c = check(
+            "apiVersion: sessionlet.dev/v1alpha1\nkind: Session\nmetadata: {name: ../../etc}\n\
+             spec: {command: [x]}\n",
+            "fine",
+        );
+        assert_eq!(c.name, None);
+        assert!(c.object.is_none());
+        assert!(messages(&c)[0].starts_with("3:17 metadata.name: invalid name \"../../etc\""));
+    }
+
+    #[test]
+    fn null_sections_are_type_errors() {
+        let c = check(
+            "apiVersion: sessionlet.dev/v1alpha1\nkind: Session\nspec:\n",
+            "x",
+        );
+        assert_eq!(
+            messages(&c),
+            ["3:6 spec: expected a mapping, found nothing (null)"]
+        );
     }
 
     #[test]

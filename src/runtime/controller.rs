@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::catalog::{Catalog, Entry, Known};
 use super::files::{create_dir, write_atomic};
+use super::keeper::{ExitRecord, Keeper};
 use super::layout::{attempt_logs, tail_lines, Layout};
 use super::process::{self, SpawnRequest};
 use super::render::{self, Extras, Transitions};
@@ -106,6 +107,7 @@ pub struct Controller {
     last_error: Option<(String, DateTime<Utc>)>,
     controller_status_hash: u64,
     controller_status_at: Option<Instant>,
+    keeper: Keeper,
     _lock: lock::Lock,
 }
 
@@ -130,6 +132,8 @@ impl Controller {
             anyhow::anyhow!("cannot create {}: {e}", layout.control_dir().display())
         })?;
         let lock = lock::Lock::acquire(&layout.control_dir())?;
+        let keeper = Keeper::connect_or_start(&layout.control_dir())
+            .map_err(|e| anyhow::anyhow!("cannot reach or start the keeper: {e}"))?;
         let mut c = Controller {
             opts,
             layout,
@@ -149,6 +153,7 @@ impl Controller {
             last_error: None,
             controller_status_hash: 0,
             controller_status_at: None,
+            keeper,
             _lock: lock,
         };
         c.remember_previous_statuses();
@@ -191,6 +196,10 @@ impl Controller {
                     .as_u64()
                     .unwrap_or(1)
                     .max(1);
+                if kind == "Session" {
+                    let stem = name.trim_end_matches(".status.yaml").to_string();
+                    self.adopt(n, &stem, &doc);
+                }
                 self.catalog.remember(
                     kind,
                     n,
@@ -205,12 +214,80 @@ impl Controller {
         }
     }
 
+    /// Restores what an earlier controller knew of a session and, when its
+    /// process is still the keeper's child (same pid, start time and boot),
+    /// adopts it: same pid, no restart.
+    fn adopt(&mut self, name: &str, stem: &str, doc: &serde_json::Value) {
+        let Ok(status) =
+            serde_json::from_value::<crate::api::status::SessionStatus>(doc["status"].clone())
+        else {
+            return;
+        };
+        let Some(rec) = super::adopt::record_from_status(&status) else {
+            return;
+        };
+        let mut rec = rec;
+        if let Run::Running(r) = &rec.run {
+            let pid = r.pid;
+            let same_boot = status.boot_id.is_some() && status.boot_id == self.boot_id;
+            let is_child = self.keeper.children.iter().any(|c| {
+                c.pid == pid && c.start_ticks.is_some() && c.start_ticks == status.pid_start_ticks
+            });
+            let exited = super::adopt::recorded_exit(
+                &self.layout.control_dir(),
+                pid,
+                status.pid_start_ticks,
+            );
+            if same_boot && (is_child || exited) {
+                self.pids.insert(pid, name.to_string());
+                let logs = status.logs.clone().unwrap_or_default();
+                self.live.insert(
+                    name.to_string(),
+                    Live {
+                        stem: stem.to_string(),
+                        log_dir: self
+                            .layout
+                            .status_dir
+                            .join(&logs.stdout)
+                            .parent()
+                            .map(Path::to_path_buf)
+                            .unwrap_or_default(),
+                        stdout: self.layout.status_dir.join(&logs.stdout),
+                        stderr: self.layout.status_dir.join(&logs.stderr),
+                        start_ticks: status.pid_start_ticks,
+                        argv: Vec::new(),
+                        cwd: PathBuf::new(),
+                    },
+                );
+                tracing::info!(session = name, pid, "adopted a running session");
+            } else {
+                // Gone while nobody watched (or a reused pid that is not ours): never signal it.
+                self.state.sessions.insert(name.to_string(), rec);
+                core::observe(
+                    &self.desired,
+                    &mut self.state,
+                    Event::Vanished {
+                        name: name.to_string(),
+                        pid,
+                    },
+                    Utc::now(),
+                );
+                return;
+            }
+        }
+        rec.wait = None;
+        self.state
+            .sessions
+            .insert(name.to_string(), std::mem::take(&mut rec));
+    }
+
     /// Runs until drained (or done, with `--exit-when-done`).
     pub async fn run(mut self) -> anyhow::Result<Exit> {
         if let Err(e) = process::become_subreaper() {
             tracing::warn!("cannot become child subreaper ({e}); grandchildren that leave their group are not tracked");
         }
         let mut sigchld = signal(SignalKind::child())?;
+        let mut exits = self.keeper.events()?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let (watch_tx, mut watch_rx) = mpsc::channel::<()>(1);
@@ -243,6 +320,10 @@ impl Controller {
             rescan = false;
             if let Some(exit) = self.finished() {
                 self.write_controller_status(true);
+                if self.state.all_stopped() {
+                    // Nothing left to keep: the keeper exits after its last child.
+                    let _ = self.keeper.shutdown();
+                }
                 return Ok(exit);
             }
             let sleep = wake_at
@@ -255,12 +336,20 @@ impl Controller {
                     while watch_rx.try_recv().is_ok() {}
                     rescan = true;
                 }
+                Some(exit) = exits.recv() => {
+                    self.on_exit(exit);
+                    while let Ok(exit) = exits.try_recv() {
+                        self.on_exit(exit);
+                    }
+                }
+                // The keeper and, when we are PID 1, orphans are our children.
                 _ = sigchld.recv() => self.reap(),
                 _ = tokio::time::sleep(sleep) => {}
                 _ = resync.tick() => {
                     rescan = true;
                     self.reap();
                     self.rotate_logs();
+                    self.check_vanished();
                 }
                 _ = sigterm.recv() => { if let Some(exit) = self.on_signal() { return Ok(exit); } }
                 _ = sigint.recv() => { if let Some(exit) = self.on_signal() { return Ok(exit); } }
@@ -326,17 +415,52 @@ impl Controller {
         })
     }
 
+    /// Reaps our own children: the keeper, and orphans when we are PID 1.
     fn reap(&mut self) {
-        let now = Utc::now();
-        for (pid, status) in process::reap() {
-            let Some(name) = self.pids.remove(&pid) else {
-                continue; // an orphaned grandchild, reaped so it doesn't linger as a zombie
+        for (pid, _) in process::reap() {
+            if pid == self.keeper.pid {
+                self.error("the keeper exited; session exits are no longer recorded".into());
+            }
+        }
+    }
+
+    /// An exit reported by the keeper.
+    fn on_exit(&mut self, exit: ExitRecord) {
+        let pid = exit.child.pid;
+        if let Some(name) = self.pids.remove(&pid) {
+            let event = Event::Exited {
+                name,
+                pid,
+                status: exit.status,
             };
+            core::observe(&self.desired, &mut self.state, event, Utc::now());
+        }
+        if let Err(e) = self.keeper.ack(pid) {
+            self.error(format!("cannot acknowledge an exit to the keeper: {e}"));
+        }
+    }
+
+    /// Safety net: a tracked process that is gone without an exit report.
+    fn check_vanished(&mut self) {
+        let control = self.layout.control_dir();
+        let gone: Vec<(u32, String)> = self
+            .pids
+            .iter()
+            .filter(|(pid, name)| {
+                let ticks = self.live.get(*name).and_then(|l| l.start_ticks);
+                ticks.is_some()
+                    && process::start_ticks(**pid) != ticks
+                    && !super::adopt::recorded_exit(&control, **pid, ticks)
+            })
+            .map(|(p, n)| (*p, n.clone()))
+            .collect();
+        for (pid, name) in gone {
+            self.pids.remove(&pid);
             core::observe(
                 &self.desired,
                 &mut self.state,
-                Event::Exited { name, pid, status },
-                now,
+                Event::Vanished { name, pid },
+                Utc::now(),
             );
         }
     }
@@ -476,7 +600,8 @@ impl Controller {
             stderr: stderr.clone(),
             user: None,
         };
-        let pid = process::spawn(&req)?;
+        let child = self.keeper.spawn(&req)?;
+        let pid = child.pid;
         self.live.insert(
             name.to_string(),
             Live {
@@ -484,7 +609,7 @@ impl Controller {
                 log_dir,
                 stdout,
                 stderr,
-                start_ticks: process::start_ticks(pid),
+                start_ticks: child.start_ticks,
                 argv,
                 cwd,
             },

@@ -1,9 +1,11 @@
 //! The imperative shell: watching, processes, files, clocks and signals.
 
+pub mod adopt;
 pub mod catalog;
 pub mod controller;
 pub mod crash_dump;
 pub mod files;
+pub mod keeper;
 pub mod layout;
 pub mod lock;
 pub mod process;

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use crate::core::{ExitStatus, Reason};
 
 /// Everything needed to start one attempt.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SpawnRequest {
     /// argv; argv[0] is looked up on PATH.
     pub argv: Vec<String>,
@@ -34,7 +34,7 @@ pub struct SpawnRequest {
 }
 
 /// Why a spawn failed, in the words of the status file.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{message}")]
 pub struct SpawnError {
     /// CommandNotFound, PermissionDenied or SpawnFailed.
