@@ -97,6 +97,7 @@ pub fn restart_hint(outcome: &Outcome, retrying: Option<FailureReason>) -> Resta
         FailureReason::NetworkError
         | FailureReason::ApiError
         | FailureReason::Interrupted
+        | FailureReason::SessionNotFound
         | FailureReason::ExecutionError => RestartHint::Backoff,
     }
 }
@@ -108,7 +109,10 @@ pub fn restart_hint(outcome: &Outcome, retrying: Option<FailureReason>) -> Resta
 /// short rather than finished: an abnormal end, an interruption, or a
 /// transient API failure. Not after a success (a new run starts afresh), nor
 /// after the limits, an auth failure or a too-long prompt (which resuming
-/// would only repeat).
+/// would only repeat), nor when the conversation to resume was not found
+/// ([`FailureReason::SessionNotFound`]: the CLI writes its transcript
+/// lazily, so a run SIGKILLed right after starting may have none; stopping it
+/// with SIGINT or SIGTERM first lets it flush).
 pub fn should_resume(outcome: &Outcome, began: bool, resume_enabled: bool) -> bool {
     if !(began && resume_enabled) {
         return false;
@@ -188,5 +192,6 @@ mod tests {
         assert!(!should_resume(&failed(PromptTooLong), true, true));
         assert!(!should_resume(&failed(MaxTurns), true, true));
         assert!(!should_resume(&failed(AuthFailed), true, true));
+        assert!(!should_resume(&failed(SessionNotFound), true, true));
     }
 }

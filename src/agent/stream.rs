@@ -91,6 +91,10 @@ pub enum FailureReason {
     ApiError,
     /// The run was interrupted (SIGINT) while a tool or the model was running.
     Interrupted,
+    /// `--resume` named a conversation the CLI does not have (never saved,
+    /// e.g. the first attempt was SIGKILLed before its transcript was
+    /// written): start a new conversation instead.
+    SessionNotFound,
     /// The CLI reported an error that is not an API error.
     ExecutionError,
 }
@@ -108,6 +112,7 @@ impl FailureReason {
             FailureReason::PromptTooLong => "PromptTooLong",
             FailureReason::ApiError => "ApiError",
             FailureReason::Interrupted => "Interrupted",
+            FailureReason::SessionNotFound => "SessionNotFound",
             FailureReason::ExecutionError => "ExecutionError",
         }
     }
@@ -698,6 +703,9 @@ fn judge(v: &Verdict<'_>) -> Outcome {
     if !v.is_error && !error_subtype {
         return Outcome::Success;
     }
+    if error_subtype && v.text.contains("No conversation found") {
+        return failed(FailureReason::SessionNotFound);
+    }
     if error_subtype {
         // error_during_execution (not an interruption), or a subtype newer
         // than this code: the CLI failed, not the API.
@@ -918,6 +926,7 @@ mod tests {
         // The live estimate: one message of 120 input tokens and the
         // message_start snapshot's single output token.
         e("sig_term_during_bash_tool.stream-json.jsonl", Abnormal, true, 1, (120, 1), None, (1, 0), 0),
+        e("err_resume_unknown_session.stream-json.jsonl", failed(SessionNotFound), false, 0, (0, 0), Some(0.0), (0, 0), 0),
         e("synthetic_unknown_events.stream-json.jsonl", Success, true, 2, (1010, 202), Some(0.5), (1, 1), 1),
         e("synthetic_no_init_killed.stream-json.jsonl", Abnormal, true, 1, (300, 1), None, (1, 0), 0),
     ];

@@ -6,7 +6,7 @@
 //! [`analyze`] returns an [`Analysis`] for the crash dump and the status's
 //! `lastExit`.
 //!
-//! The rules are data: one ordered table in [`rules`], first match wins.
+//! The rules are data: one ordered table in `rules.rs`, first match wins.
 //! Facts come before text (an OOM counter or a stop reason is certain, a line
 //! of output is only a hint), and within the text rules the more specific
 //! ones come first. Root causes quote the output line that matched so the
@@ -224,39 +224,42 @@ fn compile(id: &str, pattern: &str) -> Regex {
 
 /// Finds the first rule, in table order, that matches the facts.
 fn classify(facts: &ExitFacts) -> Option<Found> {
-    RULES.iter().zip(COMPILED.iter()).find_map(|(rule, compiled)| {
-        let matched = match rule.matcher {
-            Matcher::SpawnError(_) => facts
-                .spawn_error
-                .zip(compiled.matcher.as_ref())
-                .is_some_and(|(message, re)| re.is_match(message)),
-            Matcher::AnySpawnError => facts.spawn_error.is_some(),
-            Matcher::OomKilled => facts.oom_kills > 0,
-            Matcher::StopReason(reasons) => facts
-                .stop_reason
-                .is_some_and(|reason| reasons.iter().any(|r| r.eq_ignore_ascii_case(reason))),
-            Matcher::AnyStopReason => facts.stop_reason.is_some(),
-            Matcher::Signal(signals) => facts.signal.is_some_and(|s| signals.contains(&s)),
-            Matcher::AnySignal => facts.signal.is_some(),
-            Matcher::ExitCode(codes) => facts.exit_code.is_some_and(|c| codes.contains(&c)),
-            Matcher::Output(_) => {
-                // Text rules must find their evidence; that is the match.
-                let re = compiled.matcher.as_ref()?;
-                let evidence = find_evidence(facts, re)?;
-                return Some(Found {
-                    rule,
-                    evidence: Some(evidence),
-                });
-            }
-        };
-        matched.then(|| Found {
-            rule,
-            evidence: compiled
-                .evidence
-                .as_ref()
-                .and_then(|re| find_evidence(facts, re)),
+    RULES
+        .iter()
+        .zip(COMPILED.iter())
+        .find_map(|(rule, compiled)| {
+            let matched = match rule.matcher {
+                Matcher::SpawnError(_) => facts
+                    .spawn_error
+                    .zip(compiled.matcher.as_ref())
+                    .is_some_and(|(message, re)| re.is_match(message)),
+                Matcher::AnySpawnError => facts.spawn_error.is_some(),
+                Matcher::OomKilled => facts.oom_kills > 0,
+                Matcher::StopReason(reasons) => facts
+                    .stop_reason
+                    .is_some_and(|reason| reasons.iter().any(|r| r.eq_ignore_ascii_case(reason))),
+                Matcher::AnyStopReason => facts.stop_reason.is_some(),
+                Matcher::Signal(signals) => facts.signal.is_some_and(|s| signals.contains(&s)),
+                Matcher::AnySignal => facts.signal.is_some(),
+                Matcher::ExitCode(codes) => facts.exit_code.is_some_and(|c| codes.contains(&c)),
+                Matcher::Output(_) => {
+                    // Text rules must find their evidence; that is the match.
+                    let re = compiled.matcher.as_ref()?;
+                    let evidence = find_evidence(facts, re)?;
+                    return Some(Found {
+                        rule,
+                        evidence: Some(evidence),
+                    });
+                }
+            };
+            matched.then(|| Found {
+                rule,
+                evidence: compiled
+                    .evidence
+                    .as_ref()
+                    .and_then(|re| find_evidence(facts, re)),
+            })
         })
-    })
 }
 
 /// The last line matching `re`, stderr first (where programs report errors)
@@ -265,24 +268,40 @@ fn find_evidence(facts: &ExitFacts, re: &Regex) -> Option<Evidence> {
     [("stderr", facts.stderr_tail), ("stdout", facts.stdout_tail)]
         .into_iter()
         .find_map(|(stream, text)| {
-            // The last match is the one closest to the end of the attempt.
-            lines(text)
-                .rev()
-                .filter(|line| !is_agent_chatter(line))
-                .find_map(|line| {
-                    let m = re.find(line)?;
-                    // A Claude Code `result` line is JSON; its message is the
-                    // readable part, so quote that when it shows the match.
-                    let excerpt = match agent_result_text(line) {
-                        Some(text) => match re.find(&text) {
-                            Some(inner) => excerpt(&text, inner.start()),
-                            None => excerpt(line, m.start()),
-                        },
-                        None => excerpt(line, m.start()),
-                    };
-                    Some(Evidence { stream, excerpt })
-                })
+            // The last match is the one closest to the end of the attempt,
+            // but a field of a dumped error object (`  code: 'ECONNREFUSED',`)
+            // only repeats the message line above it, which reads better.
+            let mut field = None;
+            for line in lines(text).rev().filter(|line| !is_agent_chatter(line)) {
+                let Some(m) = re.find(line) else { continue };
+                if is_error_field(line) {
+                    field.get_or_insert((line, m.start()));
+                    continue;
+                }
+                return Some(quote(stream, line, m.start(), re));
+            }
+            field.map(|(line, start)| quote(stream, line, start, re))
         })
+}
+
+/// The evidence for a match at byte `start` of `line`.
+fn quote(stream: &'static str, line: &str, start: usize, re: &Regex) -> Evidence {
+    // A Claude Code `result` line is JSON; its message is the readable part,
+    // so quote that when it shows the match.
+    let excerpt = agent_result_text(line)
+        .and_then(|text| re.find(&text).map(|inner| excerpt(&text, inner.start())))
+        .unwrap_or_else(|| excerpt(line, start));
+    Evidence { stream, excerpt }
+}
+
+/// A `key: value,` line of an error object as Node prints it
+/// (`  code: 'ENOTFOUND',`, `  errno: -3008,`).
+fn is_error_field(line: &str) -> bool {
+    static FIELD: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^\s+[A-Za-z_]+: (?:'[^']*'|-?\d+),?\s*$")
+            .expect("the error field pattern is a valid regex")
+    });
+    FIELD.is_match(line)
 }
 
 /// The message of a Claude Code `stream-json` `result` line: its `result`
@@ -308,7 +327,8 @@ fn agent_result_text(line: &str) -> Option<String> {
 /// Splits output into lines; a carriage return also ends a line because
 /// progress bars redraw with `\r` and the last redraw is what was seen.
 fn lines(text: &str) -> impl DoubleEndedIterator<Item = &str> {
-    text.split(['\n', '\r']).filter(|line| !line.trim().is_empty())
+    text.split(['\n', '\r'])
+        .filter(|line| !line.trim().is_empty())
 }
 
 /// Lines of a Claude Code `stream-json` transcript that carry what the
@@ -345,10 +365,7 @@ fn excerpt(line: &str, start: usize) -> String {
     if total <= EVIDENCE_MAX_CHARS {
         return clean(line);
     }
-    let match_char = line
-        .char_indices()
-        .take_while(|(i, _)| *i < start)
-        .count();
+    let match_char = line.char_indices().take_while(|(i, _)| *i < start).count();
     let from = match_char
         .saturating_sub(EVIDENCE_LEAD_CHARS)
         .min(total - EVIDENCE_MAX_CHARS);
@@ -419,14 +436,26 @@ fn unknown(facts: &ExitFacts) -> Analysis {
         Some((stream, line)) => {
             root_cause.push_str(&format!(" Last output line ({stream}): \"{line}\""))
         }
+        // Every line was agent chatter: a transcript with no result line.
+        None if lines(facts.stdout_tail)
+            .chain(lines(facts.stderr_tail))
+            .next()
+            .is_some() =>
+        {
+            root_cause.push_str(
+                " Its output is only the agent's transcript, with no error from the agent \
+                 CLI (no result line: it was interrupted).",
+            )
+        }
         None => root_cause.push_str(" It wrote no output."),
     }
     Analysis {
         kind: AnalysisType::Unknown,
         root_cause,
-        recommendation: "Read the full stdout and stderr in the crash dump; run the command by hand \
+        recommendation:
+            "Read the full stdout and stderr in the crash dump; run the command by hand \
                          with the same environment to reproduce it."
-            .to_string(),
+                .to_string(),
         confidence: 0.1,
         suggested_fixes: vec![
             "Make the program print a clear error message before it exits non-zero.".to_string(),

@@ -47,14 +47,20 @@ pub(super) enum Matcher {
 pub(super) struct Rule {
     /// A stable name, for tests and debugging.
     pub id: &'static str,
+    /// The type reported when the rule matches.
     pub kind: AnalysisType,
+    /// What the rule looks at.
     pub matcher: Matcher,
     /// For fact rules: a regex picking the output line to quote as
     /// supporting evidence, when there is one (text rules quote their match).
     pub evidence: Option<&'static str>,
+    /// What happened; the quoted evidence is appended to it.
     pub root_cause: &'static str,
+    /// What to do about it.
     pub recommendation: &'static str,
+    /// How sure the rule is when it matches (0 to 1).
     pub confidence: f64,
+    /// Concrete changes that would likely fix it.
     pub fixes: &'static [&'static str],
 }
 

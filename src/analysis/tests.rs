@@ -242,12 +242,26 @@ fn a_segfault_signal_is_a_segfault() {
         "signal-segv",
         AnalysisType::Segfault,
     );
-    assert!(a.root_cause.contains("SIGSEGV (signal 11)"), "{}", a.root_cause);
-    assert!(a.root_cause.contains("Fatal Python error: Segmentation fault"));
+    assert!(
+        a.root_cause.contains("SIGSEGV (signal 11)"),
+        "{}",
+        a.root_cause
+    );
+    assert!(a
+        .root_cause
+        .contains("Fatal Python error: Segmentation fault"));
     assert!(a.confidence >= 0.9);
     // Without faulthandler it prints nothing: the signal alone decides.
-    expect(&signalled(SIGSEGV, ""), "signal-segv", AnalysisType::Segfault);
-    expect(&signalled(libc::SIGBUS, ""), "signal-segv", AnalysisType::Segfault);
+    expect(
+        &signalled(SIGSEGV, ""),
+        "signal-segv",
+        AnalysisType::Segfault,
+    );
+    expect(
+        &signalled(libc::SIGBUS, ""),
+        "signal-segv",
+        AnalysisType::Segfault,
+    );
 }
 
 #[test]
@@ -289,7 +303,11 @@ fn out_of_memory_messages_are_oom() {
         "oom-text",
         AnalysisType::OOM,
     );
-    assert!(a.root_cause.ends_with("Evidence (stderr): \"MemoryError\""), "{}", a.root_cause);
+    assert!(
+        a.root_cause.ends_with("Evidence (stderr): \"MemoryError\""),
+        "{}",
+        a.root_cause
+    );
     expect(
         &exited(1, sample!("python_cannot_allocate_memory.txt")),
         "oom-text",
@@ -311,7 +329,11 @@ fn an_abort_signal_is_an_abort_quoting_the_assertion() {
         "signal-abort",
         AnalysisType::Abort,
     );
-    assert!(a.root_cause.contains("Assertion `answer == 42' failed."), "{}", a.root_cause);
+    assert!(
+        a.root_cause.contains("Assertion `answer == 42' failed."),
+        "{}",
+        a.root_cause
+    );
     let a = expect(
         &signalled(libc::SIGABRT, sample!("python_abort_faulthandler.txt")),
         "signal-abort",
@@ -380,7 +402,9 @@ fn http_401_403_and_bad_credentials_are_auth() {
         "auth-rejected",
         AnalysisType::Auth,
     );
-    assert!(a.root_cause.contains("Evidence (stdout): \"Invalid API key"));
+    assert!(a
+        .root_cause
+        .contains("Evidence (stdout): \"Invalid API key"));
     // From stream-json, the message of the `result` line is what is quoted.
     let a = expect(
         &claude(sample!("claude-cli/err_401_retries1.stream-json.jsonl")),
@@ -465,10 +489,17 @@ fn a_connection_refused_is_a_network_error() {
         "connection-refused",
         AnalysisType::Network,
     );
-    expect(
+    // Node dumps the error object after the message; the message is quoted.
+    let a = expect(
         &exited(1, sample!("node_connection_refused.txt")),
         "connection-refused",
         AnalysisType::Network,
+    );
+    assert!(
+        a.root_cause
+            .ends_with("\"Error: connect ECONNREFUSED 127.0.0.1:9\""),
+        "{}",
+        a.root_cause
     );
     expect(
         &claude(sample!("claude-cli/err_conn_refused_retries0.txt")),
@@ -476,7 +507,9 @@ fn a_connection_refused_is_a_network_error() {
         AnalysisType::Network,
     );
     expect(
-        &claude(sample!("claude-cli/err_conn_refused_retries0.stream-json.jsonl")),
+        &claude(sample!(
+            "claude-cli/err_conn_refused_retries0.stream-json.jsonl"
+        )),
         "connection-refused",
         AnalysisType::Network,
     );
@@ -500,9 +533,12 @@ fn a_dns_failure_is_a_network_error() {
         ),
         (
             sample!("handwritten/node_getaddrinfo_enotfound.txt"),
-            "ENOTFOUND",
+            "\"Error: getaddrinfo ENOTFOUND api.example.invalid\"",
         ),
-        (sample!("handwritten/go_lookup_no_such_host.txt"), "no such host"),
+        (
+            sample!("handwritten/go_lookup_no_such_host.txt"),
+            "no such host",
+        ),
     ] {
         let a = expect(&exited(1, sample), "dns-failure", AnalysisType::Network);
         assert!(a.root_cause.contains(quoted), "{}", a.root_cause);
@@ -577,7 +613,9 @@ fn permission_denied_text_is_permission() {
         "permission-text",
         AnalysisType::Permission,
     );
-    assert!(a.root_cause.contains("PermissionError: [Errno 13] Permission denied"));
+    assert!(a
+        .root_cause
+        .contains("PermissionError: [Errno 13] Permission denied"));
 }
 
 #[test]
@@ -681,6 +719,19 @@ fn an_unknown_agent_failure_quotes_the_result_message() {
 }
 
 #[test]
+fn an_interrupted_agent_run_is_unknown_and_says_there_was_no_result() {
+    // Claude Code killed by SIGTERM mid-tool: transcript lines only, exit 143
+    // would say Killed; without the exit code there is nothing to go on.
+    let facts = ExitFacts {
+        stdout_tail: sample!("claude-cli/sig_term_during_bash_tool.stream-json.jsonl"),
+        ..ExitFacts::default()
+    };
+    let a = analyze(&facts);
+    assert_eq!(a.kind, AnalysisType::Unknown);
+    assert!(a.root_cause.contains("no result line"), "{}", a.root_cause);
+}
+
+#[test]
 fn no_output_at_all_is_unknown_and_says_so() {
     let a = analyze(&exited(3, ""));
     assert_eq!(a.kind, AnalysisType::Unknown);
@@ -718,7 +769,11 @@ fn facts_win_over_misleading_text() {
     let facts = signalled(SIGSEGV, sample!("python_http_429.txt"));
     expect(&facts, "signal-segv", AnalysisType::Segfault);
     // And the text rules do fire for the same outputs without those facts.
-    expect(&exited(1, refused), "connection-refused", AnalysisType::Network);
+    expect(
+        &exited(1, refused),
+        "connection-refused",
+        AnalysisType::Network,
+    );
 }
 
 #[test]
@@ -740,7 +795,11 @@ fn the_agents_own_tool_output_is_not_taken_for_the_sessions_failure() {
 #[test]
 fn a_long_matching_line_is_quoted_around_the_match() {
     let line = format!("{} Connection refused {}", "x".repeat(400), "y".repeat(400));
-    let a = expect(&exited(1, &line), "connection-refused", AnalysisType::Network);
+    let a = expect(
+        &exited(1, &line),
+        "connection-refused",
+        AnalysisType::Network,
+    );
     let quote = a
         .root_cause
         .split("Evidence (stderr): \"")
@@ -753,15 +812,28 @@ fn a_long_matching_line_is_quoted_around_the_match() {
 
 #[test]
 fn quoted_evidence_has_no_terminal_escapes() {
-    let a = analyze(&exited(1, "\x1b[31merror:\x1b[0m connect ECONNREFUSED 127.0.0.1:5432\x07"));
+    let a = analyze(&exited(
+        1,
+        "\x1b[31merror:\x1b[0m connect ECONNREFUSED 127.0.0.1:5432\x07",
+    ));
     assert!(!a.root_cause.contains('\x1b') && !a.root_cause.contains('\x07'));
-    assert!(a.root_cause.contains("error: connect ECONNREFUSED 127.0.0.1:5432"));
+    assert!(a
+        .root_cause
+        .contains("error: connect ECONNREFUSED 127.0.0.1:5432"));
 }
 
 #[test]
 fn the_last_redraw_of_a_progress_line_is_what_counts() {
-    let a = analyze(&exited(7, "  % Total    % Received\r  0     0    0 \rcurl: (7) Couldn't connect to server\n"));
-    assert!(a.root_cause.ends_with("\"curl: (7) Couldn't connect to server\""), "{}", a.root_cause);
+    let a = analyze(&exited(
+        7,
+        "  % Total    % Received\r  0     0    0 \rcurl: (7) Couldn't connect to server\n",
+    ));
+    assert!(
+        a.root_cause
+            .ends_with("\"curl: (7) Couldn't connect to server\""),
+        "{}",
+        a.root_cause
+    );
 }
 
 #[test]
@@ -772,7 +844,12 @@ fn the_analysis_serializes_with_the_status_field_names() {
     });
     let json = serde_json::to_value(&a).unwrap_or_default();
     assert_eq!(json["type"], "OOM");
-    for key in ["rootCause", "recommendation", "confidence", "suggestedFixes"] {
+    for key in [
+        "rootCause",
+        "recommendation",
+        "confidence",
+        "suggestedFixes",
+    ] {
         assert!(json.get(key).is_some(), "missing {key} in {json}");
     }
     let back: Analysis = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
@@ -812,7 +889,11 @@ fn the_rule_table_is_well_formed() {
             .chain(rule.fixes.iter().copied())
         {
             for name in text.split('{').skip(1).filter_map(|s| s.split('}').next()) {
-                assert!(PLACEHOLDERS.contains(&name), "{}: unknown {{{name}}}", rule.id);
+                assert!(
+                    PLACEHOLDERS.contains(&name),
+                    "{}: unknown {{{name}}}",
+                    rule.id
+                );
             }
         }
     }

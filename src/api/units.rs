@@ -179,7 +179,7 @@ impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         for (unit, per) in [("Gi", 1u64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-            if b >= per && b % per == 0 {
+            if b >= per && b.is_multiple_of(per) {
                 return write!(f, "{}{}", b / per, unit);
             }
         }

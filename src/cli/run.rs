@@ -36,6 +36,22 @@ pub struct Args {
     /// Crash dumps kept per session.
     #[arg(long, default_value_t = 10)]
     pub max_crash_dumps: usize,
+    /// How often running sessions' memory, CPU and output are sampled (0 turns sampling off).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub usage_interval: Duration,
+    /// How memory limits are enforced: `auto` uses a memory cgroup per limited session
+    /// where the controller may create one, `sampled` always stops sessions from sampled usage.
+    #[arg(long, value_enum, default_value_t = MemoryLimits::Auto)]
+    pub memory_limits: MemoryLimits,
+}
+
+/// How memory limits are enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MemoryLimits {
+    /// cgroups where possible, else sampling.
+    Auto,
+    /// Always sampling.
+    Sampled,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -61,6 +77,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         keep_sessions: args.keep_sessions,
         max_log_size: args.max_log_size,
         max_crash_dumps: args.max_crash_dumps,
+        usage_interval: args.usage_interval,
+        force_sampled_limits: args.memory_limits == MemoryLimits::Sampled,
         ..Options::default()
     };
     let controller = Controller::new(opts)?;

@@ -56,6 +56,18 @@ pub enum Event {
         /// Its pid.
         pid: u32,
     },
+    /// The process was killed for a reason the controller learned from
+    /// outside (the kernel's OOM killer); its coming exit takes this reason.
+    Killed {
+        /// The session.
+        name: String,
+        /// Its pid.
+        pid: u32,
+        /// OOMKilled.
+        reason: Reason,
+        /// For a person.
+        message: String,
+    },
     /// Monitoring asks to stop a session (a limit, staleness, a policy violation).
     StopRequested {
         /// The session.
@@ -74,6 +86,7 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
         | Event::SpawnFailed { name, .. }
         | Event::Exited { name, .. }
         | Event::Vanished { name, .. }
+        | Event::Killed { name, .. }
         | Event::StopRequested { name, .. } => name.clone(),
     };
     let Some(rec) = state.sessions.get_mut(&name) else {
@@ -152,6 +165,24 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                 now,
                 &mut state.outbox,
             );
+        }
+        Event::Killed {
+            pid,
+            reason,
+            message,
+            ..
+        } => {
+            if let Run::Running(r) = &mut rec.run {
+                if r.pid == pid {
+                    r.stop = Some(Stop {
+                        why: reason,
+                        message,
+                        signalled_at: now,
+                        kill_at: now,
+                        killed: true,
+                    });
+                }
+            }
         }
         Event::Vanished { pid, .. } => {
             let Run::Running(running) = &rec.run else {

@@ -456,6 +456,70 @@ fn a_process_that_vanished_while_away_is_a_failed_attempt_exited_while_away() {
 }
 
 #[test]
+fn an_oom_kill_reported_before_the_exit_gives_the_exit_its_reason() {
+    let mut w = World::new();
+    w.pool("p", None, 100);
+    w.put("a", in_pool("p", Priority::Medium));
+    w.step();
+    w.reconcile();
+    let pid = w.pid("a");
+    w.advance(s(5));
+    w.event(Event::Killed {
+        name: "a".into(),
+        pid,
+        reason: Reason::OOMKilled,
+        message: "the kernel killed it".into(),
+    });
+    w.exit("a", ExitStatus::Signal(9));
+    let plan = w.reconcile();
+    assert!(signals(&plan).is_empty(), "already dead: no SIGKILL");
+    let last = w.last_exit("a");
+    assert_eq!(last.reason, Reason::OOMKilled);
+    assert_eq!(last.message, "the kernel killed it");
+    assert_eq!(crash_dumps(&plan), [&last]);
+    assert_eq!(w.phase("a"), Phase::Recovering);
+    assert_eq!(w.state.pools["p"].crashed, 1);
+}
+
+#[test]
+fn an_oom_kill_during_a_stop_does_not_undo_what_the_stop_was_for() {
+    // The change that causes the stop, then what the session must end as.
+    type Change = fn(&mut World);
+    let cases: [(&str, Change, Phase, Option<u32>); 2] = [
+        (
+            "spec change",
+            |w| w.edit("a", |s| s.command = Some(vec!["new".into()])),
+            Phase::Running,
+            Some(1),
+        ),
+        (
+            "suspend",
+            |w| w.edit("a", |s| s.suspend = true),
+            Phase::Cancelled,
+            None,
+        ),
+    ];
+    for (what, change, phase, attempt) in cases {
+        let mut w = running(|_| {});
+        change(&mut w);
+        assert_eq!(signals(&w.reconcile()).len(), 1, "{what}");
+        let pid = w.pid("a");
+        w.event(Event::Killed {
+            name: "a".into(),
+            pid,
+            reason: Reason::OOMKilled,
+            message: "oom".into(),
+        });
+        w.exit("a", ExitStatus::Signal(9));
+        let plan = w.step();
+        assert_eq!(w.phase("a"), phase, "{what}");
+        assert_eq!(spawns(&plan).first().map(|(_, a)| *a), attempt, "{what}");
+        w.advance(s(3600));
+        assert!(spawns(&w.step()).is_empty(), "{what}");
+    }
+}
+
+#[test]
 fn events_for_unknown_sessions_are_ignored() {
     let mut w = World::new();
     w.event(Event::Spawned {
@@ -751,7 +815,7 @@ fn a_spawn_that_fails_is_a_failed_attempt_with_backoff_and_a_crash_dump() {
             assert!(dumps[0].crash_dump.is_some());
             assert!(spawns(&plan).is_empty(), "{reason:?}: hot loop");
             // No hot loop: reconciling at the same instant plans nothing.
-            assert_eq!(w.reconcile(), Plan::default(), "{reason:?}");
+            assert_eq!(w.reconcile().actions, [], "{reason:?}");
             if attempt < 4 {
                 assert_eq!(w.phase("a"), Phase::Recovering);
                 assert_eq!(plan.wake_at, Some(failed_at + s(expected_delay)));
@@ -780,7 +844,9 @@ fn a_timeout_sends_the_stop_signal_then_sigkill_after_the_grace_period() {
         s.termination_grace_period = secs(10);
         s.max_retries = Some(0);
     });
-    assert_eq!(w.step().wake_at, Some(t0() + s(30)));
+    w.step();
+    // Once the process runs, the controller asks to be woken at its timeout.
+    assert_eq!(w.reconcile().wake_at, Some(t0() + s(30)));
 
     w.advance(s(29));
     let plan = w.reconcile();
@@ -840,7 +906,7 @@ fn a_timed_out_attempt_with_retries_left_is_a_failure_and_restarts_after_backoff
         "no SIGKILL for an exited process"
     );
     // The new attempt has its own timeout.
-    assert_eq!(plan.wake_at, Some(w.now + s(30)));
+    assert_eq!(w.reconcile().wake_at, Some(w.now + s(30)));
 }
 
 #[test]
@@ -850,7 +916,8 @@ fn an_active_deadline_ends_the_whole_session_as_timed_out_deadline_exceeded() {
         s.restart_policy = RestartPolicy::Always;
         s.active_deadline = Some(secs(60));
     });
-    assert_eq!(w.step().wake_at, Some(t0() + s(60)));
+    w.step();
+    assert_eq!(w.reconcile().wake_at, Some(t0() + s(60)));
     w.advance(s(60));
     let plan = w.reconcile();
     assert_eq!(signals(&plan), [("a", Signal::SIGTERM)]);
@@ -876,10 +943,9 @@ fn the_active_deadline_counts_across_attempts() {
     w.exit("a", ExitStatus::Code(1));
     w.reconcile();
     w.advance(s(1));
-    let plan = w.step();
-    assert_eq!(spawns(&plan), [("a", 2)]);
+    assert_eq!(spawns(&w.step()), [("a", 2)]);
     assert_eq!(
-        plan.wake_at,
+        w.reconcile().wake_at,
         Some(t0() + s(60)),
         "measured from the first attempt"
     );
@@ -1456,7 +1522,7 @@ fn a_pool_of_one_starts_sessions_in_priority_order_one_by_one() {
     let stats = &w.state.pools["p"];
     assert_eq!(stats.total_sessions, 4);
     assert_eq!(stats.queue_waits, 3);
-    assert_eq!((stats.completed, stats.runs), (3, 3));
+    assert_eq!((stats.completed, stats.runs), (4, 4));
 }
 
 #[test]
@@ -1768,6 +1834,8 @@ enum Op {
     Exit(usize, ExitStatus),
     /// The n-th live process vanishes (ended while no controller watched).
     Vanish(usize),
+    /// The kernel's OOM killer kills the n-th live process (reported, then its exit).
+    OomKill(usize),
     /// An exit for a pid that is not the session's.
     StaleExit(usize),
     /// Every process that was sent a signal dies of it.
@@ -1870,11 +1938,13 @@ fn arb_op() -> impl Strategy<Value = Op> {
         10 => (0..NAMES.len(), any::<bool>()).prop_map(|(n, b)| Op::Suspend(n, b)),
         40 => (any::<usize>(), arb_status()).prop_map(|(i, s)| Op::Exit(i, s)),
         5 => any::<usize>().prop_map(Op::Vanish),
+        5 => any::<usize>().prop_map(Op::OomKill),
         5 => (0..NAMES.len()).prop_map(Op::StaleExit),
         20 => Just(Op::DieFromSignals),
         40 => (0u64..20_000).prop_map(Op::Advance),
         10 => (0..NAMES.len()).prop_map(Op::StopRequested),
-        10 => proptest::option::of(proptest::option::of(1u32..4)).prop_map(Op::Pool),
+        2 => Just(Op::Pool(None)),
+        8 => proptest::option::of(1u32..4).prop_map(|cap| Op::Pool(Some(cap))),
         1 => Just(Op::Shutdown),
     ]
 }
@@ -1903,8 +1973,17 @@ struct Sim {
 
 impl Sim {
     fn new() -> Self {
+        let mut desired = Desired::default();
+        let pool = DesiredPool {
+            name: POOL.to_string(),
+            replicas: 0,
+            max_concurrent: Some(1),
+            max_queue: 1,
+            generation: 1,
+        };
+        desired.pools.insert(POOL.to_string(), pool);
         Sim {
-            desired: Desired::default(),
+            desired,
             state: State::default(),
             now: t0(),
             next_generation: 1,
@@ -1938,28 +2017,16 @@ impl Sim {
             .map(|(pid, _)| *pid)
     }
 
-    /// Observes an event; checks the backoff bound of the exit it may record.
-    fn observe(&mut self, event: Event) {
-        let max_delay = match &event {
-            Event::Exited { name, .. }
-            | Event::SpawnFailed { name, .. }
-            | Event::Vanished { name, .. } => self
-                .desired
-                .sessions
-                .get(name)
-                .map(|d| d.spec.backoff.max_delay.chrono()),
-            _ => None,
-        };
-        let name = match &event {
-            Event::Spawned { name, .. }
-            | Event::SpawnFailed { name, .. }
-            | Event::Exited { name, .. }
-            | Event::Vanished { name, .. }
-            | Event::StopRequested { name, .. } => name.clone(),
-        };
+    /// Observes an event about `name`; checks the backoff bound of the exit it may record.
+    fn observe(&mut self, name: &str, event: Event) {
+        let before = self.state.sessions.get(name).map(|r| r.run.clone());
         observe(&self.desired, &mut self.state, event, self.now);
-        if let (Some(max), Some(rec)) = (max_delay, self.state.sessions.get(&name)) {
-            if let Run::Backoff { until } = rec.run {
+        let Some(rec) = self.state.sessions.get(name) else {
+            return;
+        };
+        if let Run::Backoff { until } = rec.run {
+            if before.as_ref() != Some(&rec.run) {
+                let max = self.desired.sessions[name].spec.backoff.max_delay.chrono();
                 let wait = until - self.now;
                 assert!(
                     wait >= TimeDelta::zero() && wait <= max,
@@ -1986,24 +2053,42 @@ impl Sim {
                 if !self.live.is_empty() {
                     let pid = *self.live.keys().nth(i % self.live.len()).unwrap();
                     let (name, _) = self.live.remove(&pid).unwrap();
-                    self.observe(Event::Exited { name, pid, status });
+                    self.observe(&name.clone(), Event::Exited { name, pid, status });
                 }
             }
             Op::Vanish(i) => {
                 if !self.live.is_empty() {
                     let pid = *self.live.keys().nth(i % self.live.len()).unwrap();
                     let (name, _) = self.live.remove(&pid).unwrap();
-                    self.observe(Event::Vanished { name, pid });
+                    self.observe(&name.clone(), Event::Vanished { name, pid });
+                }
+            }
+            Op::OomKill(i) => {
+                if !self.live.is_empty() {
+                    let pid = *self.live.keys().nth(i % self.live.len()).unwrap();
+                    let (name, _) = self.live.remove(&pid).unwrap();
+                    let killed = Event::Killed {
+                        name: name.clone(),
+                        pid,
+                        reason: Reason::OOMKilled,
+                        message: "out of memory".into(),
+                    };
+                    self.observe(&name, killed);
+                    let status = ExitStatus::Signal(9);
+                    self.observe(&name.clone(), Event::Exited { name, pid, status });
                 }
             }
             Op::StaleExit(n) => {
                 let name = NAMES[n];
                 let before = self.state.sessions.get(name).cloned();
-                self.observe(Event::Exited {
-                    name: name.to_string(),
-                    pid: 1,
-                    status: ExitStatus::Code(1),
-                });
+                self.observe(
+                    name,
+                    Event::Exited {
+                        name: name.to_string(),
+                        pid: 1,
+                        status: ExitStatus::Code(1),
+                    },
+                );
                 assert_eq!(
                     self.state.sessions.get(name).cloned(),
                     before,
@@ -2019,15 +2104,18 @@ impl Sim {
                 for (pid, name, signal) in dying {
                     self.live.remove(&pid);
                     let status = ExitStatus::Signal(signal as i32);
-                    self.observe(Event::Exited { name, pid, status });
+                    self.observe(&name.clone(), Event::Exited { name, pid, status });
                 }
             }
             Op::Advance(ms) => self.now += TimeDelta::milliseconds(ms as i64),
-            Op::StopRequested(n) => self.observe(Event::StopRequested {
-                name: NAMES[n].to_string(),
-                reason: Reason::MemoryLimitExceeded,
-                message: "memory limit".into(),
-            }),
+            Op::StopRequested(n) => self.observe(
+                NAMES[n],
+                Event::StopRequested {
+                    name: NAMES[n].to_string(),
+                    reason: Reason::MemoryLimitExceeded,
+                    message: "memory limit".into(),
+                },
+            ),
             Op::Pool(None) => {
                 self.desired.pools.remove(POOL);
             }
@@ -2036,7 +2124,7 @@ impl Sim {
                     name: POOL.to_string(),
                     replicas: 0,
                     max_concurrent,
-                    max_queue: 2,
+                    max_queue: 1,
                     generation: 1,
                 };
                 self.desired.pools.insert(POOL.to_string(), pool);
@@ -2058,13 +2146,16 @@ impl Sim {
                 let pid = self.next_pid;
                 self.next_pid += 1;
                 self.live.insert(pid, (name.clone(), Vec::new()));
-                self.observe(Event::Spawned { name, pid });
+                self.observe(&name.clone(), Event::Spawned { name, pid });
             }
-            Answer::Failed(reason) => self.observe(Event::SpawnFailed {
-                name,
-                reason,
-                message: "spawn failed".into(),
-            }),
+            Answer::Failed(reason) => self.observe(
+                &name.clone(),
+                Event::SpawnFailed {
+                    name,
+                    reason,
+                    message: "spawn failed".into(),
+                },
+            ),
         }
     }
 
@@ -2244,7 +2335,7 @@ impl Sim {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 64,
+        cases: 20000,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

@@ -67,6 +67,9 @@ impl ManifestFile {
 }
 
 /// One document of a manifest file.
+// Boxing the object would save little (a file has a handful of documents)
+// and make every user of the API unbox it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Document {
     /// A document without problems; `metadata.name` is always filled in.

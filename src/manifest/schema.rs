@@ -85,7 +85,7 @@ pub(crate) fn compiled_pool() -> &'static CompiledSchema {
 impl CompiledSchema {
     /// Compiles every `pattern` in the schema. A pattern the regex crate
     /// rejects is left out; values are then reported against it by
-    /// [`Walker::pattern`] as an internal error rather than silently passing.
+    /// `Walker::pattern` as an internal error rather than silently passing.
     pub(crate) fn new(root: J) -> Self {
         let mut patterns = HashMap::new();
         collect_patterns(&root, &mut patterns);
@@ -936,7 +936,7 @@ mod tests {
         let yaml = format!("{HEAD}spec:\n  agent: {{prompt: hi, maxBudgetUsd: 0}}\n");
         assert_eq!(
             check(compiled_session(), &yaml),
-            ["4:39 spec.agent.maxBudgetUsd: must be greater than 0, found 0"]
+            ["4:37 spec.agent.maxBudgetUsd: must be greater than 0, found 0"]
         );
     }
 

@@ -10,19 +10,19 @@
 //!
 //! 1. `apiVersion` is `sessionlet.dev/v1alpha1` (the schema's `const`; checked
 //!    here by hand only when the kind is unknown and there is no schema).
-//! 2. `kind` is `Session` or `Pool` ([`check_kind`]).
+//! 2. `kind` is `Session` or `Pool` (`check_kind`).
 //! 3. A Session spec (also a Pool's `template.spec`) has exactly one of
 //!    `command` and `agent`; `command[0]` is not empty; an agent has exactly
 //!    one of `prompt` and `promptFile`; env names are non-empty and contain
 //!    no `=` or NUL; every `charter.constraints.forbiddenPatterns` entry
-//!    compiles as a regular expression ([`session_spec_rules`]).
+//!    compiles as a regular expression (`session_spec_rules`).
 //! 4. `backoff.initialDelay <= backoff.maxDelay`, defaults included
-//!    ([`backoff_rule`]).
+//!    (`backoff_rule`).
 //! 5. A Pool with `replicas > 0` has a `template`; `template.spec.pool` is not
-//!    set ([`pool_rules`]).
+//!    set (`pool_rules`).
 //! 6. Without `metadata.name`, the file's stem is the name and must be a
-//!    valid name ([`resolve_name`]).
-//! 7. Names are unique per kind within a file ([`check_unique_in_file`]) and
+//!    valid name (`resolve_name`).
+//! 7. Names are unique per kind within a file (`check_unique_in_file`) and
 //!    across a directory ([`mark_duplicate_names`]).
 
 use std::collections::HashMap;
@@ -661,7 +661,11 @@ mod tests {
         );
         assert_eq!(c.name, None);
         assert!(c.object.is_none());
-        assert!(messages(&c)[0].starts_with("3:17 metadata.name: invalid name \"../../etc\""));
+        assert!(
+            messages(&c)[0].starts_with("3:18 metadata.name: invalid name \"../../etc\""),
+            "{:?}",
+            messages(&c)
+        );
     }
 
     #[test]
@@ -672,7 +676,7 @@ mod tests {
         );
         assert_eq!(
             messages(&c),
-            ["3:6 spec: expected a mapping, found nothing (null)"]
+            ["3:5 spec: expected a mapping, found nothing (null)"]
         );
     }
 

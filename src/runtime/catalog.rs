@@ -298,6 +298,8 @@ impl Catalog {
                         view.entries.push(Entry::Pool(name.clone()));
                         self.pool_file.insert(name.clone(), stem.clone());
                         for (rname, ordinal, spec) in crate::core::desired::replicas_of(&p) {
+                            // Each replica's own status follows the PoolStatus in the pool's file.
+                            view.entries.push(Entry::Session(rname.clone()));
                             self.session_file.insert(rname.clone(), stem.clone());
                             sessions.push((
                                 rname,

@@ -45,6 +45,10 @@ pub struct Options {
     pub max_attempt_logs: u32,
     /// Time to gather a burst of file events into one rescan.
     pub debounce: Duration,
+    /// How often running sessions' memory, CPU and output are sampled (zero: never).
+    pub usage_interval: Duration,
+    /// Enforce memory limits by sampling even where cgroups are available.
+    pub force_sampled_limits: bool,
 }
 
 impl Default for Options {
@@ -60,6 +64,8 @@ impl Default for Options {
             max_crash_dumps: 10,
             max_attempt_logs: 5,
             debounce: Duration::from_millis(2),
+            usage_interval: Duration::from_secs(5),
+            force_sampled_limits: false,
         }
     }
 }
@@ -74,6 +80,18 @@ struct Live {
     start_ticks: Option<u64>,
     argv: Vec<String>,
     cwd: PathBuf,
+    /// The session's memory cgroup, when it has a limit and cgroups are available.
+    cgroup: Option<PathBuf>,
+    /// The cgroup's OOM kill count when the attempt started.
+    oom_baseline: u64,
+}
+
+/// What monitoring knows of a running session.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Watch {
+    usage: crate::api::status::Usage,
+    last_activity: Option<DateTime<Utc>>,
+    stale: bool,
 }
 
 /// Why the controller loop ended.
@@ -108,6 +126,9 @@ pub struct Controller {
     controller_status_hash: u64,
     controller_status_at: Option<Instant>,
     keeper: Keeper,
+    memory_mode: super::cgroup::Mode,
+    watches: BTreeMap<String, Watch>,
+    analyses: BTreeMap<String, (u32, serde_json::Value)>,
     _lock: lock::Lock,
 }
 
@@ -154,8 +175,15 @@ impl Controller {
             controller_status_hash: 0,
             controller_status_at: None,
             keeper,
+            memory_mode: super::cgroup::Mode::Sampled {
+                why: "not detected yet".into(),
+            },
+            watches: BTreeMap::new(),
+            analyses: BTreeMap::new(),
             _lock: lock,
         };
+        c.memory_mode = super::cgroup::detect(c.opts.force_sampled_limits);
+        tracing::info!("memory limits: {}", c.memory_mode.describe());
         c.remember_previous_statuses();
         Ok(c)
     }
@@ -257,6 +285,9 @@ impl Controller {
                         start_ticks: status.pid_start_ticks,
                         argv: Vec::new(),
                         cwd: PathBuf::new(),
+                        // A limited session's cgroup keeps its name across controllers.
+                        cgroup: None,
+                        oom_baseline: 0,
                     },
                 );
                 tracing::info!(session = name, pid, "adopted a running session");
@@ -306,6 +337,14 @@ impl Controller {
                 }
             }
         };
+        let sampling = !self.opts.usage_interval.is_zero();
+        let mut usage_tick = tokio::time::interval(if sampling {
+            self.opts.usage_interval
+        } else {
+            Duration::from_secs(86_400)
+        });
+        usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        usage_tick.tick().await;
         let mut resync = tokio::time::interval(self.opts.resync_interval);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.tick().await;
@@ -323,6 +362,12 @@ impl Controller {
                 if self.state.all_stopped() {
                     // Nothing left to keep: the keeper exits after its last child.
                     let _ = self.keeper.shutdown();
+                    for live in self.live.values() {
+                        if let Some(cg) = &live.cgroup {
+                            super::cgroup::remove(cg);
+                        }
+                    }
+                    super::cgroup::remove_root(&self.memory_mode);
                 }
                 return Ok(exit);
             }
@@ -345,6 +390,7 @@ impl Controller {
                 // The keeper and, when we are PID 1, orphans are our children.
                 _ = sigchld.recv() => self.reap(),
                 _ = tokio::time::sleep(sleep) => {}
+                _ = usage_tick.tick(), if sampling => self.sample_usage(),
                 _ = resync.tick() => {
                     rescan = true;
                     self.reap();
@@ -428,6 +474,32 @@ impl Controller {
     fn on_exit(&mut self, exit: ExitRecord) {
         let pid = exit.child.pid;
         if let Some(name) = self.pids.remove(&pid) {
+            if let Some(live) = self.live.get(&name) {
+                if let (Some(cg), super::cgroup::Mode::Cgroup { v2, .. }) =
+                    (&live.cgroup, &self.memory_mode)
+                {
+                    let kills = super::cgroup::oom_kills(cg, *v2);
+                    if kills > live.oom_baseline {
+                        let limit = self
+                            .desired
+                            .sessions
+                            .get(&name)
+                            .and_then(|d| d.spec.resources.max_memory);
+                        let message = format!(
+                            "the kernel killed it for using more than its memory limit{}",
+                            limit.map(|l| format!(" ({l})")).unwrap_or_default()
+                        );
+                        let ev = Event::Killed {
+                            name: name.clone(),
+                            pid,
+                            reason: Reason::OOMKilled,
+                            message,
+                        };
+                        core::observe(&self.desired, &mut self.state, ev, Utc::now());
+                    }
+                }
+            }
+            self.watches.remove(&name);
             let event = Event::Exited {
                 name,
                 pid,
@@ -437,6 +509,115 @@ impl Controller {
         }
         if let Err(e) = self.keeper.ack(pid) {
             self.error(format!("cannot acknowledge an exit to the keeper: {e}"));
+        }
+    }
+
+    /// Signals a session's whole tree: its process group, every descendant
+    /// (also those that moved to their own group or session, like an agent's
+    /// Bash tool), and everything in its cgroup.
+    fn signal_session(&mut self, name: &str, pid: u32, signal: Signal) {
+        if let Err(e) = process::signal_group(pid, signal) {
+            self.error(format!("cannot signal process group {pid}: {e}"));
+        }
+        // Only while the leader is still the process we started: never a reused pid.
+        let ticks = self.live.get(name).and_then(|l| l.start_ticks);
+        let mut targets = Vec::new();
+        if ticks.is_some() && process::start_ticks(pid) == ticks {
+            targets.extend(super::monitor::tree(pid, 4096).into_iter().skip(1));
+        }
+        if let Some(cg) = self.live.get(name).and_then(|l| l.cgroup.clone()) {
+            targets.extend(super::cgroup::procs(&cg));
+        }
+        for t in targets {
+            if let Ok(raw) = i32::try_from(t) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), signal);
+            }
+        }
+    }
+
+    /// Samples every running session: usage, limits, staleness.
+    fn sample_usage(&mut self) {
+        let now = Utc::now();
+        let mut events = Vec::new();
+        let running: Vec<(String, u32, DateTime<Utc>)> = self
+            .state
+            .sessions
+            .iter()
+            .filter_map(|(n, r)| match &r.run {
+                Run::Running(run) if run.stop.is_none() => {
+                    Some((n.clone(), run.pid, run.started_at))
+                }
+                _ => None,
+            })
+            .collect();
+        for (name, pid, started_at) in running {
+            let Some(d) = self.desired.sessions.get(&name) else {
+                continue;
+            };
+            let spec = d.spec.clone();
+            let Some(sample) = super::monitor::sample(pid) else {
+                continue;
+            };
+            let live = self.live.get(&name);
+            let activity = live
+                .and_then(|l| super::monitor::last_output(&l.stdout, &l.stderr))
+                .filter(|t| *t >= started_at)
+                .unwrap_or(started_at);
+            let before = self.watches.get(&name).cloned().unwrap_or_default();
+            let mut w = before.clone();
+            w.usage.memory_bytes = sample.memory_bytes;
+            w.usage.peak_memory_bytes = w.usage.peak_memory_bytes.max(sample.memory_bytes);
+            w.usage.cpu_seconds = (sample.cpu_seconds * 100.0).round() / 100.0;
+            w.last_activity = Some(activity);
+            w.stale = spec
+                .stale_after
+                .is_some_and(|t| now - activity >= t.chrono());
+            let cgroup_enforced = live.is_some_and(|l| l.cgroup.is_some());
+            if let Some(limit) = spec.resources.max_memory {
+                if !cgroup_enforced && sample.memory_bytes > limit.0 {
+                    events.push(Event::StopRequested {
+                        name: name.clone(),
+                        reason: Reason::MemoryLimitExceeded,
+                        message: format!(
+                            "its processes used {} MiB, over the memory limit {limit}",
+                            sample.memory_bytes >> 20
+                        ),
+                    });
+                }
+            }
+            if let Some(limit) = spec.resources.max_cpu_time {
+                if sample.cpu_seconds > limit.std().as_secs_f64() {
+                    events.push(Event::StopRequested {
+                        name: name.clone(),
+                        reason: Reason::CpuTimeLimitExceeded,
+                        message: format!(
+                            "its processes used {:.1}s of CPU time, over the limit {limit}",
+                            sample.cpu_seconds
+                        ),
+                    });
+                }
+            }
+            if w.stale && !before.stale {
+                tracing::warn!(session = %name, "stale: no output since {activity}");
+                if spec.on_stale == crate::api::OnStale::Restart {
+                    events.push(Event::StopRequested {
+                        name: name.clone(),
+                        reason: Reason::Stale,
+                        message: format!(
+                            "no output since {} (staleAfter {})",
+                            activity.to_rfc3339(),
+                            spec.stale_after.unwrap_or_default()
+                        ),
+                    });
+                }
+            }
+            if w != before {
+                self.watches.insert(name.clone(), w);
+                self.mark_dirty(&name);
+            }
+        }
+        for e in events {
+            core::observe(&self.desired, &mut self.state, e, now);
         }
     }
 
@@ -519,11 +700,7 @@ impl Controller {
                     };
                     core::observe(&self.desired, &mut self.state, event, now);
                 }
-                Action::Signal { pid, signal, .. } => {
-                    if let Err(e) = process::signal_group(pid, signal) {
-                        self.error(format!("cannot signal process group {pid}: {e}"));
-                    }
-                }
+                Action::Signal { name, pid, signal } => self.signal_session(&name, pid, signal),
                 Action::WriteCrashDump { name, exit } => self.write_crash_dump(&name, &exit, now),
                 Action::WriteStatus { name } => self.mark_dirty(&name),
                 Action::Forget { name } => self.forget(&name),
@@ -599,7 +776,27 @@ impl Controller {
             stdout: stdout.clone(),
             stderr: stderr.clone(),
             user: None,
+            cgroup_procs: None,
         };
+        let mut req = req;
+        let mut cgroup = None;
+        let mut oom_baseline = 0;
+        if let (Some(limit), super::cgroup::Mode::Cgroup { root, v2 }) =
+            (spec.resources.max_memory, &self.memory_mode)
+        {
+            let path = super::cgroup::session_path(root, name);
+            match super::cgroup::prepare(&path, *v2, limit.0) {
+                Ok(()) => {
+                    oom_baseline = super::cgroup::oom_kills(&path, *v2);
+                    req.cgroup_procs = Some(super::cgroup::procs_file(&path));
+                    cgroup = Some(path);
+                }
+                Err(e) => {
+                    let msg = format!("cannot create the memory cgroup {}: {e}; the limit is enforced by sampling", path.display());
+                    self.error(msg);
+                }
+            }
+        }
         let child = self.keeper.spawn(&req)?;
         let pid = child.pid;
         self.live.insert(
@@ -612,6 +809,8 @@ impl Controller {
                 start_ticks: child.start_ticks,
                 argv,
                 cwd,
+                cgroup,
+                oom_baseline,
             },
         );
         Ok(pid)
@@ -641,7 +840,41 @@ impl Controller {
             } else {
                 (String::new(), String::new())
             };
-        let info = render::exit_info(exit, &self.layout.relative(&dir));
+        let mut info = render::exit_info(exit, &self.layout.relative(&dir));
+        let oom_kills = match (&live.cgroup, &self.memory_mode) {
+            (Some(cg), super::cgroup::Mode::Cgroup { v2, .. }) => {
+                super::cgroup::oom_kills(cg, *v2).saturating_sub(live.oom_baseline)
+            }
+            _ => 0,
+        };
+        let stop_reason = exit.reason.as_str();
+        let facts = crate::analysis::ExitFacts {
+            exit_code: info.exit_code,
+            signal: match exit.status {
+                Some(core::ExitStatus::Signal(s)) => Some(s),
+                _ => None,
+            },
+            stop_reason: (!matches!(
+                exit.reason,
+                Reason::Error | Reason::Crashed | Reason::Completed
+            ))
+            .then_some(stop_reason.as_str()),
+            spawn_error: exit.status.is_none().then_some(exit.message.as_str()),
+            oom_kills,
+            max_memory: spec
+                .as_ref()
+                .and_then(|s| s.resources.max_memory)
+                .map(|q| q.0),
+            timeout: spec.as_ref().and_then(|s| s.timeout).map(|t| t.std()),
+            stdout_tail: &stdout_tail,
+            stderr_tail: &stderr_tail,
+        };
+        let analysis = serde_json::to_value(crate::analysis::analyze(&facts)).ok();
+        if let Some(a) = &analysis {
+            self.analyses
+                .insert(name.to_string(), (exit.attempt, a.clone()));
+        }
+        info.analysis = analysis;
         let dump = crash_dump::CrashDump::new(
             name,
             uid,
@@ -673,6 +906,11 @@ impl Controller {
 
     fn forget(&mut self, name: &str) {
         self.transitions.forget(name);
+        self.watches.remove(name);
+        self.analyses.remove(name);
+        if let Some(cg) = self.live.get(name).and_then(|l| l.cgroup.clone()) {
+            super::cgroup::remove(&cg);
+        }
         if let Some(live) = self.live.remove(name) {
             let base = self.layout.status_dir.join(format!("{}.logs", live.stem));
             let _ = std::fs::remove_dir_all(&live.log_dir);
@@ -872,6 +1110,8 @@ impl Controller {
 
     fn extras(&self, name: &str, stem: &str) -> Extras {
         let live = self.live.get(name);
+        let watch = self.watches.get(name);
+        let spec = self.desired.sessions.get(name).map(|d| d.spec.clone());
         Extras {
             logs: live.map(|l| LogPaths {
                 stdout: self.layout.relative(&l.stdout),
@@ -880,6 +1120,11 @@ impl Controller {
             start_ticks: live.and_then(|l| l.start_ticks),
             boot_id: self.boot_id.clone(),
             crashes_dir: self.layout.relative(&self.layout.crashes_dir(stem)),
+            usage: watch.map(|w| w.usage.clone()),
+            last_activity: watch.and_then(|w| w.last_activity),
+            stale_after: spec.and_then(|s| s.stale_after),
+            stale: watch.is_some_and(|w| w.stale),
+            analysis: self.analyses.get(name).cloned(),
         }
     }
 

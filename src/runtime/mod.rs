@@ -2,12 +2,14 @@
 
 pub mod adopt;
 pub mod catalog;
+pub mod cgroup;
 pub mod controller;
 pub mod crash_dump;
 pub mod files;
 pub mod keeper;
 pub mod layout;
 pub mod lock;
+pub mod monitor;
 pub mod process;
 pub mod render;
 pub mod watch;

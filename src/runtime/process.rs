@@ -31,6 +31,9 @@ pub struct SpawnRequest {
     pub stderr: PathBuf,
     /// Run as this uid/gid (controller running as root only).
     pub user: Option<(u32, u32)>,
+    /// The child joins this cgroup (its `cgroup.procs` file) before exec.
+    #[serde(default)]
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 /// Why a spawn failed, in the words of the status file.
@@ -88,9 +91,28 @@ pub fn spawn(req: &SpawnRequest) -> Result<u32, SpawnError> {
     if let Some((uid, gid)) = req.user {
         cmd.uid(uid).gid(gid);
     }
+    // Prepared before fork: nothing may allocate between fork and exec.
+    let cgroup_procs = match &req.cgroup_procs {
+        Some(p) => Some(
+            std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+                .map_err(|_| fail(Reason::SpawnFailed, "cgroup path holds a NUL byte".into()))?,
+        ),
+        None => None,
+    };
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            if let Some(path) = &cgroup_procs {
+                // Join the session's cgroup before exec, so every descendant is in it.
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
             // The controller may block or ignore signals; a session starts clean.
             let empty = nix::sys::signal::SigSet::empty();
             let _ = nix::sys::signal::pthread_sigmask(

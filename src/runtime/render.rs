@@ -22,6 +22,16 @@ pub struct Extras {
     pub boot_id: Option<String>,
     /// Crash dump folder, relative.
     pub crashes_dir: String,
+    /// Sampled usage.
+    pub usage: Option<crate::api::status::Usage>,
+    /// Last output.
+    pub last_activity: Option<DateTime<Utc>>,
+    /// The spec's staleAfter.
+    pub stale_after: Option<crate::api::Duration>,
+    /// Silent for staleAfter.
+    pub stale: bool,
+    /// The crash analysis of an attempt: (attempt, analysis).
+    pub analysis: Option<(u32, serde_json::Value)>,
 }
 
 /// Remembers when each condition last changed, so `lastTransitionTime` is true.
@@ -173,10 +183,45 @@ pub fn session_status(
             now,
         )
     });
+    if let Some(after) = extras.stale_after {
+        let since = extras
+            .last_activity
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        conditions.push(if extras.stale {
+            transitions.condition(
+                name,
+                "Stale",
+                true,
+                "NoOutput",
+                format!("no output since {since} (staleAfter {after})"),
+                now,
+            )
+        } else {
+            transitions.condition(
+                name,
+                "Stale",
+                false,
+                "Active",
+                format!("output within staleAfter {after}"),
+                now,
+            )
+        });
+    }
     let (pid, started_at) = match &rec.run {
         Run::Running(r) => (Some(r.pid), Some(r.started_at)),
         _ => (None, None),
     };
+    let running = pid.is_some();
+    let mut last_exit = rec
+        .last_exit
+        .as_ref()
+        .map(|e| exit_info(e, &extras.crashes_dir));
+    if let (Some(e), Some((attempt, a))) = (&mut last_exit, &extras.analysis) {
+        if e.attempt == *attempt {
+            e.analysis = Some(a.clone());
+        }
+    }
     let queue = match (&rec.run, &rec.wait, &pool) {
         (Run::Idle, Some(w), Some(p)) if w.phase == Phase::Queued => Some(QueueInfo {
             pool: p.clone(),
@@ -215,12 +260,9 @@ pub fn session_status(
                 _ => None,
             },
             queue,
-            last_exit: rec
-                .last_exit
-                .as_ref()
-                .map(|e| exit_info(e, &extras.crashes_dir)),
-            usage: None,
-            last_activity_at: None,
+            last_exit,
+            usage: if running { extras.usage.clone() } else { None },
+            last_activity_at: if running { extras.last_activity } else { None },
             agent: None,
             conditions,
             logs: extras.logs.clone(),

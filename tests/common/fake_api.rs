@@ -426,7 +426,7 @@ fn handle(mut stream: TcpStream, s: &Shared) {
          Cache-Control: no-cache\r\nrequest-id: req_{msg_id}\r\nConnection: close\r\n\r\n"
     );
     let mut w = std::io::BufWriter::new(&stream);
-    let mut send = |w: &mut std::io::BufWriter<&TcpStream>, event: &str, data: Value| {
+    let send = |w: &mut std::io::BufWriter<&TcpStream>, event: &str, data: Value| {
         write!(w, "event: {event}\ndata: {data}\n\n").and_then(|_| w.flush())
     };
     let result = (|| -> std::io::Result<()> {
