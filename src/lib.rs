@@ -11,3 +11,4 @@ pub mod cli;
 pub mod core;
 pub mod manifest;
 pub mod runtime;
+pub mod telemetry;

@@ -43,6 +43,10 @@ pub struct Args {
     /// where the controller may create one, `sampled` always stops sessions from sampled usage.
     #[arg(long, value_enum, default_value_t = MemoryLimits::Auto)]
     pub memory_limits: MemoryLimits,
+    /// Serve Prometheus metrics on /metrics and health on /healthz and /readyz at this
+    /// address (e.g. 127.0.0.1:9464). Off by default.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// How memory limits are enforced.
@@ -79,6 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_crash_dumps: args.max_crash_dumps,
         usage_interval: args.usage_interval,
         force_sampled_limits: args.memory_limits == MemoryLimits::Sampled,
+        metrics_addr: args.metrics_addr,
         ..Options::default()
     };
     let controller = Controller::new(opts)?;

@@ -681,6 +681,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::invalid_regex)] // the invalid pattern is the point
     fn regex_errors_are_one_line() {
         let e = regex::Regex::new("(unclosed").unwrap_err();
         assert_eq!(regex_error(&e), "unclosed group");

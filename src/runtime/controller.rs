@@ -21,6 +21,7 @@ use super::{crash_dump, lock, watch};
 use crate::api::status::{ControllerStatus, LogPaths, SessionStatusDoc};
 use crate::core::{self, Action, Desired, Event, Phase, Reason, Run, State};
 use crate::manifest::codec;
+use crate::telemetry::metrics::{PhaseLabel, PoolLabel, ReasonLabel, SessionLabel};
 
 /// How the controller runs (from `sessionlet run`).
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct Options {
     pub usage_interval: Duration,
     /// Enforce memory limits by sampling even where cgroups are available.
     pub force_sampled_limits: bool,
+    /// Serve Prometheus metrics and health checks here.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for Options {
@@ -66,6 +69,7 @@ impl Default for Options {
             debounce: Duration::from_millis(2),
             usage_interval: Duration::from_secs(5),
             force_sampled_limits: false,
+            metrics_addr: None,
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct Controller {
     memory_mode: super::cgroup::Mode,
     watches: BTreeMap<String, Watch>,
     analyses: BTreeMap<String, (u32, serde_json::Value)>,
+    metrics: std::sync::Arc<crate::telemetry::Metrics>,
+    health: Health,
     _lock: lock::Lock,
 }
 
@@ -153,6 +159,7 @@ impl Controller {
             anyhow::anyhow!("cannot create {}: {e}", layout.control_dir().display())
         })?;
         let lock = lock::Lock::acquire(&layout.control_dir())?;
+        let resync_interval = opts.resync_interval;
         let keeper = Keeper::connect_or_start(&layout.control_dir())
             .map_err(|e| anyhow::anyhow!("cannot reach or start the keeper: {e}"))?;
         let mut c = Controller {
@@ -180,6 +187,8 @@ impl Controller {
             },
             watches: BTreeMap::new(),
             analyses: BTreeMap::new(),
+            metrics: std::sync::Arc::new(crate::telemetry::Metrics::new(resync_interval)),
+            health: Health::default(),
             _lock: lock,
         };
         c.memory_mode = super::cgroup::detect(c.opts.force_sampled_limits);
@@ -319,6 +328,12 @@ impl Controller {
         }
         let mut sigchld = signal(SignalKind::child())?;
         let mut exits = self.keeper.events()?;
+        if let Some(addr) = self.opts.metrics_addr {
+            let bound = crate::telemetry::http::serve(addr, self.metrics.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+            tracing::info!("metrics on http://{bound}/metrics");
+        }
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let (watch_tx, mut watch_rx) = mpsc::channel::<()>(1);
@@ -500,12 +515,33 @@ impl Controller {
                 }
             }
             self.watches.remove(&name);
+            self.metrics.memory.remove(&SessionLabel {
+                session: name.clone(),
+            });
+            self.metrics.cpu.remove(&SessionLabel {
+                session: name.clone(),
+            });
+            let name_for_stats = name.clone();
             let event = Event::Exited {
                 name,
                 pid,
                 status: exit.status,
             };
             core::observe(&self.desired, &mut self.state, event, Utc::now());
+            if let Some(e) = self
+                .state
+                .sessions
+                .get(&name_for_stats)
+                .and_then(|r| r.last_exit.clone())
+            {
+                self.metrics
+                    .exits
+                    .get_or_create(&ReasonLabel {
+                        reason: e.reason.as_str(),
+                    })
+                    .inc();
+                self.health.ended(&name_for_stats, &e);
+            }
         }
         if let Err(e) = self.keeper.ack(pid) {
             self.error(format!("cannot acknowledge an exit to the keeper: {e}"));
@@ -611,6 +647,17 @@ impl Controller {
                     });
                 }
             }
+            let label = SessionLabel {
+                session: name.clone(),
+            };
+            self.metrics
+                .memory
+                .get_or_create(&label)
+                .set(i64::try_from(sample.memory_bytes).unwrap_or(i64::MAX));
+            self.metrics
+                .cpu
+                .get_or_create(&label)
+                .set(sample.cpu_seconds);
             if w != before {
                 self.watches.insert(name.clone(), w);
                 self.mark_dirty(&name);
@@ -674,6 +721,8 @@ impl Controller {
         self.write_statuses(now);
         self.reconcile_count += 1;
         self.last_reconcile = started.elapsed();
+        self.health.pass(self.last_reconcile);
+        self.update_metrics();
         self.write_controller_status(false);
         wake
     }
@@ -797,7 +846,14 @@ impl Controller {
                 }
             }
         }
+        let spawn_started = Instant::now();
         let child = self.keeper.spawn(&req)?;
+        self.metrics
+            .spawn_seconds
+            .observe(spawn_started.elapsed().as_secs_f64());
+        if attempt > 1 {
+            self.health.restarts.push_back(Utc::now());
+        }
         let pid = child.pid;
         self.live.insert(
             name.to_string(),
@@ -1108,6 +1164,65 @@ impl Controller {
         }
     }
 
+    /// The controller status's health figures.
+    fn health_figures(&self) -> BTreeMap<String, serde_json::Value> {
+        use serde_json::json;
+        let running: Vec<&String> = self
+            .state
+            .sessions
+            .iter()
+            .filter(|(_, r)| matches!(r.run, Run::Running(_)))
+            .map(|(n, _)| n)
+            .collect();
+        let stale = running
+            .iter()
+            .filter(|n| self.watches.get(**n).is_some_and(|w| w.stale))
+            .count();
+        let memory: Vec<u64> = running
+            .iter()
+            .filter_map(|n| self.watches.get(*n))
+            .map(|w| w.usage.memory_bytes)
+            .collect();
+        let h = &self.health;
+        let mut m = BTreeMap::new();
+        m.insert("healthySessions".into(), json!(running.len() - stale));
+        m.insert("staleSessions".into(), json!(stale));
+        m.insert(
+            "averageMemoryBytes".into(),
+            json!(if memory.is_empty() {
+                0
+            } else {
+                memory.iter().sum::<u64>() / memory.len() as u64
+            }),
+        );
+        m.insert("restartsLastHour".into(), json!(h.restarts.len()));
+        m.insert(
+            "recoveryRate".into(),
+            json!(if h.retried == 0 {
+                None
+            } else {
+                Some((h.recovered as f64 / h.retried as f64 * 1000.0).round() / 1000.0)
+            }),
+        );
+        m.insert(
+            "averageRunSeconds".into(),
+            json!(if h.runs == 0 {
+                None
+            } else {
+                Some((h.run_seconds / h.runs as f64 * 1000.0).round() / 1000.0)
+            }),
+        );
+        m.insert(
+            "reconcileMillis".into(),
+            json!({
+                "average": if h.passes == 0 { 0.0 } else { (h.pass_sum / h.passes as f64 * 1e6).round() / 1e3 },
+                "max": (h.pass_max * 1e6).round() / 1e3,
+            }),
+        );
+        m.insert("memoryLimits".into(), json!(self.memory_mode.describe()));
+        m
+    }
+
     fn extras(&self, name: &str, stem: &str) -> Extras {
         let live = self.live.get(name);
         let watch = self.watches.get(name);
@@ -1131,6 +1246,49 @@ impl Controller {
     fn error(&mut self, message: String) {
         tracing::error!("{message}");
         self.last_error = Some((message, Utc::now()));
+    }
+
+    /// Refreshes the gauges that describe the whole state (cheap: one walk).
+    fn update_metrics(&mut self) {
+        let mut by_phase: BTreeMap<&'static str, i64> =
+            Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
+        for (name, rec) in &self.state.sessions {
+            *by_phase
+                .entry(render::phase_of(rec).0.as_str())
+                .or_default() += 1;
+            self.metrics
+                .restarts
+                .get_or_create(&SessionLabel {
+                    session: name.clone(),
+                })
+                .set(i64::from(rec.restarts));
+        }
+        for (phase, n) in by_phase {
+            self.metrics
+                .sessions
+                .get_or_create(&PhaseLabel {
+                    phase: phase.to_string(),
+                })
+                .set(n);
+        }
+        for pool in self.desired.pools.keys() {
+            let queued = self
+                .desired
+                .sessions
+                .values()
+                .filter(|d| d.pool() == Some(pool))
+                .filter_map(|d| self.state.sessions.get(&d.name))
+                .filter(|r| {
+                    r.wait.as_ref().is_some_and(|w| w.phase == Phase::Queued)
+                        && matches!(r.run, Run::Idle)
+                })
+                .count();
+            self.metrics
+                .queue_length
+                .get_or_create(&PoolLabel { pool: pool.clone() })
+                .set(i64::try_from(queued).unwrap_or(i64::MAX));
+        }
+        self.metrics.pass_done(self.last_reconcile.as_secs_f64());
     }
 
     fn write_controller_status(&mut self, force: bool) {
@@ -1162,7 +1320,7 @@ impl Controller {
             last_reconcile_millis: 0.0,
             last_error: self.last_error.as_ref().map(|e| e.0.clone()),
             last_error_at: self.last_error.as_ref().map(|e| e.1),
-            extra: BTreeMap::new(),
+            extra: self.health_figures(),
             updated_at: None,
         };
         // Counters alone rewrite the file at most once a resync interval.
@@ -1203,6 +1361,56 @@ impl Controller {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Figures for the controller status's health section.
+#[derive(Debug, Default)]
+struct Health {
+    /// Start times of restarts (the last hour's are counted).
+    restarts: std::collections::VecDeque<DateTime<Utc>>,
+    /// Sessions whose last attempt failed.
+    failed_last: BTreeSet<String>,
+    /// Failed attempts that were retried.
+    retried: u64,
+    /// Of those, the ones whose next attempt succeeded.
+    recovered: u64,
+    /// Sum and count of run times, seconds.
+    run_seconds: f64,
+    runs: u64,
+    /// Reconcile pass durations: sum, max, count.
+    pass_sum: f64,
+    pass_max: f64,
+    passes: u64,
+}
+
+impl Health {
+    fn ended(&mut self, name: &str, exit: &core::LastExit) {
+        let failed = exit.failed();
+        if self.failed_last.contains(name) {
+            self.retried += 1;
+            if !failed {
+                self.recovered += 1;
+            }
+        }
+        if failed {
+            self.failed_last.insert(name.to_string());
+        } else {
+            self.failed_last.remove(name);
+        }
+        self.run_seconds += exit.duration().num_milliseconds() as f64 / 1000.0;
+        self.runs += 1;
+    }
+
+    fn pass(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        self.pass_sum += s;
+        self.pass_max = self.pass_max.max(s);
+        self.passes += 1;
+        let hour_ago = Utc::now() - chrono::Duration::hours(1);
+        while self.restarts.front().is_some_and(|t| *t < hour_ago) {
+            self.restarts.pop_front();
         }
     }
 }

@@ -1,0 +1,389 @@
+//! Workload 6, scale: 10,000 manifests of sessions that exit at once
+//! (`/bin/true`, `restartPolicy: Never`). Measures what one reconcile pass
+//! costs when nothing changed (the periodic resync: a full rescan), and the
+//! work caused by one changed file and by one added file.
+//!
+//! Signals used, all from outside the controller:
+//! - the controller's CPU time (schedstat of all its threads), sampled every
+//!   millisecond: each resync shows as one burst of CPU, whose CPU time and
+//!   wall span bound the pass from above (the burst also holds the resync's
+//!   housekeeping: reaping, log rotation checks, vanished-process checks);
+//! - `lastReconcileMillis` of `.sessionlet/controller.status.yaml`, the
+//!   controller's own timing of one pass, when the file is rewritten during
+//!   an idle window (counters alone rewrite it at most every 30 s);
+//! - debug lines `reconcile pass ... elapsed_us=N` in the controller's log,
+//!   if the controller emits them (RUST_LOG=sessionlet::runtime=debug);
+//! - inotify on the status folder: the changed session's status write.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::procfs::{self, DirWatch};
+
+/// Settings of the scale run.
+pub struct Config {
+    pub sessions: usize,
+    pub resync: Duration,
+    pub idle_window: Duration,
+    pub events: usize,
+    pub start_limit: Duration,
+}
+
+/// What the scale run measured (milliseconds).
+#[derive(Default)]
+pub struct Outcome {
+    /// Start of the controller until every session is Completed, seconds.
+    pub start_to_done_s: Option<f64>,
+    /// CPU time of each resync burst (full pass + housekeeping).
+    pub resync_cpu_ms: Vec<f64>,
+    /// Wall span of each resync burst.
+    pub resync_wall_ms: Vec<f64>,
+    /// lastReconcileMillis samples written during idle windows.
+    pub reported_full_ms: Vec<f64>,
+    /// Controller CPU caused by one changed file (all passes it caused).
+    pub changed_cpu_ms: Vec<f64>,
+    /// Rename of the changed manifest until its status file is written.
+    pub changed_latency_ms: Vec<f64>,
+    /// Controller CPU caused by one added file.
+    pub added_cpu_ms: Vec<f64>,
+    /// Rename of the added manifest until its status file is written.
+    pub added_latency_ms: Vec<f64>,
+    /// Pass durations from the controller's debug log, when it logs them.
+    pub log_full_ms: Vec<f64>,
+    pub log_changed_ms: Vec<f64>,
+    pub log_added_ms: Vec<f64>,
+    /// Controller RSS with every session known, KiB.
+    pub rss_kb: Option<u64>,
+    pub notes: Vec<String>,
+}
+
+impl Outcome {
+    pub fn detail(&self) -> Value {
+        json!({
+            "startToAllCompletedSeconds": self.start_to_done_s,
+            "resyncBurstCpuMs": self.resync_cpu_ms,
+            "resyncBurstWallMs": self.resync_wall_ms,
+            "controllerReportedFullPassMs": self.reported_full_ms,
+            "changedFileCpuMs": self.changed_cpu_ms,
+            "changedFileToStatusMs": self.changed_latency_ms,
+            "addedFileCpuMs": self.added_cpu_ms,
+            "addedFileToStatusMs": self.added_latency_ms,
+            "logFullPassMs": self.log_full_ms,
+            "logChangedPassMs": self.log_changed_ms,
+            "logAddedPassMs": self.log_added_ms,
+            "controllerRssKiB": self.rss_kb,
+            "notes": self.notes,
+        })
+    }
+}
+
+fn manifest(name: &str, extra_arg: Option<&str>) -> String {
+    let cmd = match extra_arg {
+        Some(a) => format!("[/bin/true, \"{a}\"]"),
+        None => "[/bin/true]".to_string(),
+    };
+    format!(
+        "apiVersion: sessionlet.dev/v1alpha1\nkind: Session\nmetadata:\n  name: {name}\nspec:\n  command: {cmd}\n  restartPolicy: Never\n"
+    )
+}
+
+/// `.sessionlet/controller.status.yaml`, as JSON.
+fn controller_status(dir: &Path) -> Option<Value> {
+    let text = std::fs::read_to_string(dir.join(".sessionlet/controller.status.yaml")).ok()?;
+    sessionlet::manifest::codec::from_yaml_multi::<Value>(&text)
+        .ok()?
+        .into_iter()
+        .next()
+}
+
+fn check(ctrl: u32) -> Result<()> {
+    if procfs::interrupted() {
+        bail!("interrupted");
+    }
+    if !procfs::alive(ctrl) {
+        bail!("the controller exited");
+    }
+    Ok(())
+}
+
+/// A CPU sample stream of one process.
+struct CpuTrace {
+    pid: u32,
+    samples: Vec<(Instant, u64)>,
+}
+
+impl CpuTrace {
+    fn sample(&mut self) -> u64 {
+        let v = procfs::cpu_ns(self.pid).unwrap_or(0);
+        self.samples.push((Instant::now(), v));
+        v
+    }
+}
+
+/// Bursts of CPU in a trace: (cpu ns, wall ns) of each run of increases
+/// separated by at least `gap` without any.
+fn bursts(samples: &[(Instant, u64)], gap: Duration, min_cpu_ns: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut i = 1;
+    while i < samples.len() {
+        if samples[i].1 > samples[i - 1].1 {
+            let (t0, c0) = samples[i - 1];
+            let mut last = i;
+            let mut j = i + 1;
+            while j < samples.len() {
+                if samples[j].1 > samples[j - 1].1 {
+                    last = j;
+                } else if samples[j].0 - samples[last].0 >= gap {
+                    break;
+                }
+                j += 1;
+            }
+            let (t1, c1) = samples[last];
+            if c1 - c0 >= min_cpu_ns {
+                out.push((c1 - c0, (t1 - t0).as_nanos() as u64));
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Runs the scale workload.
+pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    let dir = root.join("sessions");
+    let stage = root.join("stage");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&stage)?;
+    let width = cfg.sessions.to_string().len().max(5);
+    let name = |i: usize| format!("s{i:0width$}");
+    for i in 0..cfg.sessions {
+        let n = name(i);
+        std::fs::write(dir.join(format!("{n}.yaml")), manifest(&n, None))?;
+    }
+    let log_path = root.join("controller.log");
+    let t0 = Instant::now();
+    let child = Command::new(bin)
+        .arg("run")
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--resync-interval")
+        .arg(format!("{}ms", cfg.resync.as_millis()))
+        .env("RUST_LOG", "info,sessionlet::runtime=debug")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()
+        .context("start sessionlet")?;
+    let ctrl = child.id();
+    log(&format!(
+        "scale: controller started on {} manifests; waiting until all Completed",
+        cfg.sessions
+    ));
+    let mut last_report = Instant::now();
+    loop {
+        check(ctrl)?;
+        if let Some(s) = controller_status(&dir) {
+            let total = s["totalSessions"].as_u64().unwrap_or(0);
+            let phases = &s["sessionsByPhase"];
+            let done = phases["Completed"].as_u64().unwrap_or(0) + phases["Failed"].as_u64().unwrap_or(0);
+            if total == cfg.sessions as u64 && done == total {
+                break;
+            }
+            if last_report.elapsed() > Duration::from_secs(15) {
+                log(&format!("scale: {done}/{total} finished so far"));
+                last_report = Instant::now();
+            }
+        }
+        if t0.elapsed() > cfg.start_limit {
+            out.notes.push(format!(
+                "the {} sessions were not all Completed within {:?}; later figures measured anyway",
+                cfg.sessions, cfg.start_limit
+            ));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if out.notes.is_empty() {
+        out.start_to_done_s = Some(t0.elapsed().as_secs_f64());
+    }
+    log(&format!(
+        "scale: all finished after {:.1} s; measuring idle resync passes for {:?}",
+        t0.elapsed().as_secs_f64(),
+        cfg.idle_window
+    ));
+    std::thread::sleep(Duration::from_millis(1500));
+    out.rss_kb = procfs::rss_kb(ctrl);
+
+    // Full passes: the periodic resync over an unchanged directory.
+    let before = controller_status(&dir);
+    let window_start_wall = SystemTime::now();
+    let mut trace = CpuTrace {
+        pid: ctrl,
+        samples: Vec::new(),
+    };
+    let w0 = Instant::now();
+    while w0.elapsed() < cfg.idle_window {
+        check(ctrl)?;
+        trace.sample();
+        std::thread::sleep(Duration::from_micros(1000));
+    }
+    for (cpu, wall) in bursts(&trace.samples, Duration::from_millis(20), 300_000) {
+        out.resync_cpu_ms.push(cpu as f64 / 1e6);
+        out.resync_wall_ms.push(wall as f64 / 1e6);
+    }
+    if let Some(s) = controller_status(&dir) {
+        let changed = before.as_ref().map(|b| &b["updatedAt"]) != Some(&s["updatedAt"]);
+        if changed {
+            if let Some(ms) = s["lastReconcileMillis"].as_f64() {
+                out.reported_full_ms.push(ms);
+            }
+        }
+    }
+    let window_end_wall = SystemTime::now();
+
+    // One changed file, then one added file, between resyncs.
+    let mut watch = DirWatch::new(&dir)?;
+    let mut event_windows: Vec<(bool, SystemTime, SystemTime)> = Vec::new();
+    for round in 0..cfg.events * 2 {
+        let added = round >= cfg.events;
+        let k = round % cfg.events.max(1);
+        check(ctrl)?;
+        wait_after_burst(&mut trace, ctrl)?;
+        std::thread::sleep(Duration::from_millis(150));
+        let (stem, text) = if added {
+            let n = format!("zz-added-{k}");
+            let t = manifest(&n, None);
+            (n, t)
+        } else {
+            let n = name((k * 997 + 13) % cfg.sessions);
+            let t = manifest(&n, Some(&format!("changed-{k}")));
+            (n, t)
+        };
+        let staged = stage.join(format!("{stem}.yaml"));
+        std::fs::write(&staged, text)?;
+        watch.drain();
+        let target = format!("{stem}.status.yaml");
+        let wall0 = SystemTime::now();
+        let cpu0 = procfs::cpu_ns(ctrl).unwrap_or(0);
+        let e0 = Instant::now();
+        std::fs::rename(&staged, dir.join(format!("{stem}.yaml")))?;
+        let mut status_at: Option<Instant> = None;
+        let mut last_cpu = cpu0;
+        let mut last_change = Instant::now();
+        loop {
+            if status_at.is_none() && watch.drain().iter().any(|n| *n == target) {
+                status_at = Some(Instant::now());
+            }
+            let c = procfs::cpu_ns(ctrl).unwrap_or(last_cpu);
+            if c > last_cpu {
+                last_cpu = c;
+                last_change = Instant::now();
+            }
+            let quiet = last_change.elapsed() >= Duration::from_millis(60);
+            if (status_at.is_some() && quiet) || e0.elapsed() > Duration::from_millis(1700) {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let cpu_ms = (last_cpu - cpu0) as f64 / 1e6;
+        match status_at {
+            Some(t) => {
+                let lat = (t - e0).as_secs_f64() * 1e3;
+                if added {
+                    out.added_cpu_ms.push(cpu_ms);
+                    out.added_latency_ms.push(lat);
+                } else {
+                    out.changed_cpu_ms.push(cpu_ms);
+                    out.changed_latency_ms.push(lat);
+                }
+            }
+            None => out.notes.push(format!(
+                "{} file {stem}: no status write seen within 1.7 s",
+                if added { "added" } else { "changed" }
+            )),
+        }
+        event_windows.push((added, wall0, SystemTime::now()));
+    }
+    // Debug lines, if the controller writes them.
+    if let Ok(text) = std::fs::read_to_string(&log_path) {
+        for line in text.lines().filter(|l| l.contains("reconcile pass")) {
+            let Some(ms) = pass_millis(line) else {
+                continue;
+            };
+            let Some(at) = line_time(line) else {
+                continue;
+            };
+            if at >= window_start_wall && at <= window_end_wall {
+                out.log_full_ms.push(ms);
+            }
+            for (added, a, b) in &event_windows {
+                if at >= *a && at <= *b && line.contains("rescan=true") {
+                    if *added {
+                        out.log_added_ms.push(ms);
+                    } else {
+                        out.log_changed_ms.push(ms);
+                    }
+                }
+            }
+        }
+    }
+    procfs::kill9(ctrl);
+    Ok(out)
+}
+
+/// Waits until a CPU burst (a resync) has ended: CPU rose, then stayed
+/// flat for 30 ms. Gives up after 3 resync periods.
+fn wait_after_burst(trace: &mut CpuTrace, ctrl: u32) -> Result<()> {
+    let start = Instant::now();
+    let mut last = trace.sample();
+    let mut rose = false;
+    let mut flat_since = Instant::now();
+    loop {
+        check(ctrl)?;
+        std::thread::sleep(Duration::from_micros(1000));
+        let c = trace.sample();
+        if c > last {
+            rose = rose || c - last > 200_000;
+            flat_since = Instant::now();
+            last = c;
+        } else if rose && flat_since.elapsed() >= Duration::from_millis(30) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(8) {
+            return Ok(());
+        }
+    }
+}
+
+/// `elapsed_us=N` or `elapsed_ms=N` of a log line, in milliseconds.
+fn pass_millis(line: &str) -> Option<f64> {
+    for tok in line.split_whitespace() {
+        if let Some(v) = tok.strip_prefix("elapsed_us=") {
+            return v.trim_matches(|c: char| !c.is_ascii_digit() && c != '.').parse::<f64>().ok().map(|u| u / 1e3);
+        }
+        if let Some(v) = tok.strip_prefix("elapsed_ms=") {
+            return v.trim_matches(|c: char| !c.is_ascii_digit() && c != '.').parse::<f64>().ok();
+        }
+    }
+    None
+}
+
+/// The RFC 3339 timestamp tracing puts first on a line.
+fn line_time(line: &str) -> Option<SystemTime> {
+    let first = line.split_whitespace().next()?;
+    // Strip ANSI colour codes, if any.
+    let clean: String = first
+        .split('\u{1b}')
+        .map(|s| s.split_once('m').map(|x| x.1).unwrap_or(s))
+        .collect();
+    let t = chrono::DateTime::parse_from_rfc3339(clean.trim()).ok()?;
+    Some(SystemTime::from(t.with_timezone(&chrono::Utc)))
+}

@@ -1,0 +1,156 @@
+//! The Prometheus metrics the controller exports (names in the README).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// A label set with one `phase`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    /// The phase.
+    pub phase: String,
+}
+
+/// A label set with one `reason`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The reason.
+    pub reason: String,
+}
+
+/// A label set with one `session`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionLabel {
+    /// The session.
+    pub session: String,
+}
+
+/// A label set with one `pool`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabel {
+    /// The pool.
+    pub pool: String,
+}
+
+/// Every metric, plus the liveness facts `/healthz` needs.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// Sessions by phase.
+    pub sessions: Family<PhaseLabel, Gauge>,
+    /// Restarts of each session.
+    pub restarts: Family<SessionLabel, Gauge>,
+    /// Ended attempts by reason.
+    pub exits: Family<ReasonLabel, Counter>,
+    /// Resident memory of each running session's tree.
+    pub memory: Family<SessionLabel, Gauge>,
+    /// CPU seconds of each running session's tree.
+    pub cpu: Family<SessionLabel, Gauge<f64, AtomicU64>>,
+    /// Time to start a process.
+    pub spawn_seconds: Histogram,
+    /// Time of a reconcile pass.
+    pub reconcile_seconds: Histogram,
+    /// Reconcile passes.
+    pub reconciles: Counter,
+    /// Sessions queued per pool.
+    pub queue_length: Family<PoolLabel, Gauge>,
+    /// Unix time (ms) of the last completed pass.
+    pub last_pass_ms: AtomicI64,
+    /// True once the first pass completed.
+    pub ready: AtomicBool,
+    /// The resync interval (ms): `/healthz` fails after two without a pass.
+    pub resync_ms: i64,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new(resync: std::time::Duration) -> Metrics {
+        let mut registry = Registry::with_prefix("sessionlet");
+        let sessions = Family::<PhaseLabel, Gauge>::default();
+        registry.register("sessions", "Sessions by phase", sessions.clone());
+        let restarts = Family::<SessionLabel, Gauge>::default();
+        registry.register(
+            "session_restarts",
+            "Restarts of each session since its spec last changed",
+            restarts.clone(),
+        );
+        let exits = Family::<ReasonLabel, Counter>::default();
+        registry.register("exits", "Ended attempts by reason", exits.clone());
+        let memory = Family::<SessionLabel, Gauge>::default();
+        registry.register(
+            "session_memory_bytes",
+            "Resident memory of each running session's process tree",
+            memory.clone(),
+        );
+        let cpu = Family::<SessionLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "session_cpu_seconds",
+            "CPU time of each running session's process tree",
+            cpu.clone(),
+        );
+        let spawn_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
+        registry.register(
+            "spawn_duration_seconds",
+            "Time to start a session's process",
+            spawn_seconds.clone(),
+        );
+        let reconcile_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time of one reconcile pass",
+            reconcile_seconds.clone(),
+        );
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Reconcile passes", reconciles.clone());
+        let queue_length = Family::<PoolLabel, Gauge>::default();
+        registry.register(
+            "pool_queue_length",
+            "Sessions waiting for room in each pool",
+            queue_length.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            sessions,
+            restarts,
+            exits,
+            memory,
+            cpu,
+            spawn_seconds,
+            reconcile_seconds,
+            reconciles,
+            queue_length,
+            last_pass_ms: AtomicI64::new(0),
+            ready: AtomicBool::new(false),
+            resync_ms: i64::try_from(resync.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        }
+        out
+    }
+
+    /// Records a completed pass.
+    pub fn pass_done(&self, seconds: f64) {
+        self.reconcile_seconds.observe(seconds);
+        self.reconciles.inc();
+        self.last_pass_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// True while the loop completed a pass within two resync intervals.
+    pub fn healthy(&self) -> bool {
+        let last = self.last_pass_ms.load(Ordering::Relaxed);
+        last > 0 && chrono::Utc::now().timestamp_millis() - last <= 2 * self.resync_ms
+    }
+}
