@@ -24,6 +24,7 @@ struct Fingerprint {
     ino: u64,
     len: u64,
     mtime_ns: i128,
+    mode: u32,
 }
 
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
@@ -33,6 +34,7 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
         ino: m.ino(),
         len: m.len(),
         mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        mode: m.mode(),
     })
 }
 
@@ -115,6 +117,36 @@ pub struct Catalog {
     pub changed: BTreeSet<String>,
 }
 
+/// Like sshd's StrictModes: a controller running as root refuses a manifest
+/// (or directory) that other users may write, since it would run their
+/// commands as root.
+fn strict_modes(dir: &Path, path: &Path) -> Option<Problem> {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    for (what, p) in [("manifest directory", dir), ("manifest", path)] {
+        let mode = std::fs::metadata(p).ok()?.permissions().mode();
+        let sticky_dir = p == dir && mode & 0o1000 != 0;
+        if mode & 0o022 != 0 && !sticky_dir {
+            return Some(Problem {
+                file: path.to_path_buf(),
+                line: 1,
+                col: 1,
+                path: String::new(),
+                message: format!(
+                    "the {what} {} is writable by other users (mode {:o}) and the controller runs as root; \
+                     refusing it (fix: chmod go-w {})",
+                    p.display(),
+                    mode & 0o7777,
+                    p.display()
+                ),
+            });
+        }
+    }
+    None
+}
+
 /// FNV-1a over the spec's JSON: stable across builds, unlike `DefaultHasher`.
 pub fn spec_hash<T: serde::Serialize>(spec: &T) -> u64 {
     let bytes = serde_json::to_vec(spec).unwrap_or_default();
@@ -169,7 +201,11 @@ impl Catalog {
                     continue;
                 }
             }
-            let loaded = manifest::load_file(path);
+            let mut loaded = manifest::load_file(path);
+            if let Some(problem) = strict_modes(dir, path) {
+                loaded.documents.clear();
+                loaded.problems = vec![problem];
+            }
             self.changed.insert(loaded.stem.clone());
             let good: Vec<Object> = if loaded.problems.is_empty() {
                 loaded

@@ -813,6 +813,7 @@ impl Controller {
             None => None,
         };
         let argv = spec.command.clone().unwrap_or_default();
+        let user = resolve_user(spec.user.as_deref(), spec.group.as_deref())?;
         let req = SpawnRequest {
             argv: argv.clone(),
             cwd: cwd.clone(),
@@ -824,7 +825,7 @@ impl Controller {
             stdin,
             stdout: stdout.clone(),
             stderr: stderr.clone(),
-            user: None,
+            user,
             cgroup_procs: None,
         };
         let mut req = req;
@@ -1157,6 +1158,10 @@ impl Controller {
                 }
                 Err(e) => {
                     self.error(format!("cannot write {}: {e}", path.display()));
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        // The status directory was deleted: make it again.
+                        let _ = create_dir(&self.layout.status_dir);
+                    }
                     // Try again on the next pass.
                     self.dirty_stems.insert(stem);
                 }
@@ -1363,6 +1368,52 @@ impl Controller {
             }
         }
     }
+}
+
+/// The uid/gid a session runs as: `spec.user` / `spec.group`, which only a
+/// controller running as root may grant.
+fn resolve_user(
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<Option<(u32, u32)>, process::SpawnError> {
+    if user.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let fail = |message: String| process::SpawnError {
+        reason: Reason::PermissionDenied,
+        message,
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Err(fail(
+            "spec.user / spec.group need the controller to run as root; remove them or run sessionlet as root".into(),
+        ));
+    }
+    let (mut uid, mut gid) = (0, 0);
+    if let Some(u) = user {
+        let found = match u.parse::<u32>() {
+            Ok(id) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(id)),
+            Err(_) => nix::unistd::User::from_name(u),
+        };
+        let pw = found
+            .ok()
+            .flatten()
+            .ok_or_else(|| fail(format!("spec.user {u:?} does not exist on this machine")))?;
+        uid = pw.uid.as_raw();
+        gid = pw.gid.as_raw();
+    }
+    if let Some(g) = group {
+        let found = match g.parse::<u32>() {
+            Ok(id) => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(id)),
+            Err(_) => nix::unistd::Group::from_name(g),
+        };
+        gid = found
+            .ok()
+            .flatten()
+            .ok_or_else(|| fail(format!("spec.group {g:?} does not exist on this machine")))?
+            .gid
+            .as_raw();
+    }
+    Ok(Some((uid, gid)))
 }
 
 /// Figures for the controller status's health section.
