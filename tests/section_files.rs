@@ -437,15 +437,19 @@ fn max_log_size_rotates_a_chatty_sessions_output_while_it_keeps_writing() {
         let n = std::fs::metadata(&live).ok()?.len();
         (rotated.is_file() && n < big).then_some(n)
     });
-    let old = std::fs::read_to_string(&rotated).unwrap();
-    assert!(old.len() > 1024, "the rotated file holds what was there");
-    assert!(old.starts_with("line "), "{old:.200}");
+    // The rotated file holds what was there (read again if a later rotation is rewriting it).
+    wait_for("a complete rotated file", || {
+        let old = std::fs::read_to_string(&rotated).ok()?;
+        (old.len() > 1024 && old.starts_with("line ") && !old.contains('\0')).then_some(())
+    });
     // The child keeps appending to the same (truncated) file, without a hole of NULs.
     wait_for("the child to keep writing", || {
         let n = std::fs::metadata(&live).ok()?.len();
         (n > shrunk).then_some(())
     });
-    let text = std::fs::read(&live).unwrap();
+    let text = wait_for("the live log's content", || {
+        std::fs::read(&live).ok().filter(|t| !t.is_empty())
+    });
     assert!(!text.contains(&0), "no NUL bytes after truncation");
     assert!(
         text.starts_with(b"line "),

@@ -518,7 +518,7 @@ fn ttl_after_finished_removes_the_manifest_status_logs_and_crash_dumps() {
         &dir.join("temp.yaml"),
         &session(
             "temp",
-            "command: [/bin/sh, -c, 'echo bye; exit 5']\nmaxRetries: 0\nttlAfterFinished: 2s",
+            "command: [/bin/sh, -c, 'echo bye; exit 5']\nmaxRetries: 0\nttlAfterFinished: 3s",
         ),
     );
     let _c = Controller::start(&dir, &[]);

@@ -114,6 +114,25 @@ fn wait_pool(dir: &Path, stem: &str, what: &str, pred: impl Fn(&Value) -> bool) 
     })
 }
 
+/// The replicas' own SessionStatus documents in `STEM.status.yaml`, by name.
+fn replica_docs(dir: &Path, stem: &str) -> BTreeMap<String, Value> {
+    status_docs(&dir.join(format!("{stem}.status.yaml")))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d["kind"] == "SessionStatus")
+        .filter_map(|d| Some((d["metadata"]["name"].as_str()?.to_string(), d)))
+        .collect()
+}
+
+/// name → pid of the replicas' own status documents (Running ones).
+fn replica_pids(dir: &Path, stem: &str) -> BTreeMap<String, u32> {
+    replica_docs(dir, stem)
+        .into_iter()
+        .filter(|(_, d)| d["status"]["phase"] == "Running")
+        .filter_map(|(n, d)| Some((n, d["status"]["pid"].as_u64()? as u32)))
+        .collect()
+}
+
 /// `status.members`.
 fn members(s: &Value) -> Vec<Value> {
     s["status"]["members"]
@@ -177,6 +196,16 @@ fn time(v: &Value) -> DateTime<Utc> {
         .unwrap_or_else(|| panic!("not a timestamp: {v:?}"))
 }
 
+/// Waits until the controller knows exactly `n` sessions (replicas included):
+/// stopped ones have been seen to exit and are forgotten.
+fn wait_known_sessions(dir: &Path, n: u64) {
+    let path = dir.join(".sessionlet").join("controller.status.yaml");
+    wait_for(&format!("the controller to know {n} sessions"), || {
+        let doc = status_docs(&path)?.into_iter().next()?;
+        (doc["totalSessions"].as_u64() == Some(n)).then_some(())
+    });
+}
+
 /// Runs a `sessionlet` subcommand and returns its stdout.
 fn cli(args: &[&str], dir: &Path) -> String {
     let out = Command::new(bin())
@@ -231,6 +260,12 @@ fn scaling_3_to_1_to_2_keeps_the_lowest_ordinals_and_starts_only_the_missing_one
     assert_eq!(member(&s, "web-0")["restarts"], 0);
     assert!(alive(p0), "web-0 must not be stopped by a scale down");
     assert_eq!(marked(&mark), [p0], "exactly one replica process is left");
+    wait_known_sessions(&dir, 1);
+    assert_eq!(
+        replica_pids(&dir, "web"),
+        BTreeMap::from([("web-0".to_string(), p0)]),
+        "the replicas' own statuses: only web-0's is left"
+    );
 
     // 1 → 2: only web-1 starts, web-0 keeps its process.
     write_file(&dir.join("web.yaml"), &manifest(2));
@@ -246,6 +281,13 @@ fn scaling_3_to_1_to_2_keeps_the_lowest_ordinals_and_starts_only_the_missing_one
     assert!(!alive(p1) && !alive(p2));
     assert_eq!(marked(&mark), sorted([p0, new1]));
     assert_eq!(s["status"]["readyReplicas"], 2);
+    let own = replica_docs(&dir, "web");
+    assert_eq!(
+        replica_pids(&dir, "web"),
+        BTreeMap::from([("web-0".to_string(), p0), ("web-1".to_string(), new1)]),
+        "the replicas' own statuses: {own:#?}"
+    );
+    assert!(own.values().all(|d| d["metadata"]["pool"] == "web"));
     assert_eq!(
         s["status"]["observedGeneration"], 3,
         "each edit of replicas is a new pool generation"
@@ -694,7 +736,8 @@ fn editing_max_concurrent_applies_at_once_raising_starts_queued_lowering_kills_n
 }
 
 #[test]
-fn a_deleted_pool_stops_its_replicas_and_requeues_nothing_until_it_is_re_created() {
+fn a_deleted_pool_stops_its_replicas_sends_its_queue_back_to_pool_not_found_and_starts_again_when_re_created(
+) {
     let (tmp, dir) = sessions_dir();
     let mark = marker(&tmp, "v1");
     let scratch = scratch(&tmp);
@@ -722,6 +765,10 @@ fn a_deleted_pool_stops_its_replicas_and_requeues_nothing_until_it_is_re_created
         s["status"]["queue"].is_null(),
         "no longer in a queue: {s:#?}"
     );
+    wait_known_sessions(&dir, 1);
+    wait_for("the pool's status file to go", || {
+        (!dir.join("web.status.yaml").exists()).then_some(())
+    });
 
     // Re-created: replicas start again (before the queued Session, which waits again).
     write_file(&dir.join("web.yaml"), &manifest);
@@ -737,6 +784,61 @@ fn a_deleted_pool_stops_its_replicas_and_requeues_nothing_until_it_is_re_created
     assert_eq!(marked(&mark), sorted(new.values().copied()));
     let q = wait_phase(&dir, "q", "Queued");
     assert_eq!(q["status"]["queue"]["position"], 1, "{q:#?}");
+}
+
+#[test]
+fn a_replica_being_scaled_down_holds_its_slot_until_it_has_stopped() {
+    let (tmp, dir) = sessions_dir();
+    let mark = marker(&tmp, "v1");
+    let scratch = scratch(&tmp);
+    let drained = scratch.join("drained");
+    // On SIGTERM, web-0 shuts down gracefully: it exits once the test opens its gate.
+    let template = format!(
+        "command:\n\
+         - /bin/sh\n\
+         - -c\n\
+         - |\n\
+         \x20 trap 'while [ ! -e \"$GATE\" ]; do sleep 0.1; done; exit 0' TERM\n\
+         \x20 while :; do sleep 600 & wait $!; done\n\
+         - {mark}\n\
+         env:\n  GATE: \"{}\"\n\
+         terminationGracePeriod: 50s\n\
+         restartPolicy: Always\n",
+        drained.display()
+    );
+    write_file(
+        &dir.join("web.yaml"),
+        &pool_of("web", 1, "maxConcurrent: 1", &template),
+    );
+    write_file(
+        &dir.join("q.yaml"),
+        &gated("q", "web", "medium", &scratch.join("q")),
+    );
+    let _c = Controller::start(&dir, &[]);
+    let s = wait_pool(&dir, "web", "web-0 running and q queued", |s| {
+        running(s).len() == 1 && s["status"]["queued"] == 1
+    });
+    let p0 = running(&s)["web-0"];
+    wait_phase(&dir, "q", "Queued");
+
+    // Scaled to 0: web-0 is told to stop but is still running, so the pool is still full.
+    write_file(
+        &dir.join("web.yaml"),
+        &pool_of("web", 0, "maxConcurrent: 1", &template),
+    );
+    wait_pool(&dir, "web", "replicas 0", |s| s["status"]["replicas"] == 0);
+    assert!(alive(p0), "web-0 shuts down only once its gate opens");
+    let q = status(&dir, "q").unwrap();
+    assert_eq!(
+        q["status"]["phase"], "Queued",
+        "q started while the stopping web-0 still ran: 2 running members with maxConcurrent 1: {q:#?}"
+    );
+
+    open(&drained);
+    wait_for("web-0 to end", || (!alive(p0)).then_some(()));
+    let q = wait_phase(&dir, "q", "Running");
+    assert!(q["status"]["pid"].is_u64());
+    assert!(marked(&mark).is_empty());
 }
 
 // ---------------------------------------------------------------------------
@@ -863,6 +965,14 @@ fn replica_logs_go_under_the_pools_logs_folder_per_replica_and_crash_dumps_under
         assert!(dump.starts_with("web.crashes/"), "{dump}");
         let text = std::fs::read_to_string(dir.join(dump)).unwrap();
         assert!(text.contains("oops"), "stderr tail in the dump: {text}");
+        let own = &replica_docs(&dir, "web")[name];
+        let stdout = own["status"]["logs"]["stdout"].as_str().unwrap_or_default();
+        assert_eq!(
+            stdout,
+            format!("web.logs/{name}/attempt-2.stdout.log"),
+            "{own:#?}"
+        );
+        assert_eq!(own["status"]["lastExit"]["crashDump"], dump, "{own:#?}");
     }
     assert!(
         !dir.join("web.logs").join("attempt-1.stdout.log").exists(),

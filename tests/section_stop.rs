@@ -51,12 +51,15 @@ fn wait_stdout(dir: &Path, stem: &str, needle: &str) -> String {
     })
 }
 
-/// Kills a process left behind by a failed assertion, at the end of a test.
+/// Kills what a session left behind after a failed assertion: each pid and
+/// its process group (a session's pid is its group id).
 struct KillOnDrop(Vec<u32>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         for &pid in &self.0 {
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
             if alive(pid) {
                 kill_pid(pid, Signal::SIGKILL);
             }
@@ -106,7 +109,7 @@ fn a_session_that_ignores_its_stop_signal_is_killed_after_the_grace_period() {
 #[test]
 fn a_custom_stop_signal_is_the_one_the_process_receives() {
     let (_tmp, dir) = sessions_dir();
-    let spec = "command: [/bin/sh, -c, 'trap \"echo got-int; exit 0\" INT; trap \"echo got-term; exit 0\" TERM; echo ready; sleep 1000 & wait']\nstopSignal: SIGINT\nterminationGracePeriod: 30s";
+    let spec = "command: [/bin/sh, -c, 'trap \"echo got-int; exit 0\" INT; trap \"echo got-term; exit 0\" TERM; echo ready; while :; do sleep 0.2; done']\nstopSignal: SIGINT\nterminationGracePeriod: 30s";
     write_file(&dir.join("intr.yaml"), &session("intr", spec));
     let _c = Controller::start(&dir, &[]);
     let pid = wait_running(&dir, "intr");
@@ -132,7 +135,7 @@ fn a_grandchild_in_the_group_that_ignores_sigterm_dies_too() {
     let (tmp, dir) = sessions_dir();
     let pidfile = tmp.path().join("grandchild.pid");
     let spec = format!(
-        "command: [/bin/sh, -c, 'sh -c \"trap \\\"\\\" TERM; sleep 1000\" & echo $! > {}; wait']\nterminationGracePeriod: 1s",
+        "command: [/bin/sh, -c, 'sh -c \"trap \\\"\\\" TERM; exec sleep 1000\" & echo $! > {}; wait']\nterminationGracePeriod: 1s",
         pidfile.display()
     );
     write_file(&dir.join("family.yaml"), &session("family", &spec));
@@ -143,7 +146,10 @@ fn a_grandchild_in_the_group_that_ignores_sigterm_dies_too() {
     });
     let _guard = KillOnDrop(vec![pid, grandchild]);
     // The grandchild ignores SIGTERM once its trap is set; wait until it runs sleep.
-    wait_for("the grandchild to run", || alive(grandchild).then_some(()));
+    wait_for("the grandchild to run sleep, ignoring SIGTERM", || {
+        let cmdline = std::fs::read(format!("/proc/{grandchild}/cmdline")).ok()?;
+        cmdline.starts_with(b"sleep\0").then_some(())
+    });
     write_file(
         &dir.join("family.yaml"),
         &session("family", &format!("{spec}\nsuspend: true")),
@@ -197,7 +203,7 @@ fn deleting_the_manifest_stops_the_session_and_removes_status_logs_and_crash_dum
 #[test]
 fn deleting_the_manifest_stops_the_session_with_its_own_stop_signal() {
     let (_tmp, dir) = sessions_dir();
-    let spec = "command: [/bin/sh, -c, 'trap \"echo got-int >&2; exit 0\" INT; trap \"echo got-term >&2; exit 0\" TERM; echo ready; sleep 1000 & wait']\nstopSignal: SIGINT\nterminationGracePeriod: 30s";
+    let spec = "command: [/bin/sh, -c, 'trap \"echo got-int >&2; exit 0\" INT; trap \"echo got-term >&2; exit 0\" TERM; echo ready; while :; do sleep 0.2; done']\nstopSignal: SIGINT\nterminationGracePeriod: 30s";
     write_file(&dir.join("gone.yaml"), &session("gone", spec));
     let c = Controller::start(&dir, &[]);
     let pid = wait_running(&dir, "gone");

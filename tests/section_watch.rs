@@ -307,15 +307,17 @@ fn a_manifest_emptied_while_it_is_being_rewritten_keeps_the_session_running() {
     // A slow writer (`cat > web.yaml`, an upload, an editor writing in place) first truncates the file.
     std::fs::File::create(&manifest).unwrap();
     prove_rescan(&dir, "while-empty");
-    let s = status(&dir, "web").expect("the status of web.yaml");
+    assert!(
+        alive(pid),
+        "the session was stopped while its manifest was empty"
+    );
+    let raw = std::fs::read_to_string(dir.join("web.status.yaml")).unwrap_or_default();
+    let s = status(&dir, "web")
+        .unwrap_or_else(|| panic!("web.status.yaml holds no status document: {raw:?}"));
     assert_eq!(s["status"]["phase"], "Running", "{s:#?}");
     assert_eq!(
         s["status"]["pid"], pid,
         "the session is not disturbed: {s:#?}"
-    );
-    assert!(
-        alive(pid),
-        "the session was stopped while its manifest was empty"
     );
 
     // The write completes: still the same process.

@@ -271,6 +271,7 @@ impl Policy {
             }
             // A rule naming a path (`/usr/bin/rm`) compares paths; a bare
             // name compares against the program's base name.
+            // rule_words is never empty: Policy::new skips blank commands.
             let head_ok = if rule_words[0].contains('/') {
                 rule_words[0] == *first
             } else {

@@ -250,7 +250,9 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl AgentStatus {
-    /// Input plus output tokens.
+    /// Input plus output tokens: what `maxTokens` is checked against. Cache
+    /// reads and writes are left out: every turn re-reads the cached prompt,
+    /// which would make a budget run out after a few turns of any real work.
     pub fn total_tokens(&self) -> u64 {
         self.input_tokens.saturating_add(self.output_tokens)
     }
@@ -352,6 +354,10 @@ impl Tally {
 
     /// Whether the conversation began (an `init` event or any assistant
     /// message), so that an abnormal end can be resumed.
+    ///
+    /// The CLI writes its transcript lazily: a run SIGKILLed right after its
+    /// first request may have saved nothing, and `--resume` then fails with
+    /// [`FailureReason::SessionNotFound`] (start a new conversation then).
     pub fn began(&self) -> bool {
         self.began
     }

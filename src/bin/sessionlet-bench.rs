@@ -199,7 +199,12 @@ fn peer_cpu(peer: &dyn Peer) -> u64 {
 
 /// Waits until the peer's processes used under `max_cpu` of CPU during
 /// `quiet` (status writes done, spawns settled), at most `limit`.
-fn wait_quiet(peer: &dyn Peer, quiet: Duration, max_cpu: Duration, limit: Duration) -> Result<bool> {
+fn wait_quiet(
+    peer: &dyn Peer,
+    quiet: Duration,
+    max_cpu: Duration,
+    limit: Duration,
+) -> Result<bool> {
     let start = Instant::now();
     let mut last = peer_cpu(peer);
     let mut since = Instant::now();
@@ -292,11 +297,19 @@ impl Bench {
                 Duration::from_secs(120),
             )?;
             if ok.is_none() {
-                bail!("{}: 100 sessions not running after 120 s", self.peers[i].name());
+                bail!(
+                    "{}: 100 sessions not running after 120 s",
+                    self.peers[i].name()
+                );
             }
         }
         for p in &self.peers {
-            wait_quiet(p.as_ref(), Duration::from_millis(300), Duration::from_millis(3), Duration::from_secs(30))?;
+            wait_quiet(
+                p.as_ref(),
+                Duration::from_millis(300),
+                Duration::from_millis(3),
+                Duration::from_secs(30),
+            )?;
         }
         // runsv delays a restart by a second when the service ran less than one.
         std::thread::sleep(Duration::from_millis(1200));
@@ -329,16 +342,31 @@ impl Bench {
                         None => timeouts[i] += 1,
                     }
                     peer.after_commit()?;
-                    wait_quiet(&*peer, Duration::from_millis(40), Duration::from_micros(500), Duration::from_secs(3))?;
+                    wait_quiet(
+                        &*peer,
+                        Duration::from_millis(40),
+                        Duration::from_micros(500),
+                        Duration::from_secs(3),
+                    )?;
                 }
                 if (round + 1) % 10 == 0 {
                     self.log(&format!("drop: {}/{drops} rounds", round + 1));
                 }
             }
-            let mut p50 = Figure::new("manifest_to_running_p50", "Manifest → running, p50", "ms", Show::P50)
-                .goal(3.0, "≤ 3 ms");
-            let mut p99 = Figure::new("manifest_to_running_p99", "Manifest → running, p99", "ms", Show::P99)
-                .goal(20.0, "≤ 20 ms");
+            let mut p50 = Figure::new(
+                "manifest_to_running_p50",
+                "Manifest → running, p50",
+                "ms",
+                Show::P50,
+            )
+            .goal(3.0, "≤ 3 ms");
+            let mut p99 = Figure::new(
+                "manifest_to_running_p99",
+                "Manifest → running, p99",
+                "ms",
+                Show::P99,
+            )
+            .goal(20.0, "≤ 20 ms");
             for (i, name) in names.iter().enumerate() {
                 p50.set(name, samples[i].clone(), timeouts[i]);
                 p99.set(name, samples[i].clone(), timeouts[i]);
@@ -388,15 +416,30 @@ impl Bench {
                         Some(t) => samples[i].push((t - t0).as_secs_f64() * 1e3),
                         None => timeouts[i] += 1,
                     }
-                    wait_quiet(&*peer, Duration::from_millis(40), Duration::from_micros(500), Duration::from_secs(3))?;
+                    wait_quiet(
+                        &*peer,
+                        Duration::from_millis(40),
+                        Duration::from_micros(500),
+                        Duration::from_secs(3),
+                    )?;
                 }
                 if (round + 1) % 10 == 0 {
                     self.log(&format!("crash: {}/{kills} rounds", round + 1));
                 }
             }
-            let mut p50 = Figure::new("crash_to_replacement_p50", "Crash → replacement, p50", "ms", Show::P50)
-                .goal(2.0, "≤ 2 ms");
-            let mut p99 = Figure::new("crash_to_replacement_p99", "Crash → replacement, p99", "ms", Show::P99);
+            let mut p50 = Figure::new(
+                "crash_to_replacement_p50",
+                "Crash → replacement, p50",
+                "ms",
+                Show::P50,
+            )
+            .goal(2.0, "≤ 2 ms");
+            let mut p99 = Figure::new(
+                "crash_to_replacement_p99",
+                "Crash → replacement, p99",
+                "ms",
+                Show::P99,
+            );
             for (i, name) in names.iter().enumerate() {
                 p50.set(name, samples[i].clone(), timeouts[i]);
                 p99.set(name, samples[i].clone(), timeouts[i]);
@@ -425,7 +468,11 @@ impl Bench {
         let mut foot: Vec<Option<Value>> = vec![None; self.peers.len()];
         for &n in &[100usize, 1000] {
             let reps = if n == 100 {
-                if do_cold { self.plan.reps_100 } else { 0 }
+                if do_cold {
+                    self.plan.reps_100
+                } else {
+                    0
+                }
             } else if do_cold {
                 self.plan.reps_1000
             } else {
@@ -481,7 +528,26 @@ impl Bench {
         }
         self.figures.extend(cold_figs);
         if do_foot {
-            self.footprint_figures(&names, &foot);
+            // sessionlet once more, usage sampling off: the 0.05% goal.
+            let mut off = None;
+            if let Some(i) = names.iter().position(|n| n == "sessionlet") {
+                let tags = self.tags.take(1000);
+                let dir = self.fresh_dir(&["cold", "sessionlet-nousage"])?;
+                let mut tr = Tracker::default();
+                self.peers[i].set_extra_args(&["--usage-interval", "0"]);
+                let peer = self.peers[i].as_mut();
+                peer.prepare(&dir, &tags)?;
+                peer.start()?;
+                let got = wait_count(peer, &mut tr, 1000, Duration::from_secs(300))?;
+                self.log("footprint: sessionlet with --usage-interval 0");
+                if got.is_some() {
+                    off = Some(self.footprint(i)?);
+                }
+                self.peers[i].set_extra_args(&[]);
+                stop_all(&mut self.peers);
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            self.footprint_figures(&names, &foot, off);
         }
         Ok(())
     }
@@ -495,7 +561,12 @@ impl Bench {
             return Ok(json!({"none": true}));
         }
         // Let start-up work (status writes) finish first.
-        let settled = wait_quiet(&*peer, Duration::from_millis(500), Duration::from_millis(5), Duration::from_secs(60))?;
+        let settled = wait_quiet(
+            &*peer,
+            Duration::from_millis(500),
+            Duration::from_millis(5),
+            Duration::from_secs(60),
+        )?;
         let pids = peer.supervisor_pids();
         let mut procs = Vec::new();
         let (mut pss, mut rss) = (0u64, 0u64);
@@ -511,13 +582,16 @@ impl Bench {
             }
             procs.push(json!({"role": role, "pid": p, "rssKiB": r, "pssKiB": s}));
         }
-        log(started, &format!(
-            "footprint {}: PSS {:.1} MB over {} processes; idle window {:?}",
-            peer.name(),
-            pss as f64 * 1024.0 / 1e6,
-            pids.len(),
-            idle
-        ));
+        log(
+            started,
+            &format!(
+                "footprint {}: PSS {:.1} MB over {} processes; idle window {:?}",
+                peer.name(),
+                pss as f64 * 1024.0 / 1e6,
+                pids.len(),
+                idle
+            ),
+        );
         let mut watch = match peer.status_dir() {
             Some(d) => Some(procfs::DirWatch::new(&d)?),
             None => None,
@@ -529,7 +603,10 @@ impl Bench {
         if let Some(w) = watch.as_mut() {
             w.drain();
         }
-        let per_proc0: Vec<u64> = pids.iter().map(|(_, p)| procfs::cpu_ns(*p).unwrap_or(0)).collect();
+        let per_proc0: Vec<u64> = pids
+            .iter()
+            .map(|(_, p)| procfs::cpu_ns(*p).unwrap_or(0))
+            .collect();
         let t0 = Instant::now();
         let mut writes = 0usize;
         let mut control_writes = 0usize;
@@ -548,13 +625,20 @@ impl Bench {
             }
         }
         let secs = t0.elapsed().as_secs_f64();
-        let per_proc1: Vec<u64> = pids.iter().map(|(_, p)| procfs::cpu_ns(*p).unwrap_or(0)).collect();
+        let per_proc1: Vec<u64> = pids
+            .iter()
+            .map(|(_, p)| procfs::cpu_ns(*p).unwrap_or(0))
+            .collect();
         let cpu_ns: u64 = per_proc1
             .iter()
             .zip(&per_proc0)
             .map(|(a, b)| a.saturating_sub(*b))
             .sum();
-        let main_cpu_ns = per_proc1.first().copied().unwrap_or(0).saturating_sub(per_proc0.first().copied().unwrap_or(0));
+        let main_cpu_ns = per_proc1
+            .first()
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(per_proc0.first().copied().unwrap_or(0));
         let cpu_pct = cpu_ns as f64 / (secs * 1e9) * 100.0;
         Ok(json!({
             "settledBeforeMeasuring": settled,
@@ -573,7 +657,7 @@ impl Bench {
         }))
     }
 
-    fn footprint_figures(&mut self, names: &[String], foot: &[Option<Value>]) {
+    fn footprint_figures(&mut self, names: &[String], foot: &[Option<Value>], off: Option<Value>) {
         let mb = |kib: f64| kib * 1024.0 / 1e6;
         let mut pss = Figure::new(
             "pss_1000",
@@ -600,11 +684,28 @@ impl Bench {
         .goal(0.3, "≤ 0.3% (default settings)");
         let mut churn = Figure::new(
             "status_churn",
-            "Status file writes per session per idle minute",
+            "Status file writes per session per idle minute (default settings)",
             "",
             Show::Single,
         )
-        .goal(0.0, "0 (no usage sampling)");
+        .goal(12.0, "≤ 1 per usage interval (5 s: 12)");
+        let mut cpu_off = Figure::new(
+            "idle_cpu_1000_sampling_off",
+            &format!(
+                "Idle CPU at 1000 sessions, usage sampling off, % of one core ({} s)",
+                self.plan.idle.as_secs()
+            ),
+            "%",
+            Show::Single,
+        )
+        .goal(0.05, "≤ 0.05%");
+        let mut churn_off = Figure::new(
+            "status_churn_sampling_off",
+            "Status file writes per session per idle minute, usage sampling off",
+            "",
+            Show::Single,
+        )
+        .goal(0.0, "0");
         let mut detail = serde_json::Map::new();
         for (i, name) in names.iter().enumerate() {
             match &foot[i] {
@@ -615,8 +716,16 @@ impl Bench {
                 }
                 Some(v) => {
                     pss.set(name, vec![mb(v["pssKiB"].as_f64().unwrap_or(f64::NAN))], 0);
-                    rss.set(name, vec![mb(v["mainRssKiB"].as_f64().unwrap_or(f64::NAN))], 0);
-                    cpu.set(name, vec![v["idleCpuPercent"].as_f64().unwrap_or(f64::NAN)], 0);
+                    rss.set(
+                        name,
+                        vec![mb(v["mainRssKiB"].as_f64().unwrap_or(f64::NAN))],
+                        0,
+                    );
+                    cpu.set(
+                        name,
+                        vec![v["idleCpuPercent"].as_f64().unwrap_or(f64::NAN)],
+                        0,
+                    );
                     match v["statusWritesPerSessionPerMinute"].as_f64() {
                         Some(c) => churn.set(name, vec![c], 0),
                         None => churn.skip(name, "n/a (no status files)"),
@@ -630,11 +739,56 @@ impl Bench {
                 }
             }
         }
+        for (i, name) in names.iter().enumerate() {
+            if name == "sessionlet" {
+                match &off {
+                    Some(v) => {
+                        cpu_off.set(
+                            name,
+                            vec![v["idleCpuPercent"].as_f64().unwrap_or(f64::NAN)],
+                            0,
+                        );
+                        match v["statusWritesPerSessionPerMinute"].as_f64() {
+                            Some(c) => churn_off.set(name, vec![c], 0),
+                            None => churn_off.skip(name, "not measured"),
+                        }
+                        detail.insert("sessionlet (--usage-interval 0)".into(), v.clone());
+                    }
+                    None => {
+                        cpu_off.skip(name, "not measured");
+                        churn_off.skip(name, "not measured");
+                    }
+                }
+            } else {
+                // The peers have no usage sampling: the same window applies.
+                match cpu.results.get(name).cloned() {
+                    Some(o) => {
+                        cpu_off.results.insert(name.clone(), o);
+                    }
+                    None => cpu_off.skip(name, "not measured"),
+                }
+                match churn.results.get(name).cloned() {
+                    Some(o) => {
+                        churn_off.results.insert(name.clone(), o);
+                    }
+                    None => churn_off.skip(name, "n/a"),
+                }
+                let _ = i;
+            }
+        }
         pss.detail = Value::Object(detail);
-        for f in [&mut pss, &mut rss, &mut cpu, &mut churn] {
+        for f in [
+            &mut pss,
+            &mut rss,
+            &mut cpu,
+            &mut cpu_off,
+            &mut churn,
+            &mut churn_off,
+        ] {
             self.mark_skipped(f);
         }
-        self.figures.extend([pss, rss, cpu, churn]);
+        self.figures
+            .extend([pss, rss, cpu, cpu_off, churn, churn_off]);
     }
 
     /// Workload 6: sessionlet alone (the peers are not reconcilers of a directory).
@@ -663,21 +817,22 @@ impl Bench {
             .filter(|p| p != "sessionlet")
             .collect();
         let mut figs = Vec::new();
-        let mut add = |id: &str, title: String, unit: &str, samples: &[f64], goal: Option<(f64, &str)>| {
-            let mut f = Figure::new(id, &title, unit, Show::Median);
-            if let Some((g, t)) = goal {
-                f = f.goal(g, t);
-            }
-            if samples.is_empty() {
-                f.skip("sessionlet", "not measured");
-            } else {
-                f.set("sessionlet", samples.to_vec(), 0);
-            }
-            for p in &others {
-                f.skip(p, "n/a");
-            }
-            figs.push(f);
-        };
+        let mut add =
+            |id: &str, title: String, unit: &str, samples: &[f64], goal: Option<(f64, &str)>| {
+                let mut f = Figure::new(id, &title, unit, Show::Median);
+                if let Some((g, t)) = goal {
+                    f = f.goal(g, t);
+                }
+                if samples.is_empty() {
+                    f.skip("sessionlet", "not measured");
+                } else {
+                    f.set("sessionlet", samples.to_vec(), 0);
+                }
+                for p in &others {
+                    f.skip(p, "n/a");
+                }
+                figs.push(f);
+            };
         add(
             "scale_full_pass_cpu",
             format!("{n} manifests: idle resync pass (full rescan + housekeeping), controller CPU"),
@@ -685,6 +840,15 @@ impl Bench {
             &out.resync_cpu_ms,
             Some((50.0, "≤ 50 ms")),
         );
+        if let Some((ms, _passes)) = out.metrics_full_mean_ms {
+            add(
+                "scale_full_pass_metrics",
+                format!("{n} manifests: idle resync pass, controller's own timing (metrics histogram mean)"),
+                "ms",
+                &[ms],
+                Some((50.0, "≤ 50 ms")),
+            );
+        }
         if !out.reported_full_ms.is_empty() {
             add(
                 "scale_full_pass_reported",
@@ -724,6 +888,24 @@ impl Bench {
             &out.added_cpu_ms,
             Some((5.0, "far less: ≤ 5 ms")),
         );
+        if !out.metrics_changed_ms.is_empty() {
+            add(
+                "scale_changed_pass_metrics",
+                format!("{n} manifests: passes after one changed file, controller's own timing (mean per pass)"),
+                "ms",
+                &out.metrics_changed_ms,
+                Some((5.0, "far less: ≤ 5 ms")),
+            );
+        }
+        if !out.metrics_added_ms.is_empty() {
+            add(
+                "scale_added_pass_metrics",
+                format!("{n} manifests: passes after one added file, controller's own timing (mean per pass)"),
+                "ms",
+                &out.metrics_added_ms,
+                Some((5.0, "far less: ≤ 5 ms")),
+            );
+        }
         if !out.log_changed_ms.is_empty() {
             add(
                 "scale_changed_log",
@@ -765,10 +947,9 @@ fn find_sessionlet(explicit: Option<PathBuf>) -> Result<PathBuf> {
         }
     };
     if stale(&sibling) {
-        if let (Ok(cargo), Ok(manifest_dir)) = (
-            std::env::var("CARGO"),
-            std::env::var("CARGO_MANIFEST_DIR"),
-        ) {
+        if let (Ok(cargo), Ok(manifest_dir)) =
+            (std::env::var("CARGO"), std::env::var("CARGO_MANIFEST_DIR"))
+        {
             let release = me
                 .parent()
                 .and_then(|d| d.file_name())
@@ -809,8 +990,14 @@ fn machine() -> Value {
     let mem_kb = read("/proc/meminfo")
         .lines()
         .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()));
-    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        });
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     json!({
         "nproc": nproc,
         "cpuModel": model,
@@ -857,10 +1044,16 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
     let mut peer_list: Vec<Box<dyn Peer>> = vec![Box::new(Sessionlet::new(bin.clone()))];
     let mut skipped = Vec::new();
     let mut info = serde_json::Map::new();
-    info.insert("sessionlet".into(), json!({"path": bin, "version": version}));
+    info.insert(
+        "sessionlet".into(),
+        json!({"path": bin, "version": version}),
+    );
     if wanted("raw") {
         peer_list.push(Box::new(Raw::new()));
-        info.insert("raw-spawn".into(), json!({"what": "fork+execv of /bin/sleep from the benchmark process"}));
+        info.insert(
+            "raw-spawn".into(),
+            json!({"what": "fork+execv of /bin/sleep from the benchmark process"}),
+        );
     }
     if wanted("supervisord") {
         match (peers::which("supervisord"), peers::which("supervisorctl")) {
@@ -870,8 +1063,14 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
                 peer_list.push(Box::new(Supervisord::new(d, c)));
             }
             _ => {
-                skipped.push(("supervisord".to_string(), "skipped: not installed".to_string()));
-                info.insert("supervisord".into(), json!({"skipped": "not installed (pip install supervisor)"}));
+                skipped.push((
+                    "supervisord".to_string(),
+                    "skipped: not installed".to_string(),
+                ));
+                info.insert(
+                    "supervisord".into(),
+                    json!({"skipped": "not installed (pip install supervisor)"}),
+                );
             }
         }
     }
@@ -889,7 +1088,10 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
             }
             None => {
                 skipped.push(("runit".to_string(), "skipped: not installed".to_string()));
-                info.insert("runit".into(), json!({"skipped": "not installed (apt-get install runit)"}));
+                info.insert(
+                    "runit".into(),
+                    json!({"skipped": "not installed (apt-get install runit)"}),
+                );
             }
         }
     }
@@ -908,12 +1110,15 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
         sessionlet_bin: bin,
         args,
     };
-    log(started, &format!(
-        "peers: {}; work folder {} ({})",
-        bench.peer_names().join(", "),
-        root.display(),
-        fs_type(&root)
-    ));
+    log(
+        started,
+        &format!(
+            "peers: {}; work folder {} ({})",
+            bench.peer_names().join(", "),
+            root.display(),
+            fs_type(&root)
+        ),
+    );
     bench.latency()?;
     bench.cold()?;
     bench.scale()?;
@@ -928,7 +1133,9 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
     let table = stats::markdown(&bench.figures, &refs);
     let mut m = machine();
     m["workdirFs"] = json!(fs_type(&root));
-    m["loadavgAtEnd"] = json!(std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    m["loadavgAtEnd"] = json!(std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim());
     Ok(json!({
         "schema": 1,
         "mode": if bench.args.quick { "quick" } else { "full" },

@@ -47,6 +47,10 @@ pub struct Args {
     /// address (e.g. 127.0.0.1:9464). Off by default.
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// A policy file applied to every session: `constraints:` with `forbiddenCommands`
+    /// and `forbiddenPatterns`, the same shape as a charter's.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
 }
 
 /// How memory limits are enforced.
@@ -84,6 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         usage_interval: args.usage_interval,
         force_sampled_limits: args.memory_limits == MemoryLimits::Sampled,
         metrics_addr: args.metrics_addr,
+        policy: args.policy,
         ..Options::default()
     };
     let controller = Controller::new(opts)?;

@@ -68,6 +68,16 @@ pub enum Event {
         /// For a person.
         message: String,
     },
+    /// The attempt's output says how it ended (an agent's final result, or
+    /// its absence); the coming exit takes this verdict.
+    Judged {
+        /// The session.
+        name: String,
+        /// Its pid.
+        pid: u32,
+        /// The verdict.
+        verdict: super::state::Verdict,
+    },
     /// Monitoring asks to stop a session (a limit, staleness, a policy violation).
     StopRequested {
         /// The session.
@@ -87,6 +97,7 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
         | Event::Exited { name, .. }
         | Event::Vanished { name, .. }
         | Event::Killed { name, .. }
+        | Event::Judged { name, .. }
         | Event::StopRequested { name, .. } => name.clone(),
     };
     let Some(rec) = state.sessions.get_mut(&name) else {
@@ -128,8 +139,13 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                 return;
             }
             let running = running.clone();
+            let verdict = rec.verdict.take();
             let (reason, message) = match (&running.stop, status) {
                 (Some(stop), _) => (stop.why, stop.message.clone()),
+                (None, _) if verdict.is_some() => verdict
+                    .as_ref()
+                    .map(|v| (v.reason, v.message.clone()))
+                    .unwrap_or((Reason::Completed, String::new())),
                 (None, ExitStatus::Code(0)) => (Reason::Completed, "exited 0".to_string()),
                 (None, ExitStatus::Code(c)) => (Reason::Error, format!("exited with code {c}")),
                 (None, ExitStatus::Signal(s)) => (
@@ -156,6 +172,8 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                     _ => stats.failed += 1,
                 }
             }
+            let min_delay = verdict.as_ref().and_then(|v| v.min_delay);
+            let no_retry = verdict.as_ref().is_some_and(|v| !v.retry);
             finish_attempt(
                 &name,
                 rec,
@@ -165,6 +183,23 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                 now,
                 &mut state.outbox,
             );
+            if let Run::Backoff { until } = &mut rec.run {
+                if no_retry {
+                    let last = rec.last_exit.clone();
+                    let msg = format!(
+                        "{}; not retried: another attempt would fail the same way",
+                        last.as_ref().map(|e| e.message.clone()).unwrap_or_default()
+                    );
+                    let reason = last.map_or(Reason::AgentFailed, |e| e.reason);
+                    terminal(rec, Phase::Failed, reason, msg, now);
+                } else if let Some(min) = min_delay {
+                    let floor =
+                        now + chrono::Duration::from_std(min).unwrap_or(chrono::Duration::MAX);
+                    if *until < floor {
+                        *until = floor;
+                    }
+                }
+            }
         }
         Event::Killed {
             pid,
@@ -180,8 +215,14 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                         signalled_at: now,
                         kill_at: now,
                         killed: true,
+                        escalated: true,
                     });
                 }
+            }
+        }
+        Event::Judged { pid, verdict, .. } => {
+            if matches!(&rec.run, Run::Running(r) if r.pid == pid) {
+                rec.verdict = Some(verdict);
             }
         }
         Event::Vanished { pid, .. } => {
@@ -220,7 +261,7 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                 if r.stop.is_none() {
                     let pid = r.pid;
                     begin_stop(r, d, reason, message, now);
-                    let signal = d.spec.stop_signal.0;
+                    let signal = first_signal(d);
                     state.outbox.push(Action::Signal {
                         name: name.clone(),
                         pid,
@@ -306,6 +347,16 @@ fn finish_attempt(
         }
         _ => {}
     }
+    if exit.status.is_none() && exit.reason == Reason::PolicyViolation {
+        // Refused before running: retrying would be refused again.
+        return terminal(
+            rec,
+            Phase::Failed,
+            Reason::PolicyViolation,
+            exit.message,
+            now,
+        );
+    }
     if lasted >= spec.backoff.reset_after.chrono() {
         rec.failures = 0;
     }
@@ -313,7 +364,12 @@ fn finish_attempt(
         rec.failures = 0;
         if spec.restart_policy == RestartPolicy::Always {
             // Even a clean exit waits the initial delay, so `true` cannot hot-loop.
-            let until = now + spec.backoff.initial_delay.chrono();
+            let until = now
+                + spec
+                    .backoff
+                    .initial_delay
+                    .min(spec.backoff.max_delay)
+                    .chrono();
             rec.run = Run::Backoff { until };
             return;
         }
@@ -381,6 +437,7 @@ fn begin_stop(
         signalled_at: now,
         kill_at: now + d.spec.termination_grace_period.chrono(),
         killed: false,
+        escalated: false,
     });
 }
 
@@ -406,20 +463,26 @@ pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Pl
             Run::Running(r) => {
                 if r.stop.is_none() {
                     // No desired spec any more: stop with SIGTERM and the default grace.
+                    // The manifest is gone: stop with the last spec's signal and grace.
+                    let (signal, grace) = rec.last_spec.as_ref().map_or(
+                        (Signal::SIGTERM, chrono::Duration::seconds(10)),
+                        |(spec, _)| (spec.stop_signal.0, spec.termination_grace_period.chrono()),
+                    );
                     r.stop = Some(Stop {
                         why: Reason::Removed,
                         message: "manifest deleted".into(),
                         signalled_at: now,
-                        kill_at: now + chrono::Duration::seconds(10),
+                        kill_at: now + grace,
                         killed: false,
+                        escalated: false,
                     });
                     plan.actions.push(Action::Signal {
                         name: name.clone(),
                         pid: r.pid,
-                        signal: Signal::SIGTERM,
+                        signal,
                     });
                 }
-                escalate(&name, r, now, &mut plan);
+                escalate(&name, r, now, &mut plan, None);
             }
             Run::Starting { .. } => {}
             _ => {
@@ -508,13 +571,11 @@ fn step_session<'a>(
                     Reason::Suspended,
                     "suspended (spec.suspend is true)".to_string(),
                 ))
-            } else if rec.generation != d.generation {
-                (!rolling_blocked).then(|| {
-                    (
-                        Reason::SpecChanged,
-                        "the spec changed; restarting with the new spec".to_string(),
-                    )
-                })
+            } else if rec.generation != d.generation && !rolling_blocked {
+                Some((
+                    Reason::SpecChanged,
+                    "the spec changed; restarting with the new spec".to_string(),
+                ))
             } else if let Some(t) = spec.timeout.filter(|t| r.started_at + t.chrono() <= now) {
                 Some((
                     Reason::TimedOut,
@@ -537,7 +598,7 @@ fn step_session<'a>(
                 plan.actions.push(Action::Signal {
                     name: d.name.clone(),
                     pid,
-                    signal: spec.stop_signal.0,
+                    signal: first_signal(d),
                 });
             } else {
                 if let Some(t) = spec.timeout {
@@ -548,7 +609,7 @@ fn step_session<'a>(
                 }
             }
         }
-        escalate(&d.name, r, now, plan);
+        escalate(&d.name, r, now, plan, Some(d));
         return;
     }
     if rec.run.is_live() {
@@ -631,20 +692,52 @@ fn step_session<'a>(
 }
 
 /// Sends SIGKILL once the grace period is over.
-fn escalate(name: &str, r: &mut Running, now: DateTime<Utc>, plan: &mut Plan) {
-    if let Some(stop) = &mut r.stop {
-        if !stop.killed {
-            if stop.kill_at <= now {
-                stop.killed = true;
-                plan.actions.push(Action::Signal {
-                    name: name.to_string(),
-                    pid: r.pid,
-                    signal: Signal::SIGKILL,
-                });
-            } else {
-                plan.wake(stop.kill_at);
-            }
+fn escalate(
+    name: &str,
+    r: &mut Running,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+    d: Option<&DesiredSession>,
+) {
+    let Some(stop) = &mut r.stop else {
+        return;
+    };
+    if stop.killed {
+        return;
+    }
+    // An agent got SIGINT first (it then ends its tool calls and writes its
+    // result); halfway through the grace period it gets the stop signal.
+    if let Some(d) = d.filter(|d| d.spec.agent.is_some() && !stop.escalated) {
+        let half = stop.signalled_at + (stop.kill_at - stop.signalled_at) / 2;
+        if half <= now {
+            stop.escalated = true;
+            plan.actions.push(Action::Signal {
+                name: name.to_string(),
+                pid: r.pid,
+                signal: d.spec.stop_signal.0,
+            });
+        } else {
+            plan.wake(half);
         }
+    }
+    if stop.kill_at <= now {
+        stop.killed = true;
+        plan.actions.push(Action::Signal {
+            name: name.to_string(),
+            pid: r.pid,
+            signal: Signal::SIGKILL,
+        });
+    } else {
+        plan.wake(stop.kill_at);
+    }
+}
+
+/// The first signal of a stop: SIGINT for agent runs, else the stop signal.
+fn first_signal(d: &DesiredSession) -> Signal {
+    if d.spec.agent.is_some() {
+        Signal::SIGINT
+    } else {
+        d.spec.stop_signal.0
     }
 }
 
@@ -677,11 +770,17 @@ fn start_candidates(
         );
         ka.cmp(&kb)
     });
-    let mut running: std::collections::BTreeMap<&str, u32> = Default::default();
+    let mut running: std::collections::BTreeMap<String, u32> = Default::default();
     for (name, rec) in &state.sessions {
         if rec.run.is_live() {
-            if let Some(pool) = desired.sessions.get(name).and_then(|d| d.pool()) {
-                *running.entry(pool).or_default() += 1;
+            // A member whose manifest is gone still holds its slot until it exits.
+            let pool = desired
+                .sessions
+                .get(name)
+                .and_then(|d| d.pool())
+                .or_else(|| rec.last_spec.as_ref().and_then(|(_, p)| p.as_deref()));
+            if let Some(pool) = pool {
+                *running.entry(pool.to_string()).or_default() += 1;
             }
         }
     }
@@ -704,7 +803,7 @@ fn start_candidates(
                     });
                 }
                 Some(p) => {
-                    let n = running.entry(pool).or_default();
+                    let n = running.entry(pool.to_string()).or_default();
                     if p.max_concurrent.is_none_or(|cap| *n < cap) {
                         *n += 1;
                         if let Some(q) = rec.wait.as_ref().and_then(|w| w.queued_at) {
@@ -720,6 +819,10 @@ fn start_candidates(
                             .total_sessions += 1;
                         spawn(d, rec, now, plan);
                     } else {
+                        // A restart due now that finds the pool full waits in the queue.
+                        if matches!(rec.run, Run::Backoff { .. }) {
+                            rec.run = Run::Idle;
+                        }
                         queued.entry(pool).or_default().push(d);
                     }
                 }
@@ -788,6 +891,8 @@ fn spawn(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Pl
     rec.series_started_at.get_or_insert(now);
     rec.run = Run::Starting { at: now };
     rec.outcome = None;
+    rec.wait = None;
+    rec.last_spec = Some((d.spec.clone(), d.pool().map(str::to_string)));
     plan.actions.push(Action::Spawn {
         name: d.name.clone(),
         attempt: rec.attempt,

@@ -59,6 +59,26 @@ pub struct Record {
     pub wait: Option<Wait>,
     /// Set once a garbage collection was asked for.
     pub collected: bool,
+    /// How the running attempt ended, judged from its output (agent runs);
+    /// consumed by its exit.
+    pub verdict: Option<Verdict>,
+    /// The spec and pool of the last attempt: a session whose manifest is
+    /// gone is still stopped with its own stop signal and grace period, and
+    /// counts against its pool until it exits.
+    pub last_spec: Option<(std::sync::Arc<crate::api::SessionSpec>, Option<String>)>,
+}
+
+/// An attempt's outcome judged from what it wrote, not only its exit code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// `Completed` for a success, else why it failed (AgentFailed, AgentAbnormal).
+    pub reason: Reason,
+    /// For a person.
+    pub message: String,
+    /// Wait at least this long before the next attempt (a rate limit).
+    pub min_delay: Option<std::time::Duration>,
+    /// False when another attempt would fail the same way (an auth failure).
+    pub retry: bool,
 }
 
 /// What the process of a session is doing.
@@ -114,6 +134,8 @@ pub struct Stop {
     pub kill_at: DateTime<Utc>,
     /// True once SIGKILL was sent.
     pub killed: bool,
+    /// Agent runs get SIGINT first; true once the stop signal followed.
+    pub escalated: bool,
 }
 
 /// How an attempt ended.

@@ -1322,6 +1322,24 @@ fn ttl_after_finished_does_not_apply_while_a_session_restarts() {
     assert_eq!(spawns(&plan), [("a", 2)]);
 }
 
+#[test]
+fn a_suspended_session_is_not_garbage_collected() {
+    // `suspend: false` again starts a fresh run (issue 3): collecting a
+    // suspended session would delete the manifest the user means to resume.
+    let mut w = running(|s| s.ttl_after_finished = Some(secs(60)));
+    w.edit("a", |s| s.suspend = true);
+    w.reconcile();
+    w.exit("a", ExitStatus::Signal(15));
+    w.reconcile();
+    assert_eq!(w.phase("a"), Phase::Cancelled);
+    w.advance(s(3600));
+    let plan = w.reconcile();
+    assert!(
+        collects(&plan).is_empty(),
+        "a suspended session was garbage-collected (manifest deleted)"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Shutdown and stop requests
 // ---------------------------------------------------------------------------
@@ -1452,6 +1470,154 @@ fn a_stop_requested_for_a_session_that_is_not_running_is_ignored() {
     });
     let plan = w.reconcile();
     assert!(signals(&plan).is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Agent runs: SIGINT-first stops and verdicts
+// ---------------------------------------------------------------------------
+
+fn agent(s: &mut SessionSpec) {
+    s.command = None;
+    s.agent = Some(crate::api::agent::AgentSpec::default());
+    s.termination_grace_period = secs(10);
+}
+
+#[test]
+fn an_agent_run_is_stopped_with_sigint_then_its_stop_signal_then_sigkill_within_the_grace_period() {
+    // What causes the stop, applied to a running agent session `a`.
+    type Cause = fn(&mut World);
+    let cases: [(&str, Cause); 6] = [
+        ("timeout", |w| w.advance(s(30))),
+        ("suspend", |w| w.edit("a", |s| s.suspend = true)),
+        ("spec change", |w| {
+            w.edit("a", |s| {
+                s.env.insert("V".into(), "2".into());
+            })
+        }),
+        ("shutdown", |w| w.state.shutting_down = true),
+        ("stop request", |w| {
+            w.event(Event::StopRequested {
+                name: "a".into(),
+                reason: Reason::TokenBudgetExceeded,
+                message: "over budget".into(),
+            })
+        }),
+        ("deletion", |w| w.remove("a")),
+    ];
+    for (cause, apply) in cases {
+        let mut w = running(|s| {
+            agent(s);
+            s.timeout = Some(secs(30));
+            s.stop_signal = SignalName(Signal::SIGTERM);
+        });
+        apply(&mut w);
+        let start = w.now;
+        let plan = w.reconcile();
+        assert_eq!(signals(&plan), [("a", Signal::SIGINT)], "{cause}");
+        assert_eq!(plan.wake_at, Some(start + s(5)), "{cause}: halfway");
+        w.advance(s(5));
+        let plan = w.reconcile();
+        assert_eq!(signals(&plan), [("a", Signal::SIGTERM)], "{cause}");
+        assert_eq!(plan.wake_at, Some(start + s(10)), "{cause}");
+        assert!(signals(&w.reconcile()).is_empty(), "{cause}: sent twice");
+        w.advance(s(5));
+        assert_eq!(signals(&w.reconcile()), [("a", Signal::SIGKILL)], "{cause}");
+    }
+}
+
+fn verdict(reason: Reason, retry: bool, min_delay: Option<u64>) -> super::state::Verdict {
+    super::state::Verdict {
+        reason,
+        message: format!("{reason:?}"),
+        min_delay: min_delay.map(std::time::Duration::from_secs),
+        retry,
+    }
+}
+
+#[test]
+fn an_agent_verdict_decides_how_the_attempt_ended() {
+    use ExitStatus::Code;
+    #[rustfmt::skip]
+    let cases = [
+        // verdict reason, retry, min delay, exit, phase, delay before the next attempt
+        (Reason::Completed, true, None, Code(0), Phase::Completed, None),
+        (Reason::Completed, true, None, Code(1), Phase::Completed, None),
+        (Reason::AgentAbnormal, true, None, Code(0), Phase::Recovering, Some(1)),
+        (Reason::AgentFailed, true, None, Code(1), Phase::Recovering, Some(1)),
+        // A rate limit waits longer than the backoff (even past maxDelay).
+        (Reason::AgentFailed, true, Some(600), Code(1), Phase::Recovering, Some(600)),
+        // An auth failure does not hammer the API.
+        (Reason::AgentFailed, false, None, Code(1), Phase::Failed, None),
+    ];
+    for (reason, retry, min_delay, status, phase, delay) in cases {
+        let ctx = format!("{reason:?} retry {retry} min {min_delay:?} {status:?}");
+        let mut w = running(agent);
+        let pid = w.pid("a");
+        w.advance(s(5));
+        w.event(Event::Judged {
+            name: "a".into(),
+            pid,
+            verdict: verdict(reason, retry, min_delay),
+        });
+        w.exit("a", status);
+        let plan = w.reconcile();
+        assert_eq!(w.phase("a"), phase, "{ctx}");
+        assert_eq!(w.last_exit("a").reason, reason, "{ctx}");
+        assert_eq!(
+            crash_dumps(&plan).len(),
+            usize::from(reason != Reason::Completed),
+            "{ctx}"
+        );
+        match delay {
+            Some(d) => assert_eq!(
+                w.rec("a").run,
+                Run::Backoff {
+                    until: w.now + s(d)
+                },
+                "{ctx}"
+            ),
+            None => assert!(!matches!(w.rec("a").run, Run::Backoff { .. }), "{ctx}"),
+        }
+        if phase == Phase::Failed {
+            assert_eq!(w.outcome_reason("a"), Some(reason), "{ctx}");
+            w.advance(s(3600));
+            assert!(spawns(&w.step()).is_empty(), "{ctx}: retried");
+        }
+    }
+}
+
+#[test]
+fn a_verdict_does_not_outlive_its_attempt() {
+    let mut w = running(agent);
+    let pid = w.pid("a");
+    w.event(Event::Judged {
+        name: "a".into(),
+        pid: 99,
+        verdict: verdict(Reason::Completed, true, None),
+    });
+    assert_eq!(w.rec("a").verdict, None, "a verdict for another pid");
+    w.event(Event::Judged {
+        name: "a".into(),
+        pid,
+        verdict: verdict(Reason::AgentFailed, true, Some(7)),
+    });
+    // The process vanishes (the controller was away): its verdict goes with it.
+    w.live.remove("a");
+    w.event(Event::Vanished {
+        name: "a".into(),
+        pid,
+    });
+    w.reconcile();
+    w.advance(s(3600));
+    assert_eq!(spawns(&w.step()), [("a", 2)]);
+    w.advance(s(5));
+    w.exit("a", ExitStatus::Code(3));
+    w.reconcile();
+    assert_eq!(
+        w.last_exit("a").reason,
+        Reason::Error,
+        "the second attempt's exit took the first attempt's verdict"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1721,6 +1887,95 @@ fn a_deleted_member_still_counts_against_the_cap_until_it_exits() {
     assert_eq!(spawned_names(&w.step()), ["b"]);
 }
 
+#[test]
+fn a_restart_that_finds_the_pool_full_is_queued() {
+    let mut w = World::new();
+    w.pool("p", Some(1), 100);
+    w.put("a", in_pool("p", Priority::Medium));
+    w.advance(s(1));
+    w.put("b", in_pool("p", Priority::Medium));
+    w.step();
+    w.advance(s(5));
+    w.exit("a", ExitStatus::Code(1));
+    // a waits out its backoff; its slot goes to b meanwhile.
+    assert_eq!(spawned_names(&w.step()), ["b"]);
+    w.advance(s(1));
+    let plan = w.step();
+    assert!(spawns(&plan).is_empty());
+    assert_eq!(
+        w.wait("a"),
+        Some((Phase::Queued, Reason::PoolFull, Some(1)))
+    );
+    // The backoff is over and a waits for room: the record must say so, or
+    // the status shows Recovering with a next attempt in the past and the
+    // pool's queue leaves it out (render.rs maps Run::Backoff to Recovering
+    // and counts only Run::Idle as queued).
+    assert_eq!(
+        w.rec("a").run,
+        Run::Idle,
+        "a queued restart still looks like a backoff"
+    );
+}
+
+#[test]
+fn a_queued_restart_still_ends_at_its_active_deadline() {
+    let mut w = World::new();
+    w.pool("p", Some(1), 100);
+    w.put("a", |s| {
+        s.pool = Some("p".into());
+        s.active_deadline = Some(secs(60));
+    });
+    w.advance(s(1));
+    w.put("b", in_pool("p", Priority::Medium));
+    w.step();
+    w.reconcile();
+    w.advance(s(9));
+    w.exit("a", ExitStatus::Code(1)); // t0+10s; a started at t0+1s: deadline t0+61s
+    assert_eq!(spawned_names(&w.step()), ["b"]);
+    w.advance(s(1));
+    w.step();
+    assert_eq!(w.phase("a"), Phase::Queued);
+    w.advance(s(1));
+    assert_eq!(
+        w.reconcile().wake_at,
+        Some(t0() + s(61)),
+        "a queued session is not woken at its deadline"
+    );
+    w.advance(s(49));
+    let plan = w.step();
+    assert!(spawns(&plan).is_empty());
+    assert_eq!(
+        (w.phase("a"), w.outcome_reason("a")),
+        (Phase::TimedOut, Some(Reason::DeadlineExceeded)),
+        "a session waiting in the queue outlives its activeDeadline"
+    );
+}
+
+#[test]
+fn queue_wait_is_counted_once_per_spell_in_the_queue() {
+    let mut w = World::new();
+    w.pool("p", Some(1), 100);
+    w.put("a", in_pool("p", Priority::Medium));
+    w.advance(s(1));
+    w.put("b", in_pool("p", Priority::Medium));
+    w.step(); // b queued at t0+1s
+    w.advance(s(10));
+    w.exit("a", ExitStatus::Code(0));
+    assert_eq!(
+        spawned_names(&w.step_failing(Reason::CommandNotFound)),
+        ["b"]
+    );
+    w.reconcile();
+    w.advance(s(1));
+    assert_eq!(spawned_names(&w.step()), ["b"], "room: no queue this time");
+    let stats = &w.state.pools["p"];
+    assert_eq!(
+        (stats.queue_waits, stats.queue_wait_seconds),
+        (1, 10.0),
+        "the stale queue entry of the first spell counted again"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Pools: replicas
 // ---------------------------------------------------------------------------
@@ -1782,6 +2037,41 @@ fn a_rolling_update_replaces_one_replica_at_a_time() {
 }
 
 #[test]
+fn a_replica_waiting_for_its_turn_in_a_rollout_still_times_out() {
+    let mut w = World::new();
+    w.pool("p", None, 100);
+    w.scale("p", 2, |s| s.timeout = Some(secs(60)));
+    w.step();
+    w.reconcile();
+    w.advance(s(10));
+    // A broken new template: p-0's replacement cannot start, p-1 waits its turn.
+    w.scale("p", 2, |s| {
+        s.timeout = Some(secs(60));
+        s.command = Some(vec!["missing-binary".into()]);
+    });
+    assert_eq!(signals(&w.reconcile()), [("p-0", Signal::SIGTERM)]);
+    w.exit("p-0", ExitStatus::Signal(15));
+    assert_eq!(
+        spawned_names(&w.step_failing(Reason::CommandNotFound)),
+        ["p-0"]
+    );
+    w.reconcile();
+    w.advance(s(50)); // p-1 has run for its 60s timeout
+    let plan = w.step_failing(Reason::CommandNotFound);
+    assert!(
+        plan.wake_at.is_none_or(|t| t > w.now),
+        "wake_at {:?} is not after now {}: the shell would reconcile in a hot loop",
+        plan.wake_at,
+        w.now
+    );
+    assert_eq!(
+        w.stop_reason("p-1"),
+        Some(Reason::TimedOut),
+        "the timeout of a replica waiting for the rollout is ignored"
+    );
+}
+
+#[test]
 fn scaling_three_to_one_to_two_stops_the_highest_ordinals_and_restarts_the_missing_one() {
     let mut w = World::new();
     w.pool("p", None, 100);
@@ -1836,6 +2126,8 @@ enum Op {
     Vanish(usize),
     /// The kernel's OOM killer kills the n-th live process (reported, then its exit).
     OomKill(usize),
+    /// The n-th live process's output gives a verdict (reason index, retry, min delay in s).
+    Judge(usize, usize, bool, Option<u64>),
     /// An exit for a pid that is not the session's.
     StaleExit(usize),
     /// Every process that was sent a signal dies of it.
@@ -1846,6 +2138,8 @@ enum Op {
     StopRequested(usize),
     /// Declare the pool with this cap, or delete it.
     Pool(Option<Option<u32>>),
+    /// Scale the pool's replicas (`p-0` …) to n, with this template.
+    Scale(u32, SessionSpec),
     /// The controller starts draining.
     Shutdown,
 }
@@ -1940,11 +2234,14 @@ fn arb_op() -> impl Strategy<Value = Op> {
         5 => any::<usize>().prop_map(Op::Vanish),
         5 => any::<usize>().prop_map(Op::OomKill),
         5 => (0..NAMES.len()).prop_map(Op::StaleExit),
+        5 => (any::<usize>(), 0usize..3, any::<bool>(), proptest::option::of(0u64..100))
+            .prop_map(|(i, r, retry, min)| Op::Judge(i, r, retry, min)),
         20 => Just(Op::DieFromSignals),
         40 => (0u64..20_000).prop_map(Op::Advance),
         10 => (0..NAMES.len()).prop_map(Op::StopRequested),
         2 => Just(Op::Pool(None)),
         8 => proptest::option::of(1u32..4).prop_map(|cap| Op::Pool(Some(cap))),
+        10 => (0u32..4, arb_spec()).prop_map(|(n, s)| Op::Scale(n, s)),
         1 => Just(Op::Shutdown),
     ]
 }
@@ -1969,6 +2266,8 @@ struct Sim {
     live: BTreeMap<u32, (String, Vec<Signal>)>,
     /// Spawns planned and not answered yet.
     pending: Vec<String>,
+    /// The minimum delay a verdict asked for, by session, until its attempt ends.
+    min_delays: BTreeMap<String, TimeDelta>,
 }
 
 impl Sim {
@@ -1990,20 +2289,26 @@ impl Sim {
             next_pid: 1000,
             live: BTreeMap::new(),
             pending: Vec::new(),
+            min_delays: BTreeMap::new(),
         }
     }
 
     fn put(&mut self, name: &str, spec: SessionSpec) {
+        self.put_replica(name, spec, None);
+    }
+
+    fn put_replica(&mut self, name: &str, spec: SessionSpec, replica: Option<Replica>) {
         let generation = self.next_generation;
         match self.desired.sessions.get_mut(name) {
-            Some(d) if *d.spec == spec => {}
+            Some(d) if *d.spec == spec && d.replica == replica => {}
             Some(d) => {
                 d.spec = Arc::new(spec);
+                d.replica = replica;
                 d.generation = generation;
                 self.next_generation += 1;
             }
             None => {
-                let d = desired_session(name, spec, generation, self.now, None);
+                let d = desired_session(name, spec, generation, self.now, replica);
                 self.desired.sessions.insert(name.to_string(), d);
                 self.next_generation += 1;
             }
@@ -2020,13 +2325,23 @@ impl Sim {
     /// Observes an event about `name`; checks the backoff bound of the exit it may record.
     fn observe(&mut self, name: &str, event: Event) {
         let before = self.state.sessions.get(name).map(|r| r.run.clone());
+        let ends = matches!(
+            event,
+            Event::Exited { .. } | Event::Vanished { .. } | Event::SpawnFailed { .. }
+        );
         observe(&self.desired, &mut self.state, event, self.now);
+        let min_delay = if ends {
+            self.min_delays.remove(name)
+        } else {
+            None
+        };
         let Some(rec) = self.state.sessions.get(name) else {
             return;
         };
         if let Run::Backoff { until } = rec.run {
             if before.as_ref() != Some(&rec.run) {
                 let max = self.desired.sessions[name].spec.backoff.max_delay.chrono();
+                let max = max.max(min_delay.unwrap_or_default());
                 let wait = until - self.now;
                 assert!(
                     wait >= TimeDelta::zero() && wait <= max,
@@ -2078,6 +2393,28 @@ impl Sim {
                     self.observe(&name.clone(), Event::Exited { name, pid, status });
                 }
             }
+            Op::Judge(i, r, retry, min) => {
+                if !self.live.is_empty() {
+                    let pid = *self.live.keys().nth(i % self.live.len()).unwrap();
+                    let name = self.live[&pid].0.clone();
+                    let reason = [
+                        Reason::Completed,
+                        Reason::AgentFailed,
+                        Reason::AgentAbnormal,
+                    ][r];
+                    let verdict = super::state::Verdict {
+                        reason,
+                        message: "judged".into(),
+                        min_delay: min.map(std::time::Duration::from_secs),
+                        retry,
+                    };
+                    if let Some(m) = min {
+                        self.min_delays
+                            .insert(name.clone(), TimeDelta::seconds(m as i64));
+                    }
+                    self.observe(&name.clone(), Event::Judged { name, pid, verdict });
+                }
+            }
             Op::StaleExit(n) => {
                 let name = NAMES[n];
                 let before = self.state.sessions.get(name).cloned();
@@ -2117,7 +2454,24 @@ impl Sim {
                 },
             ),
             Op::Pool(None) => {
+                // The pool's manifest is gone, and its replicas with it.
                 self.desired.pools.remove(POOL);
+                self.desired.sessions.retain(|_, d| d.replica.is_none());
+            }
+            Op::Scale(n, template) => {
+                if self.desired.pools.contains_key(POOL) {
+                    for ordinal in 0..n {
+                        let replica = Replica {
+                            pool: POOL.to_string(),
+                            ordinal,
+                        };
+                        let name = format!("{POOL}-{ordinal}");
+                        self.put_replica(&name, template.clone(), Some(replica));
+                    }
+                    self.desired
+                        .sessions
+                        .retain(|_, d| d.replica.as_ref().is_none_or(|r| r.ordinal < n));
+                }
             }
             Op::Pool(Some(max_concurrent)) => {
                 let pool = DesiredPool {
@@ -2141,7 +2495,8 @@ impl Sim {
             rec.run
         );
         match answer {
-            Answer::Spawned | Answer::Later => {
+            Answer::Later => unreachable!("deferred answers are not given"),
+            Answer::Spawned => {
                 assert!(self.live_pid(&name).is_none(), "{name}: two live processes");
                 let pid = self.next_pid;
                 self.next_pid += 1;
@@ -2182,6 +2537,10 @@ impl Sim {
         self.answer_pending(answer);
         let plan = reconcile(&self.desired, &mut self.state, self.now);
 
+        // Never woken in the past: the shell would reconcile in a hot loop.
+        if let Some(at) = plan.wake_at {
+            assert!(at > self.now, "wake_at {at} is not after now {}", self.now);
+        }
         // A second reconcile of the unchanged world plans nothing.
         let mut again = self.state.clone();
         let replan = reconcile(&self.desired, &mut again, self.now);
@@ -2335,7 +2694,7 @@ impl Sim {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 20000,
+        cases: 5000,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

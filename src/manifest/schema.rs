@@ -149,15 +149,18 @@ pub(crate) fn did_you_mean<'c>(
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
         let cl = c.to_lowercase();
+        // Allow about one typo per three letters, at least one.
+        let limit = (c.chars().count() / 3).max(1);
         let distance = if cl == lower {
             0
         } else if lower.len() >= 3 && cl.ends_with(&lower) {
             1
+        } else if cl.len().abs_diff(lower.len()) > limit {
+            // Cannot be within the limit; skip the costlier distance.
+            continue;
         } else {
             strsim::damerau_levenshtein(&lower, &cl)
         };
-        // Allow about one typo per three letters, at least one.
-        let limit = (c.chars().count() / 3).max(1);
         if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, c));
         }
@@ -694,6 +697,8 @@ impl<'s> Walker<'s> {
         // Suggestions made for unknown keys: a missing required field that
         // was merely misspelt is then not reported a second time.
         let mut suggested: Vec<&str> = Vec::new();
+        // Built once per mapping: a file of many unknown keys stays cheap.
+        let mut allowed_list: Option<String> = None;
         for (key, value) in entries {
             let child = join_key(path, &key.name);
             if let Some(prop) = properties.and_then(|p| p.get(&key.name)) {
@@ -711,9 +716,9 @@ impl<'s> Walker<'s> {
                         }
                         None => format!(
                             "unknown field; allowed fields here: {}",
-                            known
+                            allowed_list.get_or_insert_with(|| known
                                 .map(|k| k.collect::<Vec<_>>().join(", "))
-                                .unwrap_or_default()
+                                .unwrap_or_default())
                         ),
                     };
                     self.push(key.pos, &child, message);

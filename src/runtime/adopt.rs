@@ -72,6 +72,8 @@ pub fn record_from_status(st: &SessionStatus) -> Option<Record> {
         outcome,
         wait: None,
         collected: false,
+        verdict: None,
+        last_spec: None,
     })
 }
 

@@ -205,6 +205,16 @@ impl Catalog {
             if let Some(problem) = strict_modes(dir, path) {
                 loaded.documents.clear();
                 loaded.problems = vec![problem];
+            } else if loaded.documents.is_empty() && loaded.problems.is_empty() {
+                // An empty file is most often one being rewritten: keep the
+                // last good spec. Deleting the file is how sessions are removed.
+                loaded.problems = vec![Problem {
+                    file: path.clone(),
+                    line: 1,
+                    col: 1,
+                    path: String::new(),
+                    message: "the file declares nothing (it is empty or holds only comments); delete it to remove its sessions".into(),
+                }];
             }
             self.changed.insert(loaded.stem.clone());
             let good: Vec<Object> = if loaded.problems.is_empty() {

@@ -94,8 +94,11 @@ pub fn session_path(root: &Path, session: &str) -> PathBuf {
 }
 
 /// Creates a session's cgroup with a memory limit.
-pub fn prepare(path: &Path, v2: bool, limit: u64) -> std::io::Result<()> {
+pub fn prepare(path: &Path, v2: bool, limit: Option<u64>) -> std::io::Result<()> {
     std::fs::create_dir_all(path)?;
+    let Some(limit) = limit else {
+        return Ok(());
+    };
     if v2 {
         std::fs::write(path.join("memory.max"), limit.to_string())?;
         // No swap, so the limit means what it says.

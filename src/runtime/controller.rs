@@ -52,6 +52,8 @@ pub struct Options {
     pub force_sampled_limits: bool,
     /// Serve Prometheus metrics and health checks here.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Constraints applied to every session (same shape as a charter's).
+    pub policy: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -70,6 +72,7 @@ impl Default for Options {
             usage_interval: Duration::from_secs(5),
             force_sampled_limits: false,
             metrics_addr: None,
+            policy: None,
         }
     }
 }
@@ -135,6 +138,8 @@ pub struct Controller {
     analyses: BTreeMap<String, (u32, serde_json::Value)>,
     metrics: std::sync::Arc<crate::telemetry::Metrics>,
     health: Health,
+    agents: super::agents::Agents,
+    agent_watcher: Option<std::sync::Mutex<notify::RecommendedWatcher>>,
     _lock: lock::Lock,
 }
 
@@ -160,6 +165,13 @@ impl Controller {
         })?;
         let lock = lock::Lock::acquire(&layout.control_dir())?;
         let resync_interval = opts.resync_interval;
+        let global_policy = match &opts.policy {
+            Some(p) => Some(
+                crate::agent::load_policy_file(p)
+                    .map_err(|e| anyhow::anyhow!("--policy {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
         let keeper = Keeper::connect_or_start(&layout.control_dir())
             .map_err(|e| anyhow::anyhow!("cannot reach or start the keeper: {e}"))?;
         let mut c = Controller {
@@ -189,8 +201,11 @@ impl Controller {
             analyses: BTreeMap::new(),
             metrics: std::sync::Arc::new(crate::telemetry::Metrics::new(resync_interval)),
             health: Health::default(),
+            agents: super::agents::Agents::default(),
+            agent_watcher: None,
             _lock: lock,
         };
+        c.agents.global = global_policy;
         c.memory_mode = super::cgroup::detect(c.opts.force_sampled_limits);
         tracing::info!("memory limits: {}", c.memory_mode.describe());
         c.remember_previous_statuses();
@@ -299,6 +314,17 @@ impl Controller {
                         oom_baseline: 0,
                     },
                 );
+                if doc["status"]["agent"].is_object() {
+                    let sid = doc["status"]["agent"]["sessionId"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok());
+                    self.agents.adopt(
+                        name,
+                        &self.layout.status_dir.join(&logs.stdout),
+                        sid,
+                        status.observed_generation,
+                    );
+                }
                 tracing::info!(session = name, pid, "adopted a running session");
             } else {
                 // Gone while nobody watched (or a reused pid that is not ours): never signal it.
@@ -328,6 +354,31 @@ impl Controller {
         }
         let mut sigchld = signal(SignalKind::child())?;
         let mut exits = self.keeper.events()?;
+        let (agent_tx, mut agent_rx) = mpsc::unbounded_channel::<PathBuf>();
+        let agent_watcher = if self.opts.poll {
+            // No inotify here: agent output is read at each usage sample and resync.
+            Err(notify::Error::generic("--poll"))
+        } else {
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event {
+                    if matches!(
+                        event.kind,
+                        notify::EventKind::Modify(_) | notify::EventKind::Create(_)
+                    ) {
+                        for p in event.paths {
+                            let _ = agent_tx.send(p);
+                        }
+                    }
+                }
+            })
+        };
+        match agent_watcher {
+            Ok(w) => self.agent_watcher = Some(std::sync::Mutex::new(w)),
+            Err(e) => {
+                tracing::warn!("cannot watch agent output ({e}); it is read at each usage sample")
+            }
+        }
+        self.watch_adopted_agents();
         if let Some(addr) = self.opts.metrics_addr {
             let bound = crate::telemetry::http::serve(addr, self.metrics.clone())
                 .await
@@ -396,6 +447,17 @@ impl Controller {
                     while watch_rx.try_recv().is_ok() {}
                     rescan = true;
                 }
+                Some(path) = agent_rx.recv() => {
+                    let mut paths = BTreeSet::from([path]);
+                    while let Ok(p) = agent_rx.try_recv() {
+                        paths.insert(p);
+                    }
+                    for p in paths {
+                        if let Some(name) = self.agents.by_stdout(&p) {
+                            self.read_agent(&name);
+                        }
+                    }
+                }
                 Some(exit) = exits.recv() => {
                     self.on_exit(exit);
                     while let Ok(exit) = exits.try_recv() {
@@ -405,12 +467,16 @@ impl Controller {
                 // The keeper and, when we are PID 1, orphans are our children.
                 _ = sigchld.recv() => self.reap(),
                 _ = tokio::time::sleep(sleep) => {}
-                _ = usage_tick.tick(), if sampling => self.sample_usage(),
+                _ = usage_tick.tick(), if sampling => {
+                    self.read_agents();
+                    self.sample_usage();
+                }
                 _ = resync.tick() => {
                     rescan = true;
                     self.reap();
                     self.rotate_logs();
                     self.check_vanished();
+                    self.read_agents();
                 }
                 _ = sigterm.recv() => { if let Some(exit) = self.on_signal() { return Ok(exit); } }
                 _ = sigint.recv() => { if let Some(exit) = self.on_signal() { return Ok(exit); } }
@@ -489,6 +555,20 @@ impl Controller {
     fn on_exit(&mut self, exit: ExitRecord) {
         let pid = exit.child.pid;
         if let Some(name) = self.pids.remove(&pid) {
+            // The main process is gone: nothing it left in its process group or
+            // cgroup may outlive the attempt (the group id cannot be reused
+            // while members remain, and we act right after the reap).
+            let _ = process::signal_group(pid, Signal::SIGKILL);
+            if let Some(cg) = self.live.get(&name).and_then(|l| l.cgroup.clone()) {
+                for p in super::cgroup::procs(&cg) {
+                    if let Ok(raw) = i32::try_from(p) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(raw),
+                            Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
             if let Some(live) = self.live.get(&name) {
                 if let (Some(cg), super::cgroup::Mode::Cgroup { v2, .. }) =
                     (&live.cgroup, &self.memory_mode)
@@ -515,6 +595,28 @@ impl Controller {
                 }
             }
             self.watches.remove(&name);
+            if let Some(spec) = self
+                .desired
+                .sessions
+                .get(&name)
+                .map(|d| d.spec.clone())
+                .filter(|s| s.agent.is_some())
+            {
+                let stderr_tail = self
+                    .live
+                    .get(&name)
+                    .map(|l| tail_lines(&l.stderr, 50))
+                    .unwrap_or_default();
+                if let Some(verdict) = self.agents.judge(&name, &spec, &stderr_tail) {
+                    let ev = Event::Judged {
+                        name: name.clone(),
+                        pid,
+                        verdict,
+                    };
+                    core::observe(&self.desired, &mut self.state, ev, Utc::now());
+                }
+                self.mark_dirty(&name);
+            }
             self.metrics.memory.remove(&SessionLabel {
                 session: name.clone(),
             });
@@ -545,6 +647,60 @@ impl Controller {
         }
         if let Err(e) = self.keeper.ack(pid) {
             self.error(format!("cannot acknowledge an exit to the keeper: {e}"));
+        }
+    }
+
+    /// Reads new output of an agent session and acts on it.
+    fn read_agent(&mut self, name: &str) {
+        let Some(spec) = self.desired.sessions.get(name).map(|d| d.spec.clone()) else {
+            return;
+        };
+        let running = self
+            .state
+            .sessions
+            .get(name)
+            .is_some_and(|r| matches!(&r.run, Run::Running(run) if run.stop.is_none()));
+        for act in self.agents.read(name, &spec) {
+            match act {
+                super::agents::Act::Changed => self.mark_dirty(name),
+                super::agents::Act::Stop(reason, message) if running => {
+                    tracing::warn!(session = name, "{message}");
+                    let ev = Event::StopRequested {
+                        name: name.to_string(),
+                        reason,
+                        message,
+                    };
+                    core::observe(&self.desired, &mut self.state, ev, Utc::now());
+                }
+                super::agents::Act::Stop(..) => {}
+            }
+        }
+    }
+
+    /// Reads every running agent's new output (the safety net for missed events).
+    fn read_agents(&mut self) {
+        let names: Vec<String> = self.pids.values().cloned().collect();
+        for name in names {
+            if self.agents.stdout_of(&name).is_some() {
+                self.read_agent(&name);
+            }
+        }
+    }
+
+    /// Follows the output of agent sessions adopted from an earlier controller.
+    fn watch_adopted_agents(&mut self) {
+        let names: Vec<String> = self.pids.values().cloned().collect();
+        for name in names {
+            let Some(stdout) = self.agents.stdout_of(&name).map(Path::to_path_buf) else {
+                continue;
+            };
+            if let (Some(w), Some(dir)) = (&self.agent_watcher, stdout.parent()) {
+                use notify::Watcher;
+                let _ = w
+                    .lock()
+                    .map(|mut w| w.watch(dir, notify::RecursiveMode::NonRecursive));
+            }
+            self.read_agent(&name);
         }
     }
 
@@ -706,6 +862,15 @@ impl Controller {
             }
             self.dirty_stems
                 .extend(self.catalog.changed.iter().cloned());
+            // A session now declared in another file (a renamed manifest) is reported there.
+            for (name, live) in self.live.iter_mut() {
+                if let Some(stem) = self.catalog.session_file.get(name) {
+                    if *stem != live.stem {
+                        self.dirty_stems
+                            .insert(std::mem::replace(&mut live.stem, stem.clone()));
+                    }
+                }
+            }
         }
         let mut wake = None;
         for _ in 0..8 {
@@ -795,15 +960,55 @@ impl Controller {
         let log_dir = self.layout.logs_dir(&stem, name, shared);
         create_dir(&log_dir)
             .map_err(|e| fail(format!("cannot create {}: {e}", log_dir.display())))?;
-        let (stdout, stderr) = attempt_logs(&log_dir, attempt);
-        prune_attempt_logs(&log_dir, attempt, self.opts.max_attempt_logs);
+        let generation = self.desired.sessions.get(name).map_or(1, |d| d.generation);
+        let (stdout, stderr) = attempt_logs(&log_dir, generation, attempt);
+        prune_attempt_logs(&log_dir, generation, attempt, self.opts.max_attempt_logs);
         let spec = &d.spec;
         let cwd = match &spec.working_dir {
             Some(w) if w.is_absolute() => w.clone(),
             Some(w) => self.layout.manifest_dir.join(w),
             None => self.layout.manifest_dir.clone(),
         };
-        let stdin = match &spec.stdin {
+        let spec = spec.clone();
+        let mut extra_env: Vec<(String, String)> = Vec::new();
+        let mut stdin_text = spec.stdin.clone();
+        let argv = if spec.agent.is_some() {
+            let launch = self.agents.launch(
+                name,
+                &spec,
+                generation,
+                attempt,
+                &self.layout.manifest_dir,
+                &stdout,
+            )?;
+            if let Some(charter) = &launch.charter {
+                let p = log_dir.join("charter.md");
+                write_atomic(&p, charter.as_bytes())
+                    .map_err(|e| fail(format!("cannot write {}: {e}", p.display())))?;
+            }
+            extra_env = launch.env;
+            if launch.stdin.is_some() {
+                stdin_text = launch.stdin;
+            }
+            if let Some(w) = &self.agent_watcher {
+                use notify::Watcher;
+                let _ = w
+                    .lock()
+                    .map(|mut w| w.watch(&log_dir, notify::RecursiveMode::NonRecursive));
+            }
+            launch.argv
+        } else {
+            let argv = spec.command.clone().unwrap_or_default();
+            // The global policy and the charter's constraints apply to plain commands too.
+            if let Some(v) = self.agents.policy(&spec).check_argv(&argv) {
+                return Err(process::SpawnError {
+                    reason: Reason::PolicyViolation,
+                    message: format!("refused before running: {v}"),
+                });
+            }
+            argv
+        };
+        let stdin = match &stdin_text {
             Some(text) => {
                 let p = log_dir.join("stdin");
                 write_atomic(&p, text.as_bytes())
@@ -812,7 +1017,6 @@ impl Controller {
             }
             None => None,
         };
-        let argv = spec.command.clone().unwrap_or_default();
         let user = resolve_user(spec.user.as_deref(), spec.group.as_deref())?;
         let req = SpawnRequest {
             argv: argv.clone(),
@@ -821,6 +1025,7 @@ impl Controller {
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
+                .chain(extra_env)
                 .collect(),
             stdin,
             stdout: stdout.clone(),
@@ -831,11 +1036,12 @@ impl Controller {
         let mut req = req;
         let mut cgroup = None;
         let mut oom_baseline = 0;
-        if let (Some(limit), super::cgroup::Mode::Cgroup { root, v2 }) =
-            (spec.resources.max_memory, &self.memory_mode)
+        // A cgroup for a memory limit, and for agents: nothing the agent started may outlive it.
+        let wants_cgroup = spec.resources.max_memory.is_some() || spec.agent.is_some();
+        if let (true, super::cgroup::Mode::Cgroup { root, v2 }) = (wants_cgroup, &self.memory_mode)
         {
             let path = super::cgroup::session_path(root, name);
-            match super::cgroup::prepare(&path, *v2, limit.0) {
+            match super::cgroup::prepare(&path, *v2, spec.resources.max_memory.map(|q| q.0)) {
                 Ok(()) => {
                     oom_baseline = super::cgroup::oom_kills(&path, *v2);
                     req.cgroup_procs = Some(super::cgroup::procs_file(&path));
@@ -965,6 +1171,7 @@ impl Controller {
         self.transitions.forget(name);
         self.watches.remove(name);
         self.analyses.remove(name);
+        self.agents.forget(name);
         if let Some(cg) = self.live.get(name).and_then(|l| l.cgroup.clone()) {
             super::cgroup::remove(&cg);
         }
@@ -1024,13 +1231,13 @@ impl Controller {
         for stem in std::mem::take(&mut self.dirty_stems) {
             let path = self.layout.status_file(&stem);
             let Some(view) = self.catalog.views.get(&stem).cloned() else {
-                let in_use = self.live.values().any(|l| l.stem == stem)
-                    && self
-                        .state
-                        .sessions
-                        .keys()
-                        .any(|n| self.live.get(n).is_some_and(|l| l.stem == stem));
-                if !in_use && self.written_stems.remove(&stem) || path.exists() && !in_use {
+                // The file is gone: its status goes too, unless a session it
+                // declared is still being stopped (its final status is written there).
+                let in_use = self.state.sessions.iter().any(|(n, r)| {
+                    r.run.is_live() && self.live.get(n).is_some_and(|l| l.stem == stem)
+                });
+                if !in_use {
+                    self.written_stems.remove(&stem);
                     let _ = std::fs::remove_file(&path);
                     self.written.remove(&path);
                 }
@@ -1245,6 +1452,7 @@ impl Controller {
             stale_after: spec.and_then(|s| s.stale_after),
             stale: watch.is_some_and(|w| w.stale),
             analysis: self.analyses.get(name).cloned(),
+            agent: self.agents.status(name),
         }
     }
 
@@ -1467,20 +1675,20 @@ impl Health {
 }
 
 /// Keeps the logs of the newest `keep` attempts.
-fn prune_attempt_logs(dir: &Path, attempt: u32, keep: u32) {
-    if attempt <= keep {
-        return;
-    }
+fn prune_attempt_logs(dir: &Path, generation: u64, attempt: u32, keep: u32) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let n = name
-            .strip_prefix("attempt-")
-            .and_then(|r| r.split('.').next())
-            .and_then(|n| n.parse::<u32>().ok());
-        if n.is_some_and(|n| n + keep <= attempt) {
+        let Some((g, n)) = super::layout::parse_log_name(&name) else {
+            continue;
+        };
+        // This run keeps its newest `keep` attempts; the run before it stays
+        // readable (`logs --previous`, a changed spec); older runs go.
+        let old_attempt = g == generation && n + keep <= attempt;
+        let old_run = g + 1 < generation;
+        if old_attempt || old_run {
             let _ = std::fs::remove_file(e.path());
         }
     }

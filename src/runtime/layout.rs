@@ -47,12 +47,41 @@ impl Layout {
     }
 }
 
-/// Log file names of an attempt.
-pub fn attempt_logs(dir: &Path, attempt: u32) -> (PathBuf, PathBuf) {
+/// Log file names of an attempt: `attempt-N.stdout.log` for the first
+/// spec, `genG.attempt-N.stdout.log` once the spec changed (attempts count
+/// from 1 again, and the last run's logs stay readable).
+pub fn attempt_logs(dir: &Path, generation: u64, attempt: u32) -> (PathBuf, PathBuf) {
+    let prefix = log_prefix(generation, attempt);
     (
-        dir.join(format!("attempt-{attempt}.stdout.log")),
-        dir.join(format!("attempt-{attempt}.stderr.log")),
+        dir.join(format!("{prefix}.stdout.log")),
+        dir.join(format!("{prefix}.stderr.log")),
     )
+}
+
+fn log_prefix(generation: u64, attempt: u32) -> String {
+    if generation <= 1 {
+        format!("attempt-{attempt}")
+    } else {
+        format!("gen{generation}.attempt-{attempt}")
+    }
+}
+
+/// The generation and attempt of a log file name.
+pub fn parse_log_name(name: &str) -> Option<(u64, u32)> {
+    let (generation, rest) = match name.strip_prefix("gen") {
+        Some(r) => {
+            let (g, rest) = r.split_once('.')?;
+            (g.parse().ok()?, rest)
+        }
+        None => (1, name),
+    };
+    let n = rest
+        .strip_prefix("attempt-")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()?;
+    Some((generation, n))
 }
 
 /// The last `n` lines of a file, reading at most its last 256 KiB.

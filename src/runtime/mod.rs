@@ -1,6 +1,7 @@
 //! The imperative shell: watching, processes, files, clocks and signals.
 
 pub mod adopt;
+pub mod agents;
 pub mod catalog;
 pub mod cgroup;
 pub mod controller;

@@ -32,6 +32,8 @@ pub struct Extras {
     pub stale: bool,
     /// The crash analysis of an attempt: (attempt, analysis).
     pub analysis: Option<(u32, serde_json::Value)>,
+    /// Agent runs: the status's `agent` block.
+    pub agent: Option<serde_json::Value>,
 }
 
 /// Remembers when each condition last changed, so `lastTransitionTime` is true.
@@ -263,7 +265,7 @@ pub fn session_status(
             last_exit,
             usage: if running { extras.usage.clone() } else { None },
             last_activity_at: if running { extras.last_activity } else { None },
-            agent: None,
+            agent: extras.agent.clone(),
             conditions,
             logs: extras.logs.clone(),
             errors: stale_problems.to_vec(),

@@ -243,3 +243,136 @@ pub fn sessions_dir() -> (tempfile::TempDir, PathBuf) {
     std::fs::create_dir(&dir).expect("mkdir");
     (tmp, dir)
 }
+
+// ---------------------------------------------------------------------------
+// Processes outside the controller: the keeper, session trees, SIGKILL.
+
+/// The parent pid of a process (field 4 of /proc/PID/stat).
+pub fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Every process whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            if let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+                if ppid(p) == Some(pid) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// The pid of the keeper serving `status_dir`, found by its exact
+/// `--control-dir` argument (the keeper of another test never matches).
+pub fn keeper_of(status_dir: &Path) -> Option<u32> {
+    let control = std::fs::canonicalize(status_dir)
+        .unwrap_or_else(|_| status_dir.to_path_buf())
+        .join(".sessionlet");
+    let control = control.to_string_lossy().into_owned();
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.get(1).map(String::as_str) == Some("keeper")
+            && args.iter().any(|a| *a == control)
+            && alive(pid)
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// SIGKILLs a keeper and everything it is the parent of (sessions and the
+/// orphans it adopted as subreaper), each with its process group.
+pub fn kill_keeper_tree(keeper: u32) {
+    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::unistd::Pid;
+    for child in children_of(keeper) {
+        let _ = killpg(Pid::from_raw(child as i32), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(child as i32), Signal::SIGKILL);
+    }
+    let _ = kill(Pid::from_raw(keeper as i32), Signal::SIGKILL);
+}
+
+/// Kills, on drop, the keeper of a status directory and its sessions: the
+/// safety net of tests that SIGKILL controllers (a passing test ends them
+/// gracefully itself).
+pub struct KeeperGuard(pub PathBuf);
+
+impl Drop for KeeperGuard {
+    fn drop(&mut self) {
+        // A controller may still be starting one: look twice.
+        for _ in 0..2 {
+            if let Some(k) = keeper_of(&self.0) {
+                kill_keeper_tree(k);
+            }
+        }
+    }
+}
+
+impl Controller {
+    /// SIGKILLs the controller (no drain, no last write) and reaps it; the
+    /// keeper and the sessions stay.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The exit status if the controller has exited on its own.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+/// The controller's own status file, `.sessionlet/controller.status.yaml`.
+pub fn controller_status_of(status_dir: &Path) -> Option<Value> {
+    status_docs(&status_dir.join(".sessionlet/controller.status.yaml"))?
+        .into_iter()
+        .next()
+}
+
+/// Waits until the controller with `pid` has written its status after at
+/// least `passes` reconcile passes (proof that it looked at everything).
+pub fn wait_passes(status_dir: &Path, pid: u32, passes: u64) -> Value {
+    wait_for(&format!("controller {pid} to make {passes} passes"), || {
+        controller_status_of(status_dir).filter(|c| {
+            c["pid"].as_u64() == Some(u64::from(pid))
+                && c["reconcileCount"].as_u64().is_some_and(|n| n >= passes)
+        })
+    })
+}

@@ -47,6 +47,8 @@ pub trait Peer {
     }
     /// Forgets the running instance (after the benchmark killed everything).
     fn reset(&mut self);
+    /// Extra arguments for the next start (sessionlet only: e.g. `--usage-interval 0`).
+    fn set_extra_args(&mut self, _args: &[&str]) {}
 }
 
 /// Writes `text` to `path` (plain write; used for files not yet watched).
@@ -101,19 +103,13 @@ impl Sessionlet {
         )
     }
 
-    /// The watched directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The keeper's pid (found among the controller's children once it exec'd).
     pub fn keeper(&mut self) -> Option<u32> {
         if self.keeper.is_none() {
             let ctrl = self.controller?;
             for c in procfs::children(ctrl) {
-                let is_keeper = procfs::cmdline(c).is_some_and(|cl| {
-                    cl.split(|b| *b == 0).any(|a| a == b"keeper")
-                });
+                let is_keeper = procfs::cmdline(c)
+                    .is_some_and(|cl| cl.split(|b| *b == 0).any(|a| a == b"keeper"));
                 if is_keeper {
                     self.keeper = Some(c);
                 }
@@ -197,6 +193,9 @@ impl Peer for Sessionlet {
     fn reset(&mut self) {
         self.controller = None;
         self.keeper = None;
+    }
+    fn set_extra_args(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|a| a.to_string()).collect();
     }
 }
 

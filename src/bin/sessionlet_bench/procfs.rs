@@ -130,7 +130,11 @@ pub fn cpu_ns(pid: u32) -> Option<u64> {
         for t in tasks.flatten() {
             let p = t.path().join("schedstat");
             if let Ok(s) = std::fs::read_to_string(&p) {
-                if let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()) {
+                if let Some(ns) = s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
                     total += ns;
                     any = true;
                 }
@@ -371,13 +375,16 @@ impl Tracker {
             children_main(p, &mut kids, &mut self.buf);
             // Forget sessions of this parent that are gone (their pid may be reused).
             if let Some(set) = self.by_parent.get_mut(&p) {
-                if set.len() > kids.len() || set.iter().any(|k| !kids.contains(k)) {
+                if !set.is_empty() {
                     let now: HashSet<u32> = kids.iter().copied().collect();
-                    let gone: Vec<u32> = set.difference(&now).copied().collect();
-                    for g in gone {
-                        set.remove(&g);
-                        self.tag_of.remove(&g);
-                    }
+                    let tag_of = &mut self.tag_of;
+                    set.retain(|g| {
+                        let keep = now.contains(g);
+                        if !keep {
+                            tag_of.remove(g);
+                        }
+                        keep
+                    });
                 }
             }
             for &k in &kids {
@@ -391,14 +398,6 @@ impl Tracker {
             }
             self.kids = kids;
         }
-    }
-
-    /// The pid running `tag`, if any.
-    pub fn pid_of(&self, tag: u64) -> Option<u32> {
-        self.tag_of
-            .iter()
-            .find(|(_, t)| **t == tag)
-            .map(|(p, _)| *p)
     }
 
     /// Number of running sessions.

@@ -56,6 +56,12 @@ pub struct Outcome {
     pub log_full_ms: Vec<f64>,
     pub log_changed_ms: Vec<f64>,
     pub log_added_ms: Vec<f64>,
+    /// Mean pass time from the metrics histogram over the idle window (ms), and passes.
+    pub metrics_full_mean_ms: Option<(f64, f64)>,
+    /// Mean pass time of the passes one changed file caused (ms), per event.
+    pub metrics_changed_ms: Vec<f64>,
+    /// Mean pass time of the passes one added file caused (ms), per event.
+    pub metrics_added_ms: Vec<f64>,
     /// Controller RSS with every session known, KiB.
     pub rss_kb: Option<u64>,
     pub notes: Vec<String>,
@@ -75,6 +81,9 @@ impl Outcome {
             "logFullPassMs": self.log_full_ms,
             "logChangedPassMs": self.log_changed_ms,
             "logAddedPassMs": self.log_added_ms,
+            "metricsIdleMeanPassMsAndPasses": self.metrics_full_mean_ms,
+            "metricsChangedMeanPassMs": self.metrics_changed_ms,
+            "metricsAddedMeanPassMs": self.metrics_added_ms,
             "controllerRssKiB": self.rss_kb,
             "notes": self.notes,
         })
@@ -108,6 +117,43 @@ fn check(ctrl: u32) -> Result<()> {
         bail!("the controller exited");
     }
     Ok(())
+}
+
+/// `sessionlet_reconcile_duration_seconds` sum and count from the
+/// controller's metrics endpoint on 127.0.0.1.
+fn scrape(port: u16) -> Option<(f64, f64)> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let find = |key: &str| -> Option<f64> {
+        body.lines()
+            .find(|l| l.starts_with(key) && l[key.len()..].starts_with(' '))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((
+        find("sessionlet_reconcile_duration_seconds_sum")?,
+        find("sessionlet_reconcile_duration_seconds_count")?,
+    ))
+}
+
+/// Mean pass (ms) between two scrapes, and the number of passes.
+fn mean_pass(a: Option<(f64, f64)>, b: Option<(f64, f64)>) -> Option<(f64, f64)> {
+    let ((s0, c0), (s1, c1)) = (a?, b?);
+    (c1 > c0).then(|| ((s1 - s0) / (c1 - c0) * 1e3, c1 - c0))
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+fn free_port() -> Option<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+    Some(l.local_addr().ok()?.port())
 }
 
 /// A CPU sample stream of one process.
@@ -168,9 +214,17 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
         std::fs::write(dir.join(format!("{n}.yaml")), manifest(&n, None))?;
     }
     let log_path = root.join("controller.log");
+    let port = free_port();
     let t0 = Instant::now();
-    let child = Command::new(bin)
-        .arg("run")
+    let mut cmd = Command::new(bin);
+    if let Some(p) = port {
+        cmd.arg("run")
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{p}"));
+    } else {
+        cmd.arg("run");
+    }
+    let child = cmd
         .arg("--dir")
         .arg(&dir)
         .arg("--resync-interval")
@@ -193,7 +247,8 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
         if let Some(s) = controller_status(&dir) {
             let total = s["totalSessions"].as_u64().unwrap_or(0);
             let phases = &s["sessionsByPhase"];
-            let done = phases["Completed"].as_u64().unwrap_or(0) + phases["Failed"].as_u64().unwrap_or(0);
+            let done =
+                phases["Completed"].as_u64().unwrap_or(0) + phases["Failed"].as_u64().unwrap_or(0);
             if total == cfg.sessions as u64 && done == total {
                 break;
             }
@@ -224,6 +279,8 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
 
     // Full passes: the periodic resync over an unchanged directory.
     let before = controller_status(&dir);
+    let m_before = port.and_then(scrape);
+    std::thread::sleep(Duration::from_millis(100));
     let window_start_wall = SystemTime::now();
     let mut trace = CpuTrace {
         pid: ctrl,
@@ -235,6 +292,7 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
         trace.sample();
         std::thread::sleep(Duration::from_micros(1000));
     }
+    out.metrics_full_mean_ms = mean_pass(m_before, port.and_then(scrape));
     for (cpu, wall) in bursts(&trace.samples, Duration::from_millis(20), 300_000) {
         out.resync_cpu_ms.push(cpu as f64 / 1e6);
         out.resync_wall_ms.push(wall as f64 / 1e6);
@@ -257,6 +315,7 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
         let k = round % cfg.events.max(1);
         check(ctrl)?;
         wait_after_burst(&mut trace, ctrl)?;
+        let m0 = port.and_then(scrape);
         std::thread::sleep(Duration::from_millis(150));
         let (stem, text) = if added {
             let n = format!("zz-added-{k}");
@@ -294,6 +353,13 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
             std::thread::sleep(Duration::from_micros(200));
         }
         let cpu_ms = (last_cpu - cpu0) as f64 / 1e6;
+        if let Some((ms, _)) = mean_pass(m0, port.and_then(scrape)) {
+            if added {
+                out.metrics_added_ms.push(ms);
+            } else {
+                out.metrics_changed_ms.push(ms);
+            }
+        }
         match status_at {
             Some(t) => {
                 let lat = (t - e0).as_secs_f64() * 1e3;
@@ -367,10 +433,17 @@ fn wait_after_burst(trace: &mut CpuTrace, ctrl: u32) -> Result<()> {
 fn pass_millis(line: &str) -> Option<f64> {
     for tok in line.split_whitespace() {
         if let Some(v) = tok.strip_prefix("elapsed_us=") {
-            return v.trim_matches(|c: char| !c.is_ascii_digit() && c != '.').parse::<f64>().ok().map(|u| u / 1e3);
+            return v
+                .trim_matches(|c: char| !c.is_ascii_digit() && c != '.')
+                .parse::<f64>()
+                .ok()
+                .map(|u| u / 1e3);
         }
         if let Some(v) = tok.strip_prefix("elapsed_ms=") {
-            return v.trim_matches(|c: char| !c.is_ascii_digit() && c != '.').parse::<f64>().ok();
+            return v
+                .trim_matches(|c: char| !c.is_ascii_digit() && c != '.')
+                .parse::<f64>()
+                .ok();
         }
     }
     None

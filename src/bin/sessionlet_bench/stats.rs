@@ -114,7 +114,8 @@ impl Figure {
     }
 
     pub fn skip(&mut self, peer: &str, why: &str) {
-        self.results.insert(peer.into(), Outcome::Skipped(why.into()));
+        self.results
+            .insert(peer.into(), Outcome::Skipped(why.into()));
     }
 
     /// The value a row shows for a peer.
@@ -269,7 +270,7 @@ pub fn markdown(figures: &[Figure], peers: &[&str]) -> String {
         }
         for p in &others {
             let r = match (f.value("sessionlet"), f.value(p)) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                (Some(a), Some(b)) if b > 0.0 => fmt_n(a / b, ""),
                 _ => "–".into(),
             };
             out.push_str(&format!(" {r} |"));

@@ -1,0 +1,351 @@
+//! The shell's side of agent sessions: launching the CLI (new or resumed
+//! conversation), following its stream-json output from the log file it
+//! writes, enforcing the token budget and the command policy, and judging
+//! how each attempt ended.
+//!
+//! The output is read from the session's own stdout file, never from a pipe:
+//! the agent never blocks on the controller, and a new controller rebuilds the
+//! tally by reading the file from the start.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::agent::{self, Conversation, LaunchRequest, Outcome, Policy, RestartHint, Tally};
+use crate::api::agent::Constraints;
+use crate::api::SessionSpec;
+use crate::core::state::Verdict;
+use crate::core::Reason;
+
+use super::process::SpawnError;
+
+/// One attempt's conversation, for the status (`agent.attempts`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptNote {
+    /// The attempt.
+    pub attempt: u32,
+    /// The conversation it ran.
+    pub session_id: Uuid,
+    /// True when it continued the conversation of an earlier attempt.
+    pub resumed: bool,
+}
+
+/// What the controller knows of one agent session.
+#[derive(Debug, Default)]
+pub struct AgentRun {
+    /// The conversation of the current (or last) attempt.
+    pub session_id: Option<Uuid>,
+    /// The tally of the current (or last) attempt's output.
+    pub tally: Tally,
+    /// Bytes of stdout already read.
+    offset: u64,
+    /// An incomplete last line.
+    partial: String,
+    /// The stdout being followed.
+    pub stdout: PathBuf,
+    /// Generation of the spec of the last attempt.
+    generation: u64,
+    /// Every attempt's conversation.
+    pub attempts: Vec<AttemptNote>,
+    /// The last attempt's outcome, once it ended.
+    pub outcome: Option<Outcome>,
+    /// True when the last conversation cannot be resumed (the CLI lost it).
+    lost: bool,
+}
+
+/// What to act on after reading new output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Act {
+    /// Stop the session for this reason.
+    Stop(Reason, String),
+    /// The status changed.
+    Changed,
+}
+
+/// All agent sessions.
+#[derive(Debug, Default)]
+pub struct Agents {
+    runs: BTreeMap<String, AgentRun>,
+    /// The global `--policy` constraints.
+    pub global: Option<Constraints>,
+}
+
+/// A launch: the argv, extra environment, stdin text and the charter.
+pub struct Launch {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Variables on top of `spec.env`.
+    pub env: Vec<(String, String)>,
+    /// Text for stdin.
+    pub stdin: Option<String>,
+    /// The rendered charter, saved as `charter.md` in the logs folder.
+    pub charter: Option<String>,
+}
+
+impl Agents {
+    /// The policy of a session: its charter's constraints and the global policy.
+    pub fn policy(&self, spec: &SessionSpec) -> Policy {
+        let mut sets: Vec<&Constraints> = Vec::new();
+        if let Some(c) = &spec.charter {
+            sets.push(&c.constraints);
+        }
+        if let Some(g) = &self.global {
+            sets.push(g);
+        }
+        // Patterns were checked by validation (and the policy file at start).
+        Policy::new(sets).unwrap_or_default()
+    }
+
+    /// Builds the next attempt of an agent session: it resumes the same
+    /// conversation after an abnormal end (or after the manifest changed to
+    /// approve denied tool calls), else starts a new one.
+    pub fn launch(
+        &mut self,
+        name: &str,
+        spec: &SessionSpec,
+        generation: u64,
+        attempt: u32,
+        base_dir: &Path,
+        stdout: &Path,
+    ) -> Result<Launch, SpawnError> {
+        let fail = |reason, message: String| SpawnError { reason, message };
+        let Some(agent_spec) = &spec.agent else {
+            return Err(fail(Reason::SpawnFailed, "not an agent session".into()));
+        };
+        let run = self.runs.entry(name.to_string()).or_default();
+        let resume = match (run.session_id, &run.outcome) {
+            (Some(id), Some(outcome)) if !run.lost => {
+                let approvals_changed = generation != run.generation
+                    && !run.tally.status().permission_denials.is_empty();
+                let again = agent::should_resume(outcome, run.tally.began(), agent_spec.resume)
+                    || (approvals_changed && agent_spec.resume && run.tally.began());
+                again.then_some(id)
+            }
+            _ => None,
+        };
+        let (conversation, prompt) = match resume {
+            Some(session_id) => (
+                Conversation::Resume { session_id },
+                agent::RESUME_PROMPT.to_string(),
+            ),
+            None => (
+                Conversation::New {
+                    session_id: Uuid::new_v4(),
+                },
+                agent::load_prompt(agent_spec, base_dir)
+                    .map_err(|e| fail(Reason::SpawnFailed, e.to_string()))?,
+            ),
+        };
+        let profile = agent::profile(agent_spec.kind);
+        let req = LaunchRequest {
+            spec: agent_spec,
+            prompt: &prompt,
+            charter: spec.charter.as_ref(),
+            policy: self.global.as_ref(),
+            conversation,
+            user_env: &spec.env,
+            base_dir,
+        };
+        let inv = profile
+            .build(&req)
+            .map_err(|e| fail(Reason::SpawnFailed, e.to_string()))?;
+        let mut argv = vec![inv.program.clone()];
+        argv.extend(inv.args.iter().cloned());
+        run.session_id = Some(conversation.session_id());
+        run.tally = Tally::new();
+        run.offset = 0;
+        run.partial.clear();
+        run.stdout = stdout.to_path_buf();
+        run.generation = generation;
+        run.outcome = None;
+        run.attempts.push(AttemptNote {
+            attempt,
+            session_id: conversation.session_id(),
+            resumed: resume.is_some(),
+        });
+        // Keep the status short: the last 20 attempts.
+        let excess = run.attempts.len().saturating_sub(20);
+        run.attempts.drain(..excess);
+        Ok(Launch {
+            argv,
+            env: inv.env,
+            stdin: inv.stdin,
+            charter: spec.charter.as_ref().map(agent::render_charter),
+        })
+    }
+
+    /// Re-attaches to a running agent adopted from an earlier controller: the
+    /// tally is rebuilt from its output file.
+    pub fn adopt(&mut self, name: &str, stdout: &Path, session_id: Option<Uuid>, generation: u64) {
+        let run = self.runs.entry(name.to_string()).or_default();
+        run.stdout = stdout.to_path_buf();
+        run.session_id = session_id.or(run.session_id);
+        run.generation = generation;
+        run.offset = 0;
+        run.tally = Tally::new();
+    }
+
+    /// Reads what the agent wrote since the last read, and says what to do.
+    pub fn read(&mut self, name: &str, spec: &SessionSpec) -> Vec<Act> {
+        let policy = self.policy(spec);
+        let Some(run) = self.runs.get_mut(name) else {
+            return Vec::new();
+        };
+        let Ok(mut f) = std::fs::File::open(&run.stdout) else {
+            return Vec::new();
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < run.offset {
+            run.offset = 0; // rotated
+            run.partial.clear();
+        }
+        if len == run.offset || f.seek(SeekFrom::Start(run.offset)).is_err() {
+            return Vec::new();
+        }
+        let mut buf = Vec::new();
+        // At most 8 MiB per read: a flood of output is taken in steps.
+        if f.take(8 << 20).read_to_end(&mut buf).is_err() {
+            return Vec::new();
+        }
+        run.offset += buf.len() as u64;
+        run.partial.push_str(&String::from_utf8_lossy(&buf));
+        let mut acts = vec![Act::Changed];
+        let text = std::mem::take(&mut run.partial);
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        // The last piece has no newline yet: keep it for the next read.
+        let rest = lines.pop().unwrap_or_default().to_string();
+        for line in lines {
+            for signal in run.tally.feed(line) {
+                match signal {
+                    agent::Signal::BashCommand { command } => {
+                        if let Some(v) = policy.check_shell(&command) {
+                            acts.push(Act::Stop(
+                                Reason::PolicyViolation,
+                                format!("the agent ran a forbidden command: {v}"),
+                            ));
+                        }
+                    }
+                    agent::Signal::Tokens { total } => {
+                        if let Some(max) = spec.agent.as_ref().and_then(|a| a.max_tokens) {
+                            if total > max {
+                                acts.push(Act::Stop(
+                                    Reason::TokenBudgetExceeded,
+                                    format!(
+                                        "the agent used {total} tokens, over its maxTokens {max}"
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    agent::Signal::Began { .. } | agent::Signal::Finished { .. } => {}
+                }
+            }
+        }
+        run.partial = rest;
+        acts
+    }
+
+    /// Judges an ended attempt from its output.
+    pub fn judge(&mut self, name: &str, spec: &SessionSpec, stderr_tail: &str) -> Option<Verdict> {
+        let _ = self.read(name, spec);
+        let run = self.runs.get_mut(name)?;
+        let outcome = run.tally.outcome();
+        let profile = agent::profile(spec.agent.as_ref()?.kind);
+        if profile.is_unknown_session(stderr_tail) {
+            run.lost = true;
+        }
+        let status = run.tally.status();
+        let text = status
+            .result_text
+            .as_deref()
+            .map(|t| t.chars().take(300).collect::<String>())
+            .unwrap_or_default();
+        let verdict = match &outcome {
+            Outcome::Success => Verdict {
+                reason: Reason::Completed,
+                message: format!(
+                    "the agent finished ({} turns{})",
+                    status.turns,
+                    status
+                        .cost_usd
+                        .map(|c| format!(", ${c:.4}"))
+                        .unwrap_or_default()
+                ),
+                min_delay: None,
+                retry: true,
+            },
+            Outcome::Failed { reason } => {
+                let hint = agent::restart_hint(&outcome, run.tally.last_retry_reason());
+                Verdict {
+                    reason: Reason::AgentFailed,
+                    message: format!(
+                        "the agent failed: {}{}",
+                        reason.as_str(),
+                        if text.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {text}")
+                        }
+                    ),
+                    min_delay: match hint {
+                        RestartHint::WaitLonger { min_delay, .. } => Some(min_delay),
+                        _ => None,
+                    },
+                    retry: hint != RestartHint::DoNotRetry,
+                }
+            }
+            Outcome::Abnormal => {
+                let hint = agent::restart_hint(&outcome, run.tally.last_retry_reason());
+                Verdict {
+                    reason: Reason::AgentAbnormal,
+                    message: "the agent ended without a final result".into(),
+                    min_delay: match hint {
+                        RestartHint::WaitLonger { min_delay, .. } => Some(min_delay),
+                        _ => None,
+                    },
+                    retry: true,
+                }
+            }
+        };
+        run.outcome = Some(outcome);
+        Some(verdict)
+    }
+
+    /// The status's `agent` block.
+    pub fn status(&self, name: &str) -> Option<serde_json::Value> {
+        let run = self.runs.get(name)?;
+        let mut v = serde_json::to_value(run.tally.status()).ok()?;
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(id) = run.session_id {
+                obj.insert("sessionId".into(), serde_json::json!(id));
+            }
+            obj.insert("attempts".into(), serde_json::json!(run.attempts));
+            if let Some(o) = &run.outcome {
+                obj.insert("outcome".into(), serde_json::json!(format!("{o:?}")));
+            }
+        }
+        Some(v)
+    }
+
+    /// The stdout file followed for `name`.
+    pub fn stdout_of(&self, name: &str) -> Option<&Path> {
+        self.runs.get(name).map(|r| r.stdout.as_path())
+    }
+
+    /// The session whose stdout is `path`.
+    pub fn by_stdout(&self, path: &Path) -> Option<String> {
+        self.runs
+            .iter()
+            .find(|(_, r)| r.stdout == path)
+            .map(|(n, _)| n.clone())
+    }
+
+    /// Forgets a session.
+    pub fn forget(&mut self, name: &str) {
+        self.runs.remove(name);
+    }
+}
