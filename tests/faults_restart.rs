@@ -354,14 +354,81 @@ fn backoff_state_and_attempt_and_restart_counts_survive_a_controller_restart() {
         "consecutiveFailures",
         "nextRestartAt",
         "runStartedAt",
-        "lastExit",
     ] {
         assert_eq!(
             after["status"][field], before["status"][field],
             "status.{field} survives the restart:\nbefore {before:#?}\nafter {after:#?}"
         );
     }
+    // The last exit too (its crash analysis is a separate matter: see the logs test).
+    for field in [
+        "attempt",
+        "exitCode",
+        "reason",
+        "message",
+        "startedAt",
+        "finishedAt",
+        "crashDump",
+    ] {
+        assert_eq!(
+            after["status"]["lastExit"][field], before["status"]["lastExit"][field],
+            "status.lastExit.{field} survives the restart"
+        );
+    }
     assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
+    stop_and_check_clean(c2, &[]);
+}
+
+#[test]
+fn the_last_attempt_stays_described_and_its_logs_readable_after_a_controller_restart() {
+    let (_tmp, dir) = sessions_dir();
+    let _guard = KeeperGuard(dir.clone());
+    write_file(
+        &dir.join("oneshot.yaml"),
+        &session(
+            "oneshot",
+            "command: [sh, -c, 'echo output-of-the-only-attempt; exit 3']\nrestartPolicy: Never",
+        ),
+    );
+    let mut c1 = Controller::start(&dir, &[]);
+    let before = wait_phase(&dir, "oneshot", "Failed");
+    assert!(
+        before["status"]["logs"]["stdout"].is_string(),
+        "{before:#?}"
+    );
+    let logs = || {
+        Command::new(bin())
+            .args(["logs", "--dir"])
+            .arg(&dir)
+            .arg("oneshot")
+            .output()
+            .expect("sessionlet logs")
+    };
+    let out = logs();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("output-of-the-only-attempt"),
+        "{out:?}"
+    );
+    c1.kill();
+
+    let c2 = Controller::start(&dir, &[]);
+    wait_passes(&dir, c2.pid(), 3);
+    let after = status(&dir, "oneshot").expect("status");
+    assert_eq!(after["status"]["phase"], "Failed", "{after:#?}");
+    assert_eq!(
+        after["status"]["logs"], before["status"]["logs"],
+        "where the last attempt's output is stays in the status after a restart"
+    );
+    assert_eq!(
+        after["status"]["lastExit"]["analysis"], before["status"]["lastExit"]["analysis"],
+        "the crash analysis of the last exit stays in the status after a restart"
+    );
+    let out = logs();
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("output-of-the-only-attempt"),
+        "`sessionlet logs` still shows the last attempt after a restart: {out:?}"
+    );
     stop_and_check_clean(c2, &[]);
 }
 

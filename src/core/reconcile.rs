@@ -581,16 +581,15 @@ fn step_session<'a>(
                     Reason::TimedOut,
                     format!("attempt ran longer than its timeout {t}"),
                 ))
-            } else if let Some(t) = spec
-                .active_deadline
-                .filter(|t| rec.series_started_at.is_some_and(|s| s + t.chrono() <= now))
-            {
-                Some((
-                    Reason::DeadlineExceeded,
-                    format!("session ran longer than its activeDeadline {t}"),
-                ))
             } else {
-                None
+                spec.active_deadline
+                    .filter(|t| rec.series_started_at.is_some_and(|s| s + t.chrono() <= now))
+                    .map(|t| {
+                        (
+                            Reason::DeadlineExceeded,
+                            format!("session ran longer than its activeDeadline {t}"),
+                        )
+                    })
             };
             if let Some((why, message)) = stop {
                 let pid = r.pid;

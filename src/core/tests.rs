@@ -2325,10 +2325,13 @@ impl Sim {
     /// Observes an event about `name`; checks the backoff bound of the exit it may record.
     fn observe(&mut self, name: &str, event: Event) {
         let before = self.state.sessions.get(name).map(|r| r.run.clone());
-        let ends = matches!(
-            event,
-            Event::Exited { .. } | Event::Vanished { .. } | Event::SpawnFailed { .. }
-        );
+        // Does the event end the current attempt (and with it, its verdict)?
+        let ends = match &event {
+            Event::Exited { pid, .. } => {
+                matches!(&before, Some(Run::Running(r)) if r.pid == *pid)
+            }
+            _ => false,
+        };
         observe(&self.desired, &mut self.state, event, self.now);
         let min_delay = if ends {
             self.min_delays.remove(name)
@@ -2694,7 +2697,7 @@ impl Sim {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 5000,
+        cases: 20000,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

@@ -18,7 +18,7 @@ pub mod limits {
     /// Most documents in one file.
     pub const MAX_DOCUMENTS: usize = 100;
     /// Most YAML nodes in one file.
-    pub const MAX_NODES: usize = 100_000;
+    pub const MAX_NODES: usize = 20_000;
     /// Most aliases in one file (alias bombs).
     pub const MAX_ALIASES: usize = 1_000;
 }
@@ -232,6 +232,8 @@ fn options() -> Options {
     let mut options = Options::default();
     options.budget = Some(budget);
     options.with_snippet = false;
+    // YAML 1.2 booleans only: `y`, `yes`, `on` stay strings.
+    options.strict_booleans = true;
     options
 }
 

@@ -1098,7 +1098,7 @@ impl Controller {
             .map(|k| k.uid.to_string())
             .unwrap_or_default();
         let (stdout_tail, stderr_tail) =
-            if exit.started_at.is_some() && live.stdout.as_os_str().len() > 0 {
+            if exit.started_at.is_some() && !live.stdout.as_os_str().is_empty() {
                 (tail_lines(&live.stdout, 100), tail_lines(&live.stderr, 100))
             } else {
                 (String::new(), String::new())

@@ -304,7 +304,7 @@ pub fn keeper_of(status_dir: &Path) -> Option<u32> {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
         if args.get(1).map(String::as_str) == Some("keeper")
-            && args.iter().any(|a| *a == control)
+            && args.contains(&control)
             && alive(pid)
         {
             return Some(pid);
