@@ -1292,6 +1292,7 @@ impl Controller {
                             now,
                         );
                         doc.status.errors = view.stale_problems.clone();
+                        doc.status.agent = self.pool_agent_totals(name);
                         pool_docs.push(doc);
                         kinds.push(false);
                     }
@@ -1374,6 +1375,29 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Tokens and cost summed over a pool's agent members.
+    fn pool_agent_totals(&self, pool: &str) -> Option<serde_json::Value> {
+        let members: Vec<serde_json::Value> = self
+            .desired
+            .sessions
+            .values()
+            .filter(|d| d.pool() == Some(pool))
+            .filter_map(|d| self.agents.status(&d.name))
+            .collect();
+        if members.is_empty() {
+            return None;
+        }
+        let sum = |k: &str| members.iter().filter_map(|m| m[k].as_u64()).sum::<u64>();
+        let cost: f64 = members.iter().filter_map(|m| m["costUsd"].as_f64()).sum();
+        Some(serde_json::json!({
+            "members": members.len(),
+            "turns": sum("turns"),
+            "inputTokens": sum("inputTokens"),
+            "outputTokens": sum("outputTokens"),
+            "costUsd": (cost * 1e6).round() / 1e6,
+        }))
     }
 
     /// The controller status's health figures.
