@@ -2327,9 +2327,10 @@ impl Sim {
         let before = self.state.sessions.get(name).map(|r| r.run.clone());
         // Does the event end the current attempt (and with it, its verdict)?
         let ends = match &event {
-            Event::Exited { pid, .. } => {
+            Event::Exited { pid, .. } | Event::Vanished { pid, .. } => {
                 matches!(&before, Some(Run::Running(r)) if r.pid == *pid)
             }
+            Event::SpawnFailed { .. } => true,
             _ => false,
         };
         observe(&self.desired, &mut self.state, event, self.now);
@@ -2697,7 +2698,7 @@ impl Sim {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 20000,
+        cases: 64,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

@@ -86,3 +86,71 @@ pub fn recorded_exit(control_dir: &Path, pid: u32, start_ticks: Option<u64>) -> 
     serde_json::from_str::<super::keeper::ExitRecord>(&text)
         .is_ok_and(|r| r.child.start_ticks == start_ticks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn status(phase: &str) -> SessionStatus {
+        SessionStatus {
+            phase: phase.into(),
+            observed_generation: 3,
+            attempt: 4,
+            restarts: 3,
+            consecutive_failures: 2,
+            run_started_at: Some(Utc.timestamp_opt(1_000, 0).unwrap()),
+            ..SessionStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_running_status_restores_the_pid_and_the_counts() {
+        let mut st = status("Running");
+        st.pid = Some(42);
+        st.started_at = Some(Utc.timestamp_opt(2_000, 0).unwrap());
+        let rec = record_from_status(&st).unwrap();
+        assert!(matches!(rec.run, Run::Running(Running { pid: 42, .. })));
+        assert_eq!(
+            (rec.generation, rec.attempt, rec.restarts, rec.failures),
+            (3, 4, 3, 2)
+        );
+    }
+
+    #[test]
+    fn a_recovering_status_restores_the_backoff_deadline() {
+        let mut st = status("Recovering");
+        let until = Utc.timestamp_opt(5_000, 0).unwrap();
+        st.next_restart_at = Some(until);
+        st.last_exit = Some(ExitInfo {
+            attempt: 4,
+            exit_code: Some(3),
+            signal: None,
+            reason: "Error".into(),
+            message: "exited with code 3".into(),
+            started_at: None,
+            finished_at: Utc.timestamp_opt(4_000, 0).unwrap(),
+            crash_dump: Some("x.crashes/x-1.yaml".into()),
+            analysis: None,
+        });
+        let rec = record_from_status(&st).unwrap();
+        assert_eq!(rec.run, Run::Backoff { until });
+        let exit = rec.last_exit.unwrap();
+        assert_eq!(exit.status, Some(ExitStatus::Code(3)));
+        assert_eq!(exit.reason, Reason::Error);
+        assert_eq!(exit.crash_dump.as_deref(), Some("x-1.yaml"));
+    }
+
+    #[test]
+    fn a_terminal_status_restores_the_outcome_and_an_invalid_one_nothing() {
+        let mut st = status("Failed");
+        st.reason = Some("Error".into());
+        st.finished_at = Some(Utc.timestamp_opt(6_000, 0).unwrap());
+        let rec = record_from_status(&st).unwrap();
+        assert_eq!(rec.run, Run::Done);
+        assert_eq!(rec.outcome.unwrap().phase, Phase::Failed);
+        assert!(record_from_status(&status("Invalid")).is_none());
+        // A running status without its pid says nothing that can be adopted.
+        assert!(record_from_status(&status("Running")).is_none());
+    }
+}

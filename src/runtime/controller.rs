@@ -139,6 +139,8 @@ pub struct Controller {
     metrics: std::sync::Arc<crate::telemetry::Metrics>,
     health: Health,
     agents: super::agents::Agents,
+    /// A second signal killed every session; the loop waits for their exits.
+    forced: bool,
     agent_watcher: Option<std::sync::Mutex<notify::RecommendedWatcher>>,
     _lock: lock::Lock,
 }
@@ -202,6 +204,7 @@ impl Controller {
             metrics: std::sync::Arc::new(crate::telemetry::Metrics::new(resync_interval)),
             health: Health::default(),
             agents: super::agents::Agents::default(),
+            forced: false,
             agent_watcher: None,
             _lock: lock,
         };
@@ -492,13 +495,21 @@ impl Controller {
             self.write_controller_status(true);
             return Some(Exit::Clean);
         }
-        if self.state.shutting_down {
-            tracing::warn!("second signal: killing every session now");
-            for (pid, _) in self.pids.iter() {
-                let _ = process::signal_group(*pid, Signal::SIGKILL);
-            }
+        if self.forced {
+            tracing::warn!("third signal: exiting without waiting for the killed sessions");
             self.write_controller_status(true);
             return Some(Exit::Forced);
+        }
+        if self.state.shutting_down {
+            tracing::warn!("second signal: killing every session now");
+            let running: Vec<(String, u32)> =
+                self.pids.iter().map(|(p, n)| (n.clone(), *p)).collect();
+            for (name, pid) in running {
+                self.signal_session(&name, pid, Signal::SIGKILL);
+            }
+            // Their exits still arrive: the final statuses say how each ended.
+            self.forced = true;
+            return None;
         }
         tracing::info!(
             "signal received: stopping every session gracefully (send it again to kill)"
@@ -509,7 +520,12 @@ impl Controller {
 
     fn finished(&self) -> Option<Exit> {
         if self.state.shutting_down {
-            return self.state.all_stopped().then_some(Exit::Clean);
+            let exit = if self.forced {
+                Exit::Forced
+            } else {
+                Exit::Clean
+            };
+            return self.state.all_stopped().then_some(exit);
         }
         if !self.opts.exit_when_done {
             return None;
