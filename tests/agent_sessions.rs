@@ -246,8 +246,11 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 fn assert_no_api_key(sb: &Sandbox) {
     for f in files_under(&sb.dir) {
         let name = f.to_string_lossy();
-        // The session's own output files are the agent's, not ours.
-        if name.contains(".logs/") {
+        // The manifests hold it, and the session's own output is the agent's.
+        let manifest = f.parent() == Some(sb.dir.as_path())
+            && name.ends_with(".yaml")
+            && !name.ends_with(".status.yaml");
+        if manifest || name.contains(".logs/") {
             continue;
         }
         let text = std::fs::read_to_string(&f).unwrap_or_default();

@@ -360,6 +360,10 @@ fn a_deleted_status_directory_does_not_stop_supervision_and_the_status_comes_bac
     let c = Controller::start_with_status_dir(&dir, Some(&status_dir), &[]);
     let pid = pid_of(&wait_running(&status_dir, "steady"));
     let _kill = KillOnDrop(vec![pid]);
+    // Settled: the first usage sample is in (a quiet session's status no longer changes).
+    wait_status(&status_dir, "steady", "a usage sample", |s| {
+        s["status"]["usage"].is_object()
+    });
 
     std::fs::remove_dir_all(&status_dir).expect("delete the status directory");
     let s = wait_status(

@@ -208,7 +208,7 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
             ..
         } => {
             if let Run::Running(r) = &mut rec.run {
-                if r.pid == pid {
+                if r.pid == pid && r.stop.is_none() {
                     r.stop = Some(Stop {
                         why: reason,
                         message,
@@ -233,6 +233,7 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                 return;
             }
             let running = running.clone();
+            rec.verdict = None;
             let exit = LastExit {
                 attempt: rec.attempt,
                 status: None,
@@ -261,7 +262,7 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                 if r.stop.is_none() {
                     let pid = r.pid;
                     begin_stop(r, d, reason, message, now);
-                    let signal = first_signal(d);
+                    let signal = first_signal(&d.spec);
                     state.outbox.push(Action::Signal {
                         name: name.clone(),
                         pid,
@@ -462,11 +463,10 @@ pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Pl
         match &mut rec.run {
             Run::Running(r) => {
                 if r.stop.is_none() {
-                    // No desired spec any more: stop with SIGTERM and the default grace.
-                    // The manifest is gone: stop with the last spec's signal and grace.
+                    // The manifest is gone: stop with the last spec's signals and grace.
                     let (signal, grace) = rec.last_spec.as_ref().map_or(
                         (Signal::SIGTERM, chrono::Duration::seconds(10)),
-                        |(spec, _)| (spec.stop_signal.0, spec.termination_grace_period.chrono()),
+                        |(spec, _)| (first_signal(spec), spec.termination_grace_period.chrono()),
                     );
                     r.stop = Some(Stop {
                         why: Reason::Removed,
@@ -482,7 +482,8 @@ pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Pl
                         signal,
                     });
                 }
-                escalate(&name, r, now, &mut plan, None);
+                let last = rec.last_spec.as_ref().map(|(s, _)| s.as_ref());
+                escalate(&name, r, now, &mut plan, last);
             }
             Run::Starting { .. } => {}
             _ => {
@@ -597,7 +598,7 @@ fn step_session<'a>(
                 plan.actions.push(Action::Signal {
                     name: d.name.clone(),
                     pid,
-                    signal: first_signal(d),
+                    signal: first_signal(&d.spec),
                 });
             } else {
                 if let Some(t) = spec.timeout {
@@ -608,7 +609,7 @@ fn step_session<'a>(
                 }
             }
         }
-        escalate(&d.name, r, now, plan, Some(d));
+        escalate(&d.name, r, now, plan, Some(&d.spec));
         return;
     }
     if rec.run.is_live() {
@@ -685,7 +686,19 @@ fn step_session<'a>(
                 plan.wake(until);
             }
         }
-        Run::Idle => candidates.push(d),
+        Run::Idle => {
+            // A restart waiting in a pool's queue still ends at the deadline.
+            if let (Some(t), Some(s)) = (spec.active_deadline, rec.series_started_at) {
+                let due = s + t.chrono();
+                if due <= now {
+                    let msg = format!("session ran longer than its activeDeadline {t}");
+                    terminal(rec, Phase::TimedOut, Reason::DeadlineExceeded, msg, now);
+                    return;
+                }
+                plan.wake(due);
+            }
+            candidates.push(d);
+        }
         Run::Starting { .. } | Run::Running(_) => {}
     }
 }
@@ -696,7 +709,7 @@ fn escalate(
     r: &mut Running,
     now: DateTime<Utc>,
     plan: &mut Plan,
-    d: Option<&DesiredSession>,
+    spec: Option<&crate::api::SessionSpec>,
 ) {
     let Some(stop) = &mut r.stop else {
         return;
@@ -706,14 +719,14 @@ fn escalate(
     }
     // An agent got SIGINT first (it then ends its tool calls and writes its
     // result); halfway through the grace period it gets the stop signal.
-    if let Some(d) = d.filter(|d| d.spec.agent.is_some() && !stop.escalated) {
+    if let Some(spec) = spec.filter(|s| s.agent.is_some() && !stop.escalated) {
         let half = stop.signalled_at + (stop.kill_at - stop.signalled_at) / 2;
         if half <= now {
             stop.escalated = true;
             plan.actions.push(Action::Signal {
                 name: name.to_string(),
                 pid: r.pid,
-                signal: d.spec.stop_signal.0,
+                signal: spec.stop_signal.0,
             });
         } else {
             plan.wake(half);
@@ -732,11 +745,11 @@ fn escalate(
 }
 
 /// The first signal of a stop: SIGINT for agent runs, else the stop signal.
-fn first_signal(d: &DesiredSession) -> Signal {
-    if d.spec.agent.is_some() {
+fn first_signal(spec: &crate::api::SessionSpec) -> Signal {
+    if spec.agent.is_some() {
         Signal::SIGINT
     } else {
-        d.spec.stop_signal.0
+        spec.stop_signal.0
     }
 }
 
@@ -891,6 +904,7 @@ fn spawn(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Pl
     rec.run = Run::Starting { at: now };
     rec.outcome = None;
     rec.wait = None;
+    rec.verdict = None;
     rec.last_spec = Some((d.spec.clone(), d.pool().map(str::to_string)));
     plan.actions.push(Action::Spawn {
         name: d.name.clone(),
