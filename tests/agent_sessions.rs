@@ -670,7 +670,12 @@ fn suspending_an_agent_interrupts_it_first_and_leaves_no_tool_process_behind() {
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
         .expect("a JSON line");
-    assert_eq!(last["type"], "result", "no final result line:\n{stdout}");
+    let stderr = std::fs::read_to_string(sb.dir.join("long-tool.logs/attempt-1.stderr.log"))
+        .unwrap_or_default();
+    assert_eq!(
+        last["type"], "result",
+        "no final result line:\n{stdout}\n--- stderr\n{stderr}\n--- status\n{s:#}"
+    );
     assert!(st["agent"]["resultSubtype"].is_string(), "{s:#}");
     assert_ne!(st["agent"]["outcome"], "Abnormal", "{s:#}");
 

@@ -43,6 +43,38 @@ struct CachedFile {
     loaded: ManifestFile,
     /// The objects of the last version of this file that had no problem.
     last_good: Vec<Object>,
+    /// Per object of `last_good`, computed once per load: the spec hash and
+    /// the shared Session spec (a Pool's template), so a rescan of 10,000
+    /// unchanged files neither re-hashes nor copies specs.
+    good_cache: Vec<GoodCache>,
+}
+
+#[derive(Clone)]
+struct GoodCache {
+    /// Hash of the Session spec, or of the Pool spec.
+    hash: u64,
+    /// The Session spec, or the Pool template's spec.
+    spec: Option<Arc<SessionSpec>>,
+    /// Hash of the Pool template's spec.
+    template_hash: u64,
+}
+
+fn good_cache(objects: &[Object]) -> Vec<GoodCache> {
+    objects
+        .iter()
+        .map(|o| match o {
+            Object::Session(s) => GoodCache {
+                hash: spec_hash(&s.spec),
+                spec: Some(Arc::new(s.spec.clone())),
+                template_hash: 0,
+            },
+            Object::Pool(p) => GoodCache {
+                hash: spec_hash(&p.spec),
+                spec: p.spec.template.as_ref().map(|t| Arc::new(t.spec.clone())),
+                template_hash: p.spec.template.as_ref().map_or(0, |t| spec_hash(&t.spec)),
+            },
+        })
+        .collect()
 }
 
 /// What the controller remembers of each object across rescans (and restarts).
@@ -115,6 +147,8 @@ pub struct Catalog {
     pub refused: Vec<Problem>,
     /// Stems of the files (re)loaded or removed by the last rescan.
     pub changed: BTreeSet<String>,
+    /// True once a desired state was built.
+    built: bool,
 }
 
 /// Like sshd's StrictModes: a controller running as root refuses a manifest
@@ -168,7 +202,8 @@ impl Catalog {
     }
 
     /// Rescans the directory and returns the desired state.
-    pub fn rescan(&mut self, dir: &Path, now: DateTime<Utc>) -> Desired {
+    /// `None` when nothing changed since the last rescan.
+    pub fn rescan(&mut self, dir: &Path, now: DateTime<Utc>) -> Option<Desired> {
         let listing = match manifest::list_manifests(dir) {
             Ok(l) => l,
             Err(e) => {
@@ -180,7 +215,7 @@ impl Catalog {
                     path: String::new(),
                     message: format!("cannot read the manifest directory: {e}"),
                 }];
-                return self.desired(now);
+                return Some(self.desired(now));
             }
         };
         self.refused = listing.refused;
@@ -237,16 +272,26 @@ impl Catalog {
                     .map(|c| c.last_good.clone())
                     .unwrap_or_default()
             };
+            let cache = match self.files.get(path) {
+                Some(c) if c.last_good == last_good => c.good_cache.clone(),
+                _ => good_cache(&last_good),
+            };
             self.files.insert(
                 path.clone(),
                 CachedFile {
                     fingerprint: fp,
                     loaded,
                     last_good,
+                    good_cache: cache,
                 },
             );
         }
-        self.desired(now)
+        if self.changed.is_empty() && self.built {
+            // Nothing was (re)loaded or removed: the desired state is the same.
+            return None;
+        }
+        self.built = true;
+        Some(self.desired(now))
     }
 
     fn desired(&mut self, now: DateTime<Utc>) -> Desired {
@@ -256,8 +301,8 @@ impl Catalog {
         self.pool_file.clear();
         let mut owners: BTreeMap<(String, String), String> = BTreeMap::new();
         let files: Vec<(&PathBuf, &CachedFile)> = self.files.iter().collect();
-        let mut sessions: Vec<(String, String, SessionSpec, Option<Replica>)> = Vec::new();
-        let mut pools: Vec<(String, PoolManifest)> = Vec::new();
+        let mut sessions: Vec<(String, Arc<SessionSpec>, u64, Option<Replica>)> = Vec::new();
+        let mut pools: Vec<(String, PoolManifest, u64)> = Vec::new();
         for (path, cached) in files {
             let file_name = path
                 .file_name()
@@ -272,8 +317,8 @@ impl Catalog {
                 shared: false,
             };
             // The objects in force: the current ones, or the last good ones with the current problems noted.
-            let in_force: Vec<Object> = if cached.loaded.problems.is_empty() {
-                cached.last_good.clone()
+            let in_force: Vec<(&Object, &GoodCache)> = if cached.loaded.problems.is_empty() {
+                cached.last_good.iter().zip(&cached.good_cache).collect()
             } else if !cached.last_good.is_empty() {
                 view.stale_problems = cached
                     .loaded
@@ -281,7 +326,7 @@ impl Catalog {
                     .iter()
                     .map(|p| p.to_string())
                     .collect();
-                cached.last_good.clone()
+                cached.last_good.iter().zip(&cached.good_cache).collect()
             } else {
                 for doc in &cached.loaded.documents {
                     if let Document::Invalid {
@@ -319,7 +364,7 @@ impl Catalog {
                 Vec::new()
             };
             let mut session_count = 0;
-            for obj in in_force {
+            for (obj, cache) in in_force {
                 let key = (obj.kind().to_string(), obj.name().to_string());
                 if let Some(winner) = owners.get(&key) {
                     view.entries.push(Entry::Duplicate {
@@ -336,36 +381,44 @@ impl Catalog {
                         session_count += 1;
                         view.entries.push(Entry::Session(name.clone()));
                         self.session_file.insert(name.clone(), stem.clone());
-                        sessions.push((name, stem.clone(), s.spec, None));
+                        let spec = cache
+                            .spec
+                            .clone()
+                            .unwrap_or_else(|| Arc::new(s.spec.clone()));
+                        sessions.push((name, spec, cache.hash, None));
                     }
                     Object::Pool(p) => {
                         let name = obj_name(&p.metadata);
                         session_count += 2;
                         view.entries.push(Entry::Pool(name.clone()));
                         self.pool_file.insert(name.clone(), stem.clone());
-                        for (rname, ordinal, spec) in crate::core::desired::replicas_of(&p) {
-                            // Each replica's own status follows the PoolStatus in the pool's file.
-                            view.entries.push(Entry::Session(rname.clone()));
-                            self.session_file.insert(rname.clone(), stem.clone());
-                            sessions.push((
-                                rname,
-                                stem.clone(),
-                                spec,
-                                Some(Replica {
+                        if let Some(spec) = &cache.spec {
+                            for ordinal in 0..p.spec.replicas {
+                                let rname = format!("{name}-{ordinal}");
+                                // Each replica's own status follows the PoolStatus in the pool's file.
+                                view.entries.push(Entry::Session(rname.clone()));
+                                self.session_file.insert(rname.clone(), stem.clone());
+                                let replica = Replica {
                                     pool: name.clone(),
                                     ordinal,
-                                }),
-                            ));
+                                };
+                                sessions.push((
+                                    rname,
+                                    spec.clone(),
+                                    cache.template_hash,
+                                    Some(replica),
+                                ));
+                            }
                         }
-                        pools.push((name, p));
+                        pools.push((name, p.clone(), cache.hash));
                     }
                 }
             }
             view.shared = session_count > 1;
             self.views.insert(stem, view);
         }
-        for (name, pool) in pools {
-            let k = self.identify("Pool", &name, &pool.spec, now);
+        for (name, pool, hash) in pools {
+            let k = self.identify("Pool", &name, hash, now);
             desired.pools.insert(
                 name.clone(),
                 DesiredPool {
@@ -377,16 +430,16 @@ impl Catalog {
                 },
             );
         }
-        for (name, _stem, spec, replica) in sessions {
+        for (name, spec, hash, replica) in sessions {
             if desired.sessions.contains_key(&name) {
                 continue; // a replica name taken by a Session declared earlier
             }
-            let k = self.identify("Session", &name, &spec, now);
+            let k = self.identify("Session", &name, hash, now);
             desired.sessions.insert(
                 name.clone(),
                 DesiredSession {
                     name,
-                    spec: Arc::new(spec),
+                    spec,
                     generation: k.generation,
                     first_seen: k.first_seen,
                     replica,
@@ -396,14 +449,7 @@ impl Catalog {
         desired
     }
 
-    fn identify<T: serde::Serialize>(
-        &mut self,
-        kind: &str,
-        name: &str,
-        spec: &T,
-        now: DateTime<Utc>,
-    ) -> Known {
-        let hash = spec_hash(spec);
+    fn identify(&mut self, kind: &str, name: &str, hash: u64, now: DateTime<Utc>) -> Known {
         let k = self
             .known
             .entry((kind.to_string(), name.to_string()))

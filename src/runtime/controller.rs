@@ -871,7 +871,9 @@ impl Controller {
         let now = Utc::now();
         if rescan {
             let before: BTreeSet<String> = self.catalog.views.keys().cloned().collect();
-            self.desired = self.catalog.rescan(&self.layout.manifest_dir, now);
+            if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, now) {
+                self.desired = desired;
+            }
             let after: BTreeSet<String> = self.catalog.views.keys().cloned().collect();
             if before != after {
                 self.dirty_stems.extend(after.iter().cloned());
@@ -1231,7 +1233,9 @@ impl Controller {
             }
             tracing::info!(session = name, "ttlAfterFinished passed: manifest deleted");
             // Rescan at once so the session is forgotten in this pass.
-            self.desired = self.catalog.rescan(&self.layout.manifest_dir, Utc::now());
+            if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, Utc::now()) {
+                self.desired = desired;
+            }
             self.dirty_stems.insert(stem);
         } else {
             tracing::warn!(
