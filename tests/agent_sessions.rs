@@ -664,6 +664,17 @@ fn suspending_an_agent_interrupts_it_first_and_leaves_no_tool_process_behind() {
     // and exited by itself before the stop signal (half the 60 s grace).
     assert!(took < Duration::from_secs(30), "stopping took {took:?}");
     assert!(st["lastExit"]["signal"].is_null(), "{s:#}");
+    // Nothing the agent started outlives the session.
+    wait_for_within(Duration::from_secs(30), "the CLI to be gone", || {
+        (!alive(cli)).then_some(())
+    });
+    wait_for_within(
+        Duration::from_secs(30),
+        "the tool's sleep to be gone",
+        || (!alive(sleep) && processes_with_args(&["sleep", &secs]).is_empty()).then_some(()),
+    );
+    // The CLI's final result proves it was interrupted (not killed): it
+    // writes one on SIGINT during a tool call (error_during_execution).
     let stdout = std::fs::read_to_string(sb.stdout_log("long-tool", 1)).expect("stdout log");
     let last: Value = stdout
         .lines()
@@ -678,16 +689,6 @@ fn suspending_an_agent_interrupts_it_first_and_leaves_no_tool_process_behind() {
     );
     assert!(st["agent"]["resultSubtype"].is_string(), "{s:#}");
     assert_ne!(st["agent"]["outcome"], "Abnormal", "{s:#}");
-
-    // Nothing the agent started outlives the session.
-    wait_for_within(Duration::from_secs(30), "the CLI to be gone", || {
-        (!alive(cli)).then_some(())
-    });
-    wait_for_within(
-        Duration::from_secs(30),
-        "the tool's sleep to be gone",
-        || (!alive(sleep) && processes_with_args(&["sleep", &secs]).is_empty()).then_some(()),
-    );
 }
 
 #[test]

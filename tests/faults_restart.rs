@@ -291,7 +291,7 @@ fn a_reused_pid_is_never_mistaken_for_the_session_and_never_signalled() {
 
     let c2 = Controller::start(&dir, &[]);
     let s = wait_status(&dir, "victim", "the vanished process handled", |s| {
-        s["status"]["pid"] != Value::from(stranger_pid)
+        s["status"]["pid"] != stranger_pid
     });
     // Several passes and resyncs later, the stranger was never signalled.
     wait_passes(&dir, c2.pid(), 8);

@@ -348,6 +348,14 @@ fn finish_attempt(
         }
         _ => {}
     }
+    if matches!(
+        stop.map(|s| s.why),
+        Some(Reason::PolicyViolation | Reason::TokenBudgetExceeded)
+    ) {
+        // Another attempt would break the same rule or budget again.
+        let msg = format!("{}; not retried", exit.message);
+        return terminal(rec, Phase::Failed, exit.reason, msg, now);
+    }
     if exit.status.is_none() && exit.reason == Reason::PolicyViolation {
         // Refused before running: retrying would be refused again.
         return terminal(

@@ -1411,12 +1411,29 @@ fn a_spawn_in_flight_during_shutdown_is_stopped_once_it_runs() {
 }
 
 #[test]
+fn a_policy_violation_or_a_token_budget_stop_is_final_and_not_retried() {
+    for reason in [Reason::PolicyViolation, Reason::TokenBudgetExceeded] {
+        let mut w = running(|s| s.restart_policy = crate::api::RestartPolicy::Always);
+        w.event(Event::StopRequested {
+            name: "a".into(),
+            reason,
+            message: "broke the rule".into(),
+        });
+        w.reconcile();
+        w.advance(s(1));
+        w.exit("a", ExitStatus::Signal(Signal::SIGTERM as i32));
+        w.reconcile();
+        assert_eq!(w.phase("a"), Phase::Failed, "{reason:?}");
+        assert_eq!(w.last_exit("a").reason, reason);
+    }
+}
+
+#[test]
 fn a_stop_requested_by_monitoring_signals_and_records_its_reason() {
     for reason in [
         Reason::MemoryLimitExceeded,
         Reason::CpuTimeLimitExceeded,
         Reason::Stale,
-        Reason::PolicyViolation,
     ] {
         let mut w = running(|s| s.stop_signal = SignalName(Signal::SIGUSR1));
         let pid = w.pid("a");

@@ -727,6 +727,18 @@ impl Controller {
         if let Err(e) = process::signal_group(pid, signal) {
             self.error(format!("cannot signal process group {pid}: {e}"));
         }
+        // An agent's SIGINT (and its stop signal) go to its group only: the
+        // CLI must handle the interrupt itself, ending its tool calls and
+        // writing its final result; a tool killed under it first would make
+        // the CLI skip that. SIGKILL (and the sweep on exit) reach the rest.
+        let is_agent = self
+            .desired
+            .sessions
+            .get(name)
+            .is_some_and(|d| d.spec.agent.is_some());
+        if is_agent && signal != Signal::SIGKILL {
+            return;
+        }
         // Only while the leader is still the process we started: never a reused pid.
         let ticks = self.live.get(name).and_then(|l| l.start_ticks);
         let mut targets = Vec::new();
