@@ -731,7 +731,37 @@ fn as_pid_1_the_controller_leaves_no_zombie_behind() {
         log_text()
     );
     assert_eq!(s["status"]["phase"], "Running");
-    // A graceful stop drains the session, the keeper exits, then the controller.
+
+    // If the keeper dies, its sessions become orphans of PID 1 itself: the
+    // controller must reap them when they end.
+    let keeper = children_of(controller)
+        .into_iter()
+        .find(|&p| cmdline(p).get(1).map(String::as_str) == Some("keeper"))
+        .expect("the keeper in the namespace");
+    let leader = children_of(keeper)
+        .into_iter()
+        .find(|&p| cmdline(p).first().map(String::as_str) == Some("sh"))
+        .expect("the session's shell");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(keeper as i32), Signal::SIGKILL);
+    wait_for("the session to be adopted by PID 1", || {
+        (ppid(leader) == Some(controller)).then_some(())
+    });
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(leader as i32), Signal::SIGKILL);
+    wait_for("PID 1 to reap the session it inherited", || {
+        state_of(leader).is_none().then_some(())
+    });
+    let zombies: Vec<(u32, Vec<String>)> = descendants(controller)
+        .into_iter()
+        .filter(|&p| state_of(p).as_deref() == Some("Z"))
+        .map(|p| (p, cmdline(p)))
+        .collect();
+    assert!(
+        zombies.is_empty(),
+        "zombies in the namespace: {zombies:?}\n{}",
+        log_text()
+    );
+
+    // A graceful stop ends the controller (and with it the namespace).
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(controller as i32),
         Signal::SIGTERM,
@@ -743,6 +773,10 @@ fn as_pid_1_the_controller_leaves_no_zombie_behind() {
     assert!(code.success(), "{code:?}\n{}", log_text());
 }
 
+/// A session whose child left its process group and session (like a tool
+/// started with `setsid`). Its parent is still the session's process, so a
+/// stop must find it among the descendants (before the signal to the group
+/// makes the parent exit and the child an orphan of the keeper).
 #[test]
 fn a_stop_kills_the_whole_tree_even_a_child_in_its_own_session() {
     let (_tmp, dir) = sessions_dir();
@@ -781,5 +815,39 @@ fn a_stop_kills_the_whole_tree_even_a_child_in_its_own_session() {
     wait_phase(&dir, "tree", "Cancelled");
     wait_dead(leader, "the session's main process");
     wait_dead(escapee, "the child that left the session's group");
+    drop(c);
+}
+
+/// A daemonized grandchild: the subshell that started it exits at once, so
+/// it is an orphan of the keeper, in its own session and process group, and
+/// no longer a descendant of the session's process. It is still what the
+/// session started, and a stop must not leave it behind.
+#[test]
+fn a_stop_kills_a_daemonized_grandchild_that_left_the_tree() {
+    let (_tmp, dir) = sessions_dir();
+    let _guard = KeeperGuard(dir.clone());
+    let body = "command:\n  - sh\n  - -c\n  - |\n    (setsid sh -c 'echo $$ > daemon.pid; exec sleep 1000' &); exec sleep 1000";
+    write_file(&dir.join("daemon.yaml"), &session("daemon", body));
+    let c = Controller::start(&dir, &[]);
+    let leader = pid_of(&wait_running(&dir, "daemon"));
+    let daemon: u32 = wait_for("the daemon's pid", || {
+        std::fs::read_to_string(dir.join("daemon.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    let _kill = KillOnDrop(vec![leader, daemon]);
+    wait_for(
+        "the daemon to be an orphan outside the session's tree",
+        || (ppid(daemon) != Some(leader) && ppid(daemon).is_some()).then_some(()),
+    );
+    write_file(
+        &dir.join("daemon.yaml"),
+        &session("daemon", &format!("{body}\nsuspend: true")),
+    );
+    wait_phase(&dir, "daemon", "Cancelled");
+    wait_dead(leader, "the session's main process");
+    wait_dead(daemon, "the daemonized grandchild");
     drop(c);
 }

@@ -194,9 +194,10 @@ fn a_sigkilled_controller_leaves_every_session_running_and_the_next_one_adopts_t
     stop_and_check_clean(c2, &live);
 }
 
-#[test]
-fn an_exit_while_no_controller_runs_is_reported_with_its_real_code_and_the_restart_policy_applies()
-{
+/// A session exits 7 while no controller runs; `bystander` (when asked)
+/// keeps the keeper alive meanwhile, else the keeper exits with its last
+/// child and the next one reads the exit from `.sessionlet/exits/`.
+fn exit_while_away(keeper_stays: bool) {
     let (_tmp, dir) = sessions_dir();
     let _guard = KeeperGuard(dir.clone());
     // The first attempt waits for the test's go, then exits 7; later attempts run on.
@@ -207,12 +208,20 @@ fn an_exit_while_no_controller_runs_is_reported_with_its_real_code_and_the_resta
             "command:\n  - sh\n  - -c\n  - |\n    if [ -e ran-once ]; then exec sleep 1000; fi\n    touch ran-once\n    while [ ! -e go ]; do sleep 0.05; done\n    exit 7\nrestartPolicy: OnFailure\nbackoff: {initialDelay: 2s}",
         ),
     );
+    if keeper_stays {
+        write_file(
+            &dir.join("bystander.yaml"),
+            &session("bystander", "command: [sleep, '1000']"),
+        );
+    }
     let mut c1 = Controller::start(&dir, &[]);
     let first = wait_running(&dir, "seven");
     let pid = pid_of(&first);
+    let bystander = keeper_stays.then(|| pid_of(&wait_running(&dir, "bystander")));
     wait_for("the first attempt to start", || {
         dir.join("ran-once").exists().then_some(())
     });
+    let keeper = keeper_of(&dir).expect("a keeper");
     c1.kill();
     assert!(alive(pid), "the session outlives its controller");
 
@@ -225,8 +234,20 @@ fn an_exit_while_no_controller_runs_is_reported_with_its_real_code_and_the_resta
     });
     let rec: Value = serde_json::from_str(&text).expect("exit record is JSON");
     assert_eq!(rec["child"]["pid"], pid, "{rec}");
+    if keeper_stays {
+        assert!(alive(keeper), "the keeper stays with the bystander");
+    } else {
+        wait_dead(keeper, "the keeper without children nor controller");
+    }
 
     let c2 = Controller::start(&dir, &[]);
+    if keeper_stays {
+        assert_eq!(
+            keeper_of(&dir),
+            Some(keeper),
+            "the same keeper serves the new controller"
+        );
+    }
     let s = wait_status(&dir, "seven", "the exit seen while away", |s| {
         s["status"]["lastExit"]["attempt"] == 1
     });
@@ -250,8 +271,24 @@ fn an_exit_while_no_controller_runs_is_reported_with_its_real_code_and_the_resta
     wait_for("the exit record to be acknowledged", || {
         (!record.exists()).then_some(())
     });
-    let new_pid = pid_of(&s);
-    stop_and_check_clean(c2, &[new_pid]);
+    let mut live = vec![pid_of(&s)];
+    if let Some(b) = bystander {
+        let st = status(&dir, "bystander").expect("status");
+        assert_eq!(pid_of(&st), b, "the bystander was adopted, not restarted");
+        live.push(b);
+    }
+    stop_and_check_clean(c2, &live);
+}
+
+#[test]
+fn an_exit_while_no_controller_runs_is_reported_with_its_real_code_and_the_restart_policy_applies()
+{
+    exit_while_away(false);
+}
+
+#[test]
+fn an_exit_while_no_controller_runs_is_reported_even_when_the_keeper_stayed_up() {
+    exit_while_away(true);
 }
 
 #[test]

@@ -118,9 +118,50 @@ fn crash_dump_of(status_dir: &Path, s: &Value) -> Value {
     })
 }
 
+/// Waits until `STEM.status.yaml` satisfies `pred`; on timeout the panic
+/// shows the last status seen.
+fn wait_until(dir: &Path, stem: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    wait_until_within(DEADLINE, dir, stem, what, pred)
+}
+
+/// [`wait_until`] with its own deadline.
+fn wait_until_within(
+    deadline: Duration,
+    dir: &Path,
+    stem: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    let mut last = None;
+    loop {
+        if let Some(s) = status(dir, stem) {
+            if pred(&s) {
+                return s;
+            }
+            last = Some(s);
+        }
+        if start.elapsed() > deadline {
+            panic!(
+                "timed out after {deadline:?} waiting for {stem}: {what}; last status:\n{}",
+                last.map(|s| serde_json::to_string_pretty(&s).unwrap_or_default())
+                    .unwrap_or_else(|| "(none)".into())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for a phase, showing the last status on timeout.
+fn wait_for_phase(dir: &Path, stem: &str, phase: &str) -> Value {
+    wait_until(dir, stem, &format!("phase {phase}"), |s| {
+        s["status"]["phase"] == phase
+    })
+}
+
 /// Waits for the session's last exit to have `reason`, and returns the status.
 fn wait_last_exit(dir: &Path, stem: &str, reason: &str) -> Value {
-    wait_status(dir, stem, &format!("lastExit.reason {reason}"), |s| {
+    wait_until(dir, stem, &format!("lastExit.reason {reason}"), |s| {
         s["status"]["lastExit"]["reason"] == reason
     })
 }
@@ -312,7 +353,7 @@ fn a_running_session_reports_memory_peak_and_cpu_in_status_and_get_wide() {
         &session("hog", &format!("command: [/bin/sh, -c, {}]", yq(&shell))),
     );
     let _c = Controller::start(&dir, &["--usage-interval", "1s"]);
-    let s = wait_status(&dir, "hog", "usage with the 50 MiB of its child", |s| {
+    let s = wait_until(&dir, "hog", "usage with the 50 MiB of its child", |s| {
         s["status"]["phase"] == "Running"
             && s["status"]["usage"]["memoryBytes"]
                 .as_u64()
@@ -329,7 +370,7 @@ fn a_running_session_reports_memory_peak_and_cpu_in_status_and_get_wide() {
         .unwrap_or_else(|| panic!("no cpuSeconds: {usage}"));
     assert!(cpu >= 0.0, "negative CPU time: {usage}");
     // The child burnt CPU before printing: once it has, the tree's CPU time is positive.
-    let s = wait_status(&dir, "hog", "cpuSeconds > 0 after the work", |s| {
+    let s = wait_until(&dir, "hog", "cpuSeconds > 0 after the work", |s| {
         s["status"]["usage"]["cpuSeconds"]
             .as_f64()
             .is_some_and(|c| c > 0.0)
@@ -419,7 +460,7 @@ fn a_session_over_its_memory_limit_is_stopped_with_memory_limit_exceeded_when_sa
         "OOM",
         "{dump}"
     );
-    wait_phase(&dir, "hog", "Failed");
+    wait_for_phase(&dir, "hog", "Failed");
 }
 
 #[test]
@@ -447,7 +488,7 @@ fn a_session_over_its_memory_limit_is_oom_killed_in_its_cgroup_by_default() {
         check_analysis(&s["status"]["lastExit"]["analysis"], "lastExit");
         return;
     }
-    let s = wait_status(&dir, "hog", "an ended attempt", |s| {
+    let s = wait_until(&dir, "hog", "an ended attempt", |s| {
         s["status"]["lastExit"].is_object()
     });
     let last = &s["status"]["lastExit"];
@@ -471,7 +512,7 @@ fn a_session_over_its_memory_limit_is_oom_killed_in_its_cgroup_by_default() {
         "OOM",
         "{dump}"
     );
-    wait_phase(&dir, "hog", "Failed");
+    wait_for_phase(&dir, "hog", "Failed");
 }
 
 #[test]
@@ -499,7 +540,7 @@ fn a_busy_session_past_its_cpu_time_limit_is_stopped_with_cpu_time_limit_exceede
         "Timeout",
         "{last}"
     );
-    let s = wait_phase(&dir, "spin", "Failed");
+    let s = wait_for_phase(&dir, "spin", "Failed");
     assert!(s["status"]["pid"].is_null(), "{s}");
 }
 
@@ -524,7 +565,7 @@ fn a_silent_session_turns_stale_and_back_when_output_resumes() {
         ),
     );
     let _c = Controller::start(&dir, &["--usage-interval", "1s"]);
-    let s = wait_status(&dir, "quiet", "condition Stale=True", |s| {
+    let s = wait_until(&dir, "quiet", "condition Stale=True", |s| {
         condition(s, "Stale").is_some_and(|c| c["status"] == "True")
     });
     let stale = condition(&s, "Stale").expect("Stale condition");
@@ -540,7 +581,7 @@ fn a_silent_session_turns_stale_and_back_when_output_resumes() {
         .to_string();
 
     std::fs::write(&trigger, "").expect("trigger");
-    let s = wait_status(&dir, "quiet", "condition Stale=False again", |s| {
+    let s = wait_until(&dir, "quiet", "condition Stale=False again", |s| {
         condition(s, "Stale").is_some_and(|c| c["status"] == "False")
     });
     let later = s["status"]["lastActivityAt"].as_str().unwrap_or_default();
@@ -578,11 +619,11 @@ fn a_stale_session_with_on_stale_restart_is_stopped_and_restarted_by_its_policy(
     );
     assert_eq!(check_analysis(&first["analysis"], "lastExit"), "Timeout");
     // The policy restarts it; silent again, it is stopped again; maxRetries 1 ends it.
-    let s = wait_status(&dir, "quiet", "the second attempt to end Stale", |s| {
+    let s = wait_until(&dir, "quiet", "the second attempt to end Stale", |s| {
         s["status"]["lastExit"]["reason"] == "Stale" && s["status"]["lastExit"]["attempt"] == 2
     });
     assert_eq!(s["status"]["restarts"], 1, "{s}");
-    wait_phase(&dir, "quiet", "Failed");
+    wait_for_phase(&dir, "quiet", "Failed");
 }
 
 // ---------------------------------------------------------------------------
@@ -612,7 +653,7 @@ fn crash_dumps_and_last_exit_carry_an_analysis_of_why_it_died() {
         ("net", "Network", Some("Connection refused")),
         ("missing", "NotFound", None),
     ] {
-        let s = wait_status(&dir, stem, "a last exit with an analysis", |s| {
+        let s = wait_until(&dir, stem, "a last exit with an analysis", |s| {
             s["status"]["lastExit"]["analysis"].is_object()
         });
         let last = &s["status"]["lastExit"];
@@ -680,8 +721,8 @@ fn the_metrics_endpoint_serves_prometheus_text_and_health_checks() {
         &["--usage-interval", "1s", "--metrics-addr", "127.0.0.1:0"],
     );
     let addr = metrics_addr(&c);
-    wait_phase(&dir, "web", "Running");
-    let oneshot = wait_phase(&dir, "oneshot", "Failed");
+    wait_for_phase(&dir, "web", "Running");
+    let oneshot = wait_for_phase(&dir, "oneshot", "Failed");
     let exit_reason = oneshot["status"]["lastExit"]["reason"]
         .as_str()
         .expect("reason")
@@ -794,9 +835,9 @@ fn the_controller_status_reports_health_figures() {
         ),
     );
     let _c = Controller::start(&dir, &["--usage-interval", "1s"]);
-    let flaky = wait_phase(&dir, "flaky", "Completed");
+    let flaky = wait_for_phase(&dir, "flaky", "Completed");
     assert_eq!(flaky["status"]["restarts"], 1, "{flaky}");
-    wait_status(&dir, "quiet", "Stale=True", |s| {
+    wait_until(&dir, "quiet", "Stale=True", |s| {
         condition(s, "Stale").is_some_and(|c| c["status"] == "True")
     });
     // The file is rewritten on changes (and every 30 s for counters alone).
@@ -848,6 +889,59 @@ fn the_controller_status_reports_health_figures() {
     );
 }
 
+#[test]
+fn the_controller_status_is_not_rewritten_at_every_pass_when_only_counters_change() {
+    // Nothing changes but the counters (pass count, pass durations): the file
+    // may be refreshed once every 30 s, not at each of a dozen passes.
+    let (_tmp, dir) = sessions_dir();
+    write_file(
+        &dir.join("idle.yaml"),
+        &session("idle", "command: [sleep, '1000']"),
+    );
+    let c = Controller::start(
+        &dir,
+        &["--usage-interval", "500ms", "--metrics-addr", "127.0.0.1:0"],
+    );
+    let addr = metrics_addr(&c);
+    wait_for("the health figures of the sampled session", || {
+        controller_status(&dir).filter(|s| {
+            s["extra"]["averageMemoryBytes"]
+                .as_u64()
+                .is_some_and(|m| m > 0)
+        })
+    });
+    let passes =
+        || metric(&scrape(&addr), "sessionlet_reconciles_total", &[]).expect("reconciles_total");
+    let p0 = passes();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last_scrape = Instant::now();
+    let start = Instant::now();
+    loop {
+        if let Some(at) =
+            controller_status(&dir).and_then(|s| s["updatedAt"].as_str().map(String::from))
+        {
+            seen.insert(at);
+        }
+        if last_scrape.elapsed() >= Duration::from_millis(250) {
+            last_scrape = Instant::now();
+            if passes() - p0 >= 12.0 {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the controller stopped making passes"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        seen.len() <= 2,
+        "over 12 passes in which only counters changed, the controller status was \
+         rewritten {} times (updatedAt {seen:?})",
+        seen.len() - 1
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Cost of sampling
 
@@ -894,7 +988,7 @@ fn usage_sampling_reads_only_the_sessions_processes_not_the_whole_process_table(
         &["--usage-interval", "200ms", "--metrics-addr", "127.0.0.1:0"],
     );
     let addr = metrics_addr(&c);
-    wait_status(&dir, "one", "usage", |s| {
+    wait_until(&dir, "one", "usage", |s| {
         s["status"]["usage"]["memoryBytes"]
             .as_u64()
             .is_some_and(|m| m > 0)

@@ -65,9 +65,13 @@ struct Args {
     /// (default 12; --quick 4).
     #[arg(long)]
     runit_drops: Option<usize>,
-    /// Manifests of the scale workload.
-    #[arg(long, default_value_t = 10_000)]
-    scale_sessions: usize,
+    /// Manifests of the scale workload (default 10000; --quick 3000).
+    #[arg(long)]
+    scale_sessions: Option<usize>,
+    /// Skip the scale workload's start with every manifest already present
+    /// (run by default except with --quick).
+    #[arg(long)]
+    no_scale_at_once: bool,
     /// Idle window for CPU and status churn, seconds (default 30; --quick 5).
     #[arg(long)]
     idle_seconds: Option<u64>,
@@ -120,6 +124,7 @@ struct Bench {
     figures: Vec<Figure>,
     peer_info: serde_json::Map<String, Value>,
     sessionlet_bin: PathBuf,
+    notes: Vec<String>,
 }
 
 /// Polls until `tag` runs (as a pid other than `old`) below the peer's
@@ -797,12 +802,18 @@ impl Bench {
             return Ok(());
         }
         let root = self.fresh_dir(&["scale"])?;
+        let quick = self.args.quick;
         let cfg = scale::Config {
-            sessions: self.args.scale_sessions,
+            sessions: self
+                .args
+                .scale_sessions
+                .unwrap_or(if quick { 3000 } else { 10_000 }),
+            at_once: !quick && !self.args.no_scale_at_once,
+            batch: 100,
             resync: Duration::from_secs(2),
             idle_window: self.plan.scale_idle,
             events: self.plan.scale_events,
-            start_limit: Duration::from_secs(if self.args.quick { 240 } else { 600 }),
+            start_limit: Duration::from_secs(if quick { 240 } else { 300 }),
         };
         let started = self.started;
         let out = scale::run(&self.sessionlet_bin, &root, &cfg, &|m| log(started, m));
@@ -817,10 +828,11 @@ impl Bench {
             .filter(|p| p != "sessionlet")
             .collect();
         let mut figs = Vec::new();
+        let goals_apply = n == 10_000;
         let mut add =
             |id: &str, title: String, unit: &str, samples: &[f64], goal: Option<(f64, &str)>| {
                 let mut f = Figure::new(id, &title, unit, Show::Median);
-                if let Some((g, t)) = goal {
+                if let Some((g, t)) = goal.filter(|_| goals_apply || id == "scale_exits_lost") {
                     f = f.goal(g, t);
                 }
                 if samples.is_empty() {
@@ -918,12 +930,22 @@ impl Bench {
         if let Some(s) = out.start_to_done_s {
             add(
                 "scale_start_to_completed",
-                format!("{n} manifests: controller start → all Completed"),
+                format!("{n} manifests present at start: controller start → all Completed"),
                 "s",
                 &[s],
                 None,
             );
         }
+        if let Some((stuck, _)) = out.exits_lost {
+            add(
+                "scale_exits_lost",
+                format!("{n} manifests present at start: sessions left Running after their process exited"),
+                "",
+                &[stuck as f64],
+                Some((0.0, "0")),
+            );
+        }
+        self.notes.extend(out.notes.iter().cloned());
         if let Some(last) = figs.first_mut() {
             last.detail = out.detail();
         }
@@ -1108,6 +1130,7 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
         figures: Vec::new(),
         peer_info: info,
         sessionlet_bin: bin,
+        notes: Vec::new(),
         args,
     };
     log(
@@ -1146,6 +1169,7 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
         "peers": Value::Object(bench.peer_info.clone()),
         "figures": bench.figures.iter().map(Figure::to_json).collect::<Vec<_>>(),
         "markdown": table,
+        "notes": bench.notes,
     }))
 }
 
@@ -1198,6 +1222,9 @@ fn main() -> ExitCode {
     );
     println!("{}", report["markdown"].as_str().unwrap_or(""));
     println!("Cells: p50 [p10–p90] for latencies, median [min–max] of repetitions; ratio = sessionlet ÷ peer (below 1: sessionlet is faster or smaller).");
+    for n in report["notes"].as_array().into_iter().flatten() {
+        println!("\nNote: {}", n.as_str().unwrap_or(""));
+    }
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = std::fs::create_dir_all(dir);
     }

@@ -218,8 +218,14 @@ impl Catalog {
                 return Some(self.desired(now));
             }
         };
-        self.refused = listing.refused;
         self.changed.clear();
+        if self.refused != listing.refused {
+            for p in &listing.refused {
+                tracing::warn!("refused {}", p);
+            }
+            self.changed.insert(String::new());
+        }
+        self.refused = listing.refused;
         let present: BTreeSet<&PathBuf> = listing.manifests.iter().collect();
         let changed = &mut self.changed;
         self.files.retain(|p, c| {
@@ -416,6 +422,32 @@ impl Catalog {
             }
             view.shared = session_count > 1;
             self.views.insert(stem, view);
+        }
+        // Refused files (a symlink that leaves the directory) get an Invalid
+        // status saying why, so the refusal is visible.
+        for p in &self.refused {
+            let Some(file_name) = p.file.file_name().map(|n| n.to_string_lossy().into_owned())
+            else {
+                continue;
+            };
+            let stem = manifest::manifest_stem(&file_name).to_string();
+            if stem.is_empty() || self.views.contains_key(&stem) {
+                continue;
+            }
+            self.views.insert(
+                stem.clone(),
+                FileView {
+                    path: p.file.clone(),
+                    stem,
+                    entries: vec![Entry::Invalid {
+                        kind: None,
+                        name: None,
+                        problems: vec![p.to_string()],
+                    }],
+                    stale_problems: Vec::new(),
+                    shared: false,
+                },
+            );
         }
         for (name, pool, hash) in pools {
             let k = self.identify("Pool", &name, hash, now);

@@ -38,8 +38,10 @@ impl Mode {
     }
 }
 
-/// Finds where this process may create memory cgroups.
-pub fn detect(force_sampled: bool) -> Mode {
+/// Finds where this process may create memory cgroups. `key` names the
+/// controller's folder; it is the same for every controller of one status
+/// directory, so a restarted controller finds its sessions' cgroups.
+pub fn detect(force_sampled: bool, key: &str) -> Mode {
     if force_sampled {
         return Mode::Sampled {
             why: "--memory-limits sampled was given".into(),
@@ -50,7 +52,7 @@ pub fn detect(force_sampled: bool) -> Mode {
             why: "/proc/self/cgroup is unreadable".into(),
         };
     };
-    let root_name = format!("sessionlet-{}", std::process::id());
+    let root_name = format!("sessionlet-{key}");
     // v2: our own cgroup must let us enable the memory controller for children.
     if let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) {
         let base = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));

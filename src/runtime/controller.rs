@@ -209,7 +209,11 @@ impl Controller {
             _lock: lock,
         };
         c.agents.global = global_policy;
-        c.memory_mode = super::cgroup::detect(c.opts.force_sampled_limits);
+        let key = format!(
+            "{:016x}",
+            super::catalog::spec_hash(&c.layout.control_dir().to_string_lossy())
+        );
+        c.memory_mode = super::cgroup::detect(c.opts.force_sampled_limits, &key);
         tracing::info!("memory limits: {}", c.memory_mode.describe());
         c.remember_previous_statuses();
         Ok(c)
@@ -217,9 +221,26 @@ impl Controller {
 
     /// Seeds uids and generations from the status files an earlier controller wrote.
     fn remember_previous_statuses(&mut self) {
-        let Ok(entries) = std::fs::read_dir(&self.layout.status_dir) else {
-            return;
-        };
+        let mut to_adopt = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.layout.status_dir) {
+            self.read_previous_statuses(entries, &mut to_adopt);
+        }
+        // What the manifests declare now, so that adoption decides with the
+        // real restart policies (a vanished process must not look deleted).
+        if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, Utc::now()) {
+            self.desired = desired;
+        }
+        self.dirty_stems.extend(self.catalog.views.keys().cloned());
+        for (name, stem, doc) in to_adopt {
+            self.adopt(&name, &stem, &doc);
+        }
+    }
+
+    fn read_previous_statuses(
+        &mut self,
+        entries: std::fs::ReadDir,
+        to_adopt: &mut Vec<(String, String, serde_json::Value)>,
+    ) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !name.ends_with(".status.yaml") || name.starts_with('.') {
@@ -253,7 +274,7 @@ impl Controller {
                     .max(1);
                 if kind == "Session" {
                     let stem = name.trim_end_matches(".status.yaml").to_string();
-                    self.adopt(n, &stem, &doc);
+                    to_adopt.push((n.to_string(), stem, doc.clone()));
                 }
                 self.catalog.remember(
                     kind,
@@ -282,6 +303,26 @@ impl Controller {
             return;
         };
         let mut rec = rec;
+        if let Some(e) = &status.last_exit {
+            if let Some(a) = &e.analysis {
+                self.analyses
+                    .insert(name.to_string(), (e.attempt, a.clone()));
+            }
+        }
+        if let Some(logs) = &status.logs {
+            // The last attempt's output stays where `logs` and crash dumps find it.
+            let stdout = self.layout.status_dir.join(&logs.stdout);
+            self.live.insert(
+                name.to_string(),
+                Live {
+                    stem: stem.to_string(),
+                    log_dir: stdout.parent().map(Path::to_path_buf).unwrap_or_default(),
+                    stderr: self.layout.status_dir.join(&logs.stderr),
+                    stdout,
+                    ..Live::default()
+                },
+            );
+        }
         if let Run::Running(r) = &rec.run {
             let pid = r.pid;
             let same_boot = status.boot_id.is_some() && status.boot_id == self.boot_id;
@@ -312,8 +353,8 @@ impl Controller {
                         start_ticks: status.pid_start_ticks,
                         argv: Vec::new(),
                         cwd: PathBuf::new(),
-                        // A limited session's cgroup keeps its name across controllers.
-                        cgroup: None,
+                        // A session's cgroup keeps its name across controllers.
+                        cgroup: self.session_cgroup(name),
                         oom_baseline: 0,
                     },
                 );
@@ -477,6 +518,7 @@ impl Controller {
                 _ = resync.tick() => {
                     rescan = true;
                     self.reap();
+                    self.check_status_dir();
                     self.rotate_logs();
                     self.check_vanished();
                     self.read_agents();
@@ -666,6 +708,41 @@ impl Controller {
         }
     }
 
+    /// The cgroup of a session adopted from an earlier controller, when it has one.
+    fn session_cgroup(&self, name: &str) -> Option<PathBuf> {
+        match &self.memory_mode {
+            super::cgroup::Mode::Cgroup { root, .. } => {
+                let p = super::cgroup::session_path(root, name);
+                p.is_dir().then_some(p)
+            }
+            super::cgroup::Mode::Sampled { .. } => None,
+        }
+    }
+
+    /// A deleted status directory is made again, with the lock and the
+    /// keeper's exits folder, and every status is rewritten.
+    fn check_status_dir(&mut self) {
+        if self.layout.control_dir().is_dir() {
+            return;
+        }
+        self.error(format!(
+            "the status directory {} was deleted; making it again",
+            self.layout.status_dir.display()
+        ));
+        let control = self.layout.control_dir();
+        if create_dir(&control.join("exits")).is_err() {
+            return; // retried at the next resync
+        }
+        match lock::Lock::acquire(&control) {
+            Ok(l) => self._lock = l,
+            Err(e) => self.error(format!("cannot take the lock again: {e}")),
+        }
+        self.written.clear();
+        self.written_stems.clear();
+        self.dirty_stems.extend(self.catalog.views.keys().cloned());
+        self.controller_status_hash = 0;
+    }
+
     /// Reads new output of an agent session and acts on it.
     fn read_agent(&mut self, name: &str) {
         let Some(spec) = self.desired.sessions.get(name).map(|d| d.spec.clone()) else {
@@ -724,6 +801,18 @@ impl Controller {
     /// (also those that moved to their own group or session, like an agent's
     /// Bash tool), and everything in its cgroup.
     fn signal_session(&mut self, name: &str, pid: u32, signal: Signal) {
+        // The descendants are listed first: once the leader dies, those in
+        // other groups are re-parented and can no longer be found from it.
+        // Only while the leader is still the process we started: never a reused pid.
+        let ticks = self.live.get(name).and_then(|l| l.start_ticks);
+        let descendants: Vec<u32> = if ticks.is_some() && process::start_ticks(pid) == ticks {
+            super::monitor::tree(pid, 4096)
+                .into_iter()
+                .skip(1)
+                .collect()
+        } else {
+            Vec::new()
+        };
         if let Err(e) = process::signal_group(pid, signal) {
             self.error(format!("cannot signal process group {pid}: {e}"));
         }
@@ -739,12 +828,7 @@ impl Controller {
         if is_agent && signal != Signal::SIGKILL {
             return;
         }
-        // Only while the leader is still the process we started: never a reused pid.
-        let ticks = self.live.get(name).and_then(|l| l.start_ticks);
-        let mut targets = Vec::new();
-        if ticks.is_some() && process::start_ticks(pid) == ticks {
-            targets.extend(super::monitor::tree(pid, 4096).into_iter().skip(1));
-        }
+        let mut targets = descendants;
         if let Some(cg) = self.live.get(name).and_then(|l| l.cgroup.clone()) {
             targets.extend(super::cgroup::procs(&cg));
         }
@@ -1066,10 +1150,9 @@ impl Controller {
         let mut req = req;
         let mut cgroup = None;
         let mut oom_baseline = 0;
-        // A cgroup for a memory limit, and for agents: nothing the agent started may outlive it.
-        let wants_cgroup = spec.resources.max_memory.is_some() || spec.agent.is_some();
-        if let (true, super::cgroup::Mode::Cgroup { root, v2 }) = (wants_cgroup, &self.memory_mode)
-        {
+        // Every session gets its own cgroup where cgroups are available: a
+        // memory limit, and a stop that reaches even daemonized descendants.
+        if let super::cgroup::Mode::Cgroup { root, v2 } = &self.memory_mode {
             let path = super::cgroup::session_path(root, name);
             match super::cgroup::prepare(&path, *v2, spec.resources.max_memory.map(|q| q.0)) {
                 Ok(()) => {

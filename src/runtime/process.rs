@@ -88,9 +88,8 @@ pub fn spawn(req: &SpawnRequest) -> Result<u32, SpawnError> {
         .stdout(stdout)
         .stderr(stderr)
         .process_group(0);
-    if let Some((uid, gid)) = req.user {
-        cmd.uid(uid).gid(gid);
-    }
+    // Dropped in pre_exec, after joining the cgroup (which needs our rights).
+    let user = req.user;
     // Prepared before fork: nothing may allocate between fork and exec.
     let cgroup_procs = match &req.cgroup_procs {
         Some(p) => Some(
@@ -112,6 +111,15 @@ pub fn spawn(req: &SpawnRequest) -> Result<u32, SpawnError> {
                     return Err(std::io::Error::last_os_error());
                 }
                 libc::close(fd);
+            }
+            if let Some((uid, gid)) = user {
+                // No supplementary groups of ours, then the group, then the user.
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             // The controller may block or ignore signals; a session starts clean.
             let empty = nix::sys::signal::SigSet::empty();
