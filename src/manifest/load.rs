@@ -475,8 +475,8 @@ mod tests {
             "YAML syntax error: mapping values are not allowed in this context"
         );
         assert_eq!(
-            syntax_message("budget breached: Nodes { nodes: 100001 } at line 1, column 18 (defined at line 5, column 7)"),
-            "the file has more than 100000 values, the limit for a manifest"
+            syntax_message("budget breached: Nodes { nodes: 20001 } at line 1, column 18 (defined at line 5, column 7)"),
+            "the file has more than 20000 values, the limit for a manifest"
         );
         assert_eq!(
             syntax_message("duplicate mapping key: kind, set DuplicateKeyPolicy in Options if acceptable at line 2, column 1"),
