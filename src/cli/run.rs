@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::runtime::{Controller, Exit, Options};
+use crate::runtime::{Controller, Exit, Options, Signals};
 
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
@@ -91,11 +91,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         policy: args.policy,
         ..Options::default()
     };
-    let controller = Controller::new(opts)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let exit = runtime.block_on(controller.run())?;
+    let exit = runtime.block_on(async {
+        // Handlers first: a SIGTERM during startup still means a drain.
+        let signals = Signals::install()?;
+        let controller = Controller::new(opts)?;
+        controller.run(signals).await
+    })?;
     Ok(match exit {
         Exit::Clean => ExitCode::SUCCESS,
         Exit::SomeFailed | Exit::Forced => ExitCode::from(1),

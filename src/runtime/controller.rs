@@ -101,6 +101,25 @@ struct Watch {
     stale: bool,
 }
 
+/// The signals the controller handles, installed before anything else so
+/// that a SIGTERM during startup still drains.
+pub struct Signals {
+    sigterm: tokio::signal::unix::Signal,
+    sigint: tokio::signal::unix::Signal,
+    sigchld: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; needs a tokio runtime.
+    pub fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            sigterm: signal(SignalKind::terminate())?,
+            sigint: signal(SignalKind::interrupt())?,
+            sigchld: signal(SignalKind::child())?,
+        })
+    }
+}
+
 /// Why the controller loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -392,11 +411,15 @@ impl Controller {
     }
 
     /// Runs until drained (or done, with `--exit-when-done`).
-    pub async fn run(mut self) -> anyhow::Result<Exit> {
+    pub async fn run(mut self, signals: Signals) -> anyhow::Result<Exit> {
+        let Signals {
+            mut sigterm,
+            mut sigint,
+            mut sigchld,
+        } = signals;
         if let Err(e) = process::become_subreaper() {
             tracing::warn!("cannot become child subreaper ({e}); grandchildren that leave their group are not tracked");
         }
-        let mut sigchld = signal(SignalKind::child())?;
         let mut exits = self.keeper.events()?;
         let (agent_tx, mut agent_rx) = mpsc::unbounded_channel::<PathBuf>();
         let agent_watcher = if self.opts.poll {
@@ -429,8 +452,6 @@ impl Controller {
                 .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
             tracing::info!("metrics on http://{bound}/metrics");
         }
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sigint = signal(SignalKind::interrupt())?;
         let (watch_tx, mut watch_rx) = mpsc::channel::<()>(1);
         let _watcher = if self.opts.poll {
             None

@@ -15,4 +15,4 @@ pub mod process;
 pub mod render;
 pub mod watch;
 
-pub use controller::{Controller, Exit, Options};
+pub use controller::{Controller, Exit, Options, Signals};
