@@ -72,7 +72,7 @@ struct Args {
     /// (run by default except with --quick).
     #[arg(long)]
     no_scale_at_once: bool,
-    /// Idle window for CPU and status churn, seconds (default 30; --quick 5).
+    /// Idle window for CPU and status churn, seconds (default 30; --quick 10).
     #[arg(long)]
     idle_seconds: Option<u64>,
 }
@@ -1056,7 +1056,7 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
         runit_drops: args.runit_drops.unwrap_or(if quick { 4 } else { 12 }),
         reps_100: if quick { 3 } else { 5 },
         reps_1000: if quick { 1 } else { 3 },
-        idle: Duration::from_secs(args.idle_seconds.unwrap_or(if quick { 5 } else { 30 })),
+        idle: Duration::from_secs(args.idle_seconds.unwrap_or(if quick { 10 } else { 30 })),
         scale_idle: Duration::from_secs(if quick { 8 } else { 34 }),
         scale_events: if quick { 3 } else { 8 },
     };

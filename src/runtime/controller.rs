@@ -160,6 +160,8 @@ pub struct Controller {
     agents: super::agents::Agents,
     /// A second signal killed every session; the loop waits for their exits.
     forced: bool,
+    /// Pids found gone without an exit report at the last resync.
+    suspects: BTreeSet<u32>,
     agent_watcher: Option<std::sync::Mutex<notify::RecommendedWatcher>>,
     _lock: lock::Lock,
 }
@@ -224,6 +226,7 @@ impl Controller {
             health: Health::default(),
             agents: super::agents::Agents::default(),
             forced: false,
+            suspects: BTreeSet::new(),
             agent_watcher: None,
             _lock: lock,
         };
@@ -971,7 +974,16 @@ impl Controller {
             })
             .map(|(p, n)| (*p, n.clone()))
             .collect();
+        // The keeper reaps, then records and reports: a process seen gone
+        // once may have an exit report on its way. Only one still missing at
+        // the next resync vanished (the keeper itself is gone).
+        let seen: BTreeSet<u32> = gone.iter().map(|(p, _)| *p).collect();
+        let suspects = std::mem::replace(&mut self.suspects, seen);
         for (pid, name) in gone {
+            if !suspects.contains(&pid) {
+                continue;
+            }
+            self.suspects.remove(&pid);
             self.pids.remove(&pid);
             core::observe(
                 &self.desired,
@@ -1256,7 +1268,11 @@ impl Controller {
                 Reason::Error | Reason::Crashed | Reason::Completed
             ))
             .then_some(stop_reason.as_str()),
-            spawn_error: exit.status.is_none().then_some(exit.message.as_str()),
+            spawn_error: matches!(
+                exit.reason,
+                Reason::CommandNotFound | Reason::PermissionDenied | Reason::SpawnFailed
+            )
+            .then_some(exit.message.as_str()),
             oom_kills,
             max_memory: spec
                 .as_ref()
@@ -1697,7 +1713,9 @@ impl Controller {
             updated_at: None,
         };
         // Counters alone rewrite the file at most once a resync interval.
-        let hash = super::catalog::spec_hash(&status);
+        let mut for_hash = status.clone();
+        for_hash.extra.remove("reconcileMillis");
+        let hash = super::catalog::spec_hash(&for_hash);
         let due = self
             .controller_status_at
             .is_none_or(|t| t.elapsed() >= self.opts.resync_interval.max(Duration::from_secs(30)));
