@@ -316,6 +316,12 @@ pub struct PoolMetrics {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ControllerStatus {
+    /// `sessionlet.dev/v1alpha1`.
+    #[serde(default)]
+    pub api_version: String,
+    /// `ControllerStatus`.
+    #[serde(default)]
+    pub kind: String,
     /// sessionlet version.
     pub version: String,
     /// Controller pid.

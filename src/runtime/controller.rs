@@ -1698,6 +1698,8 @@ impl Controller {
             *by_phase.entry("Invalid".into()).or_default() += invalid;
         }
         let mut status = ControllerStatus {
+            api_version: crate::api::API_VERSION.into(),
+            kind: "ControllerStatus".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
             started_at: Some(self.started_at),
