@@ -959,3 +959,60 @@ fn a_global_policy_rejects_a_forbidden_command_before_it_runs() {
     assert_eq!(status(&sb.dir, "sneaky").unwrap()["status"]["attempt"], 1);
     assert!(!side_effect.exists(), "the forbidden command ran");
 }
+
+#[test]
+fn approving_a_denied_tool_call_by_editing_the_manifest_resumes_the_same_conversation() {
+    let bin = require_claude!(
+        "approving_a_denied_tool_call_by_editing_the_manifest_resumes_the_same_conversation"
+    );
+    let sb = Sandbox::new();
+    let target = sb.work.join("approved.txt");
+    let fake = FakeApi::start(Scenario::Commands(vec![format!(
+        "touch {}",
+        target.display()
+    )]));
+    let _keeper = KeeperGuard(sb.dir.clone());
+    let spec = |extra: &str| {
+        format!(
+            "{}{}workingDir: {}\nrestartPolicy: Never\n",
+            agent_yaml(&bin, "create the file", extra),
+            sb.env_yaml(&fake.base_url()),
+            q(&sb.work.display().to_string()),
+        )
+    };
+    // No rule allows the call: the headless CLI denies it.
+    sb.write("approver", &spec(""));
+    let _c = sb.controller(&[]);
+    let s1 = wait_done(&sb, "approver");
+    let denials = s1["status"]["agent"]["permissionDenials"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        denials.iter().any(|d| d["toolName"] == "Bash"),
+        "the call was not denied: {s1:#}"
+    );
+    let first = session_id(&s1);
+    // Approve: add the rule to allowedTools; the changed spec resumes.
+    sb.write("approver", &spec("allowedTools: [\"Bash(touch:*)\"]"));
+    let s2 = wait_status(&sb, "approver", "the approved run finished", |s| {
+        s["status"]["observedGeneration"] == 2
+            && matches!(
+                s["status"]["phase"].as_str(),
+                Some("Completed" | "Failed" | "TimedOut" | "Cancelled")
+            )
+    });
+    let attempts = s2["status"]["agent"]["attempts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let last = attempts.last().cloned().unwrap_or(Value::Null);
+    assert_eq!(last["resumed"], true, "not resumed: {s2:#}");
+    assert_eq!(
+        last["sessionId"].as_str(),
+        Some(first.to_string().as_str()),
+        "{s2:#}"
+    );
+    assert_eq!(session_id(&s2), first, "{s2:#}");
+    assert_no_api_key(&sb);
+}

@@ -62,7 +62,7 @@ struct Args {
     #[arg(long)]
     drops: Option<usize>,
     /// Drops for runit, whose 5-second directory scan makes each one slow
-    /// (default 12; --quick 4).
+    /// (default 12; --quick 3).
     #[arg(long)]
     runit_drops: Option<usize>,
     /// Manifests of the scale workload (default 10000; --quick 3000).
@@ -507,7 +507,10 @@ impl Bench {
                             .unwrap_or_else(|| "timed out".into())
                     ));
                     if n == 1000 && rep + 1 == reps && do_foot && got.is_some() {
-                        foot[i] = Some(self.footprint(i)?);
+                        // sessionlet: let the first usage samples and the first
+                        // resync (10 s) pass, so the window sees the steady state.
+                        let warm = if names[i] == "sessionlet" { 11 } else { 1 };
+                        foot[i] = Some(self.footprint(i, Duration::from_secs(warm))?);
                     }
                     stop_all(&mut self.peers);
                     let _ = std::fs::remove_dir_all(&dir);
@@ -546,7 +549,7 @@ impl Bench {
                 let got = wait_count(peer, &mut tr, 1000, Duration::from_secs(300))?;
                 self.log("footprint: sessionlet with --usage-interval 0");
                 if got.is_some() {
-                    off = Some(self.footprint(i)?);
+                    off = Some(self.footprint(i, Duration::from_secs(2))?);
                 }
                 self.peers[i].set_extra_args(&[]);
                 stop_all(&mut self.peers);
@@ -558,14 +561,19 @@ impl Bench {
     }
 
     /// Memory, idle CPU and status writes of peer `i`, running 1000 sessions.
-    fn footprint(&mut self, i: usize) -> Result<Value> {
+    fn footprint(&mut self, i: usize, warm: Duration) -> Result<Value> {
         let idle = self.plan.idle;
         let started = self.started;
         let peer = self.peers[i].as_mut();
         if peer.supervisor_pids().is_empty() {
             return Ok(json!({"none": true}));
         }
-        // Let start-up work (status writes) finish first.
+        // Let start-up work (status writes, first samples) finish first.
+        let w0 = Instant::now();
+        while w0.elapsed() < warm {
+            check_interrupt()?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let settled = wait_quiet(
             &*peer,
             Duration::from_millis(500),
@@ -1053,12 +1061,12 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
     let quick = args.quick;
     let plan = Plan {
         drops: args.drops.unwrap_or(if quick { 20 } else { 60 }),
-        runit_drops: args.runit_drops.unwrap_or(if quick { 4 } else { 12 }),
+        runit_drops: args.runit_drops.unwrap_or(if quick { 3 } else { 12 }),
         reps_100: if quick { 3 } else { 5 },
         reps_1000: if quick { 1 } else { 3 },
         idle: Duration::from_secs(args.idle_seconds.unwrap_or(if quick { 10 } else { 30 })),
-        scale_idle: Duration::from_secs(if quick { 8 } else { 34 }),
-        scale_events: if quick { 3 } else { 8 },
+        scale_idle: Duration::from_secs(if quick { 6 } else { 34 }),
+        scale_events: if quick { 2 } else { 8 },
     };
     let bin = find_sessionlet(args.sessionlet.clone())?;
     let version = peers::first_line(&bin, &["--version"]).unwrap_or_default();
