@@ -72,6 +72,10 @@ struct Args {
     /// (run by default except with --quick).
     #[arg(long)]
     no_scale_at_once: bool,
+    /// An extra argument for every `sessionlet run` (repeat it), e.g.
+    /// `--sessionlet-arg=--memory-limits --sessionlet-arg=sampled`.
+    #[arg(long = "sessionlet-arg", allow_hyphen_values = true)]
+    sessionlet_args: Vec<String>,
     /// Idle window for CPU and status churn, seconds (default 30; --quick 10).
     #[arg(long)]
     idle_seconds: Option<u64>,
@@ -174,17 +178,31 @@ fn wait_count(
     n: usize,
     limit: Duration,
 ) -> Result<Option<Instant>> {
+    Ok(wait_count_first(peer, tr, n, limit)?.0)
+}
+
+/// Like [`wait_count`], also returning when the first session ran.
+fn wait_count_first(
+    peer: &mut dyn Peer,
+    tr: &mut Tracker,
+    n: usize,
+    limit: Duration,
+) -> Result<(Option<Instant>, Option<Instant>)> {
     let start = Instant::now();
+    let mut first = None;
     loop {
         let p0 = Instant::now();
         let ps = peer.session_parents(tr);
         tr.scan(&ps);
+        if first.is_none() && tr.count() > 0 {
+            first = Some(Instant::now());
+        }
         if tr.count() >= n {
-            return Ok(Some(Instant::now()));
+            return Ok((Some(Instant::now()), first));
         }
         check_interrupt()?;
         if start.elapsed() > limit {
-            return Ok(None);
+            return Ok((None, first));
         }
         if start.elapsed() > Duration::from_millis(200) && !peer.healthy() {
             bail!("{} died", peer.name());
@@ -289,6 +307,7 @@ impl Bench {
         for i in 0..self.peers.len() {
             let tags = self.tags.take(n);
             let dir = self.fresh_dir(&["latency", self.peers[i].name()])?;
+            self.peers[i].set_metrics_port(scale::free_port());
             self.peers[i].prepare(&dir, &tags)?;
             self.peers[i].start()?;
             originals.push(tags);
@@ -324,6 +343,29 @@ impl Bench {
         ));
 
         let names = self.peer_names();
+        let sidx = names.iter().position(|n| n == "sessionlet");
+        let scrape = |peers: &Vec<Box<dyn Peer>>| {
+            sidx.and_then(|i| peers[i].metrics_port())
+                .and_then(scale::scrape_all)
+        };
+        // Mean spawn and pass times (the controller's own histograms) between two scrapes.
+        let breakdown =
+            |a: Option<std::collections::HashMap<String, f64>>,
+             b: Option<std::collections::HashMap<String, f64>>| {
+                let (Some(a), Some(b)) = (a, b) else {
+                    return Value::Null;
+                };
+                let mean = |k: &str| {
+                    let s = b.get(&format!("{k}_sum"))? - a.get(&format!("{k}_sum"))?;
+                    let c = b.get(&format!("{k}_count"))? - a.get(&format!("{k}_count"))?;
+                    (c > 0.0).then(|| json!({"meanMs": s / c * 1e3, "count": c}))
+                };
+                json!({
+                    "spawn": mean("sessionlet_spawn_duration_seconds"),
+                    "reconcilePass": mean("sessionlet_reconcile_duration_seconds"),
+                })
+            };
+        let m0 = scrape(&self.peers);
         if do_drop {
             let drops = self.plan.drops;
             let runit_drops = self.plan.runit_drops.min(drops).max(1);
@@ -376,7 +418,12 @@ impl Bench {
                 p50.set(name, samples[i].clone(), timeouts[i]);
                 p99.set(name, samples[i].clone(), timeouts[i]);
             }
-            p50.detail = json!({"sessionsAlready": n, "note": "from the rename into the watched place until the new pid shows `sleep TAG` in /proc (exec done); supervisord includes running `supervisorctl update`; raw-spawn is fork+exec from the benchmark"});
+            let m1 = scrape(&self.peers);
+            p50.detail = json!({
+                "sessionsAlready": n,
+                "note": "from the rename into the watched place until the new pid shows `sleep TAG` in /proc (exec done); supervisord includes running `supervisorctl update`; raw-spawn is fork+exec from the benchmark",
+                "sessionletOwnTimings": breakdown(m0.clone(), m1),
+            });
             self.mark_skipped(&mut p50);
             self.mark_skipped(&mut p99);
             self.figures.push(p50);
@@ -384,6 +431,7 @@ impl Bench {
         }
 
         if do_crash {
+            let c0 = scrape(&self.peers);
             let kills = self.plan.drops;
             let mut samples: Vec<Vec<f64>> = vec![Vec::new(); self.peers.len()];
             let mut timeouts = vec![0usize; self.peers.len()];
@@ -449,13 +497,20 @@ impl Bench {
                 p50.set(name, samples[i].clone(), timeouts[i]);
                 p99.set(name, samples[i].clone(), timeouts[i]);
             }
-            p50.detail = json!({"note": "SIGKILL of a session's pid until a new pid shows the same `sleep TAG`; sessionlet: restartPolicy Always, backoff.initialDelay 0s; supervisord: autorestart=true, startsecs=0; runit: runsv defaults; raw-spawn: blocking waitpid then fork+exec"});
+            let c1 = scrape(&self.peers);
+            p50.detail = json!({
+                "note": "SIGKILL of a session's pid until a new pid shows the same `sleep TAG`; sessionlet: restartPolicy Always, backoff.initialDelay 0s; supervisord: autorestart=true, startsecs=0; runit: runsv defaults; raw-spawn: blocking waitpid then fork+exec",
+                "sessionletOwnTimings": breakdown(c0, c1),
+            });
             self.mark_skipped(&mut p50);
             self.mark_skipped(&mut p99);
             self.figures.push(p50);
             self.figures.push(p99);
         }
         stop_all(&mut self.peers);
+        for p in self.peers.iter_mut() {
+            p.set_metrics_port(None);
+        }
         let _ = std::fs::remove_dir_all(self.root.join("latency"));
         Ok(())
     }
@@ -485,6 +540,7 @@ impl Bench {
             };
             let mut samples: Vec<Vec<f64>> = vec![Vec::new(); self.peers.len()];
             let mut timeouts = vec![0usize; self.peers.len()];
+            let mut firsts: Vec<Vec<f64>> = vec![Vec::new(); self.peers.len()];
             for rep in 0..reps {
                 for i in self.order(rep) {
                     let tags = self.tags.take(n);
@@ -494,10 +550,14 @@ impl Bench {
                     peer.prepare(&dir, &tags)?;
                     let t0 = Instant::now();
                     peer.start()?;
-                    let got = wait_count(peer, &mut tr, n, Duration::from_secs(300))?;
+                    let (got, first) =
+                        wait_count_first(peer, &mut tr, n, Duration::from_secs(300))?;
                     match got {
                         Some(t) => samples[i].push((t - t0).as_secs_f64()),
                         None => timeouts[i] += 1,
+                    }
+                    if let Some(f) = first {
+                        firsts[i].push((f - t0).as_secs_f64());
                     }
                     self.log(&format!(
                         "cold start {n}: {} rep {}: {}",
@@ -529,7 +589,15 @@ impl Bench {
                 for (i, name) in names.iter().enumerate() {
                     f.set(name, samples[i].clone(), timeouts[i]);
                 }
-                f.detail = json!({"note": "from starting the supervisor (manifests already present) until all N pids show their `sleep TAG`"});
+                let first: serde_json::Map<String, Value> = names
+                    .iter()
+                    .zip(&firsts)
+                    .map(|(n, v)| (n.clone(), json!(v)))
+                    .collect();
+                f.detail = json!({
+                    "note": "from starting the supervisor (manifests already present) until all N pids show their `sleep TAG`",
+                    "firstRunningSeconds": first,
+                });
                 self.mark_skipped(&mut f);
                 cold_figs.push(f);
             }
@@ -573,6 +641,20 @@ impl Bench {
         while w0.elapsed() < warm {
             check_interrupt()?;
             std::thread::sleep(Duration::from_millis(100));
+        }
+        // Status writes block in fsync without using CPU: wait until none
+        // happened for a second, then until the CPU is quiet.
+        if let Some(d) = peer.status_dir() {
+            let mut w = procfs::DirWatch::new(&d)?;
+            let (t0, mut last) = (Instant::now(), Instant::now());
+            while last.elapsed() < Duration::from_secs(1) && t0.elapsed() < Duration::from_secs(120)
+            {
+                check_interrupt()?;
+                std::thread::sleep(Duration::from_millis(50));
+                if !w.drain().is_empty() {
+                    last = Instant::now();
+                }
+            }
         }
         let settled = wait_quiet(
             &*peer,
@@ -818,6 +900,7 @@ impl Bench {
                 .unwrap_or(if quick { 3000 } else { 10_000 }),
             at_once: !quick && !self.args.no_scale_at_once,
             batch: 100,
+            extra_args: self.args.sessionlet_args.clone(),
             resync: Duration::from_secs(2),
             idle_window: self.plan.scale_idle,
             events: self.plan.scale_events,
@@ -1058,6 +1141,7 @@ fn fs_type(p: &Path) -> String {
 }
 
 fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
+    let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let quick = args.quick;
     let plan = Plan {
         drops: args.drops.unwrap_or(if quick { 20 } else { 60 }),
@@ -1071,7 +1155,10 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
     let bin = find_sessionlet(args.sessionlet.clone())?;
     let version = peers::first_line(&bin, &["--version"]).unwrap_or_default();
     let wanted = |p: &str| args.peers.as_ref().is_none_or(|v| v.iter().any(|x| x == p));
-    let mut peer_list: Vec<Box<dyn Peer>> = vec![Box::new(Sessionlet::new(bin.clone()))];
+    let mut me = Sessionlet::new(bin.clone());
+    me.base_args = args.sessionlet_args.clone();
+    me.extra_args = args.sessionlet_args.clone();
+    let mut peer_list: Vec<Box<dyn Peer>> = vec![Box::new(me)];
     let mut skipped = Vec::new();
     let mut info = serde_json::Map::new();
     info.insert(
@@ -1164,6 +1251,7 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
     let table = stats::markdown(&bench.figures, &refs);
     let mut m = machine();
     m["workdirFs"] = json!(fs_type(&root));
+    m["loadavgAtStart"] = json!(load_at_start.trim());
     m["loadavgAtEnd"] = json!(std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .trim());

@@ -162,6 +162,9 @@ pub struct Controller {
     forced: bool,
     /// Pids found gone without an exit report at the last resync.
     suspects: BTreeSet<u32>,
+    /// False once the keeper's exit reports stopped (it died): then the
+    /// resync looks for sessions that ended unreported.
+    keeper_events_open: bool,
     agent_watcher: Option<std::sync::Mutex<notify::RecommendedWatcher>>,
     _lock: lock::Lock,
 }
@@ -227,6 +230,7 @@ impl Controller {
             agents: super::agents::Agents::default(),
             forced: false,
             suspects: BTreeSet::new(),
+            keeper_events_open: true,
             agent_watcher: None,
             _lock: lock,
         };
@@ -526,7 +530,12 @@ impl Controller {
                         }
                     }
                 }
-                Some(exit) = exits.recv() => {
+                exit = exits.recv(), if self.keeper_events_open => {
+                    let Some(exit) = exit else {
+                        self.keeper_events_open = false;
+                        self.error("the connection to the keeper closed; looking for sessions that end without a report".into());
+                        continue;
+                    };
                     self.on_exit(exit);
                     while let Ok(exit) = exits.try_recv() {
                         self.on_exit(exit);
@@ -629,6 +638,7 @@ impl Controller {
         for (pid, _) in process::reap() {
             if pid == self.keeper.pid {
                 self.error("the keeper exited; session exits are no longer recorded".into());
+                self.keeper_events_open = false;
             }
         }
     }
@@ -888,7 +898,7 @@ impl Controller {
             };
             let live = self.live.get(&name);
             let activity = live
-                .and_then(|l| super::monitor::last_output(&l.stdout, &l.stderr))
+                .and_then(|l| check_output(&l.stdout, &l.stderr, self.opts.max_log_size))
                 .filter(|t| *t >= started_at)
                 .unwrap_or(started_at);
             let before = self.watches.get(&name).cloned().unwrap_or_default();
@@ -962,6 +972,9 @@ impl Controller {
 
     /// Safety net: a tracked process that is gone without an exit report.
     fn check_vanished(&mut self) {
+        if self.keeper_events_open {
+            return; // the keeper reports every exit
+        }
         let control = self.layout.control_dir();
         let gone: Vec<(u32, String)> = self
             .pids
@@ -1742,20 +1755,39 @@ impl Controller {
     }
 
     /// Copy-truncate rotation: the child keeps appending (O_APPEND) to the same file.
+    /// With usage sampling on, the sampler checks output sizes; without it
+    /// the resync does, for running sessions.
     fn rotate_logs(&mut self) {
-        for live in self.live.values() {
-            for p in [&live.stdout, &live.stderr] {
-                if std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) > self.opts.max_log_size {
-                    let rotated = p.with_extension("log.1");
-                    if std::fs::copy(p, &rotated).is_ok() {
-                        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(p) {
-                            let _ = f.set_len(0);
-                        }
-                    }
-                }
+        if !self.opts.usage_interval.is_zero() {
+            return;
+        }
+        for name in self.pids.values() {
+            if let Some(live) = self.live.get(name) {
+                check_output(&live.stdout, &live.stderr, self.opts.max_log_size);
             }
         }
     }
+}
+
+/// One `stat` per output file: rotates a file past `max` (copy-truncate: the
+/// session keeps appending to the same file) and returns the last write time.
+fn check_output(stdout: &Path, stderr: &Path, max: u64) -> Option<DateTime<Utc>> {
+    let mut last = None;
+    for p in [stdout, stderr] {
+        let Ok(meta) = std::fs::metadata(p) else {
+            continue;
+        };
+        if let Ok(t) = meta.modified() {
+            let t = DateTime::<Utc>::from(t);
+            last = Some(last.map_or(t, |l: DateTime<Utc>| l.max(t)));
+        }
+        if meta.len() > max && std::fs::copy(p, p.with_extension("log.1")).is_ok() {
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(p) {
+                let _ = f.set_len(0);
+            }
+        }
+    }
+    last
 }
 
 /// The uid/gid a session runs as: `spec.user` / `spec.group`, which only a

@@ -59,12 +59,22 @@ fn page_size() -> u64 {
 }
 
 /// Reads the tree of `pid`; `None` when the leader is gone.
+///
+/// One pass: each process's `stat` gives its CPU time, memory and thread
+/// count; a single-threaded process's children are read from its one task,
+/// so an idle `sleep` costs two small reads.
 pub fn sample(pid: u32) -> Option<Sample> {
     let ticks = clock_ticks();
     let page = page_size();
     let mut s = Sample::default();
     let mut leader_seen = false;
-    for p in tree(pid, 4096) {
+    let mut todo = vec![pid];
+    let mut seen = 0usize;
+    while let Some(p) = todo.pop() {
+        seen += 1;
+        if seen > 4096 {
+            break;
+        }
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
             continue;
         };
@@ -72,12 +82,29 @@ pub fn sample(pid: u32) -> Option<Sample> {
             continue;
         };
         let f: Vec<&str> = rest.split_whitespace().collect();
-        // Fields after the command: state is f[0]; utime..cstime are f[11..15]; rss f[21].
+        // Fields after the command: state f[0]; utime..cstime f[11..15];
+        // num_threads f[17]; rss f[21].
         let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         s.cpu_seconds += (num(11) + num(12) + num(13) + num(14)) as f64 / ticks;
         s.memory_bytes += num(21) * page;
         s.processes += 1;
         leader_seen |= p == pid;
+        let mut push_children = |path: String| {
+            if let Ok(children) = std::fs::read_to_string(path) {
+                todo.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        };
+        if num(17) <= 1 {
+            push_children(format!("/proc/{p}/task/{p}/children"));
+        } else if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                push_children(t.path().join("children").to_string_lossy().into_owned());
+            }
+        }
     }
     leader_seen.then_some(s)
 }

@@ -49,6 +49,12 @@ pub trait Peer {
     fn reset(&mut self);
     /// Extra arguments for the next start (sessionlet only: e.g. `--usage-interval 0`).
     fn set_extra_args(&mut self, _args: &[&str]) {}
+    /// Serve metrics on this port at the next start (sessionlet only).
+    fn set_metrics_port(&mut self, _port: Option<u16>) {}
+    /// The metrics port, when serving.
+    fn metrics_port(&self) -> Option<u16> {
+        None
+    }
 }
 
 /// Writes `text` to `path` (plain write; used for files not yet watched).
@@ -68,6 +74,8 @@ pub struct Sessionlet {
     pub bin: PathBuf,
     /// Extra arguments of `run`.
     pub extra_args: Vec<String>,
+    /// Arguments given with --sessionlet-arg, kept by `set_extra_args`.
+    pub base_args: Vec<String>,
     /// RUST_LOG for the controller.
     pub rust_log: String,
     dir: PathBuf,
@@ -78,6 +86,8 @@ pub struct Sessionlet {
     keeper: Option<u32>,
     /// The controller's stderr.
     pub log: PathBuf,
+    /// Serve metrics on 127.0.0.1:PORT (for the benchmark's breakdowns).
+    pub metrics_port: Option<u16>,
 }
 
 impl Sessionlet {
@@ -86,6 +96,7 @@ impl Sessionlet {
         Sessionlet {
             bin,
             extra_args: Vec::new(),
+            base_args: Vec::new(),
             rust_log: "info".into(),
             dir: PathBuf::new(),
             stage_dir: PathBuf::new(),
@@ -93,6 +104,7 @@ impl Sessionlet {
             controller: None,
             keeper: None,
             log: PathBuf::new(),
+            metrics_port: None,
         }
     }
 
@@ -116,6 +128,35 @@ impl Sessionlet {
             }
         }
         self.keeper
+    }
+}
+
+/// Removes the memory cgroups a killed controller left (it removes them
+/// itself only when it drains): the root is in its log line
+/// `memory limits: cgroup ... under ROOT (...)`. Only empty cgroups go.
+pub fn remove_cgroups(log: &Path) {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return;
+    };
+    for line in text.lines().filter(|l| l.contains("memory limits: cgroup")) {
+        let Some(root) = line
+            .split_once(" under ")
+            .and_then(|(_, r)| r.split(" (").next())
+            .map(PathBuf::from)
+        else {
+            continue;
+        };
+        if !root.starts_with("/sys/fs/cgroup") {
+            continue;
+        }
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                if e.path().is_dir() {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&root);
     }
 }
 
@@ -148,6 +189,11 @@ impl Peer for Sessionlet {
             .arg("--dir")
             .arg(&self.dir)
             .args(&self.extra_args)
+            .args(
+                self.metrics_port
+                    .map(|p| vec!["--metrics-addr".to_string(), format!("127.0.0.1:{p}")])
+                    .unwrap_or_default(),
+            )
             .env("RUST_LOG", &self.rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -193,9 +239,17 @@ impl Peer for Sessionlet {
     fn reset(&mut self) {
         self.controller = None;
         self.keeper = None;
+        remove_cgroups(&self.log);
     }
     fn set_extra_args(&mut self, args: &[&str]) {
-        self.extra_args = args.iter().map(|a| a.to_string()).collect();
+        self.extra_args = self.base_args.clone();
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+    }
+    fn set_metrics_port(&mut self, port: Option<u16>) {
+        self.metrics_port = port;
+    }
+    fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Config {
     pub at_once: bool,
     /// Manifests added per batch for the steady state.
     pub batch: usize,
+    /// Extra arguments of `sessionlet run`.
+    pub extra_args: Vec<String>,
 }
 
 /// What the scale run measured (milliseconds).
@@ -126,9 +128,8 @@ fn check(ctrl: u32) -> Result<()> {
     Ok(())
 }
 
-/// `sessionlet_reconcile_duration_seconds` sum and count from the
-/// controller's metrics endpoint on 127.0.0.1.
-fn scrape(port: u16) -> Option<(f64, f64)> {
+/// Every unlabelled sample of the controller's metrics endpoint on 127.0.0.1.
+pub fn scrape_all(port: u16) -> Option<std::collections::HashMap<String, f64>> {
     use std::io::{Read, Write};
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
@@ -137,17 +138,27 @@ fn scrape(port: u16) -> Option<(f64, f64)> {
         .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
-    let find = |key: &str| -> Option<f64> {
-        body.lines()
-            .find(|l| l.starts_with(key) && l[key.len()..].starts_with(' '))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
+    let mut out = std::collections::HashMap::new();
+    for l in body.lines() {
+        if l.starts_with('#') || l.contains('{') {
+            continue;
+        }
+        let mut it = l.split_whitespace();
+        if let (Some(k), Some(v)) = (it.next(), it.next()) {
+            if let Ok(v) = v.parse::<f64>() {
+                out.insert(k.to_string(), v);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// `sessionlet_reconcile_duration_seconds` sum and count.
+fn scrape(port: u16) -> Option<(f64, f64)> {
+    let m = scrape_all(port)?;
     Some((
-        find("sessionlet_reconcile_duration_seconds_sum")?,
-        find("sessionlet_reconcile_duration_seconds_count")?,
+        *m.get("sessionlet_reconcile_duration_seconds_sum")?,
+        *m.get("sessionlet_reconcile_duration_seconds_count")?,
     ))
 }
 
@@ -158,7 +169,7 @@ fn mean_pass(a: Option<(f64, f64)>, b: Option<(f64, f64)>) -> Option<(f64, f64)>
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
-fn free_port() -> Option<u16> {
+pub fn free_port() -> Option<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
     Some(l.local_addr().ok()?.port())
 }
@@ -171,9 +182,10 @@ fn start_controller(
     port: Option<u16>,
     log_path: &Path,
     resync: Duration,
+    extra: &[String],
 ) -> Result<u32> {
     let mut cmd = Command::new(bin);
-    cmd.arg("run").arg("--dir").arg(dir);
+    cmd.arg("run").arg("--dir").arg(dir).args(extra);
     if let Some(p) = port {
         cmd.arg("--metrics-addr").arg(format!("127.0.0.1:{p}"));
     }
@@ -279,7 +291,7 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
         }
         let log_path = root.join("at-once.log");
         let t0 = Instant::now();
-        let ctrl = start_controller(bin, &dir, port, &log_path, cfg.resync)?;
+        let ctrl = start_controller(bin, &dir, port, &log_path, cfg.resync, &cfg.extra_args)?;
         log(&format!(
             "scale: controller started with {} manifests present",
             cfg.sessions
@@ -325,6 +337,7 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
         }
         restart(ctrl);
         procfs::kill_all_descendants();
+        super::peers::remove_cgroups(&log_path);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -335,7 +348,7 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
     std::fs::create_dir_all(&stage)?;
     let log_path = root.join("controller.log");
     let t0 = Instant::now();
-    let ctrl = start_controller(bin, &dir, port, &log_path, cfg.resync)?;
+    let ctrl = start_controller(bin, &dir, port, &log_path, cfg.resync, &cfg.extra_args)?;
     let mut written = 0usize;
     while written < cfg.sessions {
         let upto = (written + cfg.batch).min(cfg.sessions);
@@ -502,6 +515,8 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
         }
     }
     procfs::kill9(ctrl);
+    procfs::kill_all_descendants();
+    super::peers::remove_cgroups(&log_path);
     Ok(out)
 }
 
