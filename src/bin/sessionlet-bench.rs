@@ -229,9 +229,8 @@ fn wait_quiet(
     limit: Duration,
 ) -> Result<bool> {
     let start = Instant::now();
-    let mut last = peer_cpu(peer);
     let mut since = Instant::now();
-    let mut base = last;
+    let mut base = peer_cpu(peer);
     loop {
         check_interrupt()?;
         std::thread::sleep(quiet / 5);
@@ -242,9 +241,7 @@ fn wait_quiet(
         } else if since.elapsed() >= quiet {
             return Ok(true);
         }
-        last = now;
         if start.elapsed() > limit {
-            let _ = last;
             return Ok(false);
         }
     }

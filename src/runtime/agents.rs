@@ -344,6 +344,11 @@ impl Agents {
             .map(|(n, _)| n.clone())
     }
 
+    /// The agent sessions known.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.runs.keys().map(String::as_str)
+    }
+
     /// Forgets a session.
     pub fn forget(&mut self, name: &str) {
         self.runs.remove(name);

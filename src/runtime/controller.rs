@@ -162,6 +162,8 @@ pub struct Controller {
     forced: bool,
     /// Pids found gone without an exit report at the last resync.
     suspects: BTreeSet<u32>,
+    /// When output sizes were last checked without usage sampling.
+    rotated_at: Option<Instant>,
     /// False once the keeper's exit reports stopped (it died): then the
     /// resync looks for sessions that ended unreported.
     keeper_events_open: bool,
@@ -230,6 +232,7 @@ impl Controller {
             agents: super::agents::Agents::default(),
             forced: false,
             suspects: BTreeSet::new(),
+            rotated_at: None,
             keeper_events_open: true,
             agent_watcher: None,
             _lock: lock,
@@ -532,8 +535,14 @@ impl Controller {
                 }
                 exit = exits.recv(), if self.keeper_events_open => {
                     let Some(exit) = exit else {
-                        self.keeper_events_open = false;
-                        self.error("the connection to the keeper closed; looking for sessions that end without a report".into());
+                        // The keeper resends every unacknowledged exit on a new connection.
+                        match self.keeper.events() {
+                            Ok(rx) => exits = rx,
+                            Err(e) => {
+                                self.keeper_events_open = false;
+                                self.error(format!("the keeper does not answer ({e}); looking for sessions that end without a report"));
+                            }
+                        }
                         continue;
                     };
                     self.on_exit(exit);
@@ -806,11 +815,14 @@ impl Controller {
 
     /// Reads every running agent's new output (the safety net for missed events).
     fn read_agents(&mut self) {
-        let names: Vec<String> = self.pids.values().cloned().collect();
+        let names: Vec<String> = self
+            .agents
+            .names()
+            .filter(|n| self.pids.values().any(|p| p == *n))
+            .map(str::to_string)
+            .collect();
         for name in names {
-            if self.agents.stdout_of(&name).is_some() {
-                self.read_agent(&name);
-            }
+            self.read_agent(&name);
         }
     }
 
@@ -949,17 +961,19 @@ impl Controller {
                     });
                 }
             }
-            let label = SessionLabel {
-                session: name.clone(),
-            };
-            self.metrics
-                .memory
-                .get_or_create(&label)
-                .set(i64::try_from(sample.memory_bytes).unwrap_or(i64::MAX));
-            self.metrics
-                .cpu
-                .get_or_create(&label)
-                .set(sample.cpu_seconds);
+            if w.usage != before.usage {
+                let label = SessionLabel {
+                    session: name.clone(),
+                };
+                self.metrics
+                    .memory
+                    .get_or_create(&label)
+                    .set(i64::try_from(sample.memory_bytes).unwrap_or(i64::MAX));
+                self.metrics
+                    .cpu
+                    .get_or_create(&label)
+                    .set(sample.cpu_seconds);
+            }
             if w != before {
                 self.watches.insert(name.clone(), w);
                 self.mark_dirty(&name);
@@ -1220,6 +1234,13 @@ impl Controller {
         if attempt > 1 {
             self.health.restarts.push_back(Utc::now());
         }
+        let restarts = self.state.sessions.get(name).map_or(0, |r| r.restarts);
+        self.metrics
+            .restarts
+            .get_or_create(&SessionLabel {
+                session: name.to_string(),
+            })
+            .set(i64::from(restarts));
         let pid = child.pid;
         self.live.insert(
             name.to_string(),
@@ -1335,6 +1356,9 @@ impl Controller {
         self.watches.remove(name);
         self.analyses.remove(name);
         self.agents.forget(name);
+        self.metrics.restarts.remove(&SessionLabel {
+            session: name.to_string(),
+        });
         if let Some(cg) = self.live.get(name).and_then(|l| l.cgroup.clone()) {
             super::cgroup::remove(&cg);
         }
@@ -1654,16 +1678,11 @@ impl Controller {
     fn update_metrics(&mut self) {
         let mut by_phase: BTreeMap<&'static str, i64> =
             Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
-        for (name, rec) in &self.state.sessions {
+        // Restart gauges are set when a session spawns; here only counts.
+        for rec in self.state.sessions.values() {
             *by_phase
-                .entry(render::phase_of(rec).0.as_str())
+                .entry(render::phase_only(rec).as_str())
                 .or_default() += 1;
-            self.metrics
-                .restarts
-                .get_or_create(&SessionLabel {
-                    session: name.clone(),
-                })
-                .set(i64::from(rec.restarts));
         }
         for (phase, n) in by_phase {
             self.metrics
@@ -1758,9 +1777,14 @@ impl Controller {
     /// With usage sampling on, the sampler checks output sizes; without it
     /// the resync does, for running sessions.
     fn rotate_logs(&mut self) {
-        if !self.opts.usage_interval.is_zero() {
+        // At most once a minute: it costs two stats per running session.
+        let due = self
+            .rotated_at
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        if !self.opts.usage_interval.is_zero() || !due {
             return;
         }
+        self.rotated_at = Some(Instant::now());
         for name in self.pids.values() {
             if let Some(live) = self.live.get(name) {
                 check_output(&live.stdout, &live.stderr, self.opts.max_log_size);

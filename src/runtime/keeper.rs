@@ -107,6 +107,36 @@ struct Conn {
     stream: UnixStream,
     reader: BufReader<UnixStream>,
     role: Option<Role>,
+    /// Bytes not yet written: a controller busy with a burst of exits must
+    /// never make the keeper block, nor lose a report.
+    out: Vec<u8>,
+}
+
+impl Conn {
+    /// Queues a message and writes what the socket takes without blocking.
+    fn queue<T: Serialize>(&mut self, msg: &T) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.out.extend_from_slice(&line);
+        self.flush()
+    }
+
+    /// Writes pending bytes until the socket would block.
+    fn flush(&mut self) -> std::io::Result<()> {
+        use nix::sys::socket::{send, MsgFlags};
+        while !self.out.is_empty() {
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            match send(self.stream.as_raw_fd(), &self.out, flags) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(nix::errno::Errno::EAGAIN) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Runs the keeper until it has no children and no controller.
@@ -144,7 +174,11 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
                 PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
             ];
             for c in &conns {
-                fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+                let mut flags = PollFlags::POLLIN;
+                if !c.out.is_empty() {
+                    flags |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(c.stream.as_fd(), flags));
             }
             // Nobody came within a minute of the start: give up.
             let timeout = if ever_connected || !children.is_empty() {
@@ -157,13 +191,14 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            let revents = |f: &PollFd| f.revents().unwrap_or(PollFlags::empty());
             (
-                ready(&fds[0]),
-                ready(&fds[1]),
-                fds[2..].iter().map(ready).collect::<Vec<_>>(),
+                !revents(&fds[0]).is_empty(),
+                !revents(&fds[1]).is_empty(),
+                fds[2..].iter().map(revents).collect::<Vec<_>>(),
             )
         };
+        let mut drop_conns = Vec::new();
         if ready_sfd {
             while let Ok(Some(_)) = sfd.read_signal() {}
             for (pid, status) in process::reap() {
@@ -179,10 +214,13 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
                     let _ = write_atomic(&exits_dir.join(format!("{pid}.json")), &text);
                 }
                 exits.insert(pid, rec.clone());
-                conns.retain_mut(|c| {
-                    c.role != Some(Role::Events)
-                        || send(&mut c.stream, &Reply::Exited { exit: rec.clone() }).is_ok()
-                });
+                for (i, c) in conns.iter_mut().enumerate() {
+                    if c.role == Some(Role::Events)
+                        && c.queue(&Reply::Exited { exit: rec.clone() }).is_err()
+                    {
+                        drop_conns.push(i);
+                    }
+                }
             }
         }
         if ready_listener {
@@ -196,23 +234,29 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
                     continue;
                 }
                 let _ = stream.set_nonblocking(false);
-                let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
                 if let Ok(r) = stream.try_clone() {
                     ever_connected = true;
                     conns.push(Conn {
                         stream,
                         reader: BufReader::new(r),
                         role: None,
+                        out: Vec::new(),
                     });
                 }
             }
         }
-        let mut drop_conns = Vec::new();
-        for (i, ready) in ready_conns.into_iter().enumerate() {
-            if !ready || i >= conns.len() {
+        for (i, flags) in ready_conns.into_iter().enumerate() {
+            if i >= conns.len() || flags.is_empty() {
                 continue;
             }
             let conn = &mut conns[i];
+            if flags.contains(PollFlags::POLLOUT) && conn.flush().is_err() {
+                drop_conns.push(i);
+                continue;
+            }
+            if !flags.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                continue;
+            }
             let mut line = String::new();
             match conn.reader.read_line(&mut line) {
                 Ok(0) | Err(_) => {
@@ -229,20 +273,18 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
                         keeper_pid: std::process::id(),
                     };
                     if role == Role::Events {
-                        let mut ok = send(&mut conn.stream, &welcome).is_ok();
+                        let mut ok = conn.queue(&welcome).is_ok();
                         for rec in exits.values() {
-                            ok = ok
-                                && send(&mut conn.stream, &Reply::Exited { exit: rec.clone() })
-                                    .is_ok();
+                            ok = ok && conn.queue(&Reply::Exited { exit: rec.clone() }).is_ok();
                         }
                         if !ok {
                             drop_conns.push(i);
                         }
                         continue;
                     }
-                    welcome
+                    Some(welcome)
                 }
-                Ok(Request::Spawn { request }) => match process::spawn(&request) {
+                Ok(Request::Spawn { request }) => Some(match process::spawn(&request) {
                     Ok(pid) => {
                         let child = ChildId {
                             pid,
@@ -252,23 +294,26 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
                         Reply::Spawned { child }
                     }
                     Err(error) => Reply::SpawnFailed { error },
-                },
+                }),
                 Ok(Request::Ack { pid }) => {
+                    // No reply: the controller acknowledges without waiting.
                     exits.remove(&pid);
                     let _ = std::fs::remove_file(exits_dir.join(format!("{pid}.json")));
-                    Reply::Ok
+                    None
                 }
                 Ok(Request::Shutdown) => {
                     shutdown = true;
-                    Reply::Ok
+                    Some(Reply::Ok)
                 }
                 Err(_) => {
                     drop_conns.push(i);
                     continue;
                 }
             };
-            if send(&mut conn.stream, &reply).is_err() {
-                drop_conns.push(i);
+            if let Some(reply) = reply {
+                if conn.queue(&reply).is_err() {
+                    drop_conns.push(i);
+                }
             }
         }
         drop_conns.sort_unstable();
@@ -408,10 +453,10 @@ impl Keeper {
         }
     }
 
-    /// Tells the keeper an exit has been handled.
+    /// Tells the keeper an exit has been handled (no reply is awaited).
     pub fn ack(&mut self, pid: u32) -> Result<(), KeeperError> {
         send(&mut self.stream, &Request::Ack { pid })?;
-        self.read().map(|_| ())
+        Ok(())
     }
 
     /// Tells the keeper to exit once its last child is gone.
