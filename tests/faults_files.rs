@@ -821,15 +821,32 @@ fn a_stop_kills_the_whole_tree_even_a_child_in_its_own_session() {
 /// A daemonized grandchild: the subshell that started it exits at once, so
 /// it is an orphan of the keeper, in its own session and process group, and
 /// no longer a descendant of the session's process. It is still what the
-/// session started, and a stop must not leave it behind.
+/// session started, and a stop must not leave it behind. Only a cgroup can
+/// tell: sessions with a memory limit (and agents) get one where cgroups are
+/// available, so this session has a limit.
 #[test]
 fn a_stop_kills_a_daemonized_grandchild_that_left_the_tree() {
     let (_tmp, dir) = sessions_dir();
     let _guard = KeeperGuard(dir.clone());
-    let body = "command:\n  - sh\n  - -c\n  - |\n    (setsid sh -c 'echo $$ > daemon.pid; exec sleep 1000' &); exec sleep 1000";
+    let body = "resources:\n  maxMemory: 1Gi\ncommand:\n  - sh\n  - -c\n  - |\n    (setsid sh -c 'echo $$ > daemon.pid; exec sleep 1000' &); exec sleep 1000";
     write_file(&dir.join("daemon.yaml"), &session("daemon", body));
     let c = Controller::start(&dir, &[]);
     let leader = pid_of(&wait_running(&dir, "daemon"));
+    let mode = wait_for("the controller status", || {
+        controller_status_of(&dir)?["extra"]["memoryLimits"]
+            .as_str()
+            .map(str::to_string)
+    });
+    if !mode.contains("cgroup") {
+        eprintln!(
+            "SKIPPED: no usable cgroups here ({mode}); only a cgroup finds a daemonized grandchild"
+        );
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(leader as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        return;
+    }
     let daemon: u32 = wait_for("the daemon's pid", || {
         std::fs::read_to_string(dir.join("daemon.pid"))
             .ok()?

@@ -30,7 +30,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::{Deserialize, Serialize};
 
-use super::files::{create_dir, write_atomic};
+use super::files::create_dir;
 use super::process::{self, SpawnError, SpawnRequest};
 use crate::core::ExitStatus;
 
@@ -211,7 +211,10 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
                     at: Utc::now(),
                 };
                 if let Ok(text) = serde_json::to_vec(&rec) {
-                    let _ = write_atomic(&exits_dir.join(format!("{pid}.json")), &text);
+                    // Atomic but not fsynced: the record must survive the
+                    // controller (and this keeper), not a power cut, which
+                    // ends every session anyway. Reporting is not delayed.
+                    let _ = write_unsynced(&exits_dir.join(format!("{pid}.json")), &text);
                 }
                 exits.insert(pid, rec.clone());
                 for (i, c) in conns.iter_mut().enumerate() {
@@ -322,6 +325,13 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
             conns.remove(i);
         }
     }
+}
+
+/// Temporary file and rename, without fsync.
+fn write_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn send<T: Serialize>(stream: &mut UnixStream, msg: &T) -> std::io::Result<()> {
