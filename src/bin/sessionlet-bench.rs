@@ -157,7 +157,7 @@ fn wait_tag(
             return Ok(Some(Instant::now()));
         }
         polls += 1;
-        if polls % 512 == 0 {
+        if polls.is_multiple_of(512) {
             check_interrupt()?;
             if !peer.healthy() {
                 bail!("{} died", peer.name());
@@ -310,18 +310,10 @@ impl Bench {
             originals.push(tags);
             trackers.push(Tracker::default());
         }
-        for i in 0..self.peers.len() {
-            let ok = wait_count(
-                self.peers[i].as_mut(),
-                &mut trackers[i],
-                n,
-                Duration::from_secs(120),
-            )?;
+        for (peer, tracker) in self.peers.iter_mut().zip(trackers.iter_mut()) {
+            let ok = wait_count(peer.as_mut(), tracker, n, Duration::from_secs(120))?;
             if ok.is_none() {
-                bail!(
-                    "{}: 100 sessions not running after 120 s",
-                    self.peers[i].name()
-                );
+                bail!("{}: 100 sessions not running after 120 s", peer.name());
             }
         }
         for p in &self.peers {

@@ -376,7 +376,7 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        if written % (cfg.batch * 20) == 0 || written == cfg.sessions {
+        if written.is_multiple_of(cfg.batch * 20) || written == cfg.sessions {
             log(&format!(
                 "scale: {written} manifests, all Completed ({:.0} s)",
                 t0.elapsed().as_secs_f64()
@@ -451,7 +451,7 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
         let mut last_cpu = cpu0;
         let mut last_change = Instant::now();
         loop {
-            if status_at.is_none() && watch.drain().iter().any(|n| *n == target) {
+            if status_at.is_none() && watch.drain().contains(&target) {
                 status_at = Some(Instant::now());
             }
             let c = procfs::cpu_ns(ctrl).unwrap_or(last_cpu);
