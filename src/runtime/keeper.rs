@@ -329,8 +329,15 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
 
 /// Temporary file and rename, without fsync.
 fn write_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(super::files::FILE_MODE)
+        .open(&tmp)?
+        .write_all(bytes)?;
     std::fs::rename(&tmp, path)
 }
 
