@@ -65,7 +65,7 @@ struct Args {
     /// (default 12; --quick 3).
     #[arg(long)]
     runit_drops: Option<usize>,
-    /// Manifests of the scale workload (default 10000; --quick 3000).
+    /// Manifests of the scale workload (default 10000; --quick 2000).
     #[arg(long)]
     scale_sessions: Option<usize>,
     /// Skip the scale workload's start with every manifest already present
@@ -886,7 +886,7 @@ impl Bench {
             sessions: self
                 .args
                 .scale_sessions
-                .unwrap_or(if quick { 3000 } else { 10_000 }),
+                .unwrap_or(if quick { 2000 } else { 10_000 }),
             at_once: !quick && !self.args.no_scale_at_once,
             batch: 100,
             extra_args: self.args.sessionlet_args.clone(),
