@@ -1073,19 +1073,20 @@ impl Controller {
         for action in actions {
             match action {
                 Action::Spawn { name, attempt } => {
+                    // Every spawn result is a new fact: reconcile again (a
+                    // rolling update's next replica waits for this one to run;
+                    // a timeout's wake-up is set once it runs).
+                    fed = true;
                     let event = match self.spawn(&name, attempt) {
                         Ok(pid) => {
                             self.pids.insert(pid, name.clone());
                             Event::Spawned { name, pid }
                         }
-                        Err(e) => {
-                            fed = true;
-                            Event::SpawnFailed {
-                                name,
-                                reason: e.reason,
-                                message: e.message,
-                            }
-                        }
+                        Err(e) => Event::SpawnFailed {
+                            name,
+                            reason: e.reason,
+                            message: e.message,
+                        },
                     };
                     core::observe(&self.desired, &mut self.state, event, now);
                 }

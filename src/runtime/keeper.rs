@@ -260,62 +260,72 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
             if !flags.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
                 continue;
             }
-            let mut line = String::new();
-            match conn.reader.read_line(&mut line) {
-                Ok(0) | Err(_) => {
-                    drop_conns.push(i);
-                    continue;
-                }
-                Ok(_) => {}
-            }
-            let reply = match serde_json::from_str::<Request>(&line) {
-                Ok(Request::Hello { role }) => {
-                    conn.role = Some(role);
-                    let welcome = Reply::Welcome {
-                        children: children.values().copied().collect(),
-                        keeper_pid: std::process::id(),
-                    };
-                    if role == Role::Events {
-                        let mut ok = conn.queue(&welcome).is_ok();
-                        for rec in exits.values() {
-                            ok = ok && conn.queue(&Reply::Exited { exit: rec.clone() }).is_ok();
-                        }
-                        if !ok {
-                            drop_conns.push(i);
-                        }
-                        continue;
+            loop {
+                let mut line = String::new();
+                match conn.reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => {
+                        drop_conns.push(i);
+                        break;
                     }
-                    Some(welcome)
+                    Ok(_) => {}
                 }
-                Ok(Request::Spawn { request }) => Some(match process::spawn(&request) {
-                    Ok(pid) => {
-                        let child = ChildId {
-                            pid,
-                            start_ticks: process::start_ticks(pid),
+                let reply = match serde_json::from_str::<Request>(&line) {
+                    Ok(Request::Hello { role }) => {
+                        conn.role = Some(role);
+                        let welcome = Reply::Welcome {
+                            children: children.values().copied().collect(),
+                            keeper_pid: std::process::id(),
                         };
-                        children.insert(pid, child);
-                        Reply::Spawned { child }
+                        if role == Role::Events {
+                            let mut ok = conn.queue(&welcome).is_ok();
+                            for rec in exits.values() {
+                                ok = ok && conn.queue(&Reply::Exited { exit: rec.clone() }).is_ok();
+                            }
+                            if !ok {
+                                drop_conns.push(i);
+                                break;
+                            }
+                            None
+                        } else {
+                            Some(welcome)
+                        }
                     }
-                    Err(error) => Reply::SpawnFailed { error },
-                }),
-                Ok(Request::Ack { pid }) => {
-                    // No reply: the controller acknowledges without waiting.
-                    exits.remove(&pid);
-                    let _ = std::fs::remove_file(exits_dir.join(format!("{pid}.json")));
-                    None
+                    Ok(Request::Spawn { request }) => Some(match process::spawn(&request) {
+                        Ok(pid) => {
+                            let child = ChildId {
+                                pid,
+                                start_ticks: process::start_ticks(pid),
+                            };
+                            children.insert(pid, child);
+                            Reply::Spawned { child }
+                        }
+                        Err(error) => Reply::SpawnFailed { error },
+                    }),
+                    Ok(Request::Ack { pid }) => {
+                        // No reply: the controller acknowledges without waiting.
+                        exits.remove(&pid);
+                        let _ = std::fs::remove_file(exits_dir.join(format!("{pid}.json")));
+                        None
+                    }
+                    Ok(Request::Shutdown) => {
+                        shutdown = true;
+                        Some(Reply::Ok)
+                    }
+                    Err(_) => {
+                        drop_conns.push(i);
+                        break;
+                    }
+                };
+                if let Some(reply) = reply {
+                    if conn.queue(&reply).is_err() {
+                        drop_conns.push(i);
+                        break;
+                    }
                 }
-                Ok(Request::Shutdown) => {
-                    shutdown = true;
-                    Some(Reply::Ok)
-                }
-                Err(_) => {
-                    drop_conns.push(i);
-                    continue;
-                }
-            };
-            if let Some(reply) = reply {
-                if conn.queue(&reply).is_err() {
-                    drop_conns.push(i);
+                // Requests that arrived together sit in the reader's buffer, where
+                // poll() cannot see them: handle them all now.
+                if conn.reader.buffer().is_empty() {
+                    break;
                 }
             }
         }
