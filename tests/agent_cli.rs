@@ -11,6 +11,8 @@
 //! (installed by `.ci/install-claude.sh`), else `claude` on PATH. Without one
 //! the CLI tests print "SKIPPED: no claude binary" and pass.
 
+#[path = "common/claude.rs"]
+mod claude;
 #[path = "common/fake_api.rs"]
 mod fake_api;
 
@@ -36,45 +38,6 @@ use uuid::Uuid;
 /// Longest a single CLI run may take: the CLI is slow to start on a loaded
 /// 2-core machine, and the 429 case waits for one `retry-after`.
 const RUN_DEADLINE: Duration = Duration::from_secs(180);
-
-/// The CLI binary to test, if there is one.
-fn claude_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("SESSIONLET_CLAUDE_BIN").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "SESSIONLET_CLAUDE_BIN={} does not exist",
-            p.display()
-        );
-        return Some(p);
-    }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/claude/node_modules/.bin/claude");
-    if local.is_file() {
-        return Some(local);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("claude"))
-        .find(|p| p.is_file())
-}
-
-/// The binary, or a visible skip notice (written straight to stderr so that
-/// the test harness's output capture does not hide it).
-macro_rules! require_claude {
-    ($test:literal) => {
-        match claude_bin() {
-            Some(bin) => bin,
-            None => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED: no claude binary ({}): run .ci/install-claude.sh or set SESSIONLET_CLAUDE_BIN",
-                    $test
-                );
-                return;
-            }
-        }
-    };
-}
 
 /// A temporary HOME (with the CLI's config folder) and working directory.
 struct Sandbox {

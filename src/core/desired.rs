@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{PoolManifest, Priority, SessionSpec};
+use crate::api::{Priority, SessionSpec};
 
 /// Everything the manifests ask for.
 #[derive(Debug, Clone, Default)]
@@ -67,15 +67,4 @@ pub struct DesiredPool {
     pub max_queue: u32,
     /// Changes whenever the pool's spec changes.
     pub generation: u64,
-}
-
-/// The replica names and spec of a pool: `POOL-0` … `POOL-(N-1)`.
-pub fn replicas_of(pool: &PoolManifest) -> Vec<(String, u32, SessionSpec)> {
-    let name = pool.metadata.name.as_deref().unwrap_or_default();
-    let Some(template) = &pool.spec.template else {
-        return Vec::new();
-    };
-    (0..pool.spec.replicas)
-        .map(|i| (format!("{name}-{i}"), i, template.spec.clone()))
-        .collect()
 }

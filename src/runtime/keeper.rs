@@ -514,9 +514,4 @@ impl Keeper {
         });
         Ok(rx)
     }
-
-    /// The raw fd (for tests of the protocol).
-    pub fn raw_fd(&self) -> i32 {
-        self.stream.as_raw_fd()
-    }
 }

@@ -4,10 +4,6 @@
 //! session's leader through `/proc/PID/task/TID/children`, never by scanning
 //! every process on the host, so the cost is per session.
 
-use std::path::Path;
-
-use chrono::{DateTime, Utc};
-
 /// One reading of a tree.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Sample {
@@ -107,15 +103,6 @@ pub fn sample(pid: u32) -> Option<Sample> {
         }
     }
     leader_seen.then_some(s)
-}
-
-/// The last time either output file was written.
-pub fn last_output(stdout: &Path, stderr: &Path) -> Option<DateTime<Utc>> {
-    [stdout, stderr]
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok()?.modified().ok())
-        .max()
-        .map(DateTime::<Utc>::from)
 }
 
 #[cfg(test)]
