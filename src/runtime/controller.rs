@@ -54,6 +54,9 @@ pub struct Options {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Constraints applied to every session (same shape as a charter's).
     pub policy: Option<PathBuf>,
+    /// Variables of the controller's environment passed to every session
+    /// (`--pass-env`, names or `*` globs).
+    pub pass_env: Vec<String>,
 }
 
 impl Default for Options {
@@ -73,6 +76,7 @@ impl Default for Options {
             force_sampled_limits: false,
             metrics_addr: None,
             policy: None,
+            pass_env: Vec::new(),
         }
     }
 }
@@ -1197,12 +1201,12 @@ impl Controller {
         let req = SpawnRequest {
             argv: argv.clone(),
             cwd: cwd.clone(),
-            env: spec
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .chain(extra_env)
-                .collect(),
+            env: super::session_env::build(
+                &spec,
+                extra_env,
+                &self.opts.pass_env,
+                &self.layout.manifest_dir,
+            )?,
             stdin,
             stdout: stdout.clone(),
             stderr: stderr.clone(),

@@ -13,6 +13,7 @@ pub mod lock;
 pub mod monitor;
 pub mod process;
 pub mod render;
+pub mod session_env;
 pub mod watch;
 
 pub use controller::{Controller, Exit, Options, Signals};

@@ -21,7 +21,7 @@ pub struct SpawnRequest {
     pub argv: Vec<String>,
     /// Working directory.
     pub cwd: PathBuf,
-    /// Variables added to the controller's environment.
+    /// The whole environment of the child (nothing is inherited).
     pub env: Vec<(String, String)>,
     /// A file read as stdin; `None` is /dev/null.
     pub stdin: Option<PathBuf>,
@@ -83,6 +83,7 @@ pub fn spawn(req: &SpawnRequest) -> Result<u32, SpawnError> {
     let mut cmd = Command::new(program);
     cmd.args(&req.argv[1..])
         .current_dir(&req.cwd)
+        .env_clear()
         .envs(req.env.iter().map(|(k, v)| (k, v)))
         .stdin(stdin)
         .stdout(stdout)
