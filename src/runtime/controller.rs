@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::catalog::{Catalog, Entry, Known};
 use super::files::{create_dir, write_atomic};
-use super::keeper::{ExitRecord, Keeper};
+use super::keeper::{self, Child, ExitRecord, FromKeeper, Identity, Keeper, KeeperTx, Welcome};
 use super::layout::{attempt_logs, tail_lines, Layout};
 use super::process::{self, SpawnRequest};
 use super::render::{self, Extras, Transitions};
@@ -97,6 +97,15 @@ struct Live {
     oom_baseline: u64,
 }
 
+/// A spawn asked of the keeper, not answered yet.
+#[derive(Debug)]
+struct Spawning {
+    name: String,
+    attempt: u32,
+    live: Live,
+    asked_at: Instant,
+}
+
 /// What monitoring knows of a running session.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Watch {
@@ -155,7 +164,22 @@ pub struct Controller {
     last_error: Option<(String, DateTime<Utc>)>,
     controller_status_hash: u64,
     controller_status_at: Option<Instant>,
-    keeper: Keeper,
+    /// The keeper's connection until the loop starts its reader and writer.
+    keeper: Option<Keeper>,
+    /// Requests to the keeper, once the loop runs.
+    keeper_tx: Option<KeeperTx>,
+    /// The keeper's pid (our child when we started it).
+    keeper_pid: u32,
+    /// What the keeper had when we (re)connected, consumed by restoring.
+    welcome: Welcome,
+    /// Spawns asked of the keeper and not answered yet, by tag.
+    spawning: HashMap<u64, Spawning>,
+    next_tag: u64,
+    /// Exits handled but not yet saved in a status: acknowledged to the
+    /// keeper only once saved (pid, session).
+    unacked: Vec<(u32, String)>,
+    /// Exit records this controller wrote itself (orphans it reaped).
+    reaped_by_us: BTreeSet<u32>,
     memory_mode: super::cgroup::Mode,
     watches: BTreeMap<String, Watch>,
     analyses: BTreeMap<String, (u32, serde_json::Value)>,
@@ -204,8 +228,10 @@ impl Controller {
             ),
             None => None,
         };
-        let keeper = Keeper::connect_or_start(&layout.control_dir())
+        let mut keeper = Keeper::connect_or_start(&layout.control_dir())
             .map_err(|e| anyhow::anyhow!("cannot reach or start the keeper: {e}"))?;
+        let welcome = std::mem::take(&mut keeper.welcome);
+        let keeper_pid = welcome.keeper_pid;
         let mut c = Controller {
             opts,
             layout,
@@ -225,7 +251,14 @@ impl Controller {
             last_error: None,
             controller_status_hash: 0,
             controller_status_at: None,
-            keeper,
+            keeper: Some(keeper),
+            keeper_tx: None,
+            keeper_pid,
+            welcome,
+            spawning: HashMap::new(),
+            next_tag: 1,
+            unacked: Vec::new(),
+            reaped_by_us: BTreeSet::new(),
             memory_mode: super::cgroup::Mode::Sampled {
                 why: "not detected yet".into(),
             },
@@ -267,6 +300,132 @@ impl Controller {
         for (name, stem, doc) in to_adopt {
             self.adopt(&name, &stem, &doc);
         }
+        self.restore_from_keeper();
+    }
+
+    /// The keeper's registry is the truth about processes: every live child
+    /// is supervised (also those no status file names: the controller died
+    /// between a spawn and the status write), and every exit not yet saved
+    /// is applied, in the order the attempts ran.
+    fn restore_from_keeper(&mut self) {
+        let welcome = std::mem::take(&mut self.welcome);
+        let mut items: Vec<(Identity, Option<Child>, Option<ExitRecord>)> = Vec::new();
+        for e in welcome.exits {
+            items.push((e.child.identity.clone(), None, Some(e)));
+        }
+        for c in welcome.children {
+            items.push((c.identity.clone(), Some(c), None));
+        }
+        items.sort_by(|a, b| {
+            (&a.0.session, a.0.generation, a.0.attempt, a.1.is_some()).cmp(&(
+                &b.0.session,
+                b.0.generation,
+                b.0.attempt,
+                b.1.is_some(),
+            ))
+        });
+        for (identity, child, exit) in items {
+            if let Some(child) = child {
+                if !self.pids.contains_key(&child.pid) {
+                    self.adopt_child(&child);
+                }
+                continue;
+            }
+            let Some(exit) = exit else { continue };
+            let pid = exit.child.pid;
+            if !self.pids.contains_key(&pid) {
+                let reflected = self.state.sessions.get(&identity.session).is_some_and(|r| {
+                    !matches!(&r.run, Run::Running(run) if run.pid == pid)
+                        && r.last_exit.as_ref().is_some_and(|e| {
+                            (r.generation, e.attempt) >= (identity.generation, identity.attempt)
+                        })
+                });
+                if reflected || identity.session.is_empty() {
+                    // Already saved by the controller that handled it.
+                    self.unacked.push((pid, String::new()));
+                    continue;
+                }
+                self.adopt_child(&exit.child);
+            }
+            self.on_exit(exit);
+        }
+    }
+
+    /// Supervises a child the keeper has: the session's record says it runs.
+    fn adopt_child(&mut self, child: &Child) {
+        let name = child.identity.session.clone();
+        if name.is_empty() {
+            return;
+        }
+        let rec = self.state.sessions.entry(name.clone()).or_default();
+        if let Run::Running(other) = &rec.run {
+            if other.pid != child.pid && self.pids.contains_key(&other.pid) {
+                // Two live copies of one session (never made by this
+                // version): keep the newer attempt, kill the other.
+                let (keep_new, old) = (
+                    (child.identity.generation, child.identity.attempt)
+                        >= (rec.generation, rec.attempt),
+                    other.pid,
+                );
+                let victim = if keep_new { old } else { child.pid };
+                tracing::error!(session = %name, pid = victim, "two live copies of one session: killing one");
+                let _ = process::signal_group(victim, Signal::SIGKILL);
+                if !keep_new {
+                    self.pids.insert(child.pid, name);
+                    return;
+                }
+            }
+        }
+        let rec = self.state.sessions.entry(name.clone()).or_default();
+        rec.run = Run::Running(core::state::Running {
+            pid: child.pid,
+            started_at: child.started_at,
+            stop: None,
+        });
+        if (rec.generation, rec.attempt) < (child.identity.generation, child.identity.attempt) {
+            rec.restarts = rec.restarts.max(child.identity.attempt.saturating_sub(1));
+        }
+        rec.generation = child.identity.generation;
+        rec.attempt = child.identity.attempt;
+        rec.outcome = None;
+        rec.wait = None;
+        rec.series_started_at.get_or_insert(child.started_at);
+        self.pids.insert(child.pid, name.clone());
+        let stem = self
+            .catalog
+            .session_file
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| name.clone());
+        self.live.insert(
+            name.clone(),
+            Live {
+                stem,
+                log_dir: child
+                    .stdout
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+                stdout: child.stdout.clone(),
+                stderr: child.stderr.clone(),
+                start_ticks: child.start_ticks,
+                argv: Vec::new(),
+                cwd: PathBuf::new(),
+                cgroup: self.session_cgroup(&name),
+                oom_baseline: 0,
+            },
+        );
+        if self
+            .desired
+            .sessions
+            .get(&name)
+            .is_some_and(|d| d.spec.agent.is_some())
+        {
+            self.agents
+                .adopt(&name, &child.stdout, None, child.identity.generation);
+        }
+        self.mark_dirty(&name);
+        tracing::info!(session = %name, pid = child.pid, attempt = child.identity.attempt, "adopted a running session from the keeper");
     }
 
     fn read_previous_statuses(
@@ -359,14 +518,23 @@ impl Controller {
         if let Run::Running(r) = &rec.run {
             let pid = r.pid;
             let same_boot = status.boot_id.is_some() && status.boot_id == self.boot_id;
-            let is_child = self.keeper.children.iter().any(|c| {
+            let is_child = self.welcome.children.iter().any(|c| {
                 c.pid == pid && c.start_ticks.is_some() && c.start_ticks == status.pid_start_ticks
             });
-            let exited = super::adopt::recorded_exit(
-                &self.layout.control_dir(),
-                pid,
-                status.pid_start_ticks,
-            );
+            let exited = self.welcome.exits.iter().any(|e| {
+                e.child.pid == pid
+                    && e.child.start_ticks.is_some()
+                    && e.child.start_ticks == status.pid_start_ticks
+            });
+            // The keeper knows a later attempt (the status was not written
+            // after its spawn): restoring from the keeper takes it from here.
+            let keeper_knows = self
+                .welcome
+                .children
+                .iter()
+                .map(|c| &c.identity)
+                .chain(self.welcome.exits.iter().map(|e| &e.child.identity))
+                .any(|i| i.session == name);
             if same_boot && (is_child || exited) {
                 self.pids.insert(pid, name.to_string());
                 let logs = status.logs.clone().unwrap_or_default();
@@ -403,6 +571,10 @@ impl Controller {
                     );
                 }
                 tracing::info!(session = name, pid, "adopted a running session");
+            } else if keeper_knows {
+                rec.run = Run::Idle;
+                self.state.sessions.insert(name.to_string(), rec);
+                return;
             } else {
                 // Gone while nobody watched (or a reused pid that is not ours): never signal it.
                 self.state.sessions.insert(name.to_string(), rec);
@@ -434,7 +606,7 @@ impl Controller {
         if let Err(e) = process::become_subreaper() {
             tracing::warn!("cannot become child subreaper ({e}); grandchildren that leave their group are not tracked");
         }
-        let mut exits = self.keeper.events()?;
+        let mut from_keeper = self.start_keeper_io()?;
         let (agent_tx, mut agent_rx) = mpsc::unbounded_channel::<PathBuf>();
         let agent_watcher = if self.opts.poll {
             // No inotify here: agent output is read at each usage sample and resync.
@@ -506,7 +678,9 @@ impl Controller {
                 self.write_controller_status(true);
                 if self.state.all_stopped() {
                     // Nothing left to keep: the keeper exits after its last child.
-                    let _ = self.keeper.shutdown();
+                    if let Some(tx) = &self.keeper_tx {
+                        tx.shutdown().await;
+                    }
                     for live in self.live.values() {
                         if let Some(cg) = &live.cgroup {
                             super::cgroup::remove(cg);
@@ -537,21 +711,15 @@ impl Controller {
                         }
                     }
                 }
-                exit = exits.recv(), if self.keeper_events_open => {
-                    let Some(exit) = exit else {
-                        // The keeper resends every unacknowledged exit on a new connection.
-                        match self.keeper.events() {
-                            Ok(rx) => exits = rx,
-                            Err(e) => {
-                                self.keeper_events_open = false;
-                                self.error(format!("the keeper does not answer ({e}); looking for sessions that end without a report"));
-                            }
+                msg = from_keeper.recv(), if self.keeper_events_open => {
+                    let mut batch = vec![msg.unwrap_or(FromKeeper::Closed)];
+                    while let Ok(m) = from_keeper.try_recv() {
+                        batch.push(m);
+                    }
+                    for m in batch {
+                        if let Some(rx) = self.on_keeper(m) {
+                            from_keeper = rx;
                         }
-                        continue;
-                    };
-                    self.on_exit(exit);
-                    while let Ok(exit) = exits.try_recv() {
-                        self.on_exit(exit);
                     }
                 }
                 // The keeper and, when we are PID 1, orphans are our children.
@@ -646,20 +814,230 @@ impl Controller {
         })
     }
 
-    /// Reaps our own children: the keeper, and orphans when we are PID 1.
+    /// Reaps our own children: the keeper we started, sessions whose keeper
+    /// died (we are their subreaper: their exit codes are kept, recorded
+    /// like the keeper's), and orphans when we are PID 1.
     fn reap(&mut self) {
-        for (pid, _) in process::reap() {
-            if pid == self.keeper.pid {
-                self.error("the keeper exited; session exits are no longer recorded".into());
+        for (pid, status) in process::reap() {
+            if pid == self.keeper_pid {
+                self.error("the keeper exited; starting a new one".into());
+                continue;
+            }
+            let Some(name) = self.pids.get(&pid).cloned() else {
+                continue;
+            };
+            let child = self.child_of(&name, pid);
+            keeper::record_reaped_exit(&self.layout.control_dir(), child.clone(), status);
+            self.reaped_by_us.insert(pid);
+            self.on_exit(ExitRecord {
+                child,
+                status: Some(status),
+                at: Utc::now(),
+            });
+        }
+    }
+
+    /// What the registry would say of a session's process.
+    fn child_of(&self, name: &str, pid: u32) -> Child {
+        let rec = self.state.sessions.get(name);
+        let live = self.live.get(name);
+        Child {
+            pid,
+            start_ticks: live.and_then(|l| l.start_ticks),
+            boot_id: self.boot_id.clone(),
+            identity: Identity {
+                session: name.to_string(),
+                uid: self
+                    .catalog
+                    .known("Session", name)
+                    .map(|k| k.uid.to_string())
+                    .unwrap_or_default(),
+                generation: rec.map_or(0, |r| r.generation),
+                attempt: rec.map_or(0, |r| r.attempt),
+            },
+            started_at: match rec.map(|r| &r.run) {
+                Some(Run::Running(r)) => r.started_at,
+                _ => Utc::now(),
+            },
+            stdout: live.map(|l| l.stdout.clone()).unwrap_or_default(),
+            stderr: live.map(|l| l.stderr.clone()).unwrap_or_default(),
+            orphan: false,
+        }
+    }
+
+    /// Starts talking to the keeper from the loop: requests without
+    /// waiting, replies and exits as events.
+    fn start_keeper_io(&mut self) -> anyhow::Result<mpsc::UnboundedReceiver<FromKeeper>> {
+        let keeper = self
+            .keeper
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no keeper connection"))?;
+        let (tx, rx) = keeper
+            .start_io()
+            .map_err(|e| anyhow::anyhow!("keeper connection: {e}"))?;
+        self.keeper_tx = Some(tx);
+        Ok(rx)
+    }
+
+    /// One message from the keeper; a new receiver when it had to be reconnected.
+    fn on_keeper(&mut self, msg: FromKeeper) -> Option<mpsc::UnboundedReceiver<FromKeeper>> {
+        match msg {
+            FromKeeper::Spawned { tag, child } => self.on_spawned(tag, child),
+            FromKeeper::SpawnFailed { tag, error } => {
+                if let Some(s) = self.spawning.remove(&tag) {
+                    let ev = Event::SpawnFailed {
+                        name: s.name,
+                        reason: error.reason,
+                        message: error.message,
+                    };
+                    core::observe(&self.desired, &mut self.state, ev, Utc::now());
+                }
+            }
+            FromKeeper::Exited(exit) => self.on_exit(exit),
+            FromKeeper::Closed => return self.reconnect_keeper(),
+        }
+        None
+    }
+
+    /// The keeper died: start a new one for new spawns. Sessions it left
+    /// run on (their exits reach us as their subreaper, or the new keeper
+    /// through its registry); spawns it had not answered are settled from
+    /// the new keeper's registry.
+    fn reconnect_keeper(&mut self) -> Option<mpsc::UnboundedReceiver<FromKeeper>> {
+        self.keeper_tx = None;
+        self.reap();
+        let mut k = match Keeper::connect_or_start(&self.layout.control_dir()) {
+            Ok(k) => k,
+            Err(e) => {
                 self.keeper_events_open = false;
+                self.error(format!(
+                    "the keeper is gone and a new one cannot be started ({e}); looking for sessions that end without a report"
+                ));
+                return None;
+            }
+        };
+        tracing::warn!(
+            pid = k.welcome.keeper_pid,
+            "the keeper died; a new keeper took over"
+        );
+        let welcome = std::mem::take(&mut k.welcome);
+        self.keeper_pid = welcome.keeper_pid;
+        for (tag, s) in std::mem::take(&mut self.spawning) {
+            let rec = self.state.sessions.get(&s.name);
+            let found = welcome.children.iter().find(|c| {
+                c.identity.session == s.name
+                    && Some(c.identity.attempt) == rec.map(|r| r.attempt)
+                    && !self.pids.contains_key(&c.pid)
+            });
+            match found {
+                Some(child) => {
+                    self.spawning.insert(tag, s);
+                    self.on_spawned(tag, child.clone());
+                }
+                None => {
+                    let ev = Event::SpawnFailed {
+                        name: s.name,
+                        reason: Reason::SpawnFailed,
+                        message: "the keeper ended before it started the process".into(),
+                    };
+                    core::observe(&self.desired, &mut self.state, ev, Utc::now());
+                }
+            }
+        }
+        for child in &welcome.children {
+            if !self.pids.contains_key(&child.pid) {
+                self.adopt_child(child);
+            }
+        }
+        for exit in welcome.exits {
+            self.on_exit(exit);
+        }
+        self.keeper = Some(k);
+        match self.start_keeper_io() {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                self.keeper_events_open = false;
+                self.error(format!("{e}"));
+                None
             }
         }
     }
 
+    /// A spawn's reply: the session runs.
+    fn on_spawned(&mut self, tag: u64, child: Child) {
+        let Some(s) = self.spawning.remove(&tag) else {
+            return;
+        };
+        self.metrics
+            .spawn_seconds
+            .observe(s.asked_at.elapsed().as_secs_f64());
+        if s.attempt > 1 {
+            self.health.restarts.push_back(Utc::now());
+        }
+        let restarts = self.state.sessions.get(&s.name).map_or(0, |r| r.restarts);
+        self.metrics
+            .restarts
+            .get_or_create(&SessionLabel {
+                session: s.name.clone(),
+            })
+            .set(i64::from(restarts));
+        let mut live = s.live;
+        live.start_ticks = child.start_ticks;
+        self.live.insert(s.name.clone(), live);
+        self.pids.insert(child.pid, s.name.clone());
+        let ev = Event::Spawned {
+            name: s.name.clone(),
+            pid: child.pid,
+        };
+        core::observe(&self.desired, &mut self.state, ev, Utc::now());
+        let runs = self
+            .state
+            .sessions
+            .get(&s.name)
+            .is_some_and(|r| matches!(&r.run, Run::Running(run) if run.pid == child.pid));
+        if !runs {
+            // Nobody wants it any more: its exit comes and is acknowledged.
+            self.signal_session(&s.name, child.pid, Signal::SIGKILL);
+        }
+    }
+
+    /// Acknowledges the exits whose statuses are saved.
+    fn ack_saved(&mut self) {
+        let control = self.layout.control_dir();
+        let mut still = Vec::new();
+        for (pid, name) in std::mem::take(&mut self.unacked) {
+            let stem = self
+                .catalog
+                .session_file
+                .get(&name)
+                .or_else(|| self.live.get(&name).map(|l| &l.stem));
+            if stem.is_some_and(|s| self.dirty_stems.contains(s)) {
+                still.push((pid, name));
+                continue;
+            }
+            let Some(tx) = &self.keeper_tx else {
+                still.push((pid, name));
+                continue;
+            };
+            tx.ack(pid);
+            if self.reaped_by_us.remove(&pid) {
+                keeper::remove_exit_record(&control, pid);
+            }
+        }
+        self.unacked = still;
+    }
+
     /// An exit reported by the keeper.
     fn on_exit(&mut self, exit: ExitRecord) {
+        keeper::crash_point("controller-after-exit-received");
         let pid = exit.child.pid;
+        if exit.status.is_none() {
+            // An orphan of a dead keeper: if we are its subreaper, its
+            // zombie holds the real exit code.
+            self.reap();
+        }
         if let Some(name) = self.pids.remove(&pid) {
+            self.unacked.push((pid, name.clone()));
             // The main process is gone: nothing it left in its process group or
             // cgroup may outlive the attempt (the group id cannot be reused
             // while members remain, and we act right after the reap).
@@ -729,10 +1107,10 @@ impl Controller {
                 session: name.clone(),
             });
             let name_for_stats = name.clone();
-            let event = Event::Exited {
-                name,
-                pid,
-                status: exit.status,
+            let event = match exit.status {
+                Some(status) => Event::Exited { name, pid, status },
+                // It ended while no process able to reap it was recording.
+                None => Event::Vanished { name, pid },
             };
             core::observe(&self.desired, &mut self.state, event, Utc::now());
             if let Some(e) = self
@@ -749,9 +1127,9 @@ impl Controller {
                     .inc();
                 self.health.ended(&name_for_stats, &e);
             }
-        }
-        if let Err(e) = self.keeper.ack(pid) {
-            self.error(format!("cannot acknowledge an exit to the keeper: {e}"));
+        } else if !self.unacked.iter().any(|(p, _)| *p == pid) {
+            // Not a session's (a killed duplicate, or already saved).
+            self.unacked.push((pid, String::new()));
         }
     }
 
@@ -1063,6 +1441,7 @@ impl Controller {
             }
         }
         self.write_statuses(now);
+        self.ack_saved();
         self.reconcile_count += 1;
         self.last_reconcile = started.elapsed();
         self.health.pass(self.last_reconcile);
@@ -1074,25 +1453,22 @@ impl Controller {
     /// Performs a plan; returns true when it produced events to reconcile again.
     fn execute(&mut self, actions: Vec<Action>, now: DateTime<Utc>) -> bool {
         let mut fed = false;
+        let mut spawned = false;
         for action in actions {
             match action {
                 Action::Spawn { name, attempt } => {
-                    // Every spawn result is a new fact: reconcile again (a
-                    // rolling update's next replica waits for this one to run;
-                    // a timeout's wake-up is set once it runs).
-                    fed = true;
-                    let event = match self.spawn(&name, attempt) {
-                        Ok(pid) => {
-                            self.pids.insert(pid, name.clone());
-                            Event::Spawned { name, pid }
-                        }
-                        Err(e) => Event::SpawnFailed {
+                    // The reply comes as an event; a failure to ask is a new fact now.
+                    if let Err(e) = self.spawn(&name, attempt) {
+                        fed = true;
+                        let event = Event::SpawnFailed {
                             name,
                             reason: e.reason,
                             message: e.message,
-                        },
-                    };
-                    core::observe(&self.desired, &mut self.state, event, now);
+                        };
+                        core::observe(&self.desired, &mut self.state, event, now);
+                    } else {
+                        spawned = true;
+                    }
                 }
                 Action::Signal { name, pid, signal } => self.signal_session(&name, pid, signal),
                 Action::WriteCrashDump { name, exit } => self.write_crash_dump(&name, &exit, now),
@@ -1103,6 +1479,9 @@ impl Controller {
                     fed = true;
                 }
             }
+        }
+        if spawned {
+            keeper::crash_point("controller-after-spawn-request");
         }
         fed
     }
@@ -1120,7 +1499,13 @@ impl Controller {
         }
     }
 
-    fn spawn(&mut self, name: &str, attempt: u32) -> Result<u32, process::SpawnError> {
+    /// Everything a spawn needs (log files, stdin, charter, cgroup), made
+    /// ready without waiting on anything.
+    fn prepare_spawn(
+        &mut self,
+        name: &str,
+        attempt: u32,
+    ) -> Result<(Identity, SpawnRequest, Live), process::SpawnError> {
         let fail = |message: String| process::SpawnError {
             reason: Reason::SpawnFailed,
             message,
@@ -1236,37 +1621,57 @@ impl Controller {
                 }
             }
         }
-        let spawn_started = Instant::now();
-        let child = self.keeper.spawn(&req)?;
-        self.metrics
-            .spawn_seconds
-            .observe(spawn_started.elapsed().as_secs_f64());
-        if attempt > 1 {
-            self.health.restarts.push_back(Utc::now());
+        let identity = Identity {
+            session: name.to_string(),
+            uid: self
+                .catalog
+                .known("Session", name)
+                .map(|k| k.uid.to_string())
+                .unwrap_or_default(),
+            generation,
+            attempt,
+        };
+        let live = Live {
+            stem,
+            log_dir,
+            stdout,
+            stderr,
+            start_ticks: None,
+            argv,
+            cwd,
+            cgroup,
+            oom_baseline,
+        };
+        Ok((identity, req, live))
+    }
+
+    /// Asks the keeper for a spawn; its reply arrives as an event.
+    fn spawn(&mut self, name: &str, attempt: u32) -> Result<(), process::SpawnError> {
+        let (identity, req, live) = self.prepare_spawn(name, attempt)?;
+        let Some(tx) = &self.keeper_tx else {
+            return Err(process::SpawnError {
+                reason: Reason::SpawnFailed,
+                message: "the keeper is not reachable; retrying".into(),
+            });
+        };
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        if !tx.spawn(tag, identity, req) {
+            return Err(process::SpawnError {
+                reason: Reason::SpawnFailed,
+                message: "the keeper connection closed; retrying".into(),
+            });
         }
-        let restarts = self.state.sessions.get(name).map_or(0, |r| r.restarts);
-        self.metrics
-            .restarts
-            .get_or_create(&SessionLabel {
-                session: name.to_string(),
-            })
-            .set(i64::from(restarts));
-        let pid = child.pid;
-        self.live.insert(
-            name.to_string(),
-            Live {
-                stem,
-                log_dir,
-                stdout,
-                stderr,
-                start_ticks: child.start_ticks,
-                argv,
-                cwd,
-                cgroup,
-                oom_baseline,
+        self.spawning.insert(
+            tag,
+            Spawning {
+                name: name.to_string(),
+                attempt,
+                live,
+                asked_at: Instant::now(),
             },
         );
-        Ok(pid)
+        Ok(())
     }
 
     fn write_crash_dump(&mut self, name: &str, exit: &core::LastExit, now: DateTime<Utc>) {

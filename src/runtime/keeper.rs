@@ -1,26 +1,41 @@
 //! The keeper: one small, long-lived parent of every session.
 //!
 //! The controller is what users restart, upgrade and occasionally crash; the
-//! keeper is what lets sessions (and their exit statuses) outlive it. It forks
-//! sessions on request, reaps them, records each exit in a file under
-//! `.sessionlet/exits/` and reports it to the controller, which acknowledges
-//! it once handled. A controller that starts finds the keeper (or starts one),
-//! learns which children are alive and which exits it missed, and carries on.
+//! keeper is what lets sessions (and their exit statuses) outlive it. It is
+//! the same binary (`sessionlet keeper`), single-threaded, without an async
+//! runtime.
 //!
-//! One keeper serves all sessions, so surviving a controller crash costs one
-//! process, not one per session. It is the same binary (`sessionlet keeper`),
-//! single-threaded, without an async runtime.
+//! **The registry.** Every child is recorded in `.sessionlet/children/PID.json`
+//! (pid, start ticks, boot id, and the session's identity: name, uid,
+//! generation, attempt) *before* it runs any of the session's code (see
+//! [`super::fork`]), and every exit in `.sessionlet/exits/PID.json` before it
+//! is reported. An exit stays recorded until the controller acknowledges it,
+//! which it does only once the status that holds it is saved. So a
+//! controller that starts learns every live child and every unsaved exit,
+//! whatever was killed when; and a keeper that starts after another one died
+//! finds the children still alive from the registry and watches them through
+//! a pidfd (their exit codes went to their new parent; the record says so
+//! when a code could not be known).
 //!
-//! Protocol: JSON lines over a Unix socket in the abstract namespace (no path
-//! length limit, nothing left on disk), accepted only from the keeper's own
-//! uid. A controller opens two connections: `command` (request/reply: spawn,
-//! ack, shutdown) and `events` (the keeper pushes exits).
+//! **The socket.** `.sessionlet/keeper.sock`, a path inside the control
+//! folder, which only the controller's user may write: nobody else can bind
+//! it first. Both ends check the peer's credentials (SO_PEERCRED) before
+//! saying anything, and a keeper that does not answer in time is an error,
+//! never a hang.
+//!
+//! **The protocol.** JSON lines over one connection. The controller sends
+//! `hello`, `spawn` (tagged), `ack` and `shutdown`; the keeper answers
+//! `welcome` (its children and unacknowledged exits), then pushes `spawned` /
+//! `spawnFailed` (with the tag) and `exited` on the same ordered stream, so a
+//! spawn's reply always precedes its exit. Spawns overlap: the keeper forks,
+//! records, releases the child and goes on; the exec's outcome arrives on a
+//! pipe in its poll loop.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,17 +46,57 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::{Deserialize, Serialize};
 
 use super::files::create_dir;
+use super::fork::{self, Forked, Outcome};
 use super::process::{self, SpawnError, SpawnRequest};
 use crate::core::ExitStatus;
 
-/// A child of the keeper.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The protocol spoken on the socket; a keeper and a controller of
+/// different protocols refuse each other.
+pub const PROTOCOL: u32 = 2;
+
+/// How long a keeper may take to answer the greeting.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new keeper may take to be ready.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which session (and which of its attempts) a child runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ChildId {
-    /// Its pid.
+pub struct Identity {
+    /// The session's name.
+    pub session: String,
+    /// Its uid (`metadata.uid` in the status).
+    #[serde(default)]
+    pub uid: String,
+    /// The spec generation the attempt runs.
+    pub generation: u64,
+    /// The attempt, 1-based.
+    pub attempt: u32,
+}
+
+/// A child of the keeper, as its registry records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Child {
+    /// Its pid (also its process group id).
     pub pid: u32,
     /// Its start time in clock ticks since boot (guards against pid reuse).
     pub start_ticks: Option<u64>,
+    /// The boot it runs in.
+    pub boot_id: Option<String>,
+    /// Whom it runs for.
+    pub identity: Identity,
+    /// When it was started.
+    pub started_at: DateTime<Utc>,
+    /// Its standard output file.
+    #[serde(default)]
+    pub stdout: PathBuf,
+    /// Its standard error file.
+    #[serde(default)]
+    pub stderr: PathBuf,
+    /// True when an earlier keeper started it (this one cannot know its exit code).
+    #[serde(default)]
+    pub orphan: bool,
 }
 
 /// An exit the keeper saw.
@@ -49,64 +104,188 @@ pub struct ChildId {
 #[serde(rename_all = "camelCase")]
 pub struct ExitRecord {
     /// Which child.
-    pub child: ChildId,
-    /// How it ended.
-    pub status: ExitStatus,
-    /// When it was reaped.
+    pub child: Child,
+    /// How it ended; `None` when that could not be known (it ended while
+    /// no process able to reap it was recording).
+    pub status: Option<ExitStatus>,
+    /// When it was seen gone.
     pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 enum Request {
-    Hello { role: Role },
-    Spawn { request: Box<SpawnRequest> },
-    Ack { pid: u32 },
+    Hello {
+        protocol: u32,
+    },
+    Spawn {
+        tag: u64,
+        identity: Identity,
+        request: Box<SpawnRequest>,
+    },
+    Ack {
+        pid: u32,
+    },
     Shutdown,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-enum Role {
-    Command,
-    Events,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 enum Reply {
     Welcome {
-        children: Vec<ChildId>,
+        protocol: u32,
         keeper_pid: u32,
+        children: Vec<Child>,
+        exits: Vec<ExitRecord>,
+    },
+    Refused {
+        message: String,
     },
     Spawned {
-        child: ChildId,
+        tag: u64,
+        child: Child,
     },
     SpawnFailed {
+        tag: u64,
         error: SpawnError,
     },
-    Ok,
     Exited {
         exit: ExitRecord,
     },
+    Ok,
 }
 
-/// The socket name of the keeper serving `control_dir`.
-fn socket_addr(control_dir: &Path) -> std::io::Result<SocketAddr> {
-    let key = super::catalog::spec_hash(&control_dir.to_string_lossy());
-    SocketAddr::from_abstract_name(format!("sessionlet-keeper-{key:016x}").as_bytes())
+/// The keeper's socket in `control_dir`.
+pub fn socket_path(control_dir: &Path) -> PathBuf {
+    control_dir.join("keeper.sock")
 }
 
 fn exits_dir(control_dir: &Path) -> PathBuf {
     control_dir.join("exits")
 }
 
+fn children_dir(control_dir: &Path) -> PathBuf {
+    control_dir.join("children")
+}
+
+/// Kills this process at a named step when a test armed that failpoint
+/// (only with the `failpoints` feature).
+#[cfg(feature = "failpoints")]
+pub fn crash_point(name: &str) {
+    if fail::eval(name, |_| ()).is_some() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGKILL);
+    }
+}
+
+/// Without the `failpoints` feature, nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn crash_point(_name: &str) {}
+
+/// Refuses a control folder another user could write to (so could bind
+/// the socket, or plant records).
+pub fn check_private_dir(dir: &Path) -> Result<(), KeeperError> {
+    let meta = std::fs::symlink_metadata(dir)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() {
+        return Err(KeeperError::Untrusted(format!(
+            "{} is not a folder (a symbolic link?); remove it and start again",
+            dir.display()
+        )));
+    }
+    if meta.uid() != me || meta.permissions().mode() & 0o022 != 0 {
+        return Err(KeeperError::Untrusted(format!(
+            "{} is owned by uid {} with mode {:o}; it must be owned by uid {me} and writable by nobody else \
+             (fix: chown {me} {0} && chmod go-w {0})",
+            dir.display(),
+            meta.uid(),
+            meta.permissions().mode() & 0o7777,
+        )));
+    }
+    Ok(())
+}
+
+/// Checks what is at the socket's path before connecting to it.
+fn check_socket_file(path: &Path) -> Result<(), KeeperError> {
+    let meta = std::fs::symlink_metadata(path)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.file_type().is_socket() || meta.uid() != me {
+        return Err(KeeperError::Untrusted(format!(
+            "{} is not a socket of uid {me} (found uid {}); refusing to talk to it",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    Ok(())
+}
+
+/// The uid and pid of the peer of a connected socket.
+fn peer(stream: &UnixStream) -> std::io::Result<(u32, u32)> {
+    let c = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)?;
+    Ok((c.uid(), u32::try_from(c.pid()).unwrap_or(0)))
+}
+
+/// A Unix socket path short enough for `sun_path`: the path itself, or the
+/// same file reached through a descriptor of its folder.
+struct SockPath {
+    path: PathBuf,
+    _dir: Option<OwnedFd>,
+}
+
+fn sock_path(control_dir: &Path) -> std::io::Result<SockPath> {
+    let path = socket_path(control_dir);
+    if path.as_os_str().len() < 100 {
+        return Ok(SockPath { path, _dir: None });
+    }
+    let dir = nix::fcntl::open(
+        control_dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    Ok(SockPath {
+        path: PathBuf::from(format!("/proc/self/fd/{}/keeper.sock", dir.as_raw_fd())),
+        _dir: Some(dir),
+    })
+}
+
+/// Temporary file and rename, without fsync: the records must outlive the
+/// controller and the keeper, not a power cut (which ends every session).
+fn write_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(super::files::FILE_MODE)
+        .open(&tmp)?
+        .write_all(bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// True when `pid` is still the process that started at `ticks`.
+pub fn same_process(pid: u32, ticks: Option<u64>) -> bool {
+    ticks.is_some() && process::start_ticks(pid) == ticks
+}
+
 // ---------------------------------------------------------------- the keeper
 
 struct Conn {
+    id: u64,
     stream: UnixStream,
     reader: BufReader<UnixStream>,
-    role: Option<Role>,
+    hello: bool,
     /// Bytes not yet written: a controller busy with a burst of exits must
     /// never make the keeper block, nor lose a report.
     out: Vec<u8>,
@@ -139,222 +318,489 @@ impl Conn {
     }
 }
 
+/// A spawn whose exec has not reported yet.
+struct Pending {
+    tag: u64,
+    conn: u64,
+    forked: Forked,
+}
+
+struct Server {
+    control: PathBuf,
+    boot_id: Option<String>,
+    children: BTreeMap<u32, Child>,
+    /// Children of an earlier keeper, watched through a pidfd.
+    orphans: BTreeMap<u32, OwnedFd>,
+    pending: BTreeMap<u32, Pending>,
+    exits: BTreeMap<u32, ExitRecord>,
+    conns: Vec<Conn>,
+    next_conn: u64,
+    ever_connected: bool,
+    shutdown: bool,
+}
+
 /// Runs the keeper until it has no children and no controller.
 pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
+    #[cfg(feature = "failpoints")]
+    let _scenario = fail::FailScenario::setup();
     let _ = process::become_subreaper();
+    check_private_dir(control_dir)?;
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     mask.thread_block()?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-    let listener = UnixListener::bind_addr(&socket_addr(control_dir)?)?;
+    create_dir(&exits_dir(control_dir))?;
+    create_dir(&children_dir(control_dir))?;
+    let sock = sock_path(control_dir)?;
+    match std::fs::symlink_metadata(socket_path(control_dir)) {
+        Ok(m) if m.file_type().is_socket() && m.uid() == nix::unistd::geteuid().as_raw() => {
+            // A dead keeper's socket (the controller found nobody answering).
+            std::fs::remove_file(&sock.path)?;
+        }
+        Ok(_) => anyhow::bail!(
+            "{} exists and is not our socket; remove it and start again",
+            socket_path(control_dir).display()
+        ),
+        Err(_) => {}
+    }
+    let listener = {
+        // Nobody else may connect, whatever the folder's mode.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let l = UnixListener::bind(&sock.path);
+        nix::sys::stat::umask(old);
+        l?
+    };
     listener.set_nonblocking(true)?;
-    let exits_dir = exits_dir(control_dir);
-    create_dir(&exits_dir)?;
-    // Exits recorded by an earlier keeper and not yet acknowledged.
-    let mut exits: BTreeMap<u32, ExitRecord> = BTreeMap::new();
-    for e in std::fs::read_dir(&exits_dir)?.flatten() {
-        if let Ok(text) = std::fs::read_to_string(e.path()) {
-            if let Ok(rec) = serde_json::from_str::<ExitRecord>(&text) {
-                exits.insert(rec.child.pid, rec);
-            }
+    let mut server = Server {
+        control: control_dir.to_path_buf(),
+        boot_id: process::boot_id(),
+        children: BTreeMap::new(),
+        orphans: BTreeMap::new(),
+        pending: BTreeMap::new(),
+        exits: BTreeMap::new(),
+        conns: Vec::new(),
+        next_conn: 1,
+        ever_connected: false,
+        shutdown: false,
+    };
+    server.load_records();
+    // Ready: the controller that started us waits for this line.
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(b"ready\n");
+        let _ = out.flush();
+    }
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto our own stdout.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
         }
     }
-    let mut children: BTreeMap<u32, ChildId> = BTreeMap::new();
-    let mut conns: Vec<Conn> = Vec::new();
-    let mut ever_connected = false;
-    let mut shutdown = false;
-    let my_uid = nix::unistd::getuid().as_raw();
-    loop {
-        if children.is_empty() && conns.is_empty() && (ever_connected || shutdown) {
-            return Ok(());
-        }
-        let (ready_listener, ready_sfd, ready_conns) = {
-            let mut fds = vec![
-                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-                PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
-            ];
-            for c in &conns {
-                let mut flags = PollFlags::POLLIN;
-                if !c.out.is_empty() {
-                    flags |= PollFlags::POLLOUT;
+    server.run(&listener, &sfd)
+}
+
+impl Server {
+    /// Exits recorded by an earlier keeper, and its children: those still
+    /// alive are watched, those gone get an exit record (code unknown,
+    /// unless their new parent, the controller, recorded it).
+    fn load_records(&mut self) {
+        let exits = exits_dir(&self.control);
+        if let Ok(entries) = std::fs::read_dir(&exits) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "tmp") {
+                    let _ = std::fs::remove_file(&p);
+                    continue;
                 }
-                fds.push(PollFd::new(c.stream.as_fd(), flags));
+                match read_json::<ExitRecord>(&p) {
+                    Some(rec) => {
+                        self.exits.insert(rec.child.pid, rec);
+                    }
+                    None => tracing::warn!("ignoring unreadable exit record {}", p.display()),
+                }
             }
-            // Nobody came within a minute of the start: give up.
-            let timeout = if ever_connected || !children.is_empty() {
-                PollTimeout::NONE
-            } else {
-                PollTimeout::from(60_000u16)
-            };
-            match poll(&mut fds, timeout) {
-                Ok(0) if !ever_connected && children.is_empty() => return Ok(()),
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-            let revents = |f: &PollFd| f.revents().unwrap_or(PollFlags::empty());
-            (
-                !revents(&fds[0]).is_empty(),
-                !revents(&fds[1]).is_empty(),
-                fds[2..].iter().map(revents).collect::<Vec<_>>(),
-            )
+        }
+        let children = children_dir(&self.control);
+        let Ok(entries) = std::fs::read_dir(&children) else {
+            return;
         };
-        let mut drop_conns = Vec::new();
-        if ready_sfd {
-            while let Ok(Some(_)) = sfd.read_signal() {}
-            for (pid, status) in process::reap() {
-                let Some(child) = children.remove(&pid) else {
-                    continue; // an orphaned grandchild
-                };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "tmp") {
+                let _ = std::fs::remove_file(&p);
+                continue;
+            }
+            let Some(mut child) = read_json::<Child>(&p) else {
+                let _ = std::fs::remove_file(&p);
+                continue;
+            };
+            if child.boot_id.is_none() || child.boot_id != self.boot_id {
+                // Another boot: it ended with the machine.
+                self.record_exit(child, None);
+                continue;
+            }
+            if self.exits.contains_key(&child.pid) {
+                let _ = std::fs::remove_file(&p);
+                continue;
+            }
+            if same_process(child.pid, child.start_ticks) {
+                if let Some(fd) = pidfd_open(child.pid) {
+                    // Checked again with the pidfd held: the pid cannot be reused now.
+                    if same_process(child.pid, child.start_ticks) {
+                        child.orphan = true;
+                        self.orphans.insert(child.pid, fd);
+                        self.children.insert(child.pid, child);
+                        continue;
+                    }
+                }
+            }
+            self.record_exit(child, None);
+        }
+    }
+
+    /// Records an exit (keeping a better one the controller wrote) and
+    /// reports it to every controller.
+    fn record_exit(&mut self, child: Child, status: Option<ExitStatus>) {
+        let pid = child.pid;
+        let path = exits_dir(&self.control).join(format!("{pid}.json"));
+        let rec = match read_json::<ExitRecord>(&path) {
+            Some(r) if r.child.start_ticks == child.start_ticks => r,
+            _ => {
                 let rec = ExitRecord {
                     child,
                     status,
                     at: Utc::now(),
                 };
                 if let Ok(text) = serde_json::to_vec(&rec) {
-                    // Atomic but not fsynced: the record must survive the
-                    // controller (and this keeper), not a power cut, which
-                    // ends every session anyway. Reporting is not delayed.
-                    let _ = write_unsynced(&exits_dir.join(format!("{pid}.json")), &text);
-                }
-                exits.insert(pid, rec.clone());
-                for (i, c) in conns.iter_mut().enumerate() {
-                    if c.role == Some(Role::Events)
-                        && c.queue(&Reply::Exited { exit: rec.clone() }).is_err()
-                    {
-                        drop_conns.push(i);
+                    if let Err(e) = write_unsynced(&path, &text) {
+                        tracing::error!("cannot record the exit of {pid}: {e}");
                     }
                 }
+                rec
+            }
+        };
+        let _ = std::fs::remove_file(children_dir(&self.control).join(format!("{pid}.json")));
+        self.exits.insert(pid, rec.clone());
+        let mut dead = Vec::new();
+        for c in self.conns.iter_mut().filter(|c| c.hello) {
+            if c.queue(&Reply::Exited { exit: rec.clone() }).is_err() {
+                dead.push(c.id);
             }
         }
-        if ready_listener {
-            while let Ok((stream, _)) = listener.accept() {
-                let same_uid = nix::sys::socket::getsockopt(
-                    &stream,
-                    nix::sys::socket::sockopt::PeerCredentials,
-                )
-                .is_ok_and(|c| c.uid() == my_uid);
-                if !same_uid {
-                    continue;
+        self.conns.retain(|c| !dead.contains(&c.id));
+    }
+
+    fn done(&self) -> bool {
+        self.children.is_empty()
+            && self.pending.is_empty()
+            && self.conns.is_empty()
+            && (self.ever_connected || self.shutdown)
+    }
+
+    fn run(&mut self, listener: &UnixListener, sfd: &SignalFd) -> anyhow::Result<()> {
+        loop {
+            if self.done() {
+                return Ok(());
+            }
+            let conn_ids: Vec<u64> = self.conns.iter().map(|c| c.id).collect();
+            let pending_pids: Vec<u32> = self.pending.keys().copied().collect();
+            let orphan_pids: Vec<u32> = self.orphans.keys().copied().collect();
+            let revents = {
+                let mut fds = vec![
+                    PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+                ];
+                for c in &self.conns {
+                    let mut flags = PollFlags::POLLIN;
+                    if !c.out.is_empty() {
+                        flags |= PollFlags::POLLOUT;
+                    }
+                    fds.push(PollFd::new(c.stream.as_fd(), flags));
                 }
-                let _ = stream.set_nonblocking(false);
-                if let Ok(r) = stream.try_clone() {
-                    ever_connected = true;
-                    conns.push(Conn {
-                        stream,
-                        reader: BufReader::new(r),
-                        role: None,
-                        out: Vec::new(),
-                    });
+                for p in self.pending.values() {
+                    // SAFETY: the fd lives in `self.pending` for this poll.
+                    let fd = unsafe { BorrowedFd::borrow_raw(p.forked.report_fd()) };
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
                 }
-            }
-        }
-        for (i, flags) in ready_conns.into_iter().enumerate() {
-            if i >= conns.len() || flags.is_empty() {
-                continue;
-            }
-            let conn = &mut conns[i];
-            if flags.contains(PollFlags::POLLOUT) && conn.flush().is_err() {
-                drop_conns.push(i);
-                continue;
-            }
-            if !flags.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
-                continue;
-            }
-            loop {
-                let mut line = String::new();
-                match conn.reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => {
-                        drop_conns.push(i);
-                        break;
-                    }
-                    Ok(_) => {}
+                for fd in self.orphans.values() {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
                 }
-                let reply = match serde_json::from_str::<Request>(&line) {
-                    Ok(Request::Hello { role }) => {
-                        conn.role = Some(role);
-                        let welcome = Reply::Welcome {
-                            children: children.values().copied().collect(),
-                            keeper_pid: std::process::id(),
-                        };
-                        if role == Role::Events {
-                            let mut ok = conn.queue(&welcome).is_ok();
-                            for rec in exits.values() {
-                                ok = ok && conn.queue(&Reply::Exited { exit: rec.clone() }).is_ok();
-                            }
-                            if !ok {
-                                drop_conns.push(i);
-                                break;
-                            }
-                            None
-                        } else {
-                            Some(welcome)
-                        }
-                    }
-                    Ok(Request::Spawn { request }) => Some(match process::spawn(&request) {
-                        Ok(pid) => {
-                            let child = ChildId {
-                                pid,
-                                start_ticks: process::start_ticks(pid),
-                            };
-                            children.insert(pid, child);
-                            Reply::Spawned { child }
-                        }
-                        Err(error) => Reply::SpawnFailed { error },
-                    }),
-                    Ok(Request::Ack { pid }) => {
-                        // No reply: the controller acknowledges without waiting.
-                        exits.remove(&pid);
-                        let _ = std::fs::remove_file(exits_dir.join(format!("{pid}.json")));
-                        None
-                    }
-                    Ok(Request::Shutdown) => {
-                        shutdown = true;
-                        Some(Reply::Ok)
-                    }
-                    Err(_) => {
-                        drop_conns.push(i);
-                        break;
-                    }
+                // Nobody came within a minute of the start: give up.
+                let idle = !self.ever_connected && self.children.is_empty();
+                let timeout = if idle {
+                    PollTimeout::from(60_000u16)
+                } else {
+                    PollTimeout::NONE
                 };
-                if let Some(reply) = reply {
-                    if conn.queue(&reply).is_err() {
-                        drop_conns.push(i);
-                        break;
+                match poll(&mut fds, timeout) {
+                    Ok(0) if idle => return Ok(()),
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                fds.iter()
+                    .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                    .collect::<Vec<_>>()
+            };
+            let n_conns = conn_ids.len();
+            let n_pending = pending_pids.len();
+            // Exec outcomes first: a spawn's reply must precede its exit.
+            for (i, pid) in pending_pids.iter().enumerate() {
+                if !revents[2 + n_conns + i].is_empty() {
+                    self.finish_spawn(*pid);
+                }
+            }
+            if !revents[1].is_empty() {
+                while let Ok(Some(_)) = sfd.read_signal() {}
+                self.reap();
+            }
+            for (i, pid) in orphan_pids.iter().enumerate() {
+                if !revents[2 + n_conns + n_pending + i].is_empty() {
+                    self.orphans.remove(pid);
+                    if let Some(child) = self.children.remove(pid) {
+                        self.record_exit(child, None);
                     }
                 }
-                // Requests that arrived together sit in the reader's buffer, where
-                // poll() cannot see them: handle them all now.
-                if conn.reader.buffer().is_empty() {
-                    break;
+            }
+            if !revents[0].is_empty() {
+                self.accept(listener);
+            }
+            for (i, id) in conn_ids.iter().enumerate() {
+                let flags = revents[2 + i];
+                if !flags.is_empty() {
+                    self.serve_conn(*id, flags);
                 }
             }
         }
-        drop_conns.sort_unstable();
-        drop_conns.dedup();
-        for i in drop_conns.into_iter().rev() {
-            conns.remove(i);
+    }
+
+    fn reap(&mut self) {
+        for (pid, status) in process::reap() {
+            if self.pending.contains_key(&pid) {
+                // It exec'd (or failed) and already ended: report that first.
+                self.finish_spawn(pid);
+            }
+            if let Some(child) = self.children.remove(&pid) {
+                self.record_exit(child, Some(status));
+            }
+            // Else: an orphaned grandchild, or a child whose exec failed.
+        }
+    }
+
+    fn accept(&mut self, listener: &UnixListener) {
+        let me = nix::unistd::geteuid().as_raw();
+        while let Ok((stream, _)) = listener.accept() {
+            // Only our own user speaks to us.
+            if !peer(&stream).is_ok_and(|(uid, _)| uid == me) {
+                continue;
+            }
+            let _ = stream.set_nonblocking(false);
+            let Ok(r) = stream.try_clone() else {
+                continue;
+            };
+            self.ever_connected = true;
+            let id = self.next_conn;
+            self.next_conn += 1;
+            self.conns.push(Conn {
+                id,
+                stream,
+                reader: BufReader::new(r),
+                hello: false,
+                out: Vec::new(),
+            });
+        }
+    }
+
+    fn conn(&mut self, id: u64) -> Option<&mut Conn> {
+        self.conns.iter_mut().find(|c| c.id == id)
+    }
+
+    fn drop_conn(&mut self, id: u64) {
+        self.conns.retain(|c| c.id != id);
+    }
+
+    fn serve_conn(&mut self, id: u64, flags: PollFlags) {
+        let Some(conn) = self.conn(id) else { return };
+        if flags.contains(PollFlags::POLLOUT) && conn.flush().is_err() {
+            self.drop_conn(id);
+            return;
+        }
+        if !flags.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            return;
+        }
+        loop {
+            let Some(conn) = self.conn(id) else { return };
+            let mut line = String::new();
+            // Bounded: a request is a spawn, at most a few hundred KiB.
+            match (&mut conn.reader).take(16 << 20).read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    self.drop_conn(id);
+                    return;
+                }
+                Ok(_) => {}
+            }
+            let ok = match serde_json::from_str::<Request>(&line) {
+                Ok(req) => self.handle(id, req),
+                Err(_) => false,
+            };
+            if !ok {
+                self.drop_conn(id);
+                return;
+            }
+            // Requests that arrived together sit in the reader's buffer,
+            // where poll() cannot see them: handle them all now.
+            match self.conn(id) {
+                Some(c) if !c.reader.buffer().is_empty() => continue,
+                _ => return,
+            }
+        }
+    }
+
+    /// Handles one request; false drops the connection.
+    fn handle(&mut self, id: u64, req: Request) -> bool {
+        match req {
+            Request::Hello { protocol } => {
+                let children: Vec<Child> = self.children.values().cloned().collect();
+                let exits: Vec<ExitRecord> = self.exits.values().cloned().collect();
+                let Some(conn) = self.conn(id) else {
+                    return false;
+                };
+                if protocol != PROTOCOL {
+                    let _ = conn.queue(&Reply::Refused {
+                        message: format!(
+                            "this keeper speaks protocol {PROTOCOL}, the controller {protocol}; \
+                             stop the old sessions with `sessionlet down` before upgrading"
+                        ),
+                    });
+                    return false;
+                }
+                conn.hello = true;
+                conn.queue(&Reply::Welcome {
+                    protocol: PROTOCOL,
+                    keeper_pid: std::process::id(),
+                    children,
+                    exits,
+                })
+                .is_ok()
+            }
+            Request::Spawn {
+                tag,
+                identity,
+                request,
+            } => {
+                if let Some(reply) = self.spawn(id, tag, identity, &request) {
+                    return self.conn(id).is_some_and(|c| c.queue(&reply).is_ok());
+                }
+                true
+            }
+            Request::Ack { pid } => {
+                // No reply: the controller acknowledges without waiting.
+                self.exits.remove(&pid);
+                let _ = std::fs::remove_file(exits_dir(&self.control).join(format!("{pid}.json")));
+                true
+            }
+            Request::Shutdown => {
+                self.shutdown = true;
+                self.conn(id).is_some_and(|c| c.queue(&Reply::Ok).is_ok())
+            }
+        }
+    }
+
+    /// Forks, records, releases; the reply comes once the exec reported
+    /// (`None` now), or at once for a failure.
+    fn spawn(
+        &mut self,
+        conn: u64,
+        tag: u64,
+        identity: Identity,
+        req: &SpawnRequest,
+    ) -> Option<Reply> {
+        let mut forked = match fork::fork(req) {
+            Ok(f) => f,
+            Err(error) => return Some(Reply::SpawnFailed { tag, error }),
+        };
+        let pid = forked.pid;
+        crash_point("keeper-after-fork");
+        let child = Child {
+            pid,
+            start_ticks: process::start_ticks(pid),
+            boot_id: self.boot_id.clone(),
+            identity,
+            started_at: Utc::now(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            orphan: false,
+        };
+        let path = children_dir(&self.control).join(format!("{pid}.json"));
+        let recorded = serde_json::to_vec(&child)
+            .map_err(std::io::Error::other)
+            .and_then(|text| write_unsynced(&path, &text));
+        if let Err(e) = recorded {
+            // Never run what is not recorded: the child dies unreleased.
+            drop(forked);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+            return Some(Reply::SpawnFailed {
+                tag,
+                error: SpawnError {
+                    reason: crate::core::Reason::SpawnFailed,
+                    message: format!("cannot record the child in {}: {e}", path.display()),
+                },
+            });
+        }
+        crash_point("keeper-after-registry");
+        if let Err(e) = forked.release() {
+            let _ = std::fs::remove_file(&path);
+            drop(forked);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+            return Some(Reply::SpawnFailed {
+                tag,
+                error: SpawnError {
+                    reason: crate::core::Reason::SpawnFailed,
+                    message: format!("cannot release the child: {e}"),
+                },
+            });
+        }
+        self.children.insert(pid, child);
+        self.pending.insert(pid, Pending { tag, conn, forked });
+        None
+    }
+
+    /// The exec of `pid` reported: answer its spawn.
+    fn finish_spawn(&mut self, pid: u32) {
+        let Some(mut p) = self.pending.remove(&pid) else {
+            return;
+        };
+        let reply = match p.forked.outcome() {
+            Outcome::Running => match self.children.get(&pid) {
+                Some(child) => Reply::Spawned {
+                    tag: p.tag,
+                    child: child.clone(),
+                },
+                None => return,
+            },
+            Outcome::Failed(error) => {
+                // It exits at once; its exit is not a session's.
+                self.children.remove(&pid);
+                let _ =
+                    std::fs::remove_file(children_dir(&self.control).join(format!("{pid}.json")));
+                Reply::SpawnFailed { tag: p.tag, error }
+            }
+        };
+        let conn = p.conn;
+        let ok = self.conn(conn).map(|c| c.queue(&reply).is_ok());
+        if ok == Some(false) {
+            self.drop_conn(conn);
         }
     }
 }
 
-/// Temporary file and rename, without fsync.
-fn write_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(super::files::FILE_MODE)
-        .open(&tmp)?
-        .write_all(bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
-fn send<T: Serialize>(stream: &mut UnixStream, msg: &T) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    stream.write_all(&line)
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: a plain syscall; the returned fd is ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a new descriptor owned here.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 // ---------------------------------------------------------------- the client
@@ -368,25 +814,80 @@ pub enum KeeperError {
     /// The keeper said something unexpected.
     #[error("keeper protocol: {0}")]
     Protocol(String),
+    /// Something answers that is not our keeper, or could be tampered with.
+    #[error("untrusted keeper: {0}")]
+    Untrusted(String),
+    /// Nothing answered in time.
+    #[error("the keeper at {0} did not answer within {1:?}; if it is stuck, kill it (its pid is in keeper.log)")]
+    Timeout(PathBuf, Duration),
+}
+
+/// What the keeper tells the controller, in order.
+#[derive(Debug)]
+pub enum FromKeeper {
+    /// A spawn (by tag) started this child.
+    Spawned {
+        /// The request's tag.
+        tag: u64,
+        /// The child.
+        child: Child,
+    },
+    /// A spawn (by tag) failed.
+    SpawnFailed {
+        /// The request's tag.
+        tag: u64,
+        /// Why.
+        error: SpawnError,
+    },
+    /// A child ended.
+    Exited(ExitRecord),
+    /// The connection closed: the keeper died.
+    Closed,
+}
+
+/// A greeting: what the keeper has.
+#[derive(Debug, Default)]
+pub struct Welcome {
+    /// The keeper's pid.
+    pub keeper_pid: u32,
+    /// Its live children.
+    pub children: Vec<Child>,
+    /// Exits not yet acknowledged.
+    pub exits: Vec<ExitRecord>,
 }
 
 /// The controller's connection to its keeper.
 pub struct Keeper {
     stream: UnixStream,
-    reader: BufReader<UnixStream>,
-    control_dir: PathBuf,
-    /// The keeper's pid.
-    pub pid: u32,
-    /// Children alive when the controller connected.
-    pub children: Vec<ChildId>,
+    /// Bytes read past the greeting.
+    leftover: Vec<u8>,
+    /// What the keeper had when we connected.
+    pub welcome: Welcome,
+    /// The keeper process, when this controller started it (our child: reap it).
+    pub started: Option<u32>,
 }
 
 impl Keeper {
     /// Connects to the keeper of `control_dir`, starting one if there is none.
     pub fn connect_or_start(control_dir: &Path) -> Result<Keeper, KeeperError> {
-        if let Ok(k) = Self::connect(control_dir) {
-            return Ok(k);
+        check_private_dir(control_dir)?;
+        match Self::connect(control_dir) {
+            Ok(k) => return Ok(k),
+            Err(KeeperError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) => {}
+            Err(e) => return Err(e),
         }
+        let pid = Self::start(control_dir)?;
+        let mut k = Self::connect(control_dir)?;
+        k.started = Some(pid);
+        Ok(k)
+    }
+
+    /// Starts a keeper and waits (bounded) for its "ready" line.
+    fn start(control_dir: &Path) -> Result<u32, KeeperError> {
         let exe = std::env::current_exe()?;
         let log = super::files::open_append(&control_dir.join("keeper.log"))?;
         let mut cmd = std::process::Command::new(exe);
@@ -394,124 +895,227 @@ impl Keeper {
             .arg("--control-dir")
             .arg(control_dir)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(log);
         use std::os::unix::process::CommandExt;
         // Its own session: a terminal's ^C or a killed process group of the
         // controller does not reach the keeper or the sessions.
+        // SAFETY: setsid is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
                 Ok(())
             });
         }
-        cmd.spawn()?;
-        // Startup handshake: the socket exists once the keeper has bound it.
-        let start = std::time::Instant::now();
-        loop {
-            match Self::connect(control_dir) {
-                Ok(k) => return Ok(k),
-                Err(e) if start.elapsed() > Duration::from_secs(10) => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
-            }
-        }
-    }
-
-    fn connect(control_dir: &Path) -> Result<Keeper, KeeperError> {
-        let mut stream = UnixStream::connect_addr(&socket_addr(control_dir)?)?;
-        let reader = BufReader::new(stream.try_clone()?);
-        send(
-            &mut stream,
-            &Request::Hello {
-                role: Role::Command,
-            },
-        )?;
-        let mut k = Keeper {
-            stream,
-            reader,
-            control_dir: control_dir.to_path_buf(),
-            pid: 0,
-            children: Vec::new(),
+        let mut child = cmd.spawn()?;
+        let pid = child.id();
+        let Some(mut out) = child.stdout.take() else {
+            return Err(KeeperError::Protocol("the keeper has no stdout".into()));
         };
-        match k.read()? {
-            Reply::Welcome {
-                children,
-                keeper_pid,
-            } => {
-                k.children = children;
-                k.pid = keeper_pid;
-                Ok(k)
+        // Dropping the handle neither kills nor waits: the controller reaps it.
+        drop(child);
+        let mut fds = [PollFd::new(out.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(START_TIMEOUT.as_millis()).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => {}
+            _ => {
+                return Err(KeeperError::Timeout(
+                    socket_path(control_dir),
+                    START_TIMEOUT,
+                ))
             }
-            other => Err(KeeperError::Protocol(format!(
-                "expected welcome, got {other:?}"
-            ))),
         }
+        let mut buf = [0u8; 6];
+        let n = out.read(&mut buf)?;
+        if &buf[..n] != b"ready\n" {
+            return Err(KeeperError::Protocol(format!(
+                "the keeper did not start; see {}",
+                control_dir.join("keeper.log").display()
+            )));
+        }
+        Ok(pid)
     }
 
-    fn read(&mut self) -> Result<Reply, KeeperError> {
+    /// Connects to a running keeper and reads its greeting.
+    pub fn connect(control_dir: &Path) -> Result<Keeper, KeeperError> {
+        let path = socket_path(control_dir);
+        check_socket_file(&path)?;
+        let sock = sock_path(control_dir)?;
+        let mut stream = UnixStream::connect(&sock.path)?;
+        let me = nix::unistd::geteuid().as_raw();
+        let (uid, _) = peer(&stream)?;
+        if uid != me {
+            return Err(KeeperError::Untrusted(format!(
+                "{} is served by uid {uid}, not {me}; nothing was sent to it",
+                path.display()
+            )));
+        }
+        stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+        send(&mut stream, &Request::Hello { protocol: PROTOCOL })?;
+        let mut reader = BufReader::new(stream.try_clone()?);
         let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(KeeperError::Protocol(
-                "the keeper closed the connection".into(),
-            ));
+        match (&mut reader).take(256 << 20).read_line(&mut line) {
+            Ok(0) => {
+                return Err(KeeperError::Protocol(
+                    "the keeper closed the connection".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(KeeperError::Timeout(path, ANSWER_TIMEOUT))
+            }
+            Err(e) => return Err(e.into()),
         }
-        serde_json::from_str(&line).map_err(|e| KeeperError::Protocol(e.to_string()))
-    }
-
-    /// Asks the keeper to start a session.
-    pub fn spawn(&mut self, request: &SpawnRequest) -> Result<ChildId, SpawnError> {
-        let fail = |e: KeeperError| SpawnError {
-            reason: crate::core::Reason::SpawnFailed,
-            message: e.to_string(),
-        };
-        send(
-            &mut self.stream,
-            &Request::Spawn {
-                request: Box::new(request.clone()),
+        let welcome = match serde_json::from_str::<Reply>(&line) {
+            Ok(Reply::Welcome {
+                keeper_pid,
+                children,
+                exits,
+                ..
+            }) => Welcome {
+                keeper_pid,
+                children,
+                exits,
             },
-        )
-        .map_err(|e| fail(e.into()))?;
-        match self.read().map_err(fail)? {
-            Reply::Spawned { child } => Ok(child),
-            Reply::SpawnFailed { error } => Err(error),
-            other => Err(fail(KeeperError::Protocol(format!(
-                "unexpected reply {other:?}"
-            )))),
-        }
+            Ok(Reply::Refused { message }) => return Err(KeeperError::Protocol(message)),
+            Ok(other) => {
+                return Err(KeeperError::Protocol(format!(
+                    "expected a welcome, got {other:?}"
+                )))
+            }
+            Err(e) => return Err(KeeperError::Protocol(e.to_string())),
+        };
+        stream.set_read_timeout(None)?;
+        Ok(Keeper {
+            leftover: reader.buffer().to_vec(),
+            stream,
+            welcome,
+            started: None,
+        })
     }
 
-    /// Tells the keeper an exit has been handled (no reply is awaited).
-    pub fn ack(&mut self, pid: u32) -> Result<(), KeeperError> {
-        send(&mut self.stream, &Request::Ack { pid })?;
-        Ok(())
-    }
-
-    /// Tells the keeper to exit once its last child is gone.
-    pub fn shutdown(&mut self) -> Result<(), KeeperError> {
-        send(&mut self.stream, &Request::Shutdown)?;
-        self.read().map(|_| ())
-    }
-
-    /// Opens the events connection: every unacknowledged exit, then each new
-    /// one, arrives on the returned channel. Needs a tokio runtime.
-    pub fn events(&self) -> Result<tokio::sync::mpsc::UnboundedReceiver<ExitRecord>, KeeperError> {
-        let mut stream = UnixStream::connect_addr(&socket_addr(&self.control_dir)?)?;
-        send(&mut stream, &Request::Hello { role: Role::Events })?;
-        stream.set_nonblocking(true)?;
-        let stream = tokio::net::UnixStream::from_std(stream)?;
+    /// Starts the connection's reader and writer on the tokio runtime.
+    pub fn start_io(
+        self,
+    ) -> Result<(KeeperTx, tokio::sync::mpsc::UnboundedReceiver<FromKeeper>), KeeperError> {
+        self.stream.set_nonblocking(true)?;
+        let stream = tokio::net::UnixStream::from_std(self.stream)?;
+        let (read, mut write) = stream.into_split();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let leftover = self.leftover;
         tokio::spawn(async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut lines = tokio::io::BufReader::new(stream).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(Reply::Exited { exit }) = serde_json::from_str::<Reply>(&line) {
-                    if tx.send(exit).is_err() {
-                        break;
-                    }
+            use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+            let mut reader = tokio::io::BufReader::new(AsyncReadExt::chain(
+                std::io::Cursor::new(leftover),
+                read,
+            ));
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let msg = match serde_json::from_str::<Reply>(&line) {
+                    Ok(Reply::Spawned { tag, child }) => FromKeeper::Spawned { tag, child },
+                    Ok(Reply::SpawnFailed { tag, error }) => FromKeeper::SpawnFailed { tag, error },
+                    Ok(Reply::Exited { exit }) => FromKeeper::Exited(exit),
+                    _ => continue,
+                };
+                if tx.send(msg).is_err() {
+                    return;
                 }
             }
-            tracing::error!("the connection to the keeper closed; exits are no longer reported");
+            let _ = tx.send(FromKeeper::Closed);
         });
-        Ok(rx)
+        let (req_tx, mut req_rx) = tokio::sync::mpsc::unbounded_channel::<(
+            Request,
+            Option<tokio::sync::oneshot::Sender<()>>,
+        )>();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Some((req, done)) = req_rx.recv().await {
+                let Ok(mut line) = serde_json::to_vec(&req) else {
+                    continue;
+                };
+                line.push(b'\n');
+                if write.write_all(&line).await.is_err() {
+                    break;
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+        });
+        Ok((KeeperTx { tx: req_tx }, rx))
     }
+}
+
+/// Sends requests to the keeper without waiting (the writer task does).
+#[derive(Clone)]
+pub struct KeeperTx {
+    tx: tokio::sync::mpsc::UnboundedSender<(Request, Option<tokio::sync::oneshot::Sender<()>>)>,
+}
+
+impl KeeperTx {
+    /// Asks for a spawn; the answer comes tagged on the event stream.
+    pub fn spawn(&self, tag: u64, identity: Identity, request: SpawnRequest) -> bool {
+        self.tx
+            .send((
+                Request::Spawn {
+                    tag,
+                    identity,
+                    request: Box::new(request),
+                },
+                None,
+            ))
+            .is_ok()
+    }
+
+    /// Acknowledges an exit once its status is saved.
+    pub fn ack(&self, pid: u32) -> bool {
+        self.tx.send((Request::Ack { pid }, None)).is_ok()
+    }
+
+    /// Tells the keeper to exit once its last child is gone; waits until
+    /// the request is written (bounded).
+    pub async fn shutdown(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send((Request::Shutdown, Some(done))).is_ok() {
+            let _ = tokio::time::timeout(ANSWER_TIMEOUT, wait).await;
+        }
+    }
+}
+
+fn send<T: Serialize>(stream: &mut UnixStream, msg: &T) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)
+}
+
+/// Writes an exit record the way the keeper does, for an orphan the
+/// controller reaped itself (as subreaper, after the keeper died).
+pub fn record_reaped_exit(control_dir: &Path, child: Child, status: ExitStatus) {
+    let pid = child.pid;
+    let rec = ExitRecord {
+        child,
+        status: Some(status),
+        at: Utc::now(),
+    };
+    if let Ok(text) = serde_json::to_vec(&rec) {
+        let path = exits_dir(control_dir).join(format!("{pid}.json"));
+        if let Err(e) = write_unsynced(&path, &text) {
+            tracing::error!("cannot record the exit of {pid}: {e}");
+        }
+    }
+}
+
+/// Removes an exit record the controller saved itself.
+pub fn remove_exit_record(control_dir: &Path, pid: u32) {
+    let _ = std::fs::remove_file(exits_dir(control_dir).join(format!("{pid}.json")));
+    let _ = std::fs::remove_file(children_dir(control_dir).join(format!("{pid}.json")));
 }

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod controller;
 pub mod crash_dump;
 pub mod files;
+pub mod fork;
 pub mod keeper;
 pub mod layout;
 pub mod lock;
