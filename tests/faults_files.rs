@@ -570,6 +570,11 @@ fn files_and_folders_keep_other_users_out_and_never_hold_environment_values() {
             if mode != dir_mode {
                 bad.push(format!("{} is a folder with mode {mode:o}", p.display()));
             }
+        } else if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+            // The keeper's socket: its owner alone may connect.
+            if mode != 0o600 {
+                bad.push(format!("{} is a socket with mode {mode:o}", p.display()));
+            }
         } else {
             if mode != file_mode {
                 bad.push(format!("{} is a file with mode {mode:o}", p.display()));

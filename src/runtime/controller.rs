@@ -219,6 +219,8 @@ impl Controller {
         create_dir(&layout.control_dir()).map_err(|e| {
             anyhow::anyhow!("cannot create {}: {e}", layout.control_dir().display())
         })?;
+        // Before anything is opened in it: only we may write there.
+        keeper::check_private_dir(&layout.control_dir()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let lock = lock::Lock::acquire(&layout.control_dir())?;
         let resync_interval = opts.resync_interval;
         let global_policy = match &opts.policy {
@@ -1155,7 +1157,9 @@ impl Controller {
             self.layout.status_dir.display()
         ));
         let control = self.layout.control_dir();
-        if create_dir(&control.join("exits")).is_err() {
+        if create_dir(&control.join("exits")).is_err()
+            || create_dir(&control.join("children")).is_err()
+        {
             return; // retried at the next resync
         }
         match lock::Lock::acquire(&control) {

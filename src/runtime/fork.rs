@@ -304,8 +304,8 @@ pub fn fork(req: &SpawnRequest) -> Result<Forked, SpawnError> {
         unsafe {
             child(
                 &p,
-                release_r.as_raw_fd(),
-                report_w.as_raw_fd(),
+                [release_r.as_raw_fd(), release_w.as_raw_fd()],
+                [report_r.as_raw_fd(), report_w.as_raw_fd()],
                 &argv,
                 &envp,
             )
@@ -329,8 +329,8 @@ pub fn fork(req: &SpawnRequest) -> Result<Forked, SpawnError> {
 /// The child between fork and exec. Never returns.
 unsafe fn child(
     p: &Prepared,
-    release: RawFd,
-    report: RawFd,
+    [release, release_w]: [RawFd; 2],
+    [report_r, report]: [RawFd; 2],
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> ! {
@@ -342,6 +342,10 @@ unsafe fn child(
         libc::write(report, buf.as_ptr().cast(), buf.len());
         libc::_exit(127);
     };
+    // Our copies of the parent's ends: the release pipe must read
+    // end-of-file when the parent is gone.
+    libc::close(release_w);
+    libc::close(report_r);
     // Wait for the parent to record us; end-of-file means it died first.
     let mut b = 0u8;
     loop {

@@ -251,17 +251,34 @@ fn sock_path(control_dir: &Path) -> std::io::Result<SockPath> {
 /// Temporary file and rename, without fsync: the records must outlive the
 /// controller and the keeper, not a power cut (which ends every session).
 fn write_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    match write_unsynced_once(path, bytes) {
+        // The status folder was deleted under us: make the folder again.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                create_dir(dir)?;
+            }
+            write_unsynced_once(path, bytes)
+        }
+        other => other,
+    }
+}
+
+fn write_unsynced_once(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("json.tmp");
-    std::fs::OpenOptions::new()
+    let result = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .custom_flags(libc::O_NOFOLLOW)
         .mode(super::files::FILE_MODE)
-        .open(&tmp)?
-        .write_all(bytes)?;
-    std::fs::rename(&tmp, path)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
