@@ -1,5 +1,6 @@
 //! `sessionlet get`: one line per session and pool, kubectl style.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -36,6 +37,7 @@ pub struct Args {
 /// Runs `get`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let found = read_statuses(&args.dir)?;
+    let mut out = std::io::stdout().lock();
     match args.output {
         Some(Output::Json) | Some(Output::Yaml) => {
             let values: Vec<serde_json::Value> = found
@@ -46,9 +48,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             if args.output == Some(Output::Json) {
-                println!("{}", serde_json::to_string_pretty(&values)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&values)?)?;
             } else {
-                print!("{}", codec::to_yaml_multi(&values)?);
+                write!(out, "{}", codec::to_yaml_multi(&values)?)?;
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -147,10 +149,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    print_table(&rows);
+    print_table(&mut out, &rows)?;
     if pools.len() > 1 {
-        println!();
-        print_table(&pools);
+        writeln!(out)?;
+        print_table(&mut out, &pools)?;
     }
     Ok(ExitCode::SUCCESS)
 }

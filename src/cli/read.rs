@@ -64,8 +64,21 @@ pub fn human_age(d: chrono::Duration) -> String {
     }
 }
 
-/// Prints rows as aligned columns.
-pub fn print_table(rows: &[Vec<String>]) {
+/// When `t` is, seen from `now`, for people: `20s ago`, or `in 20s` for a
+/// time still ahead (a restart due, a clock set ahead).
+pub fn relative_time(
+    now: chrono::DateTime<chrono::Utc>,
+    t: chrono::DateTime<chrono::Utc>,
+) -> String {
+    if t > now {
+        format!("in {}", human_age(t - now))
+    } else {
+        format!("{} ago", human_age(now - t))
+    }
+}
+
+/// Writes rows as aligned columns.
+pub fn print_table(out: &mut impl std::io::Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -85,6 +98,7 @@ pub fn print_table(rows: &[Vec<String>]) {
                 line.push_str(&format!("{cell:<w$}   ", w = widths[i]));
             }
         }
-        println!("{}", line.trim_end());
+        writeln!(out, "{}", line.trim_end())?;
     }
+    Ok(())
 }
