@@ -102,3 +102,28 @@ fn every_reading_command_ends_quietly_on_a_closed_stdout() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Bug 4: --keep-sessions and Ctrl-C
+
+#[test]
+fn ctrl_c_drains_even_with_keep_sessions() {
+    let (_tmp, dir) = sessions_dir();
+    let _keeper = KeeperGuard(dir.clone());
+    write_file(
+        &dir.join("worker.yaml"),
+        &session("worker", "command: [sleep, '1000']"),
+    );
+    let mut c = Controller::start(&dir, &["--keep-sessions"]);
+    let s = wait_status(&dir, "worker", "Running with a pid", |s| {
+        s["status"]["phase"] == "Running" && s["status"]["pid"].is_u64()
+    });
+    let pid = s["status"]["pid"].as_u64().expect("pid") as u32;
+    c.signal(nix::sys::signal::Signal::SIGINT);
+    let code = c.wait();
+    assert_eq!(code.code(), Some(0), "{code:?}\n{}", c.log());
+    // The drain stopped the session and wrote its final status before the exit.
+    assert!(!alive(pid), "Ctrl-C stopped the session (pid {pid})");
+    let st = status(&dir, "worker").expect("a final status");
+    assert_ne!(st["status"]["phase"], "Running", "{st}");
+}

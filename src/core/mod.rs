@@ -8,6 +8,7 @@ pub mod desired;
 pub mod phase;
 pub mod plan;
 pub mod reconcile;
+pub mod signals;
 pub mod state;
 
 #[cfg(test)]
@@ -17,4 +18,5 @@ pub use desired::{Desired, DesiredPool, DesiredSession, Replica};
 pub use phase::{ExitStatus, Phase, Reason};
 pub use plan::{Action, Plan};
 pub use reconcile::{observe, reconcile, Event};
+pub use signals::keeps_sessions;
 pub use state::{LastExit, Record, Run, State};

@@ -569,16 +569,22 @@ impl Controller {
                     self.check_vanished();
                     self.read_agents();
                 }
-                _ = sigterm.recv() => { if let Some(exit) = self.on_signal() { return Ok(exit); } }
-                _ = sigint.recv() => { if let Some(exit) = self.on_signal() { return Ok(exit); } }
+                _ = sigterm.recv() => { if let Some(exit) = self.on_signal(Signal::SIGTERM) { return Ok(exit); } }
+                _ = sigint.recv() => { if let Some(exit) = self.on_signal(Signal::SIGINT) { return Ok(exit); } }
             }
         }
     }
 
-    fn on_signal(&mut self) -> Option<Exit> {
-        if self.opts.keep_sessions {
+    /// SIGTERM or SIGINT. `--keep-sessions` applies to SIGTERM only (an
+    /// upgrade); Ctrl-C always drains.
+    fn on_signal(&mut self, signal: Signal) -> Option<Exit> {
+        if core::keeps_sessions(
+            self.opts.keep_sessions,
+            signal == Signal::SIGTERM,
+            self.state.shutting_down,
+        ) {
             tracing::info!(
-                "signal received: exiting and leaving sessions running (--keep-sessions)"
+                "SIGTERM received: exiting and leaving sessions running (--keep-sessions)"
             );
             self.write_controller_status(true);
             return Some(Exit::Clean);
