@@ -127,3 +127,181 @@ fn ctrl_c_drains_even_with_keep_sessions() {
     let st = status(&dir, "worker").expect("a final status");
     assert_ne!(st["status"]["phase"], "Running", "{st}");
 }
+
+// ---------------------------------------------------------------------------
+// Bugs 1 and 2: who holds a name
+
+use serde_json::Value;
+
+/// Waits for `STEM` to be Running and returns its pid.
+fn running_pid(dir: &Path, stem: &str) -> u32 {
+    let s = wait_status(dir, stem, "Running with a pid", |s| {
+        s["status"]["phase"] == "Running" && s["status"]["pid"].is_u64()
+    });
+    s["status"]["pid"].as_u64().expect("pid") as u32
+}
+
+/// The SessionStatus documents of `STEM.status.yaml`, by name.
+fn session_docs(dir: &Path, stem: &str) -> std::collections::BTreeMap<String, Value> {
+    status_docs(&dir.join(format!("{stem}.status.yaml")))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d["kind"] == "SessionStatus")
+        .filter_map(|d| Some((d["metadata"]["name"].as_str()?.to_string(), d)))
+        .collect()
+}
+
+/// A Pool of `replicas` sleepers.
+fn pool(name: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: sessionlet.dev/v1alpha1\nkind: Pool\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  template:\n    spec:\n      command: [sleep, '1000']\n"
+    )
+}
+
+/// `validate DIR`'s problem lines.
+fn validate(dir: &Path) -> (Option<i32>, Vec<String>) {
+    let out = cli(&["validate", arg(dir)]);
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    (out.status.code(), lines)
+}
+
+#[test]
+fn a_new_file_cannot_take_over_a_running_sessions_name() {
+    let (_tmp, dir) = sessions_dir();
+    write_file(
+        &dir.join("zz-server.yaml"),
+        &session("api", "command: [sleep, '1001']"),
+    );
+    let mut c = Controller::start(&dir, &[]);
+    let pid = running_pid(&dir, "zz-server");
+    // A file that sorts first declares the same name.
+    write_file(
+        &dir.join("aa-new.yaml"),
+        &session("api", "command: [sleep, '1002']"),
+    );
+    let new = wait_phase(&dir, "aa-new", "Invalid");
+    assert_eq!(new["status"]["reason"], "DuplicateName", "{new:#}");
+    let message = new["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("zz-server.yaml"),
+        "names the holder: {message}"
+    );
+    // The statuses of one pass: the server was not touched.
+    let server = status(&dir, "zz-server").expect("the server's status");
+    assert_eq!(server["status"]["phase"], "Running", "{server:#}");
+    assert_eq!(server["status"]["pid"], pid, "{server:#}");
+    assert!(alive(pid));
+    // validate blames the file that would lose, as the controller does.
+    let (code, lines) = validate(&dir);
+    assert_eq!(code, Some(1), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!("{}:", dir.join("aa-new.yaml").display())),
+        "{lines:?}"
+    );
+    assert!(lines[0].contains("zz-server.yaml"), "{lines:?}");
+
+    // A new controller reads who holds the name from the status files.
+    let code = c.stop();
+    assert!(code.success(), "{code:?}");
+    let mut c2 = Controller::start(&dir, &[]);
+    let pid2 = running_pid(&dir, "zz-server");
+    let new = wait_phase(&dir, "aa-new", "Invalid");
+    assert_eq!(new["status"]["reason"], "DuplicateName", "{new:#}");
+    let cmd = std::fs::read(format!("/proc/{pid2}/cmdline")).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&cmd).contains("1001"),
+        "the holder's spec runs"
+    );
+    c2.stop();
+}
+
+#[test]
+fn a_session_named_like_a_pool_replica_is_a_duplicate() {
+    let (_tmp, dir) = sessions_dir();
+    write_file(&dir.join("web.yaml"), &pool("web", 2));
+    write_file(
+        &dir.join("zz-web-0.yaml"),
+        &session("web-0", "command: [sleep, '1003']"),
+    );
+    // validate: the clash, with file:line:col of both.
+    let (code, lines) = validate(&dir);
+    assert_eq!(code, Some(1), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let at = format!("{}:4:9: error: ", dir.join("zz-web-0.yaml").display());
+    assert!(lines[0].starts_with(&at), "{lines:?}");
+    assert!(
+        lines[0].contains(&format!("{}:4:9", dir.join("web.yaml").display())),
+        "{lines:?}"
+    );
+    let _c = Controller::start(&dir, &[]);
+    let dup = wait_phase(&dir, "zz-web-0", "Invalid");
+    assert_eq!(dup["status"]["reason"], "DuplicateName", "{dup:#}");
+    wait_for("both replicas running", || {
+        let docs = session_docs(&dir, "web");
+        (["web-0", "web-1"].iter().all(|n| {
+            docs.get(*n)
+                .is_some_and(|d| d["status"]["phase"] == "Running")
+        }))
+        .then_some(())
+    });
+}
+
+#[test]
+fn a_pool_added_beside_a_running_session_leaves_it_its_name() {
+    let (_tmp, dir) = sessions_dir();
+    write_file(
+        &dir.join("zz-web-0.yaml"),
+        &session("web-0", "command: [sleep, '1004']"),
+    );
+    let _c = Controller::start(&dir, &[]);
+    let pid = running_pid(&dir, "zz-web-0");
+    write_file(&dir.join("web.yaml"), &pool("web", 2));
+    let docs = wait_for("the pool's statuses", || {
+        let docs = session_docs(&dir, "web");
+        (docs
+            .get("web-1")
+            .is_some_and(|d| d["status"]["phase"] == "Running")
+            && docs.contains_key("web-0"))
+        .then_some(docs)
+    });
+    let replica = &docs["web-0"];
+    assert_eq!(replica["status"]["phase"], "Invalid", "{replica:#}");
+    assert_eq!(replica["status"]["reason"], "DuplicateName", "{replica:#}");
+    assert!(
+        replica["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("zz-web-0.yaml"),
+        "{replica:#}"
+    );
+    let s = status(&dir, "zz-web-0").expect("status");
+    assert_eq!(s["status"]["pid"], pid, "{s:#}");
+    assert!(alive(pid));
+}
+
+#[test]
+fn pool_replica_names_over_63_characters_are_refused_up_front() {
+    let (_tmp, dir) = sessions_dir();
+    let name = "p".repeat(62);
+    write_file(&dir.join("long.yaml"), &pool(&name, 10));
+    let (code, lines) = validate(&dir);
+    assert_eq!(code, Some(1), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    // spec.replicas is on line 6, column 3.
+    assert!(
+        lines[0].starts_with(&format!(
+            "{}:6:3: error: spec.replicas: ",
+            dir.join("long.yaml").display()
+        )),
+        "{lines:?}"
+    );
+    assert!(lines[0].contains(&format!("{name}-9")), "{lines:?}");
+    let _c = Controller::start(&dir, &[]);
+    let s = wait_phase(&dir, "long", "Invalid");
+    assert_eq!(s["status"]["reason"], "ManifestInvalid", "{s:#}");
+    assert!(s.to_string().contains("63-character"), "{s:#}");
+}

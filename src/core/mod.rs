@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod desired;
+pub mod names;
 pub mod phase;
 pub mod plan;
 pub mod reconcile;

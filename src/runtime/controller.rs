@@ -305,8 +305,12 @@ impl Controller {
                     .as_u64()
                     .unwrap_or(1)
                     .max(1);
+                let stem = name.trim_end_matches(".status.yaml").to_string();
+                if doc["status"]["phase"] != "Invalid" {
+                    // The file this status belongs to holds the name: a newcomer loses.
+                    self.catalog.remember_holder(kind, n, &stem);
+                }
                 if kind == "Session" {
-                    let stem = name.trim_end_matches(".status.yaml").to_string();
                     to_adopt.push((n.to_string(), stem, doc.clone()));
                 }
                 self.catalog.remember(
@@ -1515,12 +1519,22 @@ impl Controller {
                         ));
                         kinds.push(true);
                     }
-                    Entry::Duplicate { kind, name, winner } => {
+                    Entry::Duplicate {
+                        kind,
+                        name,
+                        winner,
+                        held,
+                    } => {
+                        let why = if *held {
+                            "which holds the name"
+                        } else {
+                            "which comes first"
+                        };
                         session_docs.push(render::invalid_status(
                             Some(name),
                             &manifest,
                             Reason::DuplicateName,
-                            format!("{kind} {name:?} is already declared in {winner}, which comes first; rename one of them"),
+                            format!("{kind} {name:?} is already declared in {winner}, {why}; rename one of them"),
                             Vec::new(),
                         ));
                         kinds.push(true);
