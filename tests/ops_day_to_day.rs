@@ -305,3 +305,34 @@ fn pool_replica_names_over_63_characters_are_refused_up_front() {
     assert_eq!(s["status"]["reason"], "ManifestInvalid", "{s:#}");
     assert!(s.to_string().contains("63-character"), "{s:#}");
 }
+
+// ---------------------------------------------------------------------------
+// Bug 8: a drain is not a restart
+
+#[test]
+fn a_drain_and_a_new_start_do_not_count_a_restart() {
+    let (_tmp, dir) = sessions_dir();
+    write_file(
+        &dir.join("steady.yaml"),
+        &session("steady", "command: [sleep, '1005']"),
+    );
+    let mut c = Controller::start(&dir, &[]);
+    running_pid(&dir, "steady");
+    assert!(c.stop().success());
+    let drained = status(&dir, "steady").expect("the final status");
+    assert_eq!(drained["status"]["restarts"], 0, "{drained:#}");
+    let mut c2 = Controller::start(&dir, &[]);
+    let pid = running_pid(&dir, "steady");
+    let s = status(&dir, "steady").expect("status");
+    assert_eq!(s["status"]["restarts"], 0, "never failed: {s:#}");
+    let out = cli(&["get", "--dir", arg(&dir)]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<&str> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cols| cols.first() == Some(&"steady"))
+        .unwrap_or_else(|| panic!("no row for steady:\n{table}"));
+    assert_eq!(row[2], "0", "RESTARTS:\n{table}");
+    assert_eq!(row[4], pid.to_string(), "{table}");
+    c2.stop();
+}

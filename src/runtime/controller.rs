@@ -1251,7 +1251,12 @@ impl Controller {
         self.metrics
             .spawn_seconds
             .observe(spawn_started.elapsed().as_secs_f64());
-        if attempt > 1 {
+        if self
+            .state
+            .sessions
+            .get(name)
+            .is_some_and(core::reconcile::is_restart)
+        {
             self.health.restarts.push_back(Utc::now());
         }
         let restarts = self.state.sessions.get(name).map_or(0, |r| r.restarts);
