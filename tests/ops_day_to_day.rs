@@ -336,3 +336,35 @@ fn a_drain_and_a_new_start_do_not_count_a_restart() {
     assert_eq!(row[4], pid.to_string(), "{table}");
     c2.stop();
 }
+
+// ---------------------------------------------------------------------------
+// Bug 5: the analysis matches the reason
+
+#[test]
+fn a_process_gone_while_no_controller_ran_is_not_analysed_as_a_deliberate_stop() {
+    let (_tmp, dir) = sessions_dir();
+    let _guard = KeeperGuard(dir.clone());
+    write_file(
+        &dir.join("lost.yaml"),
+        &session("lost", "command: [sleep, '1007']"),
+    );
+    let mut c1 = Controller::start(&dir, &[]);
+    let pid = running_pid(&dir, "lost");
+    // The controller, then the keeper and the session, die without a word.
+    c1.kill();
+    let keeper = wait_for("the keeper", || keeper_of(&dir));
+    kill_keeper_tree(keeper);
+    wait_for("the session to be gone", || (!alive(pid)).then_some(()));
+    wait_for("the keeper to be gone", || (!alive(keeper)).then_some(()));
+    let _c2 = Controller::start(&dir, &[]);
+    let s = wait_status(&dir, "lost", "the vanished attempt analysed", |s| {
+        s["status"]["lastExit"]["reason"] == "ExitedWhileAway"
+            && s["status"]["lastExit"]["analysis"].is_object()
+    });
+    let a = &s["status"]["lastExit"]["analysis"];
+    assert_eq!(a["type"], "Unknown", "{a:#}");
+    let text = a.to_string();
+    assert!(!text.contains("on purpose"), "{a:#}");
+    assert!(!text.contains("Nothing is wrong"), "{a:#}");
+    assert!(text.contains("no controller was watching"), "{a:#}");
+}
