@@ -368,3 +368,50 @@ fn a_process_gone_while_no_controller_ran_is_not_analysed_as_a_deliberate_stop()
     assert!(!text.contains("Nothing is wrong"), "{a:#}");
     assert!(text.contains("no controller was watching"), "{a:#}");
 }
+
+// ---------------------------------------------------------------------------
+// Seeing what is going on
+
+#[test]
+fn get_and_describe_warn_when_no_controller_runs_and_rows_sort_naturally() {
+    let (_tmp, dir) = sessions_dir();
+    for name in ["job-10", "job-2", "job-1"] {
+        write_file(
+            &dir.join(format!("{name}.yaml")),
+            &session(name, "command: [/bin/sh, -c, 'echo done']"),
+        );
+    }
+    let mut c = Controller::start(&dir, &[]);
+    for name in ["job-10", "job-2", "job-1"] {
+        wait_phase(&dir, name, "Completed");
+    }
+    let d = arg(&dir);
+    let running = cli(&["get", "--dir", d]);
+    assert_eq!(running.status.code(), Some(0), "{running:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&running.stderr),
+        "",
+        "no warning while a controller runs"
+    );
+    let names: Vec<String> = String::from_utf8_lossy(&running.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(names, ["job-1", "job-2", "job-10"], "natural order");
+    assert!(c.stop().success());
+    for args in [
+        vec!["get", "--dir", d],
+        vec!["describe", "job-2", "--dir", d],
+    ] {
+        let out = cli(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("warning: no controller is running on "),
+            "{args:?}: {stderr}"
+        );
+        assert!(!out.stdout.is_empty(), "the statuses are still shown");
+    }
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 
-use super::read::{read_statuses, relative_time, Found};
+use super::read::{read_statuses, relative_time, warn_if_no_controller, Found};
 
 /// Arguments of `describe`.
 #[derive(Debug, clap::Args)]
@@ -22,6 +22,7 @@ pub struct Args {
 /// Runs `describe`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let found = read_statuses(&args.dir)?;
+    warn_if_no_controller(&args.dir);
     let mut out = std::io::stdout().lock();
     let now = Utc::now();
     let when = |t: Option<chrono::DateTime<Utc>>| {

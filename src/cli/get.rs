@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 
-use super::read::{human_age, print_table, read_statuses, Found};
+use super::read::{
+    human_age, natural_cmp, print_table, read_statuses, warn_if_no_controller, Found,
+};
 use crate::manifest::codec;
 
 /// Output formats.
@@ -36,7 +38,15 @@ pub struct Args {
 
 /// Runs `get`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let found = read_statuses(&args.dir)?;
+    let mut found = read_statuses(&args.dir)?;
+    warn_if_no_controller(&args.dir);
+    // By object name, as people count: job-2 before job-10.
+    let key = |f: &Found| match f {
+        Found::Session(s) if s.metadata.name.is_empty() => format!("({})", s.metadata.manifest),
+        Found::Session(s) => s.metadata.name.clone(),
+        Found::Pool(p) => p.metadata.name.clone(),
+    };
+    found.sort_by(|(_, a), (_, b)| natural_cmp(&key(a), &key(b)));
     let mut out = std::io::stdout().lock();
     match args.output {
         Some(Output::Json) | Some(Output::Yaml) => {
