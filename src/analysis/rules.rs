@@ -7,9 +7,19 @@
 //! 3. how it ended (exit code 127/126, the signal that killed it);
 //! 4. what the program said, most specific first (an out-of-memory message
 //!    comes before SIGABRT because runtimes abort when allocation fails);
-//! 5. exit codes that are only conventions of wrappers (124 from
+//! 5. reasons that only say how little is known (a process that ended while
+//!    no controller watched, an agent's error result or missing result),
+//!    after the text, which usually says more (an agent's auth failure is
+//!    Auth, not a stop);
+//! 6. exit codes that are only conventions of wrappers (124 from
 //!    `timeout(1)`, 128+N from a shell reporting a signal), after the text
-//!    because the text usually says why the wrapper gave up.
+//!    because the text usually says why the wrapper gave up;
+//! 7. any other reason the controller recorded, without claiming more than
+//!    the reason.
+//!
+//! Every analysis must agree with the reason of the exit: "stopped on
+//! purpose" is said only of the deliberate stops (suspend, a spec change, a
+//! removed manifest, a shutdown).
 //!
 //! Root causes, recommendations and fixes may use the placeholders
 //! `{signal}`, `{exit_code}`, `{stop_reason}`, `{spawn_error}`,
@@ -235,7 +245,7 @@ pub(super) static RULES: &[Rule] = &[
         confidence: 0.95,
         fixes: &[
             "Raise the agent's maxTokens in the session manifest.",
-            "Give the agent a smaller, more specific task or a lower max turns.",
+            "Give the agent a smaller, more specific task or a lower agent.maxTurns.",
         ],
     },
     Rule {
@@ -245,8 +255,8 @@ pub(super) static RULES: &[Rule] = &[
         evidence: None,
         root_cause: "The controller stopped the agent ({stop_reason}): it ran a command its \
                      policy forbids.",
-        recommendation: "Read the session's events for the command that was refused; change the \
-                         prompt or, if the command is acceptable, the policy.",
+        recommendation: "The status message (sessionlet describe NAME) names the command that \
+                         was refused; change the prompt or, if the command is acceptable, the policy.",
         confidence: 0.95,
         fixes: &[
             "Tell the agent in its prompt which commands it must not run.",
@@ -254,14 +264,15 @@ pub(super) static RULES: &[Rule] = &[
         ],
     },
     Rule {
-        id: "stop-other",
+        id: "stop-deliberate",
         kind: Killed,
-        matcher: Matcher::AnyStopReason,
+        matcher: Matcher::StopReason(&["Suspended", "SpecChanged", "Removed", "ControllerStopped"]),
         evidence: None,
-        root_cause: "The controller stopped the session on purpose ({stop_reason}); it did not \
-                     crash.",
-        recommendation: "Nothing is wrong with the program; the session's conditions and events \
-                         say why it was stopped.",
+        root_cause: "The controller stopped the session on purpose ({stop_reason}): it was \
+                     suspended, its spec changed, its manifest was removed or the controller \
+                     shut down. It did not crash.",
+        recommendation: "Nothing is wrong with the program; the status message (sessionlet \
+                         describe NAME) says why it was stopped.",
         confidence: 0.9,
         fixes: &[],
     },
@@ -502,7 +513,7 @@ pub(super) static RULES: &[Rule] = &[
         confidence: 0.75,
         fixes: &[
             "Allow more restarts with a longer backoff.",
-            "Configure a fallback model if the client supports one (--fallback-model).",
+            "Give Claude Code a fallback model: agent.extraArgs: [--fallback-model, MODEL].",
         ],
     },
     Rule {
@@ -676,7 +687,55 @@ pub(super) static RULES: &[Rule] = &[
         confidence: 0.6,
         fixes: &["Set RUST_BACKTRACE=1 in the session's env to get a backtrace."],
     },
-    // ---- 5. Conventions of wrappers --------------------------------------------
+    // ---- 5. Reasons that say how little is known --------------------------------
+    Rule {
+        id: "exited-while-away",
+        kind: Unknown,
+        matcher: Matcher::StopReason(&["ExitedWhileAway"]),
+        evidence: None,
+        root_cause: "The process ended while no controller was watching it ({stop_reason}): \
+                     the controller, or the keeper that is the parent of the sessions, was not \
+                     running, so its exit code or signal was not recorded. It may have exited \
+                     by itself, crashed or been killed.",
+        recommendation: "Read the last output lines (sessionlet logs NAME) and the kernel log \
+                         (dmesg or journalctl -k, for an OOM kill) for why it ended; keep the \
+                         controller running so that exits are recorded.",
+        confidence: 0.5,
+        fixes: &[
+            "Run the controller under a supervisor that restarts it (deploy/sessionlet.service).",
+            "Set resources.maxMemory so an OOM kill is detected and reported as such.",
+        ],
+    },
+    Rule {
+        id: "agent-failed",
+        kind: Unknown,
+        matcher: Matcher::StopReason(&["AgentFailed"]),
+        evidence: Some(r#""is_error":\s*true|"type":\s*"result""#),
+        root_cause: "The agent run ended with an error result ({stop_reason}) that matches no \
+                     known failure pattern; the status message gives the result's subtype \
+                     (for example error_max_turns or error_during_execution).",
+        recommendation: "Read the final result in the session's output (sessionlet logs NAME) \
+                         and the status message (sessionlet describe NAME) for what went wrong.",
+        confidence: 0.6,
+        fixes: &[
+            "For error_max_turns, raise agent.maxTurns or give the agent a smaller task.",
+            "For error_max_budget_usd, raise agent.maxBudgetUsd.",
+        ],
+    },
+    Rule {
+        id: "agent-abnormal",
+        kind: Unknown,
+        matcher: Matcher::StopReason(&["AgentAbnormal"]),
+        evidence: None,
+        root_cause: "The agent exited without writing its final result ({stop_reason}): the \
+                     CLI crashed or was cut off before it finished, and its output matches no \
+                     known failure pattern.",
+        recommendation: "Read the end of its stderr (sessionlet logs NAME --stderr) for what \
+                         the CLI reported before it exited.",
+        confidence: 0.5,
+        fixes: &["Check the agent binary runs by hand with the same arguments and environment."],
+    },
+    // ---- 6. Conventions of wrappers --------------------------------------------
     Rule {
         id: "exit-124-timeout-command",
         kind: Timeout,
@@ -738,5 +797,18 @@ pub(super) static RULES: &[Rule] = &[
                          true) so the reason is recorded.",
         confidence: 0.6,
         fixes: &["Use suspend: true in the manifest instead of killing the process by hand."],
+    },
+    // ---- 7. Any other reason the controller recorded ----------------------------
+    Rule {
+        id: "stop-other",
+        kind: Unknown,
+        matcher: Matcher::AnyStopReason,
+        evidence: None,
+        root_cause: "The attempt ended with reason {stop_reason}, and nothing else known about \
+                     it explains why.",
+        recommendation: "The status message (sessionlet describe NAME) says what the controller \
+                         saw; the last output lines (sessionlet logs NAME) may say more.",
+        confidence: 0.3,
+        fixes: &[],
     },
 ];

@@ -194,14 +194,164 @@ fn a_policy_violation_stop_is_killed_by_the_controller() {
 }
 
 #[test]
-fn any_other_stop_reason_is_reported_as_a_deliberate_stop() {
+fn a_deliberate_stop_is_reported_as_one() {
+    for reason in ["Suspended", "SpecChanged", "Removed", "ControllerStopped"] {
+        let facts = ExitFacts {
+            signal: Some(libc::SIGTERM),
+            stop_reason: Some(reason),
+            ..ExitFacts::default()
+        };
+        let a = expect(&facts, "stop-deliberate", AnalysisType::Killed);
+        assert!(a.root_cause.contains(&format!("({reason})")));
+        assert!(a.root_cause.contains("on purpose"));
+    }
+}
+
+#[test]
+fn an_agents_auth_failure_is_auth_not_a_deliberate_stop() {
+    for sample in [
+        sample!("claude-cli/err_401_retries1.stream-json.jsonl"),
+        sample!("claude-cli/err_401_retries1.txt"),
+    ] {
+        let facts = ExitFacts {
+            stop_reason: Some("AgentFailed"),
+            ..claude(sample)
+        };
+        let a = expect(&facts, "auth-rejected", AnalysisType::Auth);
+        assert!(!a.root_cause.contains("on purpose"), "{}", a.root_cause);
+        assert!(!a.recommendation.contains("Nothing is wrong"));
+    }
+}
+
+#[test]
+fn an_agent_error_result_without_a_known_cause_says_so() {
     let facts = ExitFacts {
-        signal: Some(libc::SIGTERM),
-        stop_reason: Some("Suspended"),
+        stop_reason: Some("AgentFailed"),
+        ..claude(sample!("claude-cli/err_max_turns.stream-json.jsonl"))
+    };
+    let a = expect(&facts, "agent-failed", AnalysisType::Unknown);
+    assert!(
+        a.root_cause.contains("error result (AgentFailed)"),
+        "{}",
+        a.root_cause
+    );
+    assert!(a
+        .suggested_fixes
+        .iter()
+        .any(|f| f.contains("agent.maxTurns")));
+}
+
+#[test]
+fn an_agent_without_a_final_result_is_not_a_deliberate_stop() {
+    let facts = ExitFacts {
+        exit_code: Some(1),
+        stop_reason: Some("AgentAbnormal"),
         ..ExitFacts::default()
     };
-    let a = expect(&facts, "stop-other", AnalysisType::Killed);
-    assert!(a.root_cause.contains("(Suspended)"));
+    let a = expect(&facts, "agent-abnormal", AnalysisType::Unknown);
+    assert!(a.root_cause.contains("without writing its final result"));
+    // Killed by a signal sessionlet did not send: that is what it says.
+    let facts = ExitFacts {
+        signal: Some(libc::SIGKILL),
+        stop_reason: Some("AgentAbnormal"),
+        ..ExitFacts::default()
+    };
+    expect(&facts, "signal-kill", AnalysisType::Killed);
+}
+
+#[test]
+fn a_process_that_vanished_while_away_is_unknown_not_a_deliberate_stop() {
+    let facts = ExitFacts {
+        stop_reason: Some("ExitedWhileAway"),
+        ..ExitFacts::default()
+    };
+    let a = expect(&facts, "exited-while-away", AnalysisType::Unknown);
+    assert!(
+        a.root_cause.contains("no controller was watching"),
+        "{}",
+        a.root_cause
+    );
+    assert!(!a.recommendation.contains("Nothing is wrong"));
+    // What it said before it went is still the better explanation.
+    let facts = ExitFacts {
+        stop_reason: Some("ExitedWhileAway"),
+        stderr_tail: "thread 'main' panicked at src/main.rs:3:5:\nboom\n",
+        ..ExitFacts::default()
+    };
+    expect(&facts, "panic-text", AnalysisType::Abort);
+}
+
+#[test]
+fn an_unexplained_reason_claims_nothing_more_than_the_reason() {
+    let facts = ExitFacts {
+        stop_reason: Some("SomethingNew"),
+        ..ExitFacts::default()
+    };
+    let a = expect(&facts, "stop-other", AnalysisType::Unknown);
+    assert!(a.root_cause.contains("SomethingNew"));
+    assert!(!a.root_cause.contains("on purpose"));
+    assert!(!a.recommendation.contains("Nothing is wrong"));
+}
+
+/// Every reason an ended attempt can carry, as the controller passes it
+/// (`stop_reason` for every reason but Error, Crashed and Completed).
+const STOP_REASONS: &[&str] = &[
+    "TimedOut",
+    "DeadlineExceeded",
+    "Suspended",
+    "ControllerStopped",
+    "MemoryLimitExceeded",
+    "OOMKilled",
+    "CpuTimeLimitExceeded",
+    "Stale",
+    "TokenBudgetExceeded",
+    "PolicyViolation",
+    "SpecChanged",
+    "Removed",
+    "ExitedWhileAway",
+    "AgentAbnormal",
+    "AgentFailed",
+];
+
+#[test]
+fn every_analysis_agrees_with_the_reason() {
+    const DELIBERATE: &[&str] = &["Suspended", "SpecChanged", "Removed", "ControllerStopped"];
+    for reason in STOP_REASONS {
+        let facts = ExitFacts {
+            stop_reason: Some(reason),
+            ..ExitFacts::default()
+        };
+        let a = analyze(&facts);
+        let says_deliberate =
+            a.root_cause.contains("on purpose") || a.recommendation.contains("Nothing is wrong");
+        assert_eq!(
+            says_deliberate,
+            DELIBERATE.contains(reason),
+            "{reason}: {} / {}",
+            a.root_cause,
+            a.recommendation
+        );
+        assert!(a.root_cause.contains(reason), "{reason}: {}", a.root_cause);
+    }
+}
+
+#[test]
+fn recommendations_point_only_to_things_that_exist() {
+    // sessionlet has no events, no `sessionlet events`, no `--fallback-model` flag of its own.
+    for rule in RULES {
+        for text in [rule.root_cause, rule.recommendation]
+            .into_iter()
+            .chain(rule.fixes.iter().copied())
+        {
+            assert!(!text.contains("events say"), "{}: {text}", rule.id);
+            assert!(!text.contains("session's events"), "{}: {text}", rule.id);
+            assert!(
+                !text.contains("if the client supports"),
+                "{}: {text}",
+                rule.id
+            );
+        }
+    }
 }
 
 // ---- 3. How it ended -------------------------------------------------------

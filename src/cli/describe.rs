@@ -1,11 +1,12 @@
 //! `sessionlet describe NAME`: everything about one session or pool.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::Utc;
 
-use super::read::{human_age, read_statuses, Found};
+use super::read::{read_statuses, relative_time, warn_if_no_controller, Found};
 
 /// Arguments of `describe`.
 #[derive(Debug, clap::Args)]
@@ -21,90 +22,104 @@ pub struct Args {
 /// Runs `describe`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let found = read_statuses(&args.dir)?;
+    warn_if_no_controller(&args.dir);
+    let mut out = std::io::stdout().lock();
     let now = Utc::now();
     let when = |t: Option<chrono::DateTime<Utc>>| {
-        t.map(|t| format!("{} ({} ago)", t.to_rfc3339(), human_age(now - t)))
+        t.map(|t| format!("{} ({})", t.to_rfc3339(), relative_time(now, t)))
             .unwrap_or_else(|| "-".into())
     };
     for (path, f) in &found {
         match f {
             Found::Session(s) if s.metadata.name == args.name => {
                 let st = &s.status;
-                println!("Name:          {}", s.metadata.name);
-                println!("Manifest:      {}", s.metadata.manifest);
-                println!("Status file:   {}", path.display());
+                writeln!(out, "Name:          {}", s.metadata.name)?;
+                writeln!(out, "Manifest:      {}", s.metadata.manifest)?;
+                writeln!(out, "Status file:   {}", path.display())?;
                 if let Some(uid) = &s.metadata.uid {
-                    println!("UID:           {uid}");
+                    writeln!(out, "UID:           {uid}")?;
                 }
                 if let Some(pool) = &s.metadata.pool {
-                    println!("Pool:          {pool}");
+                    writeln!(out, "Pool:          {pool}")?;
                 }
-                println!("Phase:         {}", st.phase);
-                println!("Reason:        {}", st.reason.as_deref().unwrap_or("-"));
-                println!("Message:       {}", st.message.as_deref().unwrap_or("-"));
-                println!("Generation:    {}", st.observed_generation);
-                println!("Attempt:       {}", st.attempt);
-                println!("Restarts:      {}", st.restarts);
-                println!(
+                writeln!(out, "Phase:         {}", st.phase)?;
+                writeln!(
+                    out,
+                    "Reason:        {}",
+                    st.reason.as_deref().unwrap_or("-")
+                )?;
+                writeln!(
+                    out,
+                    "Message:       {}",
+                    st.message.as_deref().unwrap_or("-")
+                )?;
+                writeln!(out, "Generation:    {}", st.observed_generation)?;
+                writeln!(out, "Attempt:       {}", st.attempt)?;
+                writeln!(out, "Restarts:      {}", st.restarts)?;
+                writeln!(
+                    out,
                     "PID:           {}",
                     st.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
-                );
-                println!("Started:       {}", when(st.started_at));
+                )?;
+                writeln!(out, "Started:       {}", when(st.started_at))?;
                 if st.next_restart_at.is_some() {
-                    println!("Next restart:  {}", when(st.next_restart_at));
+                    writeln!(out, "Next restart:  {}", when(st.next_restart_at))?;
                 }
                 if st.finished_at.is_some() {
-                    println!("Finished:      {}", when(st.finished_at));
+                    writeln!(out, "Finished:      {}", when(st.finished_at))?;
                 }
                 if let Some(q) = &st.queue {
-                    println!(
+                    writeln!(
+                        out,
                         "Queue:         position {} in pool {}{}",
                         q.position,
                         q.pool,
                         q.estimated_wait_seconds
                             .map(|s| format!(", about {s}s to wait"))
                             .unwrap_or_default()
-                    );
+                    )?;
                 }
                 if let Some(u) = &st.usage {
-                    println!(
+                    writeln!(
+                        out,
                         "Usage:         memory {} MiB (peak {} MiB), cpu {:.1}s",
                         u.memory_bytes >> 20,
                         u.peak_memory_bytes >> 20,
                         u.cpu_seconds
-                    );
+                    )?;
                 }
                 if let Some(agent) = &st.agent {
-                    println!("Agent:         {agent}");
+                    writeln!(out, "Agent:         {agent}")?;
                 }
                 if !st.errors.is_empty() {
-                    println!("Errors:");
+                    writeln!(out, "Errors:")?;
                     for e in &st.errors {
-                        println!("  {e}");
+                        writeln!(out, "  {e}")?;
                     }
                 }
-                println!("Conditions:");
+                writeln!(out, "Conditions:")?;
                 for c in &st.conditions {
-                    println!(
+                    writeln!(
+                        out,
                         "  {:<14} {:<6} {:<20} {}",
                         c.kind, c.status, c.reason, c.message
-                    );
+                    )?;
                 }
                 if let Some(e) = &st.last_exit {
-                    println!("Last exit:");
-                    println!("  attempt {}: {} ({})", e.attempt, e.reason, e.message);
+                    writeln!(out, "Last exit:")?;
+                    writeln!(out, "  attempt {}: {} ({})", e.attempt, e.reason, e.message)?;
                     if let Some(c) = e.exit_code {
-                        println!("  exit code {c}");
+                        writeln!(out, "  exit code {c}")?;
                     }
                     if let Some(s) = &e.signal {
-                        println!("  signal {s}");
+                        writeln!(out, "  signal {s}")?;
                     }
-                    println!("  finished {}", when(Some(e.finished_at)));
+                    writeln!(out, "  finished {}", when(Some(e.finished_at)))?;
                     if let Some(a) = &e.analysis {
-                        println!("  analysis: {a}");
+                        writeln!(out, "  analysis: {a}")?;
                     }
                     if let Some(d) = &e.crash_dump {
-                        println!("  crash dump: {d}");
+                        writeln!(out, "  crash dump: {d}")?;
                     }
                 }
                 let crashes_dir = args.dir.join(format!(
@@ -121,55 +136,59 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         .collect();
                     dumps.sort();
                     if !dumps.is_empty() {
-                        println!("Crash dumps:");
+                        writeln!(out, "Crash dumps:")?;
                         for d in dumps {
-                            println!("  {}", crashes_dir.join(d).display());
+                            writeln!(out, "  {}", crashes_dir.join(d).display())?;
                         }
                     }
                 }
                 if let Some(l) = &st.logs {
-                    println!("Logs:");
-                    println!("  stdout: {}", args.dir.join(&l.stdout).display());
-                    println!("  stderr: {}", args.dir.join(&l.stderr).display());
+                    writeln!(out, "Logs:")?;
+                    writeln!(out, "  stdout: {}", args.dir.join(&l.stdout).display())?;
+                    writeln!(out, "  stderr: {}", args.dir.join(&l.stderr).display())?;
                 }
                 return Ok(ExitCode::SUCCESS);
             }
             Found::Pool(p) if p.metadata.name == args.name => {
                 let st = &p.status;
-                println!("Name:          {}", p.metadata.name);
-                println!("Kind:          Pool");
-                println!("Manifest:      {}", p.metadata.manifest);
-                println!("Generation:    {}", st.observed_generation);
-                println!(
+                writeln!(out, "Name:          {}", p.metadata.name)?;
+                writeln!(out, "Kind:          Pool")?;
+                writeln!(out, "Manifest:      {}", p.metadata.manifest)?;
+                writeln!(out, "Generation:    {}", st.observed_generation)?;
+                writeln!(
+                    out,
                     "Replicas:      {} desired, {} ready",
                     st.replicas, st.ready_replicas
-                );
-                println!("Running:       {}", st.running);
-                println!(
+                )?;
+                writeln!(out, "Running:       {}", st.running)?;
+                writeln!(
+                    out,
                     "Capacity:      {}",
                     st.capacity
                         .map(|c| c.to_string())
                         .unwrap_or_else(|| "unlimited".into())
-                );
+                )?;
                 if let Some(u) = st.utilization {
-                    println!("Utilization:   {u}%");
+                    writeln!(out, "Utilization:   {u}%")?;
                 }
-                println!("Members:");
+                writeln!(out, "Members:")?;
                 for m in &st.members {
-                    println!(
+                    writeln!(
+                        out,
                         "  {:<20} {:<11} pid {:<8} restarts {}",
                         m.name,
                         m.phase,
                         m.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                         m.restarts
-                    );
+                    )?;
                 }
-                println!("Queue:");
+                writeln!(out, "Queue:")?;
                 if st.queue.is_empty() {
-                    println!("  (empty)");
+                    writeln!(out, "  (empty)")?;
                 }
                 for q in &st.queue {
-                    println!(
+                    writeln!(
+                        out,
                         "  {}. {} ({}){}",
                         q.position,
                         q.name,
@@ -177,17 +196,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         q.estimated_wait_seconds
                             .map(|s| format!(", about {s}s"))
                             .unwrap_or_default()
-                    );
+                    )?;
                 }
                 let m = &st.metrics;
-                println!(
+                writeln!(out,
                     "Metrics:       {} started, {} completed, {} failed, {} crashed, average run {}",
                     m.total_sessions,
                     m.completed,
                     m.failed,
                     m.crashed,
                     m.average_run_seconds.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".into())
-                );
+                )?;
                 return Ok(ExitCode::SUCCESS);
             }
             _ => {}

@@ -1,11 +1,14 @@
 //! `sessionlet get`: one line per session and pool, kubectl style.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::Utc;
 
-use super::read::{human_age, print_table, read_statuses, Found};
+use super::read::{
+    human_age, natural_cmp, print_table, read_statuses, warn_if_no_controller, Found,
+};
 use crate::manifest::codec;
 
 /// Output formats.
@@ -35,7 +38,16 @@ pub struct Args {
 
 /// Runs `get`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let found = read_statuses(&args.dir)?;
+    let mut found = read_statuses(&args.dir)?;
+    warn_if_no_controller(&args.dir);
+    // By object name, as people count: job-2 before job-10.
+    let key = |f: &Found| match f {
+        Found::Session(s) if s.metadata.name.is_empty() => format!("({})", s.metadata.manifest),
+        Found::Session(s) => s.metadata.name.clone(),
+        Found::Pool(p) => p.metadata.name.clone(),
+    };
+    found.sort_by(|(_, a), (_, b)| natural_cmp(&key(a), &key(b)));
+    let mut out = std::io::stdout().lock();
     match args.output {
         Some(Output::Json) | Some(Output::Yaml) => {
             let values: Vec<serde_json::Value> = found
@@ -46,9 +58,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             if args.output == Some(Output::Json) {
-                println!("{}", serde_json::to_string_pretty(&values)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&values)?)?;
             } else {
-                print!("{}", codec::to_yaml_multi(&values)?);
+                write!(out, "{}", codec::to_yaml_multi(&values)?)?;
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -147,10 +159,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    print_table(&rows);
+    print_table(&mut out, &rows)?;
     if pools.len() > 1 {
-        println!();
-        print_table(&pools);
+        writeln!(out)?;
+        print_table(&mut out, &pools)?;
     }
     Ok(ExitCode::SUCCESS)
 }

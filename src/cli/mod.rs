@@ -75,6 +75,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// True when the error is a write to a closed stdout (`sessionlet get | head`):
+/// the reader has seen enough, so the command ends quietly with status 0, as
+/// `ls | head` does. (Rust ignores SIGPIPE, so such a write fails with
+/// `BrokenPipe` instead of killing the process.)
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                e.downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            })
+            == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Logs go to stderr; `RUST_LOG` filters them (default: info).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

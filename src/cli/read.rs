@@ -64,8 +64,81 @@ pub fn human_age(d: chrono::Duration) -> String {
     }
 }
 
-/// Prints rows as aligned columns.
-pub fn print_table(rows: &[Vec<String>]) {
+/// Says so on stderr, in one line, when no controller runs on the status
+/// directory `dir` (from the lock in `.sessionlet/` and the controller's
+/// status file), so that statuses are never read as current when nothing
+/// keeps them up to date.
+pub fn warn_if_no_controller(dir: &Path) {
+    let control = dir.join(".sessionlet");
+    if crate::runtime::lock::is_held(&control) != Some(false) {
+        return;
+    }
+    let last = std::fs::read_to_string(control.join("controller.status.yaml"))
+        .ok()
+        .and_then(|t| codec::from_yaml_multi::<serde_json::Value>(&t).ok())
+        .and_then(|docs| docs.into_iter().next());
+    let seen = last
+        .as_ref()
+        .and_then(|c| c["updatedAt"].as_str())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| {
+            format!(
+                "; the last one stopped writing {}",
+                relative_time(chrono::Utc::now(), t.with_timezone(&chrono::Utc))
+            )
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "warning: no controller is running on {}{seen}: these statuses are not kept up to date (start `sessionlet run`)",
+        dir.display()
+    );
+}
+
+/// Orders names the way people count: `job-2` before `job-10` (runs of
+/// digits compare as numbers, the rest as text).
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for ((da, xa), (db, xb)) in ca.iter().zip(cb.iter()) {
+        let ord = if *da && *db {
+            let (ta, tb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
+            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb))
+        } else {
+            xa.cmp(xb)
+        };
+        if ord != std::cmp::Ordering::Equal {
+            return ord;
+        }
+    }
+    ca.len().cmp(&cb.len()).then_with(|| a.cmp(b))
+}
+
+/// When `t` is, seen from `now`, for people: `20s ago`, or `in 20s` for a
+/// time still ahead (a restart due, a clock set ahead).
+pub fn relative_time(
+    now: chrono::DateTime<chrono::Utc>,
+    t: chrono::DateTime<chrono::Utc>,
+) -> String {
+    if t > now {
+        format!("in {}", human_age(t - now))
+    } else {
+        format!("{} ago", human_age(now - t))
+    }
+}
+
+/// Writes rows as aligned columns.
+pub fn print_table(out: &mut impl std::io::Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -85,6 +158,24 @@ pub fn print_table(rows: &[Vec<String>]) {
                 line.push_str(&format!("{cell:<w$}   ", w = widths[i]));
             }
         }
-        println!("{}", line.trim_end());
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_cmp;
+
+    #[test]
+    fn names_sort_naturally() {
+        let mut names = vec![
+            "job-10", "job-2", "api", "job-1", "job-02b", "web-0", "job-",
+        ];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            ["api", "job-", "job-1", "job-2", "job-02b", "job-10", "web-0"]
+        );
     }
 }

@@ -49,7 +49,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut files: Vec<ManifestFile> =
             group.files.iter().map(|f| manifest::load_file(f)).collect();
         files.sort_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
-        manifest::mark_duplicate_names(&mut files);
+        // Status files beside the manifests say which file holds a name
+        // (a running session): the other one is blamed, as the controller does.
+        let holders = crate::runtime::catalog::recorded_holders(&group.dir);
+        manifest::mark_duplicate_names_holding(&mut files, &holders);
         file_count += files.len();
         object_count += files.iter().map(|f| f.documents.len()).sum::<usize>();
         let mut group_problems: Vec<Problem> = group.refused;

@@ -5,9 +5,11 @@
 
 pub mod backoff;
 pub mod desired;
+pub mod names;
 pub mod phase;
 pub mod plan;
 pub mod reconcile;
+pub mod signals;
 pub mod state;
 
 #[cfg(test)]
@@ -17,4 +19,5 @@ pub use desired::{Desired, DesiredPool, DesiredSession, Replica};
 pub use phase::{ExitStatus, Phase, Reason};
 pub use plan::{Action, Plan};
 pub use reconcile::{observe, reconcile, Event};
+pub use signals::keeps_sessions;
 pub use state::{LastExit, Record, Run, State};

@@ -903,9 +903,21 @@ fn start_candidates(
     }
 }
 
+/// Whether the attempt `rec` is starting counts as a restart: a start after
+/// an earlier attempt, unless the controller stopped that one itself on
+/// shutting down (a drain, then a new controller): the session never failed
+/// nor exited.
+pub fn is_restart(rec: &Record) -> bool {
+    rec.attempt > 1
+        && !rec
+            .last_exit
+            .as_ref()
+            .is_some_and(|e| e.reason == Reason::ControllerStopped)
+}
+
 fn spawn(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Plan) {
     rec.attempt += 1;
-    if rec.attempt > 1 {
+    if is_restart(rec) {
         rec.restarts += 1;
     }
     rec.series_started_at.get_or_insert(now);

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 pub use files::{is_manifest_name, list_manifests, manifest_stem, Listing};
 pub use load::{load_file, load_str, Document, ManifestFile};
 pub use schema::{pool_schema, session_schema};
-pub use validate::{is_valid_name, mark_duplicate_names};
+pub use validate::{is_valid_name, mark_duplicate_names, mark_duplicate_names_holding};
 
 /// One thing wrong with a manifest file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]

@@ -23,10 +23,12 @@
 //! 6. Without `metadata.name`, the file's stem is the name and must be a
 //!    valid name (`resolve_name`).
 //! 7. Names are unique per kind within a file (`check_unique_in_file`) and
-//!    across a directory ([`mark_duplicate_names`]).
+//!    across a directory ([`mark_duplicate_names`]); a Pool's replicas
+//!    (`POOL-0`, `POOL-1`, ...) take Session names.
+//! 8. A Pool's last replica name `NAME-(replicas-1)` is at most 63
+//!    characters, like every name (`replica_names_rule`).
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
 
 use super::codec::{Key, Node, Pos, Value};
 use super::load::{Document, ManifestFile};
@@ -36,6 +38,7 @@ use super::schema::{
 };
 use super::Problem;
 use crate::api::{Duration, Object, PoolManifest, SessionManifest, API_VERSION};
+use crate::core::names::{self, Claim, NameKey};
 
 /// The kinds this build understands.
 pub const KINDS: &[&str] = &["Session", "Pool"];
@@ -113,6 +116,9 @@ pub(crate) fn check_document(doc: &Node, stem: &str) -> Checked {
         None => check_api_version(doc, out),
     }
     let (name, pos, defaulted) = resolve_name(doc, stem, out);
+    if let (Some("Pool"), Some(name)) = (kind, &name) {
+        replica_names_rule(doc, name, out);
+    }
     checked.name = name;
     checked.name_pos = pos;
     checked.name_defaulted = defaulted;
@@ -445,6 +451,42 @@ fn pool_rules(doc: &Node, out: &mut Vec<Finding>) {
     session_spec_rules(tspec_key.pos, tspec, "spec.template.spec", out);
 }
 
+/// Rule 8: the replicas' names (`NAME-0` ... `NAME-(replicas-1)`) are valid
+/// names, so a Pool whose name plus ordinal passes 63 characters is refused
+/// up front rather than failing replica by replica.
+fn replica_names_rule(doc: &Node, name: &str, out: &mut Vec<Finding>) {
+    let Some((_, spec)) = entry(doc, "spec") else {
+        return;
+    };
+    let Some((
+        key,
+        Node {
+            value: Value::Int(replicas),
+            ..
+        },
+    )) = entry(spec, "replicas")
+    else {
+        return;
+    };
+    if *replicas < 1 {
+        return;
+    }
+    let last = format!("{name}-{}", replicas - 1);
+    if last.len() <= 63 {
+        return;
+    }
+    out.push(finding(
+        key.pos,
+        "spec.replicas",
+        format!(
+            "the last replica would be named {last:?} ({} characters), over the 63-character limit of names; \
+             shorten metadata.name (to at most {} characters for {replicas} replicas) or lower spec.replicas",
+            last.len(),
+            63usize.saturating_sub(last.len() - name.len()),
+        ),
+    ));
+}
+
 /// Rule 6: the object's name, where it is written, and whether it came from
 /// the file's stem. `None` when there is no valid name (with a finding).
 fn resolve_name(doc: &Node, stem: &str, out: &mut Vec<Finding>) -> (Option<String>, Pos, bool) {
@@ -523,62 +565,171 @@ pub(crate) fn check_unique_in_file(docs: &mut [Checked]) {
 /// `files` must be the directory's manifests in lexical order of their file
 /// names (as [`super::list_manifests`] returns them); an object reusing a
 /// kind and name already defined in an earlier file becomes
-/// [`Document::Invalid`] with a problem naming the first definition.
+/// [`Document::Invalid`] with a problem naming the first definition. A
+/// Pool's replicas (`POOL-0`, ...) take Session names too.
 pub fn mark_duplicate_names(files: &mut [ManifestFile]) {
-    let mut seen: HashMap<(String, String), (PathBuf, Pos)> = HashMap::new();
-    for file in files.iter_mut() {
-        let mut added = Vec::new();
-        for (index, doc) in file.documents.iter_mut().enumerate() {
-            let (kind, name) = match doc {
-                Document::Valid(object) => (object.kind().to_string(), object.name().to_string()),
-                Document::Invalid {
-                    kind: Some(kind),
-                    name: Some(name),
-                    ..
-                } => (kind.clone(), name.clone()),
-                Document::Invalid { .. } => continue,
-            };
-            let pos = file.name_positions.get(index).copied().unwrap_or_default();
-            let key = (kind, name);
-            if let Some((first_file, first_pos)) = seen.get(&key) {
-                // Two documents of one file are already checked by
-                // check_unique_in_file.
-                if *first_file == file.path {
-                    continue;
-                }
-                let problem = Problem {
-                    file: file.path.clone(),
-                    line: pos.line.max(1),
-                    col: pos.col.max(1),
-                    path: "metadata.name".into(),
-                    message: format!(
-                        "duplicate name: {} {:?} is already defined in {}:{}:{}; names are unique per kind across the directory",
-                        key.0,
-                        key.1,
-                        first_file.display(),
-                        first_pos.line.max(1),
-                        first_pos.col.max(1)
-                    ),
-                };
-                added.push(problem.clone());
-                match doc {
-                    Document::Invalid { problems, .. } => problems.push(problem),
-                    Document::Valid(_) => {
-                        *doc = Document::Invalid {
-                            kind: Some(key.0.clone()),
-                            name: Some(key.1.clone()),
-                            problems: vec![problem],
-                        }
-                    }
-                }
-            } else {
-                seen.insert(key, (file.path.clone(), pos));
+    mark_duplicate_names_holding(files, &BTreeMap::new());
+}
+
+/// Where a name is claimed: a file, a document, and for a Pool's replica
+/// its ordinal and the pool's name.
+#[derive(Debug, Clone, PartialEq)]
+struct Site {
+    file: usize,
+    doc: usize,
+    replica: Option<(u32, String)>,
+}
+
+/// The kind and name a document declares, when readable.
+fn doc_key(doc: &Document) -> Option<NameKey> {
+    match doc {
+        Document::Valid(object) => Some((object.kind().to_string(), object.name().to_string())),
+        Document::Invalid {
+            kind: Some(kind),
+            name: Some(name),
+            ..
+        } => Some((kind.clone(), name.clone())),
+        Document::Invalid { .. } => None,
+    }
+}
+
+/// [`mark_duplicate_names`], where `holders` maps names to the stem of the
+/// file holding them (running, or recorded in the status files): as the
+/// controller decides, the holder keeps its name and the other file is
+/// blamed, whatever the order ([`crate::core::names::winners`]).
+pub fn mark_duplicate_names_holding(
+    files: &mut [ManifestFile],
+    holders: &BTreeMap<NameKey, String>,
+) {
+    // Pools first: a Pool that loses its own name claims no replica names.
+    let mut claims = Vec::new();
+    let mut sites = Vec::new();
+    for (fi, file) in files.iter().enumerate() {
+        for (di, doc) in file.documents.iter().enumerate() {
+            if let Some(key) = doc_key(doc).filter(|k| k.0 == "Pool") {
+                claims.push(Claim {
+                    key,
+                    stem: file.stem.clone(),
+                });
+                sites.push(Site {
+                    file: fi,
+                    doc: di,
+                    replica: None,
+                });
             }
         }
-        if !added.is_empty() {
-            file.problems.extend(added);
-            file.problems.sort_by_key(|p| (p.line, p.col));
+    }
+    let pool_winners = names::winners(&claims, holders);
+    let pool_sites = sites.clone();
+    for (fi, file) in files.iter().enumerate() {
+        for (di, doc) in file.documents.iter().enumerate() {
+            let Some(key) = doc_key(doc) else {
+                continue;
+            };
+            let site = Site {
+                file: fi,
+                doc: di,
+                replica: None,
+            };
+            if key.0 != "Pool" {
+                claims.push(Claim {
+                    key,
+                    stem: file.stem.clone(),
+                });
+                sites.push(site);
+                continue;
+            }
+            let Document::Valid(Object::Pool(pool)) = doc else {
+                continue;
+            };
+            let won = pool_winners
+                .get(&key)
+                .is_some_and(|w| pool_sites[w.index] == site);
+            if !won || pool.spec.template.is_none() {
+                continue;
+            }
+            for ordinal in 0..pool.spec.replicas {
+                claims.push(Claim {
+                    key: ("Session".into(), names::replica_name(&key.1, ordinal)),
+                    stem: file.stem.clone(),
+                });
+                sites.push(Site {
+                    replica: Some((ordinal, key.1.clone())),
+                    ..site.clone()
+                });
+            }
         }
+    }
+    let winners = names::winners(&claims, holders);
+    let pos_of = |files: &[ManifestFile], site: &Site| {
+        files[site.file]
+            .name_positions
+            .get(site.doc)
+            .copied()
+            .unwrap_or_default()
+    };
+    let mut found: Vec<(usize, usize, Problem)> = Vec::new();
+    for (index, claim) in claims.iter().enumerate() {
+        let Some(w) = winners.get(&claim.key).filter(|w| w.index != index) else {
+            continue;
+        };
+        let (lost, won) = (&sites[index], &sites[w.index]);
+        // Two documents of one file are already checked by check_unique_in_file.
+        if lost.file == won.file && lost.replica.is_none() && won.replica.is_none() {
+            continue;
+        }
+        let (kind, name) = &claim.key;
+        let at = pos_of(files, won);
+        let first = format!(
+            "{}:{}:{}",
+            files[won.file].path.display(),
+            at.line.max(1),
+            at.col.max(1)
+        );
+        let holds = if w.held {
+            ", which holds it (its status file records it)"
+        } else {
+            ""
+        };
+        let message = match (&lost.replica, &won.replica) {
+            (None, None) => format!(
+                "duplicate name: {kind} {name:?} is already defined in {first}{holds}; names are unique per kind across the directory"
+            ),
+            (None, Some((n, pool))) => format!(
+                "duplicate name: Session {name:?} is the name of replica {n} of Pool {pool:?} defined in {first}{holds}; a pool's replicas take the names POOL-0, POOL-1, ...; rename the session"
+            ),
+            (Some((n, pool)), _) => format!(
+                "duplicate name: replica {n} of Pool {pool:?} would be named {name:?}, already defined as a Session in {first}{holds}; rename the pool or the session"
+            ),
+        };
+        let pos = pos_of(files, lost);
+        found.push((
+            lost.file,
+            lost.doc,
+            Problem {
+                file: files[lost.file].path.clone(),
+                line: pos.line.max(1),
+                col: pos.col.max(1),
+                path: "metadata.name".into(),
+                message,
+            },
+        ));
+    }
+    for (fi, di, problem) in found {
+        let file = &mut files[fi];
+        let doc = &mut file.documents[di];
+        match doc {
+            Document::Invalid { problems, .. } => problems.push(problem.clone()),
+            Document::Valid(object) => {
+                *doc = Document::Invalid {
+                    kind: Some(object.kind().to_string()),
+                    name: Some(object.name().to_string()),
+                    problems: vec![problem.clone()],
+                }
+            }
+        }
+        file.problems.push(problem);
+        file.problems.sort_by_key(|p| (p.line, p.col));
     }
 }
 

@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::api::{Object, PoolManifest, SessionSpec};
-use crate::core::{Desired, DesiredPool, DesiredSession, Replica};
+use crate::core::names::{Claim, NameKey};
+use crate::core::{self, Desired, DesiredPool, DesiredSession, Replica};
 use crate::manifest::{self, Document, ManifestFile, Problem};
 
 /// Identity of a file's content, cheap to read.
@@ -106,14 +107,19 @@ pub enum Entry {
         /// What is wrong.
         problems: Vec<String>,
     },
-    /// A name another file declares first.
+    /// A name another declaration holds or declares first (for a Pool's
+    /// replica, a name a Session has).
     Duplicate {
         /// Session or Pool.
         kind: String,
         /// The name.
         name: String,
-        /// The file that wins.
+        /// The file that wins (with the replica and pool when a Pool's
+        /// replica wins).
         winner: String,
+        /// True when the winner holds the name (it is running or recorded
+        /// in the status files); false when it only comes first.
+        held: bool,
     },
 }
 
@@ -139,6 +145,9 @@ pub struct Catalog {
     /// dominated a rescan of 10,000 files.
     files: BTreeMap<std::ffi::OsString, CachedFile>,
     known: BTreeMap<(String, String), Known>,
+    /// For each kind and name, the stem of the file holding it: the winner
+    /// of the last rescan, seeded from the status files at start.
+    holders: BTreeMap<NameKey, String>,
     /// File views by stem, rebuilt on each rescan.
     pub views: BTreeMap<String, FileView>,
     /// For each session, the stem of its file.
@@ -196,6 +205,13 @@ impl Catalog {
     pub fn remember(&mut self, kind: &str, name: &str, known: Known) {
         self.known
             .insert((kind.to_string(), name.to_string()), known);
+    }
+
+    /// Records, from a status file written by an earlier controller, that
+    /// the file `stem` holds a name: a newcomer declaring it loses.
+    pub fn remember_holder(&mut self, kind: &str, name: &str, stem: &str) {
+        self.holders
+            .insert((kind.to_string(), name.to_string()), stem.to_string());
     }
 
     /// What is known of an object.
@@ -308,16 +324,12 @@ impl Catalog {
         self.views.clear();
         self.session_file.clear();
         self.pool_file.clear();
-        let mut owners: BTreeMap<(String, String), String> = BTreeMap::new();
         let files: Vec<(&Path, &CachedFile)> =
             self.files.iter().map(|(k, c)| (Path::new(k), c)).collect();
+        let names = NameClaims::decide(&files, &self.holders);
         let mut sessions: Vec<(String, Arc<SessionSpec>, u64, Option<Replica>)> = Vec::new();
         let mut pools: Vec<(String, PoolManifest, u64)> = Vec::new();
-        for (path, cached) in files {
-            let file_name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+        for (file_index, (path, cached)) in files.iter().enumerate() {
             let stem = cached.loaded.stem.clone();
             let mut view = FileView {
                 path: path.to_path_buf(),
@@ -374,17 +386,21 @@ impl Catalog {
                 Vec::new()
             };
             let mut session_count = 0;
-            for (obj, cache) in in_force {
-                let key = (obj.kind().to_string(), obj.name().to_string());
-                if let Some(winner) = owners.get(&key) {
+            for (object_index, (obj, cache)) in in_force.into_iter().enumerate() {
+                let origin = Origin {
+                    file: file_index,
+                    object: object_index,
+                    ordinal: None,
+                };
+                if let Some((winner, held)) = names.loser(obj.kind(), obj.name(), origin) {
                     view.entries.push(Entry::Duplicate {
-                        kind: key.0,
-                        name: key.1,
-                        winner: winner.clone(),
+                        kind: obj.kind().to_string(),
+                        name: obj.name().to_string(),
+                        winner,
+                        held,
                     });
                     continue;
                 }
-                owners.insert(key, file_name.clone());
                 match obj {
                     Object::Session(s) => {
                         let name = obj_name(&s.metadata);
@@ -404,7 +420,23 @@ impl Catalog {
                         self.pool_file.insert(name.clone(), stem.clone());
                         if let Some(spec) = &cache.spec {
                             for ordinal in 0..p.spec.replicas {
-                                let rname = format!("{name}-{ordinal}");
+                                let rname = core::names::replica_name(&name, ordinal);
+                                let origin = Origin {
+                                    ordinal: Some(ordinal),
+                                    ..origin
+                                };
+                                // A replica name another declaration holds
+                                // (or declares first) is not the pool's.
+                                if let Some((winner, held)) = names.loser("Session", &rname, origin)
+                                {
+                                    view.entries.push(Entry::Duplicate {
+                                        kind: "Session".into(),
+                                        name: rname,
+                                        winner,
+                                        held,
+                                    });
+                                    continue;
+                                }
                                 // Each replica's own status follows the PoolStatus in the pool's file.
                                 view.entries.push(Entry::Session(rname.clone()));
                                 self.session_file.insert(rname.clone(), stem.clone());
@@ -427,6 +459,8 @@ impl Catalog {
             view.shared = session_count > 1;
             self.views.insert(stem, view);
         }
+        // What holds each name from now on: the winners.
+        self.holders = names.holders();
         // Refused files (a symlink that leaves the directory) get an Invalid
         // status saying why, so the refusal is visible.
         for p in &self.refused {
@@ -500,6 +534,173 @@ impl Catalog {
             k.generation += 1;
         }
         k.clone()
+    }
+}
+
+/// The names the status files in `status_dir` record as declared (not
+/// Invalid), each with the stem of the manifest holding it: what
+/// `validate` needs to blame the file that would lose, as the controller
+/// does. Unreadable files say nothing.
+pub fn recorded_holders(status_dir: &Path) -> BTreeMap<NameKey, String> {
+    let mut holders = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(status_dir) else {
+        return holders;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = file.strip_suffix(".status.yaml") else {
+            continue;
+        };
+        if file.starts_with('.') {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let Ok(docs) = crate::manifest::codec::from_yaml_multi::<serde_json::Value>(&text) else {
+            continue;
+        };
+        for doc in docs {
+            let kind = match doc["kind"].as_str() {
+                Some("SessionStatus") => "Session",
+                Some("PoolStatus") => "Pool",
+                _ => continue,
+            };
+            if doc["status"]["phase"] == "Invalid" {
+                continue;
+            }
+            if let Some(name) = doc["metadata"]["name"].as_str().filter(|n| !n.is_empty()) {
+                holders.insert((kind.to_string(), name.to_string()), stem.to_string());
+            }
+        }
+    }
+    holders
+}
+
+/// Where a claim comes from: a file, an object in force in it, and for a
+/// Pool's replica its ordinal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Origin {
+    file: usize,
+    object: usize,
+    ordinal: Option<u32>,
+}
+
+/// The names claimed by the objects in force and who wins each
+/// ([`core::names::winners`]). Pools are decided first: a Pool that loses
+/// its own name claims no replica names.
+struct NameClaims {
+    claims: Vec<Claim>,
+    origins: Vec<Origin>,
+    /// File names, by file index (to say who wins).
+    file_names: Vec<String>,
+    /// Pool names, by origin of the pool (for replica winners).
+    pool_names: BTreeMap<(usize, usize), String>,
+    winners: BTreeMap<NameKey, core::names::Winner>,
+}
+
+impl NameClaims {
+    fn decide(files: &[(&Path, &CachedFile)], holders: &BTreeMap<NameKey, String>) -> NameClaims {
+        let file_names: Vec<String> = files
+            .iter()
+            .map(|(p, _)| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut pool_claims = Vec::new();
+        let mut pool_origins = Vec::new();
+        for (file, (_, cached)) in files.iter().enumerate() {
+            for (object, obj) in cached.last_good.iter().enumerate() {
+                if let Object::Pool(p) = obj {
+                    pool_claims.push(Claim {
+                        key: ("Pool".into(), obj_name(&p.metadata)),
+                        stem: cached.loaded.stem.clone(),
+                    });
+                    pool_origins.push(Origin {
+                        file,
+                        object,
+                        ordinal: None,
+                    });
+                }
+            }
+        }
+        let pool_winners = core::names::winners(&pool_claims, holders);
+        let mut claims = pool_claims.clone();
+        let mut origins = pool_origins.clone();
+        let mut pool_names = BTreeMap::new();
+        for (file, (_, cached)) in files.iter().enumerate() {
+            for (object, obj) in cached.last_good.iter().enumerate() {
+                let origin = Origin {
+                    file,
+                    object,
+                    ordinal: None,
+                };
+                let stem = cached.loaded.stem.clone();
+                match obj {
+                    Object::Session(s) => {
+                        claims.push(Claim {
+                            key: ("Session".into(), obj_name(&s.metadata)),
+                            stem,
+                        });
+                        origins.push(origin);
+                    }
+                    Object::Pool(p) => {
+                        let name = obj_name(&p.metadata);
+                        let won = pool_winners
+                            .get(&("Pool".to_string(), name.clone()))
+                            .is_some_and(|w| pool_origins[w.index] == origin);
+                        if !won || p.spec.template.is_none() {
+                            continue;
+                        }
+                        for ordinal in 0..p.spec.replicas {
+                            claims.push(Claim {
+                                key: ("Session".into(), core::names::replica_name(&name, ordinal)),
+                                stem: stem.clone(),
+                            });
+                            origins.push(Origin {
+                                ordinal: Some(ordinal),
+                                ..origin
+                            });
+                        }
+                        pool_names.insert((file, object), name);
+                    }
+                }
+            }
+        }
+        let winners = core::names::winners(&claims, holders);
+        NameClaims {
+            claims,
+            origins,
+            file_names,
+            pool_names,
+            winners,
+        }
+    }
+
+    /// `None` when the claim from `origin` wins `kind`/`name`; otherwise who
+    /// wins it and whether it holds the name.
+    fn loser(&self, kind: &str, name: &str, origin: Origin) -> Option<(String, bool)> {
+        let w = self.winners.get(&(kind.to_string(), name.to_string()))?;
+        let won = self.origins[w.index];
+        if won == origin {
+            return None;
+        }
+        let file = self.file_names.get(won.file).cloned().unwrap_or_default();
+        let who = match (won.ordinal, self.pool_names.get(&(won.file, won.object))) {
+            (Some(n), Some(pool)) => format!("{file} (replica {n} of Pool {pool:?})"),
+            _ => file,
+        };
+        Some((who, w.held))
+    }
+
+    /// The stem holding each name.
+    fn holders(&self) -> BTreeMap<NameKey, String> {
+        self.winners
+            .iter()
+            .map(|(k, w)| (k.clone(), self.claims[w.index].stem.clone()))
+            .collect()
     }
 }
 

@@ -466,8 +466,12 @@ impl Controller {
                     .as_u64()
                     .unwrap_or(1)
                     .max(1);
+                let stem = name.trim_end_matches(".status.yaml").to_string();
+                if doc["status"]["phase"] != "Invalid" {
+                    // The file this status belongs to holds the name: a newcomer loses.
+                    self.catalog.remember_holder(kind, n, &stem);
+                }
                 if kind == "Session" {
-                    let stem = name.trim_end_matches(".status.yaml").to_string();
                     to_adopt.push((n.to_string(), stem, doc.clone()));
                 }
                 self.catalog.remember(
@@ -739,16 +743,22 @@ impl Controller {
                     self.check_vanished();
                     self.read_agents();
                 }
-                _ = sigterm.recv() => { if let Some(exit) = self.on_signal() { return Ok(exit); } }
-                _ = sigint.recv() => { if let Some(exit) = self.on_signal() { return Ok(exit); } }
+                _ = sigterm.recv() => { if let Some(exit) = self.on_signal(Signal::SIGTERM) { return Ok(exit); } }
+                _ = sigint.recv() => { if let Some(exit) = self.on_signal(Signal::SIGINT) { return Ok(exit); } }
             }
         }
     }
 
-    fn on_signal(&mut self) -> Option<Exit> {
-        if self.opts.keep_sessions {
+    /// SIGTERM or SIGINT. `--keep-sessions` applies to SIGTERM only (an
+    /// upgrade); Ctrl-C always drains.
+    fn on_signal(&mut self, signal: Signal) -> Option<Exit> {
+        if core::keeps_sessions(
+            self.opts.keep_sessions,
+            signal == Signal::SIGTERM,
+            self.state.shutting_down,
+        ) {
             tracing::info!(
-                "signal received: exiting and leaving sessions running (--keep-sessions)"
+                "SIGTERM received: exiting and leaving sessions running (--keep-sessions)"
             );
             self.write_controller_status(true);
             return Some(Exit::Clean);
@@ -925,10 +935,9 @@ impl Controller {
         let welcome = std::mem::take(&mut k.welcome);
         self.keeper_pid = welcome.keeper_pid;
         for (tag, s) in std::mem::take(&mut self.spawning) {
-            let rec = self.state.sessions.get(&s.name);
             let found = welcome.children.iter().find(|c| {
                 c.identity.session == s.name
-                    && Some(c.identity.attempt) == rec.map(|r| r.attempt)
+                    && c.identity.attempt == s.attempt
                     && !self.pids.contains_key(&c.pid)
             });
             match found {
@@ -973,7 +982,12 @@ impl Controller {
         self.metrics
             .spawn_seconds
             .observe(s.asked_at.elapsed().as_secs_f64());
-        if s.attempt > 1 {
+        if self
+            .state
+            .sessions
+            .get(&s.name)
+            .is_some_and(core::reconcile::is_restart)
+        {
             self.health.restarts.push_back(Utc::now());
         }
         let restarts = self.state.sessions.get(&s.name).map_or(0, |r| r.restarts);
@@ -1918,12 +1932,22 @@ impl Controller {
                         ));
                         kinds.push(true);
                     }
-                    Entry::Duplicate { kind, name, winner } => {
+                    Entry::Duplicate {
+                        kind,
+                        name,
+                        winner,
+                        held,
+                    } => {
+                        let why = if *held {
+                            "which holds the name"
+                        } else {
+                            "which comes first"
+                        };
                         session_docs.push(render::invalid_status(
                             Some(name),
                             &manifest,
                             Reason::DuplicateName,
-                            format!("{kind} {name:?} is already declared in {winner}, which comes first; rename one of them"),
+                            format!("{kind} {name:?} is already declared in {winner}, {why}; rename one of them"),
                             Vec::new(),
                         ));
                         kinds.push(true);

@@ -41,3 +41,22 @@ impl Lock {
         }
     }
 }
+
+/// Whether a controller holds the lock of `control_dir` now, read without
+/// touching the lock (taking it, even briefly, could make a controller
+/// starting at that moment fail): the kernel's table of flock locks
+/// (`/proc/locks`) is searched for the lock file's inode. `None` when that
+/// cannot be told (no `/proc/locks`).
+pub fn is_held(control_dir: &Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(control_dir.join("lock")) else {
+        return Some(false); // no controller ever ran here
+    };
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let inode = format!(":{}", meta.ino());
+    Some(locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`; blocked waiters start with `->`.
+        fields.get(1) == Some(&"FLOCK") && fields.get(5).is_some_and(|f| f.ends_with(&inode))
+    }))
+}
