@@ -196,6 +196,7 @@ impl Controller {
             anyhow::anyhow!("cannot create {}: {e}", layout.control_dir().display())
         })?;
         let lock = lock::Lock::acquire(&layout.control_dir())?;
+        super::files::sweep_status_dir(&layout.status_dir);
         let resync_interval = opts.resync_interval;
         let global_policy = match &opts.policy {
             Some(p) => Some(

@@ -1,0 +1,78 @@
+//! Input at the limits, through the real binary: leftover temporary files
+//! from interrupted writes, durations too large for a clock, and manifest
+//! names that are FIFOs.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// Sets a file's modification time `age` into the past.
+fn age_file(path: &Path, age: Duration) {
+    let when = SystemTime::now() - age;
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(when))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// Drops a one-shot manifest in and waits for it to complete: proof that the
+/// controller rescanned and reconciled after everything done before.
+fn prove_rescan(dir: &Path, tag: &str) {
+    let stem = format!("probe-{tag}");
+    write_file(
+        &dir.join(format!("{stem}.yaml")),
+        &session(&stem, "command: ['true']\nrestartPolicy: Never"),
+    );
+    wait_phase(dir, &stem, "Completed");
+}
+
+// ---------------------------------------------------------------------------
+// Leftover temporaries.
+
+#[test]
+fn temporaries_left_by_interrupted_writes_are_removed_at_start_and_statuses_kept() {
+    let (_tmp, dir) = sessions_dir();
+    let _keeper = KeeperGuard(dir.clone());
+    write_file(
+        &dir.join("job.yaml"),
+        &session("job", "command: ['true']\nrestartPolicy: Never"),
+    );
+    let mut c = Controller::start(&dir, &[]);
+    let done = wait_phase(&dir, "job", "Completed");
+    assert!(c.stop().success(), "{}", c.log());
+
+    // What SIGKILLs in the middle of writes leave behind: a status, the
+    // controller's own status and a crash dump whose writer (a pid above
+    // pid_max) is gone, and a keeper exit record older than any write.
+    let crashes = dir.join("job.crashes");
+    std::fs::create_dir_all(&crashes).unwrap();
+    let exits = dir.join(".sessionlet/exits");
+    std::fs::create_dir_all(&exits).unwrap();
+    let planted = [
+        dir.join(".job.status.yaml.tmp-4194305"),
+        dir.join(".sessionlet/.controller.status.yaml.tmp-4194305"),
+        crashes.join(".job-20260101T000000.000Z-attempt-1.yaml.tmp-4194305"),
+        exits.join("4194305.json.tmp"),
+    ];
+    for p in &planted {
+        std::fs::write(p, "half a file").unwrap();
+    }
+    age_file(&planted[3], Duration::from_secs(3600));
+    // Kept: a fresh exit record being written right now, a real status.
+    let fresh = exits.join("4194306.json.tmp");
+    std::fs::write(&fresh, "in progress").unwrap();
+
+    let c = Controller::start(&dir, &[]);
+    wait_passes(&dir, c.pid(), 1);
+    for p in &planted {
+        assert!(!p.exists(), "{} was left", p.display());
+    }
+    assert!(fresh.exists(), "a fresh keeper record was removed");
+    let after = status(&dir, "job").expect("the status is still there");
+    assert_eq!(after["status"]["phase"], "Completed");
+    assert_eq!(after["metadata"]["uid"], done["metadata"]["uid"]);
+    prove_rescan(&dir, "after-sweep");
+}
