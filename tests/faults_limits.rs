@@ -76,3 +76,81 @@ fn temporaries_left_by_interrupted_writes_are_removed_at_start_and_statuses_kept
     assert_eq!(after["metadata"]["uid"], done["metadata"]["uid"]);
     prove_rescan(&dir, "after-sweep");
 }
+
+// ---------------------------------------------------------------------------
+// Durations at and past the maximum.
+
+/// Every duration field at the maximum, 3650d.
+const AT_MAXIMUM: &str = "timeout: 3650d
+activeDeadline: 3650d
+terminationGracePeriod: 3650d
+ttlAfterFinished: 3650d
+staleAfter: 3650d
+backoff: {initialDelay: 3650d, maxDelay: 3650d, resetAfter: 3650d}
+resources: {maxCpuTime: 3650d}";
+
+#[test]
+fn durations_at_the_maximum_run_and_longer_ones_are_invalid_without_crashing_the_controller() {
+    let (_tmp, dir) = sessions_dir();
+    let _keeper = KeeperGuard(dir.clone());
+    // Exits at once under Always: the restart waits initialDelay (3650d).
+    write_file(
+        &dir.join("again.yaml"),
+        &session(
+            "again",
+            &format!("command: ['true']\nrestartPolicy: Always\n{AT_MAXIMUM}"),
+        ),
+    );
+    // Runs until the drain stops it, which computes kill_at from the grace period.
+    write_file(
+        &dir.join("long.yaml"),
+        &session("long", &format!("command: [sleep, '1000']\n{AT_MAXIMUM}")),
+    );
+    // Finishes at once: garbage collection is due in 3650d.
+    write_file(
+        &dir.join("once.yaml"),
+        &session(
+            "once",
+            &format!("command: ['true']\nrestartPolicy: Never\n{AT_MAXIMUM}"),
+        ),
+    );
+    // Past the maximum: the value that used to panic every `run`.
+    write_file(
+        &dir.join("overflow.yaml"),
+        &session("overflow", "command: [sleep, '1000']\ntimeout: 100000000d"),
+    );
+    let mut c = Controller::start(&dir, &[]);
+    let mut pids = Vec::new();
+    wait_status(&dir, "again", "waiting to restart", |s| {
+        s["status"]["phase"] == "Recovering"
+    });
+    let long = wait_status(&dir, "long", "Running", |s| {
+        s["status"]["phase"] == "Running" && s["status"]["pid"].is_u64()
+    });
+    pids.extend(long["status"]["pid"].as_u64().map(|p| p as u32));
+    wait_phase(&dir, "once", "Completed");
+    let invalid = wait_phase(&dir, "overflow", "Invalid");
+    let text = serde_json::to_string(&invalid).unwrap();
+    assert!(
+        text.contains("spec.timeout") && text.contains("longer than the maximum, 3650d"),
+        "{invalid:#?}"
+    );
+    prove_rescan(&dir, "after-maximum");
+    assert!(c.exited().is_none(), "the controller died: {}", c.log());
+    let exit = c.stop();
+    assert!(exit.code().is_some(), "{exit:?}");
+    assert_ne!(
+        exit.code(),
+        Some(101),
+        "the controller panicked: {}",
+        c.log()
+    );
+    assert!(!c.log().contains("panicked"), "{}", c.log());
+    // Drained like any other session, not after its 3650d grace period.
+    let long = status(&dir, "long").expect("status");
+    assert_eq!(long["status"]["reason"], "ControllerStopped", "{long:#?}");
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "a session outlived the drain"
+    );
+}

@@ -9,6 +9,7 @@ pub mod phase;
 pub mod plan;
 pub mod reconcile;
 pub mod state;
+pub mod time;
 
 #[cfg(test)]
 mod tests;
