@@ -154,3 +154,66 @@ fn durations_at_the_maximum_run_and_longer_ones_are_invalid_without_crashing_the
         "a session outlived the drain"
     );
 }
+
+// ---------------------------------------------------------------------------
+// FIFOs under manifest names.
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o644))
+        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
+#[test]
+fn a_fifo_under_a_manifest_name_is_refused_and_never_blocks_the_controller() {
+    let (_tmp, dir) = sessions_dir();
+    let _keeper = KeeperGuard(dir.clone());
+    // There from the start; nothing ever writes to it.
+    mkfifo(&dir.join("pipe.yaml"));
+    let mut c = Controller::start(&dir, &[]);
+    prove_rescan(&dir, "with-a-fifo");
+    let log = c.log();
+    assert!(
+        log.contains("pipe.yaml") && log.contains("not a regular file"),
+        "nothing says pipe.yaml was refused:\n{log}"
+    );
+
+    // Swapped back and forth by rename with a valid manifest for a while,
+    // the controller rescanning at every change: whichever it finds when it
+    // opens the name (a FIFO can arrive between its stat and its open), it
+    // must never wait for a writer.
+    let flipper = {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            let flip = dir.join("flip.yaml");
+            let manifest = session("flip", "command: ['true']\nrestartPolicy: Never");
+            let fifo = dir.join(".flip.fifo");
+            let regular = dir.join(".flip.yaml");
+            let until = std::time::Instant::now() + Duration::from_secs(3);
+            let mut swaps = 0u32;
+            while std::time::Instant::now() < until {
+                mkfifo(&fifo);
+                std::fs::rename(&fifo, &flip).unwrap();
+                std::fs::write(&regular, &manifest).unwrap();
+                std::fs::rename(&regular, &flip).unwrap();
+                swaps += 1;
+            }
+            mkfifo(&fifo);
+            std::fs::rename(&fifo, &flip).unwrap();
+            swaps
+        })
+    };
+    let swaps = flipper.join().expect("the swapping thread");
+    assert!(swaps > 100, "only {swaps} swaps");
+
+    // Still responsive: a manifest added afterwards starts and completes,
+    // and the controller drains at once when asked.
+    prove_rescan(&dir, "after-the-swaps");
+    wait_passes(&dir, c.pid(), 3);
+    assert!(c.exited().is_none(), "the controller died: {}", c.log());
+    assert!(
+        c.log().contains("flip.yaml") && c.log().contains("not a regular file"),
+        "nothing says flip.yaml was refused"
+    );
+    let exit = c.stop();
+    assert_eq!(exit.code(), Some(0), "{}", c.log());
+}
