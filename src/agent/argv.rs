@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
@@ -176,19 +175,21 @@ pub fn load_prompt(spec: &AgentSpec, base_dir: &Path) -> Result<String, ArgvErro
                 path: path.clone(),
                 source,
             };
-            let f = std::fs::File::open(&path).map_err(io)?;
-            let mut buf = String::new();
-            // Read one byte past the limit to tell "at the limit" from "over".
-            f.take(PROMPT_FILE_LIMIT + 1)
-                .read_to_string(&mut buf)
-                .map_err(io)?;
-            if buf.len() as u64 > PROMPT_FILE_LIMIT {
-                return Err(ArgvError::PromptFileTooLarge {
-                    path,
-                    limit: PROMPT_FILE_LIMIT,
-                });
-            }
-            buf
+            // Never blocks on a FIFO; refuses anything but a regular file.
+            use crate::manifest::files::{read_regular, ReadError};
+            let bytes = match read_regular(&path, PROMPT_FILE_LIMIT) {
+                Ok(b) => b,
+                Err(ReadError::TooLarge(_)) => {
+                    return Err(ArgvError::PromptFileTooLarge {
+                        path,
+                        limit: PROMPT_FILE_LIMIT,
+                    })
+                }
+                Err(ReadError::Io(e)) => return Err(io(e)),
+                Err(other) => return Err(io(std::io::Error::other(other.to_string()))),
+            };
+            String::from_utf8(bytes)
+                .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?
         }
         (None, None) => return Err(ArgvError::NoPrompt),
     };

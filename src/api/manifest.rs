@@ -157,6 +157,16 @@ pub struct Resources {
     pub max_cpu_time: Option<Duration>,
 }
 
+/// One `spec.envFrom` entry: a dotenv file of variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvFrom {
+    /// A dotenv file (`NAME=VALUE` lines); relative paths resolve against
+    /// the manifest's directory. Read at every spawn; a missing or malformed
+    /// file fails the spawn.
+    pub file: PathBuf,
+}
+
 /// The `spec` of a Session (also a Pool's `template.spec`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -174,7 +184,13 @@ pub struct SessionSpec {
     /// Working directory; relative paths resolve against the manifest's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<PathBuf>,
-    /// Variables added to the controller's environment.
+    /// Variables read from dotenv files at every spawn, before `env`. Their
+    /// values are never written or printed anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFrom>,
+    /// Variables of the session, on top of the minimal base (`PATH`, `HOME`,
+    /// `LANG`, `TZ`, `USER`), `--pass-env` and `envFrom`. Never put secrets
+    /// here: use `envFrom` or `--pass-env`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Written to the session's stdin, which is then closed. Otherwise stdin is /dev/null.

@@ -9,11 +9,16 @@ use std::str::FromStr;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A duration written like `250ms`, `30s`, `5m`, `1h30m` or `2d`.
+/// A duration written like `250ms`, `30s`, `5m`, `1h30m` or `2d`, at most
+/// [`Duration::MAX`] (3650 days, about 10 years).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Duration(pub std::time::Duration);
 
 impl Duration {
+    /// The longest duration a manifest or a flag may give: 3650 days (about
+    /// 10 years). Anything longer is refused when parsed, so no deadline
+    /// computed from a duration can leave the range of a clock.
+    pub const MAX: Duration = Duration::from_secs(MAX_DURATION_DAYS * 86_400);
     /// Builds a duration from whole seconds.
     pub const fn from_secs(secs: u64) -> Self {
         Duration(std::time::Duration::from_secs(secs))
@@ -32,12 +37,27 @@ impl Duration {
     }
 }
 
+/// [`Duration::MAX`] in days.
+pub const MAX_DURATION_DAYS: u64 = 3650;
+
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: {why}; write a number followed by a unit, e.g. 250ms, 30s, 5m, 1h30m (units: ms, s, m, h, d)")]
 pub struct DurationError {
     input: String,
     why: &'static str,
+}
+
+/// Why a duration is too long, in [`DurationError`].
+const TOO_LONG: &str = "longer than the maximum, 3650d (about 10 years)";
+
+impl fmt::Display for DurationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid duration {:?}: {}", self.input, self.why)?;
+        if self.why != TOO_LONG {
+            f.write_str("; write a number followed by a unit, e.g. 250ms, 30s, 5m, 1h30m (units: ms, s, m, h, d)")?;
+        }
+        Ok(())
+    }
 }
 
 impl FromStr for Duration {
@@ -61,9 +81,7 @@ impl FromStr for Duration {
             if digits == 0 {
                 return Err(err("expected a number"));
             }
-            let n: u128 = rest[..digits]
-                .parse()
-                .map_err(|_| err("number too large"))?;
+            let n: u128 = rest[..digits].parse().map_err(|_| err(TOO_LONG))?;
             rest = &rest[digits..];
             let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
             let unit = &rest[..unit_len];
@@ -80,10 +98,14 @@ impl FromStr for Duration {
             total = n
                 .checked_mul(ms_per)
                 .and_then(|v| total.checked_add(v))
-                .ok_or_else(|| err("too large"))?;
+                .ok_or_else(|| err(TOO_LONG))?;
         }
-        let ms = u64::try_from(total).map_err(|_| err("too large"))?;
-        Ok(Duration::from_millis(ms))
+        let ms = u64::try_from(total).map_err(|_| err(TOO_LONG))?;
+        let d = Duration::from_millis(ms);
+        if d > Duration::MAX {
+            return Err(err(TOO_LONG));
+        }
+        Ok(d)
     }
 }
 
@@ -131,26 +153,55 @@ impl JsonSchema for Duration {
             "type": "string",
             "format": "duration",
             "pattern": "^([0-9]+(ms|s|m|h|d))+$|^0$",
-            "description": "A duration: a number and a unit, repeated: 250ms, 30s, 5m, 1h30m, 2d."
+            "description": "A duration: a number and a unit, repeated: 250ms, 30s, 5m, 1h30m, 2d. At most 3650d (about 10 years)."
         })
     }
 }
 
-/// A memory quantity in bytes, written `512Mi`, `2Gi`, `1G`, `1000k` or a plain byte count.
+/// A memory quantity in bytes, written `512Mi`, `2Gi`, `1G`, `1000k` or a
+/// plain byte count, at most [`Quantity::MAX`] (1024Ti, one pebibyte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Quantity(pub u64);
 
+impl Quantity {
+    /// The largest quantity accepted: 1024Ti (2^50 bytes, one pebibyte), so
+    /// sums and products of a few quantities stay far from `u64::MAX`.
+    pub const MAX: Quantity = Quantity(1 << 50);
+}
+
 /// Why a quantity string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid quantity {input:?}: write bytes, or a number with a suffix: Ki, Mi, Gi, Ti (powers of 1024) or k, M, G, T (powers of 1000), e.g. 512Mi")]
-pub struct QuantityError {
-    input: String,
+pub enum QuantityError {
+    /// Not a number with a known suffix.
+    #[error("invalid quantity {input:?}: write bytes, or a number with a suffix: Ki, Mi, Gi, Ti (powers of 1024) or k, M, G, T (powers of 1000), e.g. 512Mi")]
+    Syntax {
+        /// The text as written.
+        input: String,
+    },
+    /// Larger than [`Quantity::MAX`].
+    #[error("invalid quantity {input:?}: larger than the maximum, 1024Ti (2^50 bytes)")]
+    TooLarge {
+        /// The text as written.
+        input: String,
+    },
+}
+
+impl Quantity {
+    /// `bytes` as a quantity, refused above [`Quantity::MAX`].
+    fn bounded(bytes: u64, input: &str) -> Result<Quantity, QuantityError> {
+        if bytes > Quantity::MAX.0 {
+            return Err(QuantityError::TooLarge {
+                input: input.to_string(),
+            });
+        }
+        Ok(Quantity(bytes))
+    }
 }
 
 impl FromStr for Quantity {
     type Err = QuantityError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || QuantityError {
+        let err = || QuantityError::Syntax {
             input: s.to_string(),
         };
         let t = s.trim();
@@ -158,7 +209,11 @@ impl FromStr for Quantity {
         if digits == 0 {
             return Err(err());
         }
-        let n: u64 = t[..digits].parse().map_err(|_| err())?;
+        let too_large = || QuantityError::TooLarge {
+            input: s.to_string(),
+        };
+        // All digits: a parse failure can only be an overflow.
+        let n: u64 = t[..digits].parse().map_err(|_| too_large())?;
         let mul: u64 = match &t[digits..] {
             "" => 1,
             "k" | "K" => 1_000,
@@ -171,7 +226,8 @@ impl FromStr for Quantity {
             "Ti" => 1 << 40,
             _ => return Err(err()),
         };
-        n.checked_mul(mul).map(Quantity).ok_or_else(err)
+        let bytes = n.checked_mul(mul).ok_or_else(too_large)?;
+        Quantity::bounded(bytes, s)
     }
 }
 
@@ -202,10 +258,11 @@ impl<'de> Deserialize<'de> for Quantity {
                 f.write_str("a memory quantity such as 512Mi")
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quantity, E> {
-                Ok(Quantity(v))
+                Quantity::bounded(v, &v.to_string()).map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Quantity, E> {
-                u64::try_from(v).map(Quantity).map_err(E::custom)
+                let v = u64::try_from(v).map_err(E::custom)?;
+                self.visit_u64(v)
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Quantity, E> {
                 v.parse().map_err(E::custom)
@@ -225,7 +282,8 @@ impl JsonSchema for Quantity {
             "format": "quantity",
             "pattern": "^[0-9]+(k|K|M|G|T|Ki|Mi|Gi|Ti)?$",
             "minimum": 0,
-            "description": "Bytes, or a number with a suffix: Ki, Mi, Gi, Ti (1024-based) or k, M, G, T (1000-based)."
+            "maximum": Quantity::MAX.0,
+            "description": "Bytes, or a number with a suffix: Ki, Mi, Gi, Ti (1024-based) or k, M, G, T (1000-based). At most 1024Ti (2^50 bytes)."
         })
     }
 }
@@ -325,6 +383,9 @@ mod tests {
         assert!("10".parse::<Duration>().is_err());
         assert!("5 minutes".parse::<Duration>().is_err());
         assert!("99999999999999999999d".parse::<Duration>().is_err());
+        assert_eq!("3650d".parse::<Duration>().unwrap(), Duration::MAX);
+        assert!("3650d1ms".parse::<Duration>().is_err());
+        assert!("100000000d".parse::<Duration>().is_err());
         assert_eq!(Duration::from_secs(5400).to_string(), "1h30m");
     }
 
@@ -335,6 +396,22 @@ mod tests {
         assert_eq!("42".parse::<Quantity>().unwrap(), Quantity(42));
         assert!("1.5Gi".parse::<Quantity>().is_err());
         assert!("12MB".parse::<Quantity>().is_err());
+        assert_eq!("1024Ti".parse::<Quantity>().unwrap(), Quantity::MAX);
+        for too_large in [
+            "1025Ti",
+            "18446744073709551615",
+            "99999999999999999999",
+            "16777216T",
+        ] {
+            let e = too_large.parse::<Quantity>().unwrap_err();
+            assert!(
+                matches!(e, QuantityError::TooLarge { .. }),
+                "{too_large}: {e}"
+            );
+        }
+        let yaml = |v: &str| crate::manifest::codec::from_yaml::<Quantity>(v);
+        assert_eq!(yaml("1125899906842624").unwrap(), Quantity::MAX);
+        assert!(yaml("1125899906842625").is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::runtime::{Controller, Exit, Options, Signals};
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  sessionlet run --dir examples/sessions\n  sessionlet run --dir /etc/sessionlet --status-dir /var/lib/sessionlet --keep-sessions\n  sessionlet run --dir jobs --exit-when-done"
+    after_help = "Examples:\n  sessionlet run --dir examples/sessions\n  sessionlet run --dir /etc/sessionlet --status-dir /var/lib/sessionlet --keep-sessions\n  sessionlet run --dir jobs --exit-when-done\n  sessionlet run --dir agents --pass-env ANTHROPIC_API_KEY --pass-env 'AWS_*'"
 )]
 pub struct Args {
     /// The directory of Session and Pool manifests to watch.
@@ -51,6 +51,11 @@ pub struct Args {
     /// and `forbiddenPatterns`, the same shape as a charter's.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// Pass this variable of the controller's environment to every session
+    /// (repeatable; `*` matches any run of characters, e.g. 'AWS_*'). Sessions
+    /// otherwise get only PATH, HOME, LANG, TZ and USER, `spec.envFrom` and `spec.env`.
+    #[arg(long = "pass-env", value_name = "NAME", value_parser = parse_pass_env)]
+    pub pass_env: Vec<String>,
 }
 
 /// How memory limits are enforced.
@@ -74,6 +79,10 @@ fn parse_quantity(s: &str) -> Result<u64, String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_pass_env(s: &str) -> Result<String, String> {
+    crate::runtime::session_env::check_pass_env_pattern(s).map(|()| s.to_string())
+}
+
 /// Runs the controller until it is drained.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = Options {
@@ -89,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         force_sampled_limits: args.memory_limits == MemoryLimits::Sampled,
         metrics_addr: args.metrics_addr,
         policy: args.policy,
+        pass_env: args.pass_env,
         ..Options::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod signals;
 pub mod state;
+pub mod time;
 
 #[cfg(test)]
 mod tests;

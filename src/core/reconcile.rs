@@ -18,6 +18,7 @@ use super::desired::{Desired, DesiredSession};
 use super::phase::{ExitStatus, Phase, Reason};
 use super::plan::{Action, Plan};
 use super::state::{LastExit, Outcome, Record, Run, Running, State, Stop, Wait};
+use super::time;
 use crate::api::RestartPolicy;
 
 /// Something that happened, reported by the shell.
@@ -193,8 +194,7 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                     let reason = last.map_or(Reason::AgentFailed, |e| e.reason);
                     terminal(rec, Phase::Failed, reason, msg, now);
                 } else if let Some(min) = min_delay {
-                    let floor =
-                        now + chrono::Duration::from_std(min).unwrap_or(chrono::Duration::MAX);
+                    let floor = time::after_std(now, min);
                     if *until < floor {
                         *until = floor;
                     }
@@ -373,18 +373,13 @@ fn finish_attempt(
         rec.failures = 0;
         if spec.restart_policy == RestartPolicy::Always {
             // Even a clean exit waits the initial delay, so `true` cannot hot-loop.
-            let until = now
-                + spec
-                    .backoff
-                    .initial_delay
-                    .min(spec.backoff.max_delay)
-                    .chrono();
+            let until = time::after(now, spec.backoff.initial_delay.min(spec.backoff.max_delay));
             rec.run = Run::Backoff { until };
             return;
         }
         return terminal(rec, Phase::Completed, Reason::Completed, exit.message, now);
     }
-    rec.failures += 1;
+    rec.failures = rec.failures.saturating_add(1);
     let retries_left = match spec.effective_max_retries() {
         _ if spec.restart_policy == RestartPolicy::Never => false,
         None => true,
@@ -405,7 +400,7 @@ fn finish_attempt(
         return terminal(rec, phase, exit.reason, msg, now);
     }
     let delay = backoff::delay(&spec.backoff, rec.failures);
-    let until = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    let until = time::after_std(now, delay);
     rec.run = Run::Backoff { until };
 }
 
@@ -444,7 +439,7 @@ fn begin_stop(
         why,
         message,
         signalled_at: now,
-        kill_at: now + d.spec.termination_grace_period.chrono(),
+        kill_at: time::after(now, d.spec.termination_grace_period),
         killed: false,
         escalated: false,
     });
@@ -480,7 +475,7 @@ pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Pl
                         why: Reason::Removed,
                         message: "manifest deleted".into(),
                         signalled_at: now,
-                        kill_at: now + grace,
+                        kill_at: time::add(now, grace),
                         killed: false,
                         escalated: false,
                     });
@@ -585,14 +580,20 @@ fn step_session<'a>(
                     Reason::SpecChanged,
                     "the spec changed; restarting with the new spec".to_string(),
                 ))
-            } else if let Some(t) = spec.timeout.filter(|t| r.started_at + t.chrono() <= now) {
+            } else if let Some(t) = spec
+                .timeout
+                .filter(|t| time::after(r.started_at, *t) <= now)
+            {
                 Some((
                     Reason::TimedOut,
                     format!("attempt ran longer than its timeout {t}"),
                 ))
             } else {
                 spec.active_deadline
-                    .filter(|t| rec.series_started_at.is_some_and(|s| s + t.chrono() <= now))
+                    .filter(|t| {
+                        rec.series_started_at
+                            .is_some_and(|s| time::after(s, *t) <= now)
+                    })
                     .map(|t| {
                         (
                             Reason::DeadlineExceeded,
@@ -610,10 +611,10 @@ fn step_session<'a>(
                 });
             } else {
                 if let Some(t) = spec.timeout {
-                    plan.wake(r.started_at + t.chrono());
+                    plan.wake(time::after(r.started_at, t));
                 }
                 if let (Some(t), Some(s)) = (spec.active_deadline, rec.series_started_at) {
-                    plan.wake(s + t.chrono());
+                    plan.wake(time::after(s, t));
                 }
             }
         }
@@ -661,28 +662,16 @@ fn step_session<'a>(
         }
     }
     match rec.run {
-        Run::Done => {
-            if let (Some(ttl), Some(o)) = (spec.ttl_after_finished, &rec.outcome) {
-                let due = o.finished_at + ttl.chrono();
-                if due <= now {
-                    if !rec.collected {
-                        rec.collected = true;
-                        plan.actions.push(Action::CollectGarbage {
-                            name: d.name.clone(),
-                        });
-                    }
-                } else {
-                    plan.wake(due);
-                }
-            }
-        }
+        Run::Done => collect_when_due(d, rec, now, plan),
         Run::Backoff { until } => {
             if let Some(t) = spec.active_deadline {
                 if let Some(s) = rec.series_started_at {
-                    let due = s + t.chrono();
+                    let due = time::after(s, t);
                     if due <= now {
                         let msg = format!("session ran longer than its activeDeadline {t}");
                         terminal(rec, Phase::TimedOut, Reason::DeadlineExceeded, msg, now);
+                        // A zero ttlAfterFinished is due at once: this pass, not the next.
+                        collect_when_due(d, rec, now, plan);
                         return;
                     }
                     plan.wake(due);
@@ -697,10 +686,11 @@ fn step_session<'a>(
         Run::Idle => {
             // A restart waiting in a pool's queue still ends at the deadline.
             if let (Some(t), Some(s)) = (spec.active_deadline, rec.series_started_at) {
-                let due = s + t.chrono();
+                let due = time::after(s, t);
                 if due <= now {
                     let msg = format!("session ran longer than its activeDeadline {t}");
                     terminal(rec, Phase::TimedOut, Reason::DeadlineExceeded, msg, now);
+                    collect_when_due(d, rec, now, plan);
                     return;
                 }
                 plan.wake(due);
@@ -708,6 +698,23 @@ fn step_session<'a>(
             candidates.push(d);
         }
         Run::Starting { .. } | Run::Running(_) => {}
+    }
+}
+
+/// A finished session whose `ttlAfterFinished` is over is collected (once);
+/// otherwise the plan wakes when it will be.
+fn collect_when_due(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Plan) {
+    let (Some(ttl), Some(o)) = (d.spec.ttl_after_finished, &rec.outcome) else {
+        return;
+    };
+    let due = time::after(o.finished_at, ttl);
+    if due > now {
+        plan.wake(due);
+    } else if !rec.collected {
+        rec.collected = true;
+        plan.actions.push(Action::CollectGarbage {
+            name: d.name.clone(),
+        });
     }
 }
 
@@ -728,7 +735,7 @@ fn escalate(
     // An agent got SIGINT first (it then ends its tool calls and writes its
     // result); halfway through the grace period it gets the stop signal.
     if let Some(spec) = spec.filter(|s| s.agent.is_some() && !stop.escalated) {
-        let half = stop.signalled_at + (stop.kill_at - stop.signalled_at) / 2;
+        let half = time::add(stop.signalled_at, (stop.kill_at - stop.signalled_at) / 2);
         if half <= now {
             stop.escalated = true;
             plan.actions.push(Action::Signal {
@@ -883,6 +890,7 @@ fn start_candidates(
                     p.max_queue, p.max_queue
                 );
                 terminal(rec, Phase::Failed, Reason::QueueFull, msg, now);
+                collect_when_due(d, rec, now, plan);
             } else {
                 position += 1;
                 let queued_at = rec.wait.as_ref().and_then(|w| w.queued_at).unwrap_or(now);
@@ -916,9 +924,9 @@ pub fn is_restart(rec: &Record) -> bool {
 }
 
 fn spawn(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Plan) {
-    rec.attempt += 1;
+    rec.attempt = rec.attempt.saturating_add(1);
     if is_restart(rec) {
-        rec.restarts += 1;
+        rec.restarts = rec.restarts.saturating_add(1);
     }
     rec.series_started_at.get_or_insert(now);
     rec.run = Run::Starting { at: now };

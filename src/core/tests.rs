@@ -2465,7 +2465,10 @@ impl Sim {
                     self.observe(&name.clone(), Event::Exited { name, pid, status });
                 }
             }
-            Op::Advance(ms) => self.now += TimeDelta::milliseconds(ms as i64),
+            Op::Advance(ms) => {
+                let by = TimeDelta::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX));
+                self.now = super::time::add(self.now, by);
+            }
             Op::StopRequested(n) => self.observe(
                 NAMES[n],
                 Event::StopRequested {
@@ -2700,7 +2703,7 @@ impl Sim {
         for _ in 0..6 {
             self.reconcile(Answer::Spawned);
             self.apply(Op::DieFromSignals);
-            self.now += TimeDelta::seconds(6);
+            self.now = super::time::add(self.now, TimeDelta::seconds(6));
         }
         self.reconcile(Answer::Spawned);
         assert!(
@@ -2734,4 +2737,87 @@ proptest! {
         }
         sim.drain();
     }
+
+    /// Durations at and far past every bound (0, 1ns, the manifest maximum,
+    /// u64::MAX seconds), a clock that jumps by centuries or starts at the
+    /// end of time: reconcile and observe never panic (no `DateTime +
+    /// TimeDelta` overflow), and the invariants above still hold.
+    #[test]
+    fn extreme_durations_and_instants_never_panic(
+        start in arb_start(),
+        steps in prop::collection::vec((arb_extreme_op(), arb_answer()), 1..40),
+    ) {
+        let mut sim = Sim::new();
+        sim.now = start;
+        for (op, answer) in steps {
+            sim.apply(op);
+            sim.reconcile(answer);
+        }
+        sim.drain();
+    }
+}
+
+/// A duration at an edge: zero, the smallest, ordinary, the manifest
+/// maximum, and values only a bug or a hand-edited status could produce.
+fn arb_extreme_duration() -> impl Strategy<Value = Duration> {
+    let std = std::time::Duration::from_secs;
+    prop_oneof![
+        Just(Duration(std::time::Duration::ZERO)),
+        Just(Duration(std::time::Duration::from_nanos(1))),
+        Just(Duration::from_millis(1)),
+        Just(Duration(std(10))),
+        Just(Duration::MAX),
+        Just(Duration(std(100_000_000 * 86_400))),
+        Just(Duration(std(i64::MAX as u64))),
+        Just(Duration(std(u64::MAX))),
+        Just(Duration(std::time::Duration::MAX)),
+        any::<u64>().prop_map(|n| Duration(std::time::Duration::from_secs(n))),
+    ]
+}
+
+/// A spec whose every duration is extreme, with any multiplier.
+fn arb_extreme_spec() -> impl Strategy<Value = SessionSpec> {
+    (
+        arb_spec(),
+        prop::collection::vec(arb_extreme_duration(), 9),
+        prop_oneof![Just(1.0f64), Just(2.0), Just(f64::MAX), Just(f64::INFINITY)],
+        any::<u8>(),
+    )
+        .prop_map(|(mut spec, d, multiplier, some)| {
+            // Each optional field is set or not by one bit of `some`.
+            let opt = |bit: u8, v: Duration| (some & (1 << bit) != 0).then_some(v);
+            spec.backoff = Backoff {
+                initial_delay: d[0],
+                multiplier,
+                max_delay: d[1],
+                reset_after: d[2],
+            };
+            spec.timeout = opt(0, d[3]);
+            spec.active_deadline = opt(1, d[4]);
+            spec.termination_grace_period = d[5];
+            spec.ttl_after_finished = opt(2, d[6]);
+            spec.stale_after = opt(3, d[7]);
+            spec.resources.max_cpu_time = opt(4, d[8]);
+            spec
+        })
+}
+
+/// Operations with extreme specs and clock jumps up to the end of time.
+fn arb_extreme_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        30 => (0..NAMES.len(), arb_extreme_spec()).prop_map(|(n, s)| Op::Put(n, s)),
+        40 => arb_op(),
+        10 => prop_oneof![Just(0u64), Just(1), Just(u64::MAX), any::<u64>()].prop_map(Op::Advance),
+        10 => (0u32..4, arb_extreme_spec()).prop_map(|(n, s)| Op::Scale(n, s)),
+    ]
+}
+
+/// Where the clock starts: an ordinary day, just before the instant
+/// deadlines saturate to, or chrono's very last instant.
+fn arb_start() -> impl Strategy<Value = DateTime<Utc>> {
+    prop_oneof![
+        Just(t0()),
+        Just(super::time::far_future() - s(3600)),
+        Just(DateTime::<Utc>::MAX_UTC - s(1)),
+    ]
 }

@@ -136,9 +136,106 @@ pub fn list_manifests(dir: &Path) -> io::Result<Listing> {
     Ok(listing)
 }
 
+/// Why [`read_regular`] read nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Opening, inspecting or reading failed.
+    #[error("cannot read the file: {0}")]
+    Io(#[from] io::Error),
+    /// A directory.
+    #[error("is a directory, not a file")]
+    Directory,
+    /// A FIFO, socket or device: reading could block forever or never end.
+    #[error("not a regular file (it is a {0}); only regular files (or links to one) are read")]
+    NotRegular(&'static str),
+    /// Longer than the limit.
+    #[error("the file is larger than {0} bytes")]
+    TooLarge(u64),
+}
+
+/// What kind of file a mode is, for messages.
+fn file_kind(mode: nix::sys::stat::SFlag) -> &'static str {
+    use nix::sys::stat::SFlag;
+    match mode & SFlag::S_IFMT {
+        SFlag::S_IFIFO => "FIFO",
+        SFlag::S_IFSOCK => "socket",
+        SFlag::S_IFCHR => "character device",
+        SFlag::S_IFBLK => "block device",
+        SFlag::S_IFDIR => "directory",
+        SFlag::S_IFLNK => "symbolic link",
+        _ => "special file",
+    }
+}
+
+/// Reads a file that must be regular, at most `limit` bytes, without ever
+/// blocking on what the path turns out to be.
+///
+/// The path is opened with `O_NONBLOCK` (a FIFO opens at once instead of
+/// waiting for a writer) and `O_NOCTTY` (a terminal never becomes the
+/// controller's), close-on-exec; the type is then checked with `fstat` on
+/// the opened handle, so a FIFO renamed onto the name after a `stat` is still
+/// caught. Symbolic links are followed: callers that must keep links inside a
+/// folder check them first ([`list_manifests`]). At most `limit + 1` bytes are
+/// read, enough to tell a file over the limit without holding all of it.
+pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        // std adds O_CLOEXEC itself.
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(ReadError::Directory);
+    }
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(file_kind(
+            nix::sys::stat::SFlag::from_bits_truncate(meta.mode()),
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len().min(limit.saturating_add(1)) as usize);
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge(limit));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_a_fifo_never_blocks_and_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.yaml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No writer: a blocking open would wait forever.
+        let e = read_regular(&fifo, 100).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "not a regular file (it is a FIFO); only regular files (or links to one) are read"
+        );
+        assert!(matches!(
+            read_regular(dir.path(), 100),
+            Err(ReadError::Directory)
+        ));
+        let file = dir.path().join("f.yaml");
+        std::fs::write(&file, "12345").unwrap();
+        assert_eq!(read_regular(&file, 5).unwrap(), b"12345");
+        assert!(matches!(
+            read_regular(&file, 4),
+            Err(ReadError::TooLarge(4))
+        ));
+        let link = dir.path().join("link.yaml");
+        std::os::unix::fs::symlink("f.yaml", &link).unwrap();
+        assert_eq!(read_regular(&link, 5).unwrap(), b"12345");
+        assert!(matches!(
+            read_regular(&dir.path().join("missing"), 5),
+            Err(ReadError::Io(_))
+        ));
+    }
 
     #[test]
     fn yaml_and_yml_files_are_manifests() {

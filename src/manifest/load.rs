@@ -5,7 +5,6 @@
 //! documents, nodes, aliases). Any of these failing is one clear problem for
 //! the whole file, never a panic.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::codec::{self, limits, Pos};
@@ -132,32 +131,18 @@ fn too_big(path: &Path) -> Problem {
 }
 
 /// Reads at most `MAX_FILE_BYTES + 1` bytes: enough to tell a too-big file
-/// without holding all of it.
+/// without holding all of it. Never blocks: see [`super::files::read_regular`].
 fn read_limited(path: &Path) -> Result<Vec<u8>, Problem> {
-    let cannot =
-        |e: std::io::Error| Problem::file_level(path, format!("cannot read the file: {e}"));
-    let metadata = std::fs::metadata(path).map_err(cannot)?;
-    if metadata.is_dir() {
-        return Err(Problem::file_level(
+    use super::files::{read_regular, ReadError};
+    read_regular(path, limits::MAX_FILE_BYTES as u64).map_err(|e| match e {
+        ReadError::TooLarge(_) => too_big(path),
+        ReadError::Directory => Problem::file_level(path, "is a directory, not a manifest file"),
+        ReadError::NotRegular(kind) => Problem::file_level(
             path,
-            "is a directory, not a manifest file",
-        ));
-    }
-    if !metadata.is_file() {
-        // Reading a FIFO or a device could block forever or never end.
-        return Err(Problem::file_level(
-            path,
-            "not a regular file; a manifest must be a regular file",
-        ));
-    }
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let limit = limits::MAX_FILE_BYTES as u64 + 1;
-    let mut bytes = Vec::with_capacity(metadata.len().min(limit) as usize);
-    file.take(limit).read_to_end(&mut bytes).map_err(cannot)?;
-    if bytes.len() > limits::MAX_FILE_BYTES {
-        return Err(too_big(path));
-    }
-    Ok(bytes)
+            format!("not a regular file (it is a {kind}); a manifest must be a regular file"),
+        ),
+        ReadError::Io(e) => Problem::file_level(path, format!("cannot read the file: {e}")),
+    })
 }
 
 fn stem_of(path: &Path) -> String {

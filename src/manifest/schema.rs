@@ -191,6 +191,26 @@ pub(crate) fn describe_value(v: &Value) -> String {
     }
 }
 
+/// Whether `path` is a Session spec's `env` (a Session's, or a Pool
+/// template's), whose values are never quoted in messages.
+pub(crate) fn is_env_path(path: &str) -> bool {
+    path == "spec.env" || path == "spec.template.spec.env"
+}
+
+/// The type of a YAML value with its article, without the value:
+/// `an integer`, `a mapping`.
+fn type_phrase(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing (null)",
+        Value::Bool(_) => "a boolean",
+        Value::Int(_) | Value::UInt(_) => "an integer",
+        Value::Float(_) => "a number",
+        Value::Str(_) => "a string",
+        Value::Seq(_) => "a list",
+        Value::Map(_) => "a mapping",
+    }
+}
+
 /// A JSON value as a user writes it in YAML: strings unquoted.
 fn show(v: &J) -> String {
     match v {
@@ -429,6 +449,10 @@ impl<'s> Walker<'s> {
     /// Checks `node` at `path` against `schema`. `anchor` is where a missing
     /// child is reported: the key naming this node, or the node itself.
     fn walk(&mut self, schema: &'s J, node: &Node, path: &str, anchor: Pos) {
+        if is_env_path(path) {
+            self.env(node, path);
+            return;
+        }
         let o = match schema {
             J::Object(o) => o,
             J::Bool(false) => {
@@ -492,6 +516,40 @@ impl<'s> Walker<'s> {
             Value::Seq(items) => self.seq(o, items, node, path),
             Value::Map(entries) => self.map(o, entries, path, anchor),
             Value::Null | Value::Bool(_) => {}
+        }
+    }
+
+    /// A Session spec's `env`: a mapping of names to strings. Its values may
+    /// be secrets, so a problem names the key and the expected type, never
+    /// the value (whatever its type).
+    fn env(&mut self, node: &Node, path: &str) {
+        const HIDDEN: &str = "environment values are never shown";
+        let Value::Map(entries) = &node.value else {
+            self.push(
+                node.pos,
+                path,
+                format!(
+                    "expected a mapping of names to strings, found {} ({HIDDEN})",
+                    type_phrase(&node.value)
+                ),
+            );
+            return;
+        };
+        for (key, value) in entries {
+            if matches!(value.value, Value::Str(_)) {
+                continue;
+            }
+            let mut message = format!(
+                "expected a string, found {} ({HIDDEN})",
+                type_phrase(&value.value)
+            );
+            if matches!(
+                value.value,
+                Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Bool(_)
+            ) {
+                message.push_str("; put the value in quotes to make it a string");
+            }
+            self.push(value.pos, &join_key(path, &key.name), message);
         }
     }
 

@@ -14,7 +14,8 @@
 //! 3. A Session spec (also a Pool's `template.spec`) has exactly one of
 //!    `command` and `agent`; `command[0]` is not empty; an agent has exactly
 //!    one of `prompt` and `promptFile`; env names are non-empty and contain
-//!    no `=` or NUL; every `charter.constraints.forbiddenPatterns` entry
+//!    no `=` or NUL; no `envFrom[].file` is empty; every
+//!    `charter.constraints.forbiddenPatterns` entry
 //!    compiles as a regular expression (`session_spec_rules`).
 //! 4. `backoff.initialDelay <= backoff.maxDelay`, defaults included
 //!    (`backoff_rule`).
@@ -310,6 +311,26 @@ fn session_spec_rules(spec_key: Pos, spec: &Node, path: &str, out: &mut Vec<Find
                 &join_key(&env_path, &key.name),
                 problem.into(),
             ));
+        }
+    }
+    if let Some((
+        _,
+        Node {
+            value: Value::Seq(items),
+            ..
+        },
+    )) = entry(spec, "envFrom")
+    {
+        for (i, item) in items.iter().enumerate() {
+            if let Some((_, file)) = entry(item, "file") {
+                if as_str(file).is_some_and(|f| f.trim().is_empty()) {
+                    out.push(finding(
+                        file.pos,
+                        &format!("{}.file", join_index(&join_key(path, "envFrom"), i)),
+                        "the file name is empty; name a dotenv file, e.g. secrets.env".into(),
+                    ));
+                }
+            }
         }
     }
     forbidden_patterns_rule(spec, path, out);

@@ -222,6 +222,7 @@ impl Controller {
         // Before anything is opened in it: only we may write there.
         keeper::check_private_dir(&layout.control_dir()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let lock = lock::Lock::acquire(&layout.control_dir())?;
+        super::files::sweep_status_dir(&layout.status_dir);
         let resync_interval = opts.resync_interval;
         let global_policy = match &opts.policy {
             Some(p) => Some(
