@@ -16,36 +16,6 @@ fn kill_pid(pid: u32, sig: Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
 
-/// Live process-group leaders whose environment carries `TAG=tag`: one
-/// per running copy of a session (its shell's children are not leaders).
-fn live_copies(tag: &str) -> Vec<u32> {
-    let needle = format!("SESSION_TAG={tag}");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if !env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // fields[0] is the state, fields[2] the process group.
-        if fields.first() != Some(&"Z") && fields.get(2) == Some(&pid.to_string().as_str()) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 fn tag(dir: &Path, name: &str) -> String {
     format!("{}-{name}", dir.display())
 }

@@ -61,7 +61,8 @@ fn temporaries_left_by_interrupted_writes_are_removed_at_start_and_statuses_kept
         std::fs::write(p, "half a file").unwrap();
     }
     age_file(&planted[3], Duration::from_secs(3600));
-    // Kept: a fresh exit record being written right now, a real status.
+    // No keeper runs now, so no record can be in the middle of a write:
+    // the keeper that starts removes even a fresh one.
     let fresh = exits.join("4194306.json.tmp");
     std::fs::write(&fresh, "in progress").unwrap();
 
@@ -70,7 +71,10 @@ fn temporaries_left_by_interrupted_writes_are_removed_at_start_and_statuses_kept
     for p in &planted {
         assert!(!p.exists(), "{} was left", p.display());
     }
-    assert!(fresh.exists(), "a fresh keeper record was removed");
+    assert!(
+        !fresh.exists(),
+        "a temporary record of no live keeper was left"
+    );
     let after = status(&dir, "job").expect("the status is still there");
     assert_eq!(after["status"]["phase"], "Completed");
     assert_eq!(after["metadata"]["uid"], done["metadata"]["uid"]);

@@ -61,6 +61,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => {
             init_tracing();
+            // Named crash points armed by the FAILPOINTS variable (tests only).
+            #[cfg(feature = "failpoints")]
+            let _failpoints = fail::FailScenario::setup();
             run::run(args)
         }
         Command::Get(args) => get::run(args),

@@ -1472,7 +1472,6 @@ impl Controller {
     /// Performs a plan; returns true when it produced events to reconcile again.
     fn execute(&mut self, actions: Vec<Action>, now: DateTime<Utc>) -> bool {
         let mut fed = false;
-        let mut spawned = false;
         for action in actions {
             match action {
                 Action::Spawn { name, attempt } => {
@@ -1485,8 +1484,6 @@ impl Controller {
                             message: e.message,
                         };
                         core::observe(&self.desired, &mut self.state, event, now);
-                    } else {
-                        spawned = true;
                     }
                 }
                 Action::Signal { name, pid, signal } => self.signal_session(&name, pid, signal),
@@ -1498,9 +1495,6 @@ impl Controller {
                     fed = true;
                 }
             }
-        }
-        if spawned {
-            keeper::crash_point("controller-after-spawn-request");
         }
         fed
     }

@@ -28,6 +28,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_data()?;
+        super::keeper::crash_point("status-mid-write");
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

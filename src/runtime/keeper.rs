@@ -170,11 +170,26 @@ fn children_dir(control_dir: &Path) -> PathBuf {
 
 /// Kills this process at a named step when a test armed that failpoint
 /// (only with the `failpoints` feature).
+///
+/// With `SESSIONLET_CRASH_ONCE=FILE` in the environment, only the first
+/// process to create FILE crashes: a keeper started after the crash
+/// inherits the same variables and must not crash again.
 #[cfg(feature = "failpoints")]
 pub fn crash_point(name: &str) {
-    if fail::eval(name, |_| ()).is_some() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGKILL);
+    if fail::eval(name, |_| ()).is_none() {
+        return;
     }
+    if let Some(once) = std::env::var_os("SESSIONLET_CRASH_ONCE") {
+        let first = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&once)
+            .is_ok();
+        if !first {
+            return;
+        }
+    }
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGKILL);
 }
 
 /// Without the `failpoints` feature, nothing.
@@ -1062,6 +1077,10 @@ impl Keeper {
                 line.push(b'\n');
                 if write.write_all(&line).await.is_err() {
                     break;
+                }
+                if matches!(req, Request::Spawn { .. }) {
+                    // The request is on its way; no status names the child yet.
+                    crash_point("controller-after-spawn-request");
                 }
                 if let Some(done) = done {
                     let _ = done.send(());

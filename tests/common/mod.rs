@@ -376,3 +376,33 @@ pub fn wait_passes(status_dir: &Path, pid: u32, passes: u64) -> Value {
         })
     })
 }
+
+/// Live process-group leaders whose environment carries `TAG=tag`: one
+/// per running copy of a session (its shell's children are not leaders).
+pub fn live_copies(tag: &str) -> Vec<u32> {
+    let needle = format!("SESSION_TAG={tag}");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if !env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // fields[0] is the state, fields[2] the process group.
+        if fields.first() != Some(&"Z") && fields.get(2) == Some(&pid.to_string().as_str()) {
+            out.push(pid);
+        }
+    }
+    out
+}
