@@ -37,8 +37,11 @@ fn journal(dir: &Path) -> PathBuf {
 }
 
 /// `(starts, exits)` per session from the journal; exits as (pid, code).
-fn journaled(dir: &Path) -> BTreeMap<String, (Vec<u32>, Vec<(u32, String)>)> {
-    let mut out: BTreeMap<String, (Vec<u32>, Vec<(u32, String)>)> = BTreeMap::new();
+/// Start pids, and exits as (pid, code), of one session.
+type Runs = (Vec<u32>, Vec<(u32, String)>);
+
+fn journaled(dir: &Path) -> BTreeMap<String, Runs> {
+    let mut out: BTreeMap<String, Runs> = BTreeMap::new();
     for line in std::fs::read_to_string(journal(dir))
         .unwrap_or_default()
         .lines()
