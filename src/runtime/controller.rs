@@ -182,7 +182,7 @@ impl Controller {
             .map_err(|e| anyhow::anyhow!("manifest directory {}: {e}", opts.dir.display()))?;
         let status_dir = match &opts.status_dir {
             Some(s) => {
-                create_dir(s)
+                super::files::create_operator_dir(s)
                     .map_err(|e| anyhow::anyhow!("status directory {}: {e}", s.display()))?;
                 std::fs::canonicalize(s)?
             }
