@@ -192,6 +192,10 @@ impl Controller {
             manifest_dir: dir,
             status_dir,
         };
+        // As root, folders other users may write would hand them root.
+        super::trust::check_folder("manifest folder", &layout.manifest_dir)
+            .and_then(|()| super::trust::check_folder("status folder", &layout.status_dir))
+            .map_err(|r| anyhow::anyhow!("{r}"))?;
         create_dir(&layout.control_dir()).map_err(|e| {
             anyhow::anyhow!("cannot create {}: {e}", layout.control_dir().display())
         })?;

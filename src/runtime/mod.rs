@@ -14,6 +14,7 @@ pub mod monitor;
 pub mod process;
 pub mod render;
 pub mod session_env;
+pub mod trust;
 pub mod watch;
 
 pub use controller::{Controller, Exit, Options, Signals};
