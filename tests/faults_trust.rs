@@ -284,3 +284,40 @@ fn a_linked_logs_folder_is_refused_and_nothing_is_written_in_its_target() {
         "something was written through the linked folder"
     );
 }
+#[test]
+fn links_planted_at_the_rotated_log_and_the_status_file_are_replaced_never_written_through() {
+    let (tmp, dir) = sessions_dir();
+    let _guard = KeeperGuard(dir.clone());
+    let secret = secret(tmp.path());
+    let logs = dir.join("chatty.logs");
+    std::fs::create_dir(&logs).unwrap();
+    let rotated = logs.join("attempt-1.stdout.log.1");
+    std::os::unix::fs::symlink(&secret, &rotated).unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("chatty.status.yaml")).unwrap();
+    write_file(
+        &dir.join("chatty.yaml"),
+        &session(
+            "chatty",
+            "command: [sh, -c, 'while :; do echo 0123456789012345678901234567890123456789; sleep 0.01; done']",
+        ),
+    );
+    let _c = Controller::start(&dir, &["--max-log-size", "1Ki"]);
+    let s = wait_status(&dir, "chatty", "Running", |s| {
+        s["status"]["phase"] == "Running"
+    });
+    let pid = s["status"]["pid"].as_u64().unwrap() as u32;
+    wait_for("a rotation into a regular .log.1", || {
+        let m = std::fs::symlink_metadata(&rotated).ok()?;
+        (m.is_file() && m.len() > 0).then_some(())
+    });
+    assert!(std::fs::symlink_metadata(dir.join("chatty.status.yaml"))
+        .unwrap()
+        .is_file());
+    assert_untouched(&secret);
+    let s = status(&dir, "chatty").unwrap();
+    assert_eq!(
+        s["status"]["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "undisturbed"
+    );
+}

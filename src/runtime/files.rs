@@ -144,7 +144,7 @@ pub fn open_in(dir: &OwnedFd, name: &OsStr, path: &Path, flags: OFlag) -> io::Re
 
 /// Creates `name` in `dir` for writing; it must not exist (`O_EXCL`: never a
 /// link, never someone else's file). A leftover of ours is removed first.
-fn create_new(dir: &OwnedFd, name: &OsStr, path: &Path) -> io::Result<std::fs::File> {
+pub fn create_new(dir: &OwnedFd, name: &OsStr, path: &Path) -> io::Result<std::fs::File> {
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL;
     match open_in(dir, name, path, flags) {
         Ok(fd) => Ok(fd.into()),

@@ -10,6 +10,7 @@ pub mod files;
 pub mod keeper;
 pub mod layout;
 pub mod lock;
+pub mod log_guard;
 pub mod monitor;
 pub mod process;
 pub mod render;
