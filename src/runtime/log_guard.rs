@@ -38,6 +38,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{renameat, OFlag};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
@@ -68,7 +69,15 @@ struct State {
     /// Without inotify: files capped only when watched and finished.
     unwatched: HashMap<PathBuf, Guarded>,
     dropped: HashMap<String, u64>,
+    /// Sessions whose count changed since the controller was last told.
+    pending: std::collections::BTreeSet<String>,
+    /// When the controller was last told (at most once a second: a flood
+    /// must not turn into a status write per rotation).
+    told_at: Option<Instant>,
 }
+
+/// How often the controller is told at most that counts changed.
+const TELL_EVERY: Duration = Duration::from_secs(1);
 
 struct Shared {
     inotify: Option<Inotify>,
@@ -91,8 +100,27 @@ impl Shared {
         if dropped > 0 {
             let session = g.session.clone();
             *state.dropped.entry(session.clone()).or_default() += dropped;
+            state.pending.insert(session);
+        }
+    }
+
+    /// Tells the controller which counts changed, at most once a second;
+    /// returns how long until the rest may be told.
+    fn tell(&self, state: &mut State) -> Option<Duration> {
+        if state.pending.is_empty() {
+            return None;
+        }
+        let wait = state
+            .told_at
+            .map_or(Duration::ZERO, |t| TELL_EVERY.saturating_sub(t.elapsed()));
+        if !wait.is_zero() {
+            return Some(wait);
+        }
+        for session in std::mem::take(&mut state.pending) {
             let _ = self.changes.send(session);
         }
+        state.told_at = Some(Instant::now());
+        None
     }
 }
 
@@ -186,6 +214,9 @@ impl LogGuard {
                 state.by_path.insert(path.to_path_buf(), wd);
                 state.files.insert(wd, g);
                 self.shared.check(&mut state, &wd);
+                for session in std::mem::take(&mut state.pending) {
+                    let _ = self.shared.changes.send(session);
+                }
             }
             None => {
                 let dropped = rotate(&g);
@@ -268,12 +299,14 @@ fn run(shared: &Shared, stop: &OwnedFd) {
     let Some(inotify) = &shared.inotify else {
         return;
     };
+    // Only while a change waits to be told: no timer otherwise.
+    let mut timeout = PollTimeout::NONE;
     loop {
         let mut fds = [
             PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
             PollFd::new(stop.as_fd(), PollFlags::POLLIN),
         ];
-        match poll(&mut fds, PollTimeout::NONE) {
+        match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => {
                 tracing::error!(
@@ -306,6 +339,12 @@ fn run(shared: &Shared, stop: &OwnedFd) {
         for wd in wds {
             shared.check(&mut state, &wd);
         }
+        timeout = match shared.tell(&mut state) {
+            Some(wait) => {
+                PollTimeout::try_from(wait.as_millis().max(1)).unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
     }
 }
 
