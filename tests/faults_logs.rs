@@ -225,3 +225,27 @@ fn on_a_full_disk_a_flood_is_truncated_in_place_and_the_status_counts_the_droppe
     );
     assert!(c.stop().success());
 }
+
+#[test]
+fn with_poll_logs_are_rotated_at_each_resync_without_inotify() {
+    let (_tmp, dir) = sessions_dir();
+    let _guard = KeeperGuard(dir.clone());
+    write_file(
+        &dir.join("chatty.yaml"),
+        &session("chatty", "command: [sh, -c, 'seq 1 1000; exec sleep 1000']"),
+    );
+    let _c = Controller::start(&dir, &["--poll", "--max-log-size", "1Ki"]);
+    let s = wait_status(&dir, "chatty", "Running", |s| {
+        s["status"]["phase"] == "Running" && s["status"]["logs"]["stdout"].is_string()
+    });
+    let live = dir.join(s["status"]["logs"]["stdout"].as_str().unwrap());
+    wait_for("a rotation at a resync", || {
+        (len(&live) == 0 && len(&live.with_extension("log.1")) > 0).then_some(())
+    });
+    let rotated = std::fs::read_to_string(live.with_extension("log.1")).unwrap();
+    assert!(
+        rotated.len() <= 1024 && rotated.ends_with("1000\n"),
+        "{rotated}"
+    );
+    wait_status(&dir, "chatty", "the dropped bytes", |s| dropped(s) > 0);
+}

@@ -201,6 +201,7 @@ impl Controller {
         })?;
         let lock = lock::Lock::acquire(&layout.control_dir())?;
         let resync_interval = opts.resync_interval;
+        let poll = opts.poll;
         let global_policy = match &opts.policy {
             Some(p) => Some(
                 crate::agent::load_policy_file(p)
@@ -240,7 +241,7 @@ impl Controller {
             agents: super::agents::Agents::default(),
             forced: false,
             suspects: BTreeSet::new(),
-            log_guard: super::log_guard::LogGuard::new(),
+            log_guard: super::log_guard::LogGuard::new(!poll),
             keeper_events_open: true,
             agent_watcher: None,
             _lock: lock,
@@ -582,6 +583,10 @@ impl Controller {
                     rescan = true;
                     self.reap();
                     self.check_status_dir();
+                    // Only logs guarded without inotify (--poll).
+                    for name in self.log_guard.check_all() {
+                        self.mark_dirty(&name);
+                    }
                     self.check_vanished();
                     self.read_agents();
                 }

@@ -25,6 +25,8 @@
 //!   ends, and [`cap_existing`] caps every log under the status folder at
 //!   start: an oversized file keeps its last `max` bytes in place (no second
 //!   file needed, so it works on a full disk too).
+//! - **`--poll`** (file systems without inotify): no inotify here either;
+//!   logs are checked at each resync ([`LogGuard::check_all`]).
 //! - **Links.** Every file is opened relative to its folder's handle with
 //!   `O_NOFOLLOW`; the rotated file is created with `O_EXCL` and renamed
 //!   over the old name, so a link planted at `NAME.log.1` is replaced, never
@@ -134,18 +136,25 @@ pub struct LogGuard {
 
 impl Default for LogGuard {
     fn default() -> Self {
-        Self::new()
+        Self::new(true)
     }
 }
 
 impl LogGuard {
-    /// Starts the guard's thread. Without inotify (or a thread), logs are
-    /// still capped when watched and when their session ends.
-    pub fn new() -> Self {
+    /// Starts the guard's thread. Without inotify (`use_inotify` false, for
+    /// `--poll`, or none available), logs are capped when watched, at each
+    /// [`LogGuard::check_all`] and when their session ends.
+    pub fn new(use_inotify: bool) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
-            .map_err(|e| tracing::warn!("log guard: no inotify ({e}); logs are capped only when a session starts and ends"))
-            .ok();
+        let inotify = if use_inotify {
+            Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+                .map_err(|e| {
+                    tracing::warn!("log guard: no inotify ({e}); logs are checked at each resync")
+                })
+                .ok()
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             inotify,
             state: Mutex::new(State::default()),
@@ -258,6 +267,24 @@ impl LogGuard {
                 path.display()
             ),
         }
+    }
+
+    /// Checks the logs guarded without inotify (one `fstat` each); with
+    /// inotify there are none. Returns the sessions whose count changed.
+    pub fn check_all(&self) -> Vec<String> {
+        let mut state = self.shared.lock();
+        let mut changed = Vec::new();
+        let dropped: Vec<(String, u64)> = state
+            .unwatched
+            .values()
+            .map(|g| (g.session.clone(), rotate(g)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        for (session, n) in dropped {
+            *state.dropped.entry(session.clone()).or_default() += n;
+            changed.push(session);
+        }
+        changed
     }
 
     /// Bytes of `session`'s output dropped so far (over all its attempts).
@@ -704,7 +731,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.log");
         let mut writer = files::open_append(&p).unwrap();
-        let guard = LogGuard::new();
+        let guard = LogGuard::new(true);
         guard.watch("s", &p, 64 * 1024, 1);
         let line = [b'y'; 1023];
         let mut largest = 0;
