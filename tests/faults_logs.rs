@@ -232,7 +232,10 @@ fn with_poll_logs_are_rotated_at_each_resync_without_inotify() {
     let _guard = KeeperGuard(dir.clone());
     write_file(
         &dir.join("chatty.yaml"),
-        &session("chatty", "command: [sh, -c, 'seq 1 1000; exec sleep 1000']"),
+        &session(
+            "chatty",
+            "command: [sh, -c, 'sleep 1; seq 1 1000; exec sleep 1000']",
+        ),
     );
     let _c = Controller::start(&dir, &["--poll", "--max-log-size", "1Ki"]);
     let s = wait_status(&dir, "chatty", "Running", |s| {
