@@ -424,15 +424,22 @@ fn line_start(file: &File, start: u64, end: u64) -> u64 {
     }
 }
 
+/// Copies tried before a rotation accepts losing what is written during it.
+const ROTATION_TRIES: u32 = 3;
+
 /// Rotates `g` when it is past its cap; returns the bytes dropped.
+///
+/// The copy is retried while the writer appended during it (up to
+/// [`ROTATION_TRIES`]), so what a session wrote last before it went quiet
+/// or ended is kept; during a flood the last try's stragglers are dropped
+/// (and counted).
 fn rotate(g: &Guarded) -> u64 {
-    let Ok(size) = size_of(&g.file) else {
+    let Ok(mut size) = size_of(&g.file) else {
         return 0;
     };
     if size <= g.max {
         return 0;
     }
-    let from = line_start(&g.file, size - g.max, size);
     for n in (1..g.keep).rev() {
         let _ = renameat(
             &g.dir,
@@ -441,8 +448,17 @@ fn rotate(g: &Guarded) -> u64 {
             rotated_name(&g.name, n + 1).as_os_str(),
         );
     }
-    let copied = copy_to_rotated(g, from, size);
-    let now = size_of(&g.file).unwrap_or(size);
+    let mut tries = 0;
+    let (from, copied, now) = loop {
+        tries += 1;
+        let from = line_start(&g.file, size.saturating_sub(g.max), size);
+        let copied = copy_to_rotated(g, from, size);
+        let now = size_of(&g.file).unwrap_or(size);
+        if copied.is_err() || now == size || tries >= ROTATION_TRIES {
+            break (from, copied, now);
+        }
+        size = now;
+    };
     if let Err(e) = nix::unistd::ftruncate(&g.file, 0) {
         tracing::warn!(
             session = g.session,
