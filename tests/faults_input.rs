@@ -278,7 +278,8 @@ fn as_root_a_manifest_or_directory_writable_by_others_is_refused_and_the_status_
     let code = c.stop();
     assert!(code.success(), "{code:?}");
 
-    // A directory others may write (without the sticky bit) is refused too.
+    // A directory others may write (without the sticky bit) is refused too:
+    // at start the controller stops with the path and the fix ...
     let (tmp2, dir2) = sessions_dir();
     let _guard2 = KeeperGuard(dir2.clone());
     let marker2 = tmp2.path().join("open-dir-ran");
@@ -293,15 +294,41 @@ fn as_root_a_manifest_or_directory_writable_by_others_is_refused_and_the_status_
         ),
     );
     std::fs::set_permissions(&dir2, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let c2 = Controller::start(&dir2, &[]);
+    let mut c2 = Controller::start(&dir2, &[]);
+    let code = c2.wait();
+    assert!(!code.success(), "{code:?}");
+    let log = c2.log();
+    assert!(
+        log.contains("manifest folder") && log.contains(&format!("chmod go-w {}", dir2.display())),
+        "the error names the folder and the fix: {log}"
+    );
+    assert!(!marker2.exists());
+
+    // ... and once it runs, a folder turned writable makes its manifests Invalid.
+    std::fs::set_permissions(&dir2, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_file(dir2.join("open.yaml")).unwrap();
+    let c3 = Controller::start(&dir2, &[]);
+    prove_rescan(&dir2, "before");
+    std::fs::set_permissions(&dir2, std::fs::Permissions::from_mode(0o777)).unwrap();
+    write_file(
+        &dir2.join("open.yaml"),
+        &session(
+            "open",
+            &format!(
+                "command: [touch, '{}']\nrestartPolicy: Never",
+                marker2.display()
+            ),
+        ),
+    );
     let s = wait_phase(&dir2, "open", "Invalid");
     let text = serde_json::to_string(&s).unwrap();
     assert!(
-        text.contains("writable by other users") && text.contains("manifest directory"),
+        text.contains("writable by other users") && text.contains("manifest folder"),
         "the status says why: {s:#?}"
     );
     assert!(!marker2.exists());
-    drop(c2);
+    std::fs::set_permissions(&dir2, std::fs::Permissions::from_mode(0o755)).unwrap();
+    drop(c3);
 }
 
 /// The `Uid:`, `Gid:` and `Groups:` lines of a process.

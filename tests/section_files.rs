@@ -437,10 +437,12 @@ fn max_log_size_rotates_a_chatty_sessions_output_while_it_keeps_writing() {
         let n = std::fs::metadata(&live).ok()?.len();
         (rotated.is_file() && n < big).then_some(n)
     });
-    // The rotated file holds what was there (read again if a later rotation is rewriting it).
+    // The rotated file holds the last --max-log-size bytes that were there,
+    // from a line start (it is replaced whole by each rotation, never rewritten).
     wait_for("a complete rotated file", || {
         let old = std::fs::read_to_string(&rotated).ok()?;
-        (old.len() > 1024 && old.starts_with("line ") && !old.contains('\0')).then_some(())
+        (!old.is_empty() && old.len() <= 1024 && old.starts_with("line ") && !old.contains('\0'))
+            .then_some(())
     });
     // The child keeps appending to the same (truncated) file, without a hole of NULs.
     wait_for("the child to keep writing", || {

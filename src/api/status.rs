@@ -93,6 +93,16 @@ pub struct LogPaths {
     pub stdout: String,
     /// Standard error.
     pub stderr: String,
+    /// Output of this session (over all its attempts) discarded rather than
+    /// kept in a log file: a file truncated in place on a full disk, the
+    /// head of a file that outgrew `--max-log-size` before its rotation.
+    /// Omitted when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Resource usage of the session's process tree.

@@ -46,8 +46,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut problems = Vec::new();
     let (mut file_count, mut object_count) = (0usize, 0usize);
     for group in groups {
-        let mut files: Vec<ManifestFile> =
-            group.files.iter().map(|f| manifest::load_file(f)).collect();
+        // As root, the same StrictModes checks as `sessionlet run`.
+        let dir_refusal = crate::runtime::trust::check_folder("manifest folder", &group.dir).err();
+        let mut files: Vec<ManifestFile> = group
+            .files
+            .iter()
+            .map(|f| {
+                let mut loaded = manifest::load_file(f);
+                let refusal = match &dir_refusal {
+                    Some(r) => Some(r.clone()),
+                    None => crate::runtime::trust::check_manifest(f, &group.dir).err(),
+                };
+                if let Some(r) = refusal {
+                    loaded.problems.insert(0, Problem::file_level(f, r.message));
+                }
+                loaded
+            })
+            .collect();
         files.sort_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
         // Status files beside the manifests say which file holds a name
         // (a running session): the other one is blamed, as the controller does.

@@ -26,6 +26,8 @@ struct Fingerprint {
     len: u64,
     mtime_ns: i128,
     mode: u32,
+    /// Owner: a `chown` must be noticed (StrictModes).
+    uid: u32,
 }
 
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
@@ -36,6 +38,7 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
         len: m.len(),
         mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
         mode: m.mode(),
+        uid: m.uid(),
     })
 }
 
@@ -160,36 +163,21 @@ pub struct Catalog {
     pub changed: BTreeSet<String>,
     /// True once a desired state was built.
     built: bool,
+    /// Why the manifest folder (or a folder above it) is not trusted, when
+    /// the controller runs as root (StrictModes).
+    dir_refusal: Option<String>,
 }
 
 /// Like sshd's StrictModes: a controller running as root refuses a manifest
-/// (or directory) that other users may write, since it would run their
-/// commands as root.
-fn strict_modes(dir: &Path, path: &Path) -> Option<Problem> {
-    use std::os::unix::fs::PermissionsExt;
-    if !nix::unistd::geteuid().is_root() {
-        return None;
-    }
-    for (what, p) in [("manifest directory", dir), ("manifest", path)] {
-        let mode = std::fs::metadata(p).ok()?.permissions().mode();
-        let sticky_dir = p == dir && mode & 0o1000 != 0;
-        if mode & 0o022 != 0 && !sticky_dir {
-            return Some(Problem {
-                file: path.to_path_buf(),
-                line: 1,
-                col: 1,
-                path: String::new(),
-                message: format!(
-                    "the {what} {} is writable by other users (mode {:o}) and the controller runs as root; \
-                     refusing it (fix: chmod go-w {})",
-                    p.display(),
-                    mode & 0o7777,
-                    p.display()
-                ),
-            });
-        }
-    }
-    None
+/// another user owns or may write, or one in a folder another user may write,
+/// since it would run their commands as root (see [`super::trust`]).
+/// `dir_refusal` is the verdict on the manifest folder and the folders above.
+fn strict_modes(dir: &Path, path: &Path, dir_refusal: Option<&str>) -> Option<Problem> {
+    let message = match dir_refusal {
+        Some(m) => m.to_string(),
+        None => super::trust::check_manifest(path, dir).err()?.message,
+    };
+    Some(Problem::file_level(path, message))
 }
 
 /// FNV-1a over the spec's JSON: stable across builds, unlike `DefaultHasher`.
@@ -244,6 +232,18 @@ impl Catalog {
             self.changed.insert(String::new());
         }
         self.refused = listing.refused;
+        // A few stats: the folder's owner and mode can change without any
+        // manifest changing. A new verdict re-judges every file (each keeps
+        // its last good version in force).
+        let dir_refusal = super::trust::check_folder("manifest folder", dir)
+            .err()
+            .map(|r| r.message);
+        if dir_refusal != self.dir_refusal {
+            for c in self.files.values_mut() {
+                c.fingerprint = None;
+            }
+            self.dir_refusal = dir_refusal;
+        }
         let present: std::collections::HashSet<&std::ffi::OsStr> =
             listing.manifests.iter().map(|p| p.as_os_str()).collect();
         let changed = &mut self.changed;
@@ -262,7 +262,7 @@ impl Catalog {
                 }
             }
             let mut loaded = manifest::load_file(path);
-            if let Some(problem) = strict_modes(dir, path) {
+            if let Some(problem) = strict_modes(dir, path, self.dir_refusal.as_deref()) {
                 loaded.documents.clear();
                 loaded.problems = vec![problem];
             } else if loaded.documents.is_empty() && loaded.problems.is_empty() {

@@ -190,8 +190,8 @@ pub struct Controller {
     forced: bool,
     /// Pids found gone without an exit report at the last resync.
     suspects: BTreeSet<u32>,
-    /// When output sizes were last checked without usage sampling.
-    rotated_at: Option<Instant>,
+    /// Bounds every session's logs (`--max-log-size`) from its own thread.
+    log_guard: super::log_guard::LogGuard,
     /// False once the keeper's exit reports stopped (it died): then the
     /// resync looks for sessions that ended unreported.
     keeper_events_open: bool,
@@ -206,7 +206,7 @@ impl Controller {
             .map_err(|e| anyhow::anyhow!("manifest directory {}: {e}", opts.dir.display()))?;
         let status_dir = match &opts.status_dir {
             Some(s) => {
-                create_dir(s)
+                super::files::create_operator_dir(s)
                     .map_err(|e| anyhow::anyhow!("status directory {}: {e}", s.display()))?;
                 std::fs::canonicalize(s)?
             }
@@ -216,6 +216,10 @@ impl Controller {
             manifest_dir: dir,
             status_dir,
         };
+        // As root, folders other users may write would hand them root.
+        super::trust::check_folder("manifest folder", &layout.manifest_dir)
+            .and_then(|()| super::trust::check_folder("status folder", &layout.status_dir))
+            .map_err(|r| anyhow::anyhow!("{r}"))?;
         create_dir(&layout.control_dir()).map_err(|e| {
             anyhow::anyhow!("cannot create {}: {e}", layout.control_dir().display())
         })?;
@@ -224,6 +228,7 @@ impl Controller {
         let lock = lock::Lock::acquire(&layout.control_dir())?;
         super::files::sweep_status_dir(&layout.status_dir);
         let resync_interval = opts.resync_interval;
+        let poll = opts.poll;
         let global_policy = match &opts.policy {
             Some(p) => Some(
                 crate::agent::load_policy_file(p)
@@ -272,7 +277,7 @@ impl Controller {
             agents: super::agents::Agents::default(),
             forced: false,
             suspects: BTreeSet::new(),
-            rotated_at: None,
+            log_guard: super::log_guard::LogGuard::new(!poll),
             keeper_events_open: true,
             agent_watcher: None,
             _lock: lock,
@@ -502,6 +507,17 @@ impl Controller {
             return;
         };
         let mut rec = rec;
+        let ended = rec.last_exit.as_ref().map_or(0, |e| e.attempt);
+        if status.phase == "Pending" && rec.attempt > ended {
+            // A spawn was asked and its answer never saved. If the keeper
+            // started it, its registry brings the attempt back (restoring
+            // from the keeper); if not, that attempt never happened.
+            let was_restart = core::reconcile::is_restart(&rec);
+            rec.attempt -= 1;
+            if was_restart {
+                rec.restarts = rec.restarts.saturating_sub(1);
+            }
+        }
         if let Some(e) = &status.last_exit {
             if let Some(a) = &e.analysis {
                 self.analyses
@@ -509,6 +525,7 @@ impl Controller {
             }
         }
         if let Some(logs) = &status.logs {
+            self.log_guard.seed(name, logs.dropped_bytes);
             // The last attempt's output stays where `logs` and crash dumps find it.
             let stdout = self.layout.status_dir.join(&logs.stdout);
             self.live.insert(
@@ -639,6 +656,11 @@ impl Controller {
             }
         }
         self.watch_adopted_agents();
+        self.guard_logs_at_start();
+        let mut log_changes = self
+            .log_guard
+            .changes()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
         if let Some(addr) = self.opts.metrics_addr {
             let bound = crate::telemetry::http::serve(addr, self.metrics.clone())
                 .await
@@ -731,6 +753,13 @@ impl Controller {
                 }
                 // The keeper and, when we are PID 1, orphans are our children.
                 _ = sigchld.recv() => self.reap(),
+                // The log guard dropped output: the status says how much.
+                Some(name) = log_changes.recv() => {
+                    self.mark_dirty(&name);
+                    while let Ok(name) = log_changes.try_recv() {
+                        self.mark_dirty(&name);
+                    }
+                }
                 _ = tokio::time::sleep(sleep) => {}
                 _ = usage_tick.tick(), if sampling => {
                     self.read_agents();
@@ -740,7 +769,10 @@ impl Controller {
                     rescan = true;
                     self.reap();
                     self.check_status_dir();
-                    self.rotate_logs();
+                    // Only logs guarded without inotify (--poll).
+                    for name in self.log_guard.check_all() {
+                        self.mark_dirty(&name);
+                    }
                     self.check_vanished();
                     self.read_agents();
                 }
@@ -1000,6 +1032,10 @@ impl Controller {
             .set(i64::from(restarts));
         let mut live = s.live;
         live.start_ticks = child.start_ticks;
+        for p in [&live.stdout, &live.stderr] {
+            self.log_guard
+                .watch(&s.name, p, self.opts.max_log_size, ROTATED_LOGS);
+        }
         self.live.insert(s.name.clone(), live);
         self.pids.insert(child.pid, s.name.clone());
         let ev = Event::Spawned {
@@ -1143,6 +1179,11 @@ impl Controller {
                     })
                     .inc();
                 self.health.ended(&name_for_stats, &e);
+            }
+            // Its logs are final: capped now, not at the next start.
+            if let Some(l) = self.live.get(&name_for_stats) {
+                self.log_guard.finish(&l.stdout);
+                self.log_guard.finish(&l.stderr);
             }
         } else if !self.unacked.iter().any(|(p, _)| *p == pid) {
             // Not a session's (a killed duplicate, or already saved).
@@ -1311,7 +1352,7 @@ impl Controller {
             };
             let live = self.live.get(&name);
             let activity = live
-                .and_then(|l| check_output(&l.stdout, &l.stderr, self.opts.max_log_size))
+                .and_then(|l| check_output(&l.stdout, &l.stderr))
                 .filter(|t| *t >= started_at)
                 .unwrap_or(started_at);
             let before = self.watches.get(&name).cloned().unwrap_or_default();
@@ -1781,6 +1822,7 @@ impl Controller {
 
     fn forget(&mut self, name: &str) {
         self.transitions.forget(name);
+        self.log_guard.forget(name);
         self.watches.remove(name);
         self.analyses.remove(name);
         self.agents.forget(name);
@@ -2094,6 +2136,7 @@ impl Controller {
             logs: live.map(|l| LogPaths {
                 stdout: self.layout.relative(&l.stdout),
                 stderr: self.layout.relative(&l.stderr),
+                dropped_bytes: self.log_guard.dropped(name),
             }),
             start_ticks: live.and_then(|l| l.start_ticks),
             boot_id: self.boot_id.clone(),
@@ -2211,29 +2254,30 @@ impl Controller {
         }
     }
 
-    /// Copy-truncate rotation: the child keeps appending (O_APPEND) to the same file.
-    /// With usage sampling on, the sampler checks output sizes; without it
-    /// the resync does, for running sessions.
-    fn rotate_logs(&mut self) {
-        // At most once a minute: it costs two stats per running session.
-        let due = self
-            .rotated_at
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
-        if !self.opts.usage_interval.is_zero() || !due {
-            return;
-        }
-        self.rotated_at = Some(Instant::now());
+    /// Guards the logs of sessions adopted from an earlier controller, and
+    /// caps every other log under the status folder (finished sessions,
+    /// files an older version left oversized).
+    fn guard_logs_at_start(&mut self) {
+        let mut active = Vec::new();
         for name in self.pids.values() {
-            if let Some(live) = self.live.get(name) {
-                check_output(&live.stdout, &live.stderr, self.opts.max_log_size);
+            if let Some(l) = self.live.get(name) {
+                for p in [&l.stdout, &l.stderr] {
+                    self.log_guard
+                        .watch(name, p, self.opts.max_log_size, ROTATED_LOGS);
+                    active.push(p.clone());
+                }
             }
         }
+        super::log_guard::cap_existing(&self.layout.status_dir, self.opts.max_log_size, &active);
     }
 }
 
-/// One `stat` per output file: rotates a file past `max` (copy-truncate: the
-/// session keeps appending to the same file) and returns the last write time.
-fn check_output(stdout: &Path, stderr: &Path, max: u64) -> Option<DateTime<Utc>> {
+/// Rotated files kept per log (`NAME.log.1`).
+const ROTATED_LOGS: u32 = 1;
+
+/// The last write time of a session's output: one `stat` per file (the log
+/// guard bounds the files).
+fn check_output(stdout: &Path, stderr: &Path) -> Option<DateTime<Utc>> {
     let mut last = None;
     for p in [stdout, stderr] {
         let Ok(meta) = std::fs::metadata(p) else {
@@ -2242,11 +2286,6 @@ fn check_output(stdout: &Path, stderr: &Path, max: u64) -> Option<DateTime<Utc>>
         if let Ok(t) = meta.modified() {
             let t = DateTime::<Utc>::from(t);
             last = Some(last.map_or(t, |l: DateTime<Utc>| l.max(t)));
-        }
-        if meta.len() > max && std::fs::copy(p, p.with_extension("log.1")).is_ok() {
-            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(p) {
-                let _ = f.set_len(0);
-            }
         }
     }
     last

@@ -81,19 +81,60 @@ impl CrashDump {
 }
 
 /// Keeps the newest `keep` dumps of a session (file names sort by time).
+/// The folder is opened without following a link, and dumps are removed
+/// relative to its handle: a planted link never redirects a removal.
 pub fn prune(dir: &Path, session: &str, keep: usize) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(fd) = super::files::open_dir_for_listing(dir) else {
+        return;
+    };
+    let Ok(mut listing) = nix::dir::Dir::from_fd(fd) else {
         return;
     };
     let prefix = format!("{session}-");
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+    let mut names: Vec<String> = listing
+        .iter()
+        .filter_map(|e| e.ok()?.file_name().to_str().ok().map(str::to_string))
         .filter(|n| n.starts_with(&prefix) && n.ends_with(".yaml"))
         .filter(|n| n[prefix.len()..].starts_with(|c: char| c.is_ascii_digit()))
         .collect();
     names.sort();
     let excess = names.len().saturating_sub(keep);
     for n in names.into_iter().take(excess) {
-        let _ = std::fs::remove_file(dir.join(n));
+        let _ = nix::unistd::unlinkat(
+            &listing,
+            n.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_the_newest_and_never_follows_a_linked_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("x.crashes");
+        std::fs::create_dir(&dir).unwrap();
+        for t in ["1", "2", "3"] {
+            std::fs::write(dir.join(format!("web-{t}-attempt-1.yaml")), "x").unwrap();
+        }
+        std::fs::write(dir.join("webby-1.yaml"), "x").unwrap();
+        prune(&dir, "web", 1);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["web-3-attempt-1.yaml", "webby-1.yaml"]);
+
+        let link = tmp.path().join("y.crashes");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        prune(&link, "web", 0);
+        assert!(
+            dir.join("web-3-attempt-1.yaml").exists(),
+            "removed through a link"
+        );
     }
 }

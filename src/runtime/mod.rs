@@ -11,10 +11,12 @@ pub mod fork;
 pub mod keeper;
 pub mod layout;
 pub mod lock;
+pub mod log_guard;
 pub mod monitor;
 pub mod process;
 pub mod render;
 pub mod session_env;
+pub mod trust;
 pub mod watch;
 
 pub use controller::{Controller, Exit, Options, Signals};
