@@ -1601,8 +1601,10 @@ impl Controller {
                 &stdout,
             )?;
             if let Some(charter) = &launch.charter {
+                // Not fsynced: it must outlive the controller, not a power
+                // cut (which ends the session anyway); no fsync on the spawn path.
                 let p = log_dir.join("charter.md");
-                write_atomic(&p, charter.as_bytes())
+                super::files::write_atomic_with(&p, charter.as_bytes(), false)
                     .map_err(|e| fail(format!("cannot write {}: {e}", p.display())))?;
             }
             extra_env = launch.env;
@@ -1630,7 +1632,7 @@ impl Controller {
         let stdin = match &stdin_text {
             Some(text) => {
                 let p = log_dir.join("stdin");
-                write_atomic(&p, text.as_bytes())
+                super::files::write_atomic_with(&p, text.as_bytes(), false)
                     .map_err(|e| fail(format!("cannot write {}: {e}", p.display())))?;
                 Some(p)
             }
