@@ -57,6 +57,9 @@ pub struct Options {
     /// Variables of the controller's environment passed to every session
     /// (`--pass-env`, names or `*` globs).
     pub pass_env: Vec<String>,
+    /// Drain from the first pass: stop every session (those adopted from
+    /// the keeper included), start nothing, and exit (`sessionlet down`).
+    pub drain: bool,
 }
 
 impl Default for Options {
@@ -77,6 +80,7 @@ impl Default for Options {
             metrics_addr: None,
             policy: None,
             pass_env: Vec::new(),
+            drain: false,
         }
     }
 }
@@ -677,6 +681,8 @@ impl Controller {
             status_dir = %self.layout.status_dir.display(),
             "sessionlet controller started"
         );
+        // `sessionlet down`: a drain from the start, as if SIGINT had come.
+        self.state.shutting_down |= self.opts.drain;
         let mut rescan = true;
         loop {
             let wake_at = self.pass(rescan);

@@ -1,0 +1,123 @@
+//! Operating sessionlet day to day (issue 12), the CLI half: `down`,
+//! `plan`, completions and man pages, through the real binary.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// Runs `sessionlet ARGS...` to completion.
+fn cli(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sessionlet")
+}
+
+/// The directory as a command-line argument.
+fn arg(dir: &Path) -> &str {
+    dir.to_str().expect("UTF-8 temporary path")
+}
+
+/// Waits for `STEM` to be Running and returns its pid.
+fn running_pid(dir: &Path, stem: &str) -> u32 {
+    let s = wait_status(dir, stem, "Running with a pid", |s| {
+        s["status"]["phase"] == "Running" && s["status"]["pid"].is_u64()
+    });
+    s["status"]["pid"].as_u64().expect("pid") as u32
+}
+
+/// The current attempt's stdout of `STEM`.
+fn stdout_of(dir: &Path, s: &Value) -> String {
+    s["status"]["logs"]["stdout"]
+        .as_str()
+        .map(|p| std::fs::read_to_string(dir.join(p)).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// A session that says `ready`, and on SIGUSR1 (its stopSignal) says
+/// `got-usr1` and exits 0; SIGTERM it notes too.
+const POLITE: &str = "command: [/bin/sh, -c, 'trap \"echo got-usr1; exit 0\" USR1; trap \"echo got-term; exit 0\" TERM; echo ready; while :; do sleep 0.2; done']\nstopSignal: SIGUSR1\nterminationGracePeriod: 60s";
+
+// ---------------------------------------------------------------------------
+// `sessionlet down`
+
+#[test]
+fn down_drains_a_running_controller_even_with_keep_sessions() {
+    let (_tmp, dir) = sessions_dir();
+    let _keeper = KeeperGuard(dir.clone());
+    write_file(&dir.join("polite.yaml"), &session("polite", POLITE));
+    let mut c = Controller::start(&dir, &["--keep-sessions"]);
+    let pid = running_pid(&dir, "polite");
+    wait_status(&dir, "polite", "ready in its output", |s| {
+        stdout_of(&dir, s).contains("ready")
+    });
+    let out = cli(&["down", "--dir", arg(&dir)]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", c.log());
+    let code = c.wait();
+    assert_eq!(code.code(), Some(0), "the controller drained: {code:?}");
+    assert!(!alive(pid), "the session is stopped (pid {pid})");
+    assert_eq!(keeper_of(&dir), None, "down waits for the keeper to exit");
+    let s = status(&dir, "polite").expect("a final status");
+    assert_eq!(s["status"]["reason"], "ControllerStopped", "{s:#?}");
+    let text = stdout_of(&dir, &s);
+    assert!(text.contains("got-usr1"), "its stopSignal: {text}");
+}
+
+#[test]
+fn down_after_a_kill_9_of_the_controller_stops_sessions_and_the_keeper() {
+    let (_tmp, dir) = sessions_dir();
+    let _keeper = KeeperGuard(dir.clone());
+    write_file(&dir.join("polite.yaml"), &session("polite", POLITE));
+    write_file(
+        &dir.join("plain.yaml"),
+        &session("plain", "command: [/bin/sh, -c, 'sleep 1000 & wait']"),
+    );
+    let mut c = Controller::start(&dir, &[]);
+    let polite = running_pid(&dir, "polite");
+    let plain = running_pid(&dir, "plain");
+    wait_status(&dir, "polite", "ready in its output", |s| {
+        stdout_of(&dir, s).contains("ready")
+    });
+    let keeper = keeper_of(&dir).expect("a keeper");
+    c.kill();
+    assert!(alive(polite) && alive(plain) && alive(keeper));
+
+    let out = cli(&["down", "--dir", arg(&dir)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stderr.contains("no controller runs"), "{stderr}");
+    assert!(!alive(polite) && !alive(plain), "every session is stopped");
+    assert!(!alive(keeper), "the keeper exited (pid {keeper})");
+    assert_eq!(keeper_of(&dir), None);
+    for stem in ["polite", "plain"] {
+        let s = status(&dir, stem).expect("a final status");
+        assert_ne!(s["status"]["phase"], "Running", "{s:#?}");
+        assert_eq!(s["status"]["reason"], "ControllerStopped", "{s:#?}");
+    }
+    let text = stdout_of(&dir, &status(&dir, "polite").expect("status"));
+    assert!(
+        text.contains("got-usr1") && !text.contains("got-term"),
+        "the manifest's stopSignal, not SIGTERM: {text}"
+    );
+
+    // Nothing left: a second `down` says so and succeeds.
+    let again = cli(&["down", "--dir", arg(&dir)]);
+    assert_eq!(again.status.code(), Some(0), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("nothing left to stop"),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn down_where_nothing_ever_ran_succeeds() {
+    let (_tmp, dir) = sessions_dir();
+    let out = cli(&["down", "--dir", arg(&dir)]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to stop"));
+}
