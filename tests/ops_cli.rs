@@ -121,3 +121,109 @@ fn down_where_nothing_ever_ran_succeeds() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to stop"));
 }
+
+// ---------------------------------------------------------------------------
+// Not every edit restarts; restart on purpose
+
+/// A Session with annotations (YAML flow map) and a spec body.
+fn annotated(name: &str, annotations: &str, spec: &str) -> String {
+    session(name, spec).replacen(
+        &format!("  name: {name}\n"),
+        &format!("  name: {name}\n  annotations: {annotations}\n"),
+        1,
+    )
+}
+
+#[test]
+fn an_edit_of_timeout_keeps_the_process_and_an_edit_of_command_restarts_it() {
+    let (_tmp, dir) = sessions_dir();
+    let _keeper = KeeperGuard(dir.clone());
+    let file = dir.join("svc.yaml");
+    write_file(
+        &file,
+        &session("svc", "command: [sleep, '1000']\ntimeout: 1h"),
+    );
+    let mut c = Controller::start(&dir, &[]);
+    let pid = running_pid(&dir, "svc");
+
+    // In place: same pid, a new observedGeneration.
+    write_file(
+        &file,
+        &session("svc", "command: [sleep, '1000']\ntimeout: 2h"),
+    );
+    let s = wait_status(&dir, "svc", "generation 2", |s| {
+        s["status"]["observedGeneration"] == 2
+    });
+    assert_eq!(s["status"]["pid"].as_u64(), Some(u64::from(pid)), "{s:#?}");
+    assert_eq!(s["status"]["phase"], "Running", "{s:#?}");
+
+    // Also across a controller restart: the next one knows what the attempt runs.
+    c.kill();
+    write_file(
+        &file,
+        &session(
+            "svc",
+            "command: [sleep, '1000']\ntimeout: 3h\nmaxRetries: 4",
+        ),
+    );
+    let mut c = Controller::start(&dir, &[]);
+    let s = wait_status(&dir, "svc", "generation 3", |s| {
+        s["status"]["observedGeneration"] == 3
+    });
+    assert_eq!(s["status"]["pid"].as_u64(), Some(u64::from(pid)), "{s:#?}");
+    assert!(alive(pid), "the adopted process was left alone");
+
+    // What runs: a graceful restart with a new pid.
+    write_file(
+        &file,
+        &session(
+            "svc",
+            "command: [sleep, '2000']\ntimeout: 3h\nmaxRetries: 4",
+        ),
+    );
+    let s = wait_status(&dir, "svc", "a new process for generation 4", |s| {
+        s["status"]["observedGeneration"] == 4
+            && s["status"]["phase"] == "Running"
+            && s["status"]["pid"]
+                .as_u64()
+                .is_some_and(|p| p != u64::from(pid))
+    });
+    assert!(!alive(pid), "the old process was stopped");
+    assert_eq!(s["status"]["lastExit"]["reason"], "SpecChanged", "{s:#?}");
+    assert_eq!(c.stop().code(), Some(0));
+}
+
+#[test]
+fn a_changed_restarted_at_annotation_restarts_the_session_without_a_failure() {
+    let (_tmp, dir) = sessions_dir();
+    let _keeper = KeeperGuard(dir.clone());
+    let file = dir.join("svc.yaml");
+    let spec = "command: [sleep, '1000']";
+    write_file(&file, &annotated("svc", "{team: a}", spec));
+    let _c = Controller::start(&dir, &[]);
+    let pid = running_pid(&dir, "svc");
+    write_file(&file, &annotated("svc", "{team: b}", spec));
+    write_file(
+        &file,
+        &annotated(
+            "svc",
+            "{team: b, sessionlet.dev/restartedAt: '2030-01-01T00:00:00Z'}",
+            spec,
+        ),
+    );
+    let s = wait_status(&dir, "svc", "a new process", |s| {
+        s["status"]["phase"] == "Running"
+            && s["status"]["pid"]
+                .as_u64()
+                .is_some_and(|p| p != u64::from(pid))
+    });
+    assert!(!alive(pid), "the old process was stopped");
+    assert_eq!(s["status"]["consecutiveFailures"], 0, "{s:#?}");
+    assert_eq!(s["status"]["lastExit"]["reason"], "SpecChanged", "{s:#?}");
+    let message = s["status"]["lastExit"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("sessionlet.dev/restartedAt"), "{s:#?}");
+    assert_eq!(
+        s["metadata"]["restartedAt"], "2030-01-01T00:00:00Z",
+        "{s:#?}"
+    );
+}

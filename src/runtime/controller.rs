@@ -506,6 +506,12 @@ impl Controller {
             return;
         };
         let mut rec = rec;
+        // What the attempt runs: an edit that applies in place must not restart it.
+        rec.run_hash = doc["metadata"]["runHash"]
+            .as_str()
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        rec.restarted_at = doc["metadata"]["restartedAt"].as_str().map(str::to_string);
         if let Some(e) = &status.last_exit {
             if let Some(a) = &e.analysis {
                 self.analyses
