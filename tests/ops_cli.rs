@@ -227,3 +227,35 @@ fn a_changed_restarted_at_annotation_restarts_the_session_without_a_failure() {
         "{s:#?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Completions and man pages
+
+#[test]
+fn completions_for_bash_zsh_and_fish_name_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = cli(&["completion", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for sub in ["run", "get", "describe", "logs", "validate", "down"] {
+            assert!(text.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    assert_ne!(cli(&["completion", "tcsh"]).status.code(), Some(0));
+}
+
+#[test]
+fn man_prints_the_page_and_writes_one_per_command() {
+    let out = cli(&["man"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(".TH sessionlet 1"), "{text}");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("man1");
+    let out = cli(&["man", "--out-dir", arg(&dir)]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for page in ["sessionlet.1", "sessionlet-run.1", "sessionlet-down.1"] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap_or_default();
+        assert!(text.contains(".TH"), "{page}: {text}");
+    }
+}

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod describe;
 pub mod down;
+pub mod extras;
 pub mod get;
 pub mod logs;
 pub mod read;
@@ -49,6 +50,10 @@ pub enum Command {
     Schema(schema::Args),
     /// Stop every session gracefully and end the keeper, with or without a running controller.
     Down(down::Args),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion(extras::CompletionArgs),
+    /// Print the man page, or write every man page in a folder.
+    Man(extras::ManArgs),
 }
 
 /// Arguments of the hidden `keeper` command.
@@ -79,6 +84,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing_with("warn");
             down::run(args)
         }
+        Command::Completion(args) => extras::completion(args),
+        Command::Man(args) => extras::man(args),
     }
 }
 
