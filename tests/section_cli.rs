@@ -378,7 +378,9 @@ fn logs_follow_prints_output_appended_later() {
 
 #[test]
 fn every_subcommand_has_help_with_an_example() {
-    for sub in ["run", "get", "describe", "logs", "validate", "schema"] {
+    for sub in [
+        "run", "get", "describe", "logs", "validate", "schema", "down",
+    ] {
         let out = cli(&[sub, "--help"]);
         assert!(out.status.success(), "{sub} --help: {out:?}");
         let text = String::from_utf8_lossy(&out.stdout);

@@ -34,6 +34,13 @@ pub struct StatusMetadata {
     /// Hash of the spec last acted upon (how a restarted controller tells a changed spec).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
+    /// Hash of the fields that restart the session when edited, as the
+    /// current or last attempt was started with (see the manifest reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_hash: Option<String>,
+    /// The `sessionlet.dev/restartedAt` annotation that attempt was started with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<String>,
     /// The pool, for pool replicas and Sessions naming one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod describe;
+pub mod down;
+pub mod extras;
 pub mod get;
 pub mod logs;
 pub mod read;
@@ -46,6 +48,12 @@ pub enum Command {
     Validate(validate::Args),
     /// Write the JSON Schemas of the Session and Pool manifests.
     Schema(schema::Args),
+    /// Stop every session gracefully and end the keeper, with or without a running controller.
+    Down(down::Args),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion(extras::CompletionArgs),
+    /// Print the man page, or write every man page in a folder.
+    Man(extras::ManArgs),
 }
 
 /// Arguments of the hidden `keeper` command.
@@ -75,6 +83,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Down(args) => {
+            init_tracing_with("warn");
+            down::run(args)
+        }
+        Command::Completion(args) => extras::completion(args),
+        Command::Man(args) => extras::man(args),
     }
 }
 
@@ -96,8 +110,13 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// Logs go to stderr; `RUST_LOG` filters them (default: info).
 fn init_tracing() {
+    init_tracing_with("info");
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default: `default`).
+fn init_tracing_with(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -29,6 +29,9 @@ pub struct DesiredSession {
     pub first_seen: DateTime<Utc>,
     /// Set for pool replicas.
     pub replica: Option<Replica>,
+    /// The `sessionlet.dev/restartedAt` annotation (the Pool's, for
+    /// replicas): a change restarts the session on purpose.
+    pub restarted_at: Option<String>,
 }
 
 /// A replica's place in its pool.

@@ -4,6 +4,7 @@
 //! decide everything the controller does; the runtime performs the plan.
 
 pub mod backoff;
+pub mod change;
 pub mod desired;
 pub mod names;
 pub mod phase;

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
 
 use super::backoff;
+use super::change;
 use super::desired::{Desired, DesiredSession};
 use super::phase::{ExitStatus, Phase, Reason};
 use super::plan::{Action, Plan};
@@ -503,7 +504,7 @@ pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Pl
     for d in desired.sessions.values() {
         let Some(r) = &d.replica else { continue };
         let settled = state.sessions.get(&d.name).is_some_and(|rec| {
-            rec.generation == d.generation
+            (rec.generation == d.generation || applies_in_place(rec, d))
                 && matches!(&rec.run, Run::Running(run) if run.stop.is_none())
         });
         if !settled {
@@ -563,6 +564,11 @@ fn step_session<'a>(
     shutting_down: bool,
 ) {
     let spec = &d.spec;
+    if rec.generation != d.generation && applies_in_place(rec, d) {
+        // Nothing that runs changed: same process, same counts; the status
+        // describes the new generation (core::change).
+        rec.generation = d.generation;
+    }
     if let Run::Running(r) = &mut rec.run {
         if r.stop.is_none() {
             let stop = if shutting_down {
@@ -578,7 +584,13 @@ fn step_session<'a>(
             } else if rec.generation != d.generation && !rolling_blocked {
                 Some((
                     Reason::SpecChanged,
-                    "the spec changed; restarting with the new spec".to_string(),
+                    change::restart_reason(
+                        rec.run_hash,
+                        rec.restarted_at.as_deref(),
+                        spec,
+                        d.restarted_at.as_deref(),
+                    )
+                    .unwrap_or_else(|| "the spec changed; restarting with the new spec".into()),
                 ))
             } else if let Some(t) = spec
                 .timeout
@@ -923,6 +935,18 @@ pub fn is_restart(rec: &Record) -> bool {
             .is_some_and(|e| e.reason == Reason::ControllerStopped)
 }
 
+/// True when the record's attempt runs what `d` asks for: its generation
+/// changed only in fields that apply in place (core::change).
+fn applies_in_place(rec: &Record, d: &DesiredSession) -> bool {
+    change::restart_reason(
+        rec.run_hash,
+        rec.restarted_at.as_deref(),
+        &d.spec,
+        d.restarted_at.as_deref(),
+    )
+    .is_none()
+}
+
 fn spawn(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Plan) {
     rec.attempt = rec.attempt.saturating_add(1);
     if is_restart(rec) {
@@ -934,6 +958,8 @@ fn spawn(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Pl
     rec.wait = None;
     rec.verdict = None;
     rec.last_spec = Some((d.spec.clone(), d.pool().map(str::to_string)));
+    rec.run_hash = change::run_hash(&d.spec);
+    rec.restarted_at = d.restarted_at.clone();
     plan.actions.push(Action::Spawn {
         name: d.name.clone(),
         attempt: rec.attempt,

@@ -66,6 +66,11 @@ pub struct Record {
     /// gone is still stopped with its own stop signal and grace period, and
     /// counts against its pool until it exits.
     pub last_spec: Option<(std::sync::Arc<crate::api::SessionSpec>, Option<String>)>,
+    /// The run hash ([`super::change::run_hash`]) of the spec the current or
+    /// last attempt was started with; 0 when not known.
+    pub run_hash: u64,
+    /// The `sessionlet.dev/restartedAt` annotation it was started with.
+    pub restarted_at: Option<String>,
 }
 
 /// An attempt's outcome judged from what it wrote, not only its exit code.

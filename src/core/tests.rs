@@ -60,6 +60,7 @@ fn desired_session(
         generation,
         first_seen,
         replica,
+        restarted_at: None,
     }
 }
 
@@ -2820,4 +2821,194 @@ fn arb_start() -> impl Strategy<Value = DateTime<Utc>> {
         Just(super::time::far_future() - s(3600)),
         Just(DateTime::<Utc>::MAX_UTC - s(1)),
     ]
+}
+
+// ---------------------------------------------------------------------------
+// Not every edit restarts (core::change).
+
+/// One edit per classified spec field.
+type Edit = fn(&mut SessionSpec);
+
+fn edits() -> Vec<(&'static str, Edit)> {
+    use crate::api::{EnvFrom, OnStale, Quantity};
+    vec![
+        ("command", |s| {
+            s.command = Some(vec!["sleep".into(), "2".into()])
+        }),
+        ("workingDir", |s| s.working_dir = Some("/tmp".into())),
+        ("env", |s| {
+            s.env.insert("MODE".into(), "new".into());
+        }),
+        ("envFrom", |s| {
+            s.env_from.push(EnvFrom {
+                file: "secrets.env".into(),
+            })
+        }),
+        ("stdin", |s| s.stdin = Some("hello".into())),
+        ("user", |s| s.user = Some("nobody".into())),
+        ("group", |s| s.group = Some("nogroup".into())),
+        ("resources.maxMemory", |s| {
+            s.resources.max_memory = Some(Quantity(64 << 20))
+        }),
+        ("pool", |s| s.pool = Some("p".into())),
+        ("restartPolicy", |s| s.restart_policy = RestartPolicy::Never),
+        ("maxRetries", |s| s.max_retries = Some(7)),
+        ("backoff", |s| s.backoff.initial_delay = secs(9)),
+        ("timeout", |s| s.timeout = Some(secs(3600))),
+        ("activeDeadline", |s| s.active_deadline = Some(secs(7200))),
+        ("ttlAfterFinished", |s| {
+            s.ttl_after_finished = Some(secs(60))
+        }),
+        ("staleAfter", |s| s.stale_after = Some(secs(600))),
+        ("onStale", |s| s.on_stale = OnStale::Restart),
+        ("priority", |s| s.priority = Priority::High),
+        ("terminationGracePeriod", |s| {
+            s.termination_grace_period = secs(99)
+        }),
+        ("stopSignal", |s| s.stop_signal = SignalName(Signal::SIGINT)),
+        ("resources.maxCpuTime", |s| {
+            s.resources.max_cpu_time = Some(secs(100))
+        }),
+    ]
+}
+
+#[test]
+fn each_field_either_restarts_the_session_or_applies_in_place() {
+    use super::change::{effect, Effect};
+    let edits = edits();
+    for (field, edit) in &edits {
+        let mut w = running(|_| {});
+        let pid = w.pid("a");
+        w.advance(s(5));
+        w.edit("a", *edit);
+        assert_eq!(w.generation("a"), 2, "{field}: the edit changes the spec");
+        let plan = w.reconcile();
+        match effect(field).unwrap_or_else(|| panic!("{field} is not classified")) {
+            Effect::Restart => {
+                assert_eq!(signals(&plan), [("a", Signal::SIGTERM)], "{field} restarts");
+                assert_eq!(w.stop_reason("a"), Some(Reason::SpecChanged), "{field}");
+            }
+            Effect::InPlace => {
+                assert!(
+                    signals(&plan).is_empty(),
+                    "{field} applies in place: {plan:?}"
+                );
+                assert_eq!(w.stop_reason("a"), None, "{field}");
+                assert_eq!(w.pid("a"), pid, "{field}: same process");
+                let rec = w.rec("a");
+                assert_eq!(rec.generation, 2, "{field}: observedGeneration bumps");
+                assert_eq!(rec.attempt, 1, "{field}: the attempt goes on");
+                assert!(
+                    plan.actions
+                        .iter()
+                        .any(|a| matches!(a, Action::WriteStatus { name } if name == "a")),
+                    "{field}: the new generation is written"
+                );
+            }
+            Effect::Suspend => unreachable!("suspend has its own tests"),
+        }
+    }
+    // Every restart and in-place field of the table has an edit here.
+    for (field, e) in super::change::FIELDS {
+        if *e != Effect::Suspend
+            && !field.starts_with("metadata.")
+            && *field != "agent"
+            && *field != "charter"
+        {
+            assert!(
+                edits.iter().any(|(f, _)| f == field),
+                "{field} has no edit in this test"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_spec_field_of_the_schema_is_classified() {
+    let schema = serde_json::to_value(schemars::schema_for!(SessionSpec)).unwrap();
+    let props = schema["properties"].as_object().expect("properties");
+    for (field, _) in props {
+        if field == "resources" {
+            for limit in ["maxMemory", "maxCpuTime"] {
+                let name = format!("resources.{limit}");
+                assert!(super::change::effect(&name).is_some(), "{name}");
+            }
+            continue;
+        }
+        assert!(
+            super::change::effect(field).is_some(),
+            "spec.{field} is not in core::change::FIELDS: say whether editing it restarts"
+        );
+    }
+}
+
+#[test]
+fn an_agent_prompt_edit_restarts_and_an_in_place_edit_keeps_a_finished_session_finished() {
+    // Agent prompt: what runs.
+    let agent: crate::api::agent::AgentSpec =
+        serde_json::from_value(serde_json::json!({"prompt": "one"})).unwrap();
+    let mut w = running(|s| {
+        s.command = None;
+        s.agent = Some(agent.clone());
+    });
+    w.edit("a", |s| {
+        if let Some(a) = &mut s.agent {
+            a.prompt = Some("two".into());
+        }
+    });
+    w.reconcile();
+    assert_eq!(w.stop_reason("a"), Some(Reason::SpecChanged));
+
+    // A Completed job whose ttlAfterFinished is edited does not run again.
+    let mut w = running(|s| s.restart_policy = RestartPolicy::Never);
+    w.exit("a", ExitStatus::Code(0));
+    w.step();
+    assert_eq!(w.phase("a"), Phase::Completed);
+    w.edit("a", |s| s.ttl_after_finished = Some(secs(3600)));
+    let plan = w.step();
+    assert!(spawns(&plan).is_empty(), "{plan:?}");
+    assert_eq!(w.phase("a"), Phase::Completed);
+    assert_eq!(w.rec("a").generation, 2);
+    // What runs changed: it runs again.
+    w.edit("a", |s| s.command = Some(vec!["true".into()]));
+    let plan = w.step();
+    assert_eq!(spawns(&plan), [("a", 1)]);
+}
+
+#[test]
+fn a_changed_restarted_at_annotation_restarts_without_counting_a_failure() {
+    let mut w = running(|_| {});
+    w.exit("a", ExitStatus::Code(1));
+    w.reconcile();
+    w.advance(s(1));
+    w.step();
+    assert_eq!(w.rec("a").failures, 1);
+    let restart = |w: &mut World, at: &str| {
+        let d = w.desired.sessions.get_mut("a").unwrap();
+        d.restarted_at = Some(at.into());
+        d.generation += 1;
+    };
+    restart(&mut w, "2030-01-01T12:00:00Z");
+    let plan = w.reconcile();
+    assert_eq!(signals(&plan), [("a", Signal::SIGTERM)]);
+    assert_eq!(w.stop_reason("a"), Some(Reason::SpecChanged));
+    match &w.rec("a").run {
+        Run::Running(r) => assert!(
+            r.stop
+                .as_ref()
+                .unwrap()
+                .message
+                .contains("sessionlet.dev/restartedAt"),
+            "{r:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    w.exit("a", ExitStatus::Signal(Signal::SIGTERM as i32));
+    let plan = w.step();
+    assert!(crash_dumps(&plan).is_empty(), "not a crash");
+    assert_eq!(spawns(&plan), [("a", 1)]);
+    assert_eq!(w.rec("a").failures, 0, "not a failure");
+    // The same annotation again: nothing happens.
+    let plan = w.step();
+    assert!(signals(&plan).is_empty() && spawns(&plan).is_empty());
 }

@@ -435,7 +435,9 @@ impl<'s> Walker<'s> {
         let expected = self.describe(schema);
         let mut message = format!("expected {expected}, found {}", describe_value(&node.value));
         let wants_string = self.admits_type(schema, &Value::Str(String::new()));
-        if wants_string
+        if let Some(hint) = hint(&expected, &node.value, path) {
+            message.push_str(&hint);
+        } else if wants_string
             && matches!(
                 node.value,
                 Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Bool(_)
@@ -624,7 +626,9 @@ impl<'s> Walker<'s> {
                     expected.join(" or "),
                     describe_value(&node.value)
                 );
-                if alts
+                if let Some(hint) = hint(&expected.join(" or "), &node.value, path) {
+                    message.push_str(&hint);
+                } else if alts
                     .iter()
                     .any(|a| self.admits_type(a, &Value::Str(String::new())))
                     && matches!(
@@ -819,6 +823,36 @@ fn same_json_type(a: &J, b: &J) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
+/// A hint naming the fix for two common slips: a duration without its unit
+/// (`timeout: 30`), and a command written as one string (`command: "sleep 10"`).
+fn hint(expected: &str, value: &Value, path: &str) -> Option<String> {
+    if expected.contains("a duration") {
+        let n = match value {
+            Value::Int(n) => n.to_string(),
+            Value::UInt(n) => n.to_string(),
+            _ => return None,
+        };
+        return Some(format!(
+            "; a duration needs its unit: write {n}s for {n} seconds (or {n}m, {n}h)"
+        ));
+    }
+    if path.ends_with("command") && expected.contains("a list of strings") {
+        let Value::Str(text) = value else {
+            return None;
+        };
+        let words: Vec<String> = text
+            .split_whitespace()
+            .map(|w| serde_json::Value::String(w.to_string()).to_string())
+            .collect();
+        let shell = serde_json::Value::String(text.clone()).to_string();
+        return Some(format!(
+            "; write the argv as a list, [{}], or run it through a shell: [/bin/sh, -c, {shell}]",
+            words.join(", ")
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -890,7 +924,7 @@ mod tests {
         );
         assert_eq!(
             got[1],
-            "6:19 spec.activeDeadline: expected a duration such as 30s, 5m or 1h30m, found the integer 3; put the value in quotes to make it a string"
+            "6:19 spec.activeDeadline: expected a duration such as 30s, 5m or 1h30m, found the integer 3; a duration needs its unit: write 3s for 3 seconds (or 3m, 3h)"
         );
     }
 

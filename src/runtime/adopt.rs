@@ -74,6 +74,9 @@ pub fn record_from_status(st: &SessionStatus) -> Option<Record> {
         collected: false,
         verdict: None,
         last_spec: None,
+        // From the status's metadata (`runHash`, `restartedAt`), by the caller.
+        run_hash: 0,
+        restarted_at: None,
     })
 }
 

@@ -68,17 +68,38 @@ fn good_cache(objects: &[Object]) -> Vec<GoodCache> {
         .iter()
         .map(|o| match o {
             Object::Session(s) => GoodCache {
-                hash: spec_hash(&s.spec),
+                hash: session_hash(&s.spec, restarted_at(&s.metadata)),
                 spec: Some(Arc::new(s.spec.clone())),
                 template_hash: 0,
             },
             Object::Pool(p) => GoodCache {
                 hash: spec_hash(&p.spec),
                 spec: p.spec.template.as_ref().map(|t| Arc::new(t.spec.clone())),
-                template_hash: p.spec.template.as_ref().map_or(0, |t| spec_hash(&t.spec)),
+                template_hash: p
+                    .spec
+                    .template
+                    .as_ref()
+                    .map_or(0, |t| session_hash(&t.spec, restarted_at(&p.metadata))),
             },
         })
         .collect()
+}
+
+/// The `sessionlet.dev/restartedAt` annotation of an object.
+fn restarted_at(m: &crate::api::Metadata) -> Option<&str> {
+    m.annotations
+        .get(core::change::RESTARTED_AT)
+        .map(String::as_str)
+}
+
+/// What the generation of a session follows: its spec and its
+/// `sessionlet.dev/restartedAt` annotation (the spec alone when there is
+/// none, so that statuses written before the annotation existed agree).
+fn session_hash(spec: &SessionSpec, restarted_at: Option<&str>) -> u64 {
+    match restarted_at {
+        None => spec_hash(spec),
+        Some(at) => spec_hash(&(spec, at)),
+    }
 }
 
 /// What the controller remembers of each object across rescans (and restarts).
@@ -327,7 +348,15 @@ impl Catalog {
         let files: Vec<(&Path, &CachedFile)> =
             self.files.iter().map(|(k, c)| (Path::new(k), c)).collect();
         let names = NameClaims::decide(&files, &self.holders);
-        let mut sessions: Vec<(String, Arc<SessionSpec>, u64, Option<Replica>)> = Vec::new();
+        /// Name, spec, generation hash, replica, restartedAt annotation.
+        type Wanted = (
+            String,
+            Arc<SessionSpec>,
+            u64,
+            Option<Replica>,
+            Option<String>,
+        );
+        let mut sessions: Vec<Wanted> = Vec::new();
         let mut pools: Vec<(String, PoolManifest, u64)> = Vec::new();
         for (file_index, (path, cached)) in files.iter().enumerate() {
             let stem = cached.loaded.stem.clone();
@@ -411,7 +440,13 @@ impl Catalog {
                             .spec
                             .clone()
                             .unwrap_or_else(|| Arc::new(s.spec.clone()));
-                        sessions.push((name, spec, cache.hash, None));
+                        sessions.push((
+                            name,
+                            spec,
+                            cache.hash,
+                            None,
+                            restarted_at(&s.metadata).map(str::to_string),
+                        ));
                     }
                     Object::Pool(p) => {
                         let name = obj_name(&p.metadata);
@@ -449,6 +484,7 @@ impl Catalog {
                                     spec.clone(),
                                     cache.template_hash,
                                     Some(replica),
+                                    restarted_at(&p.metadata).map(str::to_string),
                                 ));
                             }
                         }
@@ -500,7 +536,7 @@ impl Catalog {
                 },
             );
         }
-        for (name, spec, hash, replica) in sessions {
+        for (name, spec, hash, replica, restarted_at) in sessions {
             if desired.sessions.contains_key(&name) {
                 continue; // a replica name taken by a Session declared earlier
             }
@@ -513,6 +549,7 @@ impl Catalog {
                     generation: k.generation,
                     first_seen: k.first_seen,
                     replica,
+                    restarted_at,
                 },
             );
         }

@@ -57,6 +57,9 @@ pub struct Options {
     /// Variables of the controller's environment passed to every session
     /// (`--pass-env`, names or `*` globs).
     pub pass_env: Vec<String>,
+    /// Drain from the first pass: stop every session (those adopted from
+    /// the keeper included), start nothing, and exit (`sessionlet down`).
+    pub drain: bool,
 }
 
 impl Default for Options {
@@ -77,6 +80,7 @@ impl Default for Options {
             metrics_addr: None,
             policy: None,
             pass_env: Vec::new(),
+            drain: false,
         }
     }
 }
@@ -395,6 +399,14 @@ impl Controller {
         }
         rec.generation = child.identity.generation;
         rec.attempt = child.identity.attempt;
+        // The spec it runs, when that is the one declared now (else 0:
+        // unknown, and a changed generation restarts it).
+        rec.run_hash = self
+            .desired
+            .sessions
+            .get(&name)
+            .filter(|d| d.generation == child.identity.generation)
+            .map_or(0, |d| core::change::run_hash(&d.spec));
         rec.outcome = None;
         rec.wait = None;
         rec.series_started_at.get_or_insert(child.started_at);
@@ -518,6 +530,12 @@ impl Controller {
                 rec.restarts = rec.restarts.saturating_sub(1);
             }
         }
+        // What the attempt runs: an edit that applies in place must not restart it.
+        rec.run_hash = doc["metadata"]["runHash"]
+            .as_str()
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        rec.restarted_at = doc["metadata"]["restartedAt"].as_str().map(str::to_string);
         if let Some(e) = &status.last_exit {
             if let Some(a) = &e.analysis {
                 self.analyses
@@ -699,6 +717,8 @@ impl Controller {
             status_dir = %self.layout.status_dir.display(),
             "sessionlet controller started"
         );
+        // `sessionlet down`: a drain from the start, as if SIGINT had come.
+        self.state.shutting_down |= self.opts.drain;
         let mut rescan = true;
         loop {
             let wake_at = self.pass(rescan);

@@ -48,15 +48,60 @@ impl Lock {
 /// (`/proc/locks`) is searched for the lock file's inode. `None` when that
 /// cannot be told (no `/proc/locks`).
 pub fn is_held(control_dir: &Path) -> Option<bool> {
+    holders(control_dir).map(|pids| !pids.is_empty())
+}
+
+/// The pids the kernel names as holding the lock of `control_dir` now
+/// (`/proc/locks`, read without touching the lock); empty when it is free,
+/// `None` when that cannot be told.
+pub fn holders(control_dir: &Path) -> Option<Vec<u32>> {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::metadata(control_dir.join("lock")) else {
-        return Some(false); // no controller ever ran here
+        return Some(Vec::new()); // no controller ever ran here
     };
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let inode = format!(":{}", meta.ino());
-    Some(locks.lines().any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`; blocked waiters start with `->`.
-        fields.get(1) == Some(&"FLOCK") && fields.get(5).is_some_and(|f| f.ends_with(&inode))
-    }))
+    Some(holders_in(&locks, meta.ino()))
+}
+
+/// The holders of the flock on inode `ino` in a `/proc/locks` text.
+fn holders_in(locks: &str, ino: u64) -> Vec<u32> {
+    let inode = format!(":{ino}");
+    locks
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`; blocked waiters start with `->`.
+            (fields.get(1) == Some(&"FLOCK") && fields.get(5).is_some_and(|f| f.ends_with(&inode)))
+                .then(|| fields.get(4).and_then(|p| p.parse().ok()))
+                .flatten()
+        })
+        .collect()
+}
+
+/// The pid the running controller wrote in `.sessionlet/lock`, when the
+/// kernel confirms that this process holds the lock (a stale or forged
+/// file names nobody).
+pub fn controller_pid(control_dir: &Path) -> Option<u32> {
+    let written: u32 = std::fs::read_to_string(control_dir.join("lock"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    holders(control_dir)?.contains(&written).then_some(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holders_in;
+
+    #[test]
+    fn holders_are_read_from_proc_locks_by_inode() {
+        let locks = "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF\n\
+                     2: POSIX  ADVISORY  WRITE 99 08:01:5678 0 EOF\n\
+                     3: FLOCK  ADVISORY  WRITE 777 08:01:15678 0 EOF\n\
+                     3: -> FLOCK  ADVISORY  WRITE 55 08:01:5678 0 EOF\n";
+        assert_eq!(holders_in(locks, 5678), vec![1234]);
+        assert_eq!(holders_in(locks, 15678), vec![777]);
+        assert!(holders_in(locks, 1).is_empty());
+    }
 }

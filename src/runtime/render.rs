@@ -252,6 +252,8 @@ pub fn session_status(
             manifest: manifest.to_string(),
             uid,
             spec_hash: spec_hash.map(|h| format!("{h:016x}")),
+            run_hash: (rec.run_hash != 0).then(|| format!("{:016x}", rec.run_hash)),
+            restarted_at: rec.restarted_at.clone(),
             pool,
         },
         status: SessionStatus {
