@@ -102,7 +102,7 @@ pub fn prepare(path: &Path, v2: bool, limit: Option<u64>) -> std::io::Result<()>
     let existed = path.is_dir();
     std::fs::create_dir_all(path)?;
     let Some(limit) = limit else {
-        if existed {
+        if existed && limited(path, v2) {
             if v2 {
                 let _ = std::fs::write(path.join("memory.swap.max"), "max");
                 let _ = std::fs::write(path.join("memory.max"), "max");
@@ -125,6 +125,20 @@ pub fn prepare(path: &Path, v2: bool, limit: Option<u64>) -> std::io::Result<()>
         let _ = std::fs::write(path.join("memory.memsw.limit_in_bytes"), limit.to_string());
     }
     Ok(())
+}
+
+/// True when a session's cgroup has a memory limit (one read).
+fn limited(path: &Path, v2: bool) -> bool {
+    let file = if v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    match std::fs::read_to_string(path.join(file)) {
+        // v1 shows "no limit" as the largest page-aligned value.
+        Ok(text) => text.trim() != "max" && text.trim().parse::<u64>().is_ok_and(|v| v < 1 << 62),
+        Err(_) => false,
+    }
 }
 
 /// The file a child writes `0` to in order to join the cgroup.

@@ -109,11 +109,13 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// Processes of session `name`/`uid` that left its tree: the children of
 /// `reapers` (the keeper, the controller) carrying its marker, with all
-/// their descendants. Reads only those children, never every process.
-pub fn strays(reapers: &[u32], name: &str, uid: &str) -> Vec<u32> {
+/// their descendants. Reads only those children, never every process, and
+/// skips the `known` ones (sessions' leaders, the keeper): only orphans
+/// have their environment read.
+pub fn strays(reapers: &[u32], name: &str, uid: &str, known: impl Fn(u32) -> bool) -> Vec<u32> {
     let mut out = Vec::new();
     for &r in reapers.iter().filter(|r| **r != 0) {
-        for child in children(r) {
+        for child in children(r).into_iter().filter(|c| !known(*c)) {
             let Ok(env) = std::fs::read(format!("/proc/{child}/environ")) else {
                 continue;
             };

@@ -1300,7 +1300,10 @@ impl Controller {
     /// re-parented to the keeper or to us), found by their marker.
     fn strays(&self, name: &str) -> Vec<u32> {
         let uid = self.live.get(name).map(|l| l.uid.as_str()).unwrap_or("");
-        super::contain::strays(&[self.keeper_pid, std::process::id()], name, uid)
+        let keeper = self.keeper_pid;
+        super::contain::strays(&[keeper, std::process::id()], name, uid, |p| {
+            p == keeper || self.pids.contains_key(&p)
+        })
     }
 
     /// Kills everything left of a session whose leader `pid` ended: its
