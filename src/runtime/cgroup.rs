@@ -1,5 +1,6 @@
-//! Memory cgroups: a hard memory limit per session, the kernel's OOM counter,
-//! and a whole-tree kill that no grandchild escapes.
+//! Per-session cgroups: a hard memory limit for sessions that have one, the
+//! kernel's OOM counter, and for every session a whole-tree kill that no
+//! grandchild escapes (see [`super::contain`]).
 //!
 //! Used where the controller may create cgroups under its own (cgroup v2 with
 //! the memory controller delegated, else the v1 memory hierarchy). Elsewhere
@@ -95,10 +96,22 @@ pub fn session_path(root: &Path, session: &str) -> PathBuf {
     root.join(session)
 }
 
-/// Creates a session's cgroup with a memory limit.
+/// Creates a session's cgroup, with a memory limit or none. A cgroup kept
+/// from an attempt that had a limit loses it when the spec no longer has one.
 pub fn prepare(path: &Path, v2: bool, limit: Option<u64>) -> std::io::Result<()> {
+    let existed = path.is_dir();
     std::fs::create_dir_all(path)?;
     let Some(limit) = limit else {
+        if existed && limited(path, v2) {
+            if v2 {
+                let _ = std::fs::write(path.join("memory.swap.max"), "max");
+                let _ = std::fs::write(path.join("memory.max"), "max");
+            } else {
+                // memsw may never be below the limit: raise it first.
+                let _ = std::fs::write(path.join("memory.memsw.limit_in_bytes"), "-1");
+                let _ = std::fs::write(path.join("memory.limit_in_bytes"), "-1");
+            }
+        }
         return Ok(());
     };
     if v2 {
@@ -106,10 +119,26 @@ pub fn prepare(path: &Path, v2: bool, limit: Option<u64>) -> std::io::Result<()>
         // No swap, so the limit means what it says.
         let _ = std::fs::write(path.join("memory.swap.max"), "0");
     } else {
+        // memsw may never be below the limit: lift it, set the limit, lower it.
+        let _ = std::fs::write(path.join("memory.memsw.limit_in_bytes"), "-1");
         std::fs::write(path.join("memory.limit_in_bytes"), limit.to_string())?;
         let _ = std::fs::write(path.join("memory.memsw.limit_in_bytes"), limit.to_string());
     }
     Ok(())
+}
+
+/// True when a session's cgroup has a memory limit (one read).
+fn limited(path: &Path, v2: bool) -> bool {
+    let file = if v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    match std::fs::read_to_string(path.join(file)) {
+        // v1 shows "no limit" as the largest page-aligned value.
+        Ok(text) => text.trim() != "max" && text.trim().parse::<u64>().is_ok_and(|v| v < 1 << 62),
+        Err(_) => false,
+    }
 }
 
 /// The file a child writes `0` to in order to join the cgroup.

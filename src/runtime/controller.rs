@@ -95,10 +95,15 @@ struct Live {
     start_ticks: Option<u64>,
     argv: Vec<String>,
     cwd: PathBuf,
-    /// The session's memory cgroup, when it has a limit and cgroups are available.
+    /// The session's cgroup, where cgroups are available.
     cgroup: Option<PathBuf>,
     /// The cgroup's OOM kill count when the attempt started.
     oom_baseline: u64,
+    /// The leader joins its cgroup after it started (from the joiner
+    /// thread), not in the child before `exec`.
+    join_after_spawn: bool,
+    /// The session's uid when the attempt started (its marker's value).
+    uid: String,
 }
 
 /// A spawn asked of the keeper, not answered yet.
@@ -185,6 +190,9 @@ pub struct Controller {
     /// Exit records this controller wrote itself (orphans it reaped).
     reaped_by_us: BTreeSet<u32>,
     memory_mode: super::cgroup::Mode,
+    /// Moves sessions without a memory limit into their cgroups after they
+    /// started (started with the first such spawn).
+    joiner: Option<super::contain::Joiner>,
     watches: BTreeMap<String, Watch>,
     analyses: BTreeMap<String, (u32, serde_json::Value)>,
     metrics: std::sync::Arc<crate::telemetry::Metrics>,
@@ -274,6 +282,7 @@ impl Controller {
             memory_mode: super::cgroup::Mode::Sampled {
                 why: "not detected yet".into(),
             },
+            joiner: None,
             watches: BTreeMap::new(),
             analyses: BTreeMap::new(),
             metrics: std::sync::Arc::new(crate::telemetry::Metrics::new(resync_interval)),
@@ -293,6 +302,7 @@ impl Controller {
         );
         c.memory_mode = super::cgroup::detect(c.opts.force_sampled_limits, &key);
         tracing::info!("memory limits: {}", c.memory_mode.describe());
+        tracing::info!("containment: {}", containment(&c.memory_mode));
         c.remember_previous_statuses();
         Ok(c)
     }
@@ -433,6 +443,8 @@ impl Controller {
                 cwd: PathBuf::new(),
                 cgroup: self.session_cgroup(&name),
                 oom_baseline: 0,
+                join_after_spawn: false,
+                uid: child.identity.uid.clone(),
             },
         );
         if self
@@ -599,6 +611,11 @@ impl Controller {
                         // A session's cgroup keeps its name across controllers.
                         cgroup: self.session_cgroup(name),
                         oom_baseline: 0,
+                        join_after_spawn: false,
+                        uid: doc["metadata"]["uid"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
                     },
                 );
                 if doc["status"]["agent"].is_object() {
@@ -1056,6 +1073,9 @@ impl Controller {
             self.log_guard
                 .watch(&s.name, p, self.opts.max_log_size, ROTATED_LOGS);
         }
+        if let (true, Some(cg)) = (live.join_after_spawn, &live.cgroup) {
+            self.join_cgroup(cg, child.pid, child.start_ticks);
+        }
         self.live.insert(s.name.clone(), live);
         self.pids.insert(child.pid, s.name.clone());
         let ev = Event::Spawned {
@@ -1111,20 +1131,11 @@ impl Controller {
         }
         if let Some(name) = self.pids.remove(&pid) {
             self.unacked.push((pid, name.clone()));
-            // The main process is gone: nothing it left in its process group or
-            // cgroup may outlive the attempt (the group id cannot be reused
-            // while members remain, and we act right after the reap).
-            let _ = process::signal_group(pid, Signal::SIGKILL);
-            if let Some(cg) = self.live.get(&name).and_then(|l| l.cgroup.clone()) {
-                for p in super::cgroup::procs(&cg) {
-                    if let Ok(raw) = i32::try_from(p) {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(raw),
-                            Signal::SIGKILL,
-                        );
-                    }
-                }
-            }
+            // The main process is gone: nothing it left in its process group,
+            // its cgroup or anywhere else may outlive the attempt (the group id
+            // cannot be reused while members remain, and we act right after
+            // the reap).
+            self.sweep_session(&name, pid);
             if let Some(live) = self.live.get(&name) {
                 if let (Some(cg), super::cgroup::Mode::Cgroup { v2, .. }) =
                     (&live.cgroup, &self.memory_mode)
@@ -1336,14 +1347,69 @@ impl Controller {
         if is_agent && signal != Signal::SIGKILL {
             return;
         }
-        let mut targets = descendants;
+        let mut candidates = descendants;
         if let Some(cg) = self.live.get(name).and_then(|l| l.cgroup.clone()) {
-            targets.extend(super::cgroup::procs(&cg));
+            candidates.extend(super::cgroup::procs(&cg));
         }
-        for t in targets {
-            if let Ok(raw) = i32::try_from(t) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), signal);
+        candidates.extend(self.strays(name));
+        let targets =
+            super::contain::targets(candidates, pid, &BTreeSet::new(), super::contain::live_pgrp);
+        super::contain::signal_all(&targets, signal);
+    }
+
+    /// The session's processes that left its tree (double-forked daemons
+    /// re-parented to the keeper or to us), found by their marker.
+    fn strays(&self, name: &str) -> Vec<u32> {
+        let uid = self.live.get(name).map(|l| l.uid.as_str()).unwrap_or("");
+        let keeper = self.keeper_pid;
+        super::contain::strays(&[keeper, std::process::id()], name, uid, |p| {
+            p == keeper || self.pids.contains_key(&p)
+        })
+    }
+
+    /// Kills everything left of a session whose leader `pid` ended: its
+    /// group, its cgroup and its strays, again until a look finds nothing
+    /// new (a process killed while it forked may leave a child behind).
+    fn sweep_session(&mut self, name: &str, pid: u32) {
+        let _ = process::signal_group(pid, Signal::SIGKILL);
+        let cgroup = self.live.get(name).and_then(|l| l.cgroup.clone());
+        let mut done = BTreeSet::new();
+        for _ in 0..16 {
+            let mut candidates = self.strays(name);
+            if let Some(cg) = &cgroup {
+                candidates.extend(super::cgroup::procs(cg));
             }
+            let targets =
+                super::contain::targets(candidates, pid, &done, super::contain::live_pgrp);
+            if targets.is_empty() {
+                break;
+            }
+            super::contain::signal_all(&targets, Signal::SIGKILL);
+            done.extend(targets);
+        }
+    }
+
+    /// Moves a started session into its cgroup, off the spawn path.
+    fn join_cgroup(&mut self, cgroup: &Path, pid: u32, start_ticks: Option<u64>) {
+        if self.joiner.is_none() {
+            match super::contain::Joiner::start() {
+                Ok(j) => self.joiner = Some(j),
+                Err(e) => {
+                    self.error(format!("cannot start the cgroup joiner thread: {e}"));
+                    return;
+                }
+            }
+        }
+        let join = super::contain::Join {
+            procs: super::cgroup::procs_file(cgroup),
+            pid,
+            start_ticks,
+        };
+        if !self.joiner.as_ref().is_some_and(|j| j.join(join)) {
+            self.joiner = None;
+            self.error(format!(
+                "the cgroup joiner thread ended; {pid} stays outside its cgroup"
+            ));
         }
     }
 
@@ -1659,7 +1725,15 @@ impl Controller {
             None => None,
         };
         let user = resolve_user(spec.user.as_deref(), spec.group.as_deref())?;
-        let req = SpawnRequest {
+        let uid = self
+            .catalog
+            .known("Session", name)
+            .map(|k| k.uid.to_string())
+            .unwrap_or_default();
+        // Last, so that nothing in the manifest overrides it: the marker
+        // that finds the session's double-forked daemons.
+        extra_env.extend(super::contain::marker(name, &uid));
+        let mut req = SpawnRequest {
             argv: argv.clone(),
             cwd: cwd.clone(),
             env: super::session_env::build(
@@ -1674,36 +1748,43 @@ impl Controller {
             user,
             cgroup_procs: None,
         };
-        let mut req = req;
         let mut cgroup = None;
         let mut oom_baseline = 0;
-        // A session with a memory limit, and every agent, gets its own cgroup
-        // where cgroups are available: the kernel enforces the limit, and a
-        // stop reaches even daemonized descendants. Not every session: on
-        // cgroup v1, joining a cgroup costs a spawn about 15 ms (the benchmark).
-        let wants_cgroup = spec.resources.max_memory.is_some() || spec.agent.is_some();
-        if let (true, super::cgroup::Mode::Cgroup { root, v2 }) = (wants_cgroup, &self.memory_mode)
-        {
+        let mut join_after_spawn = false;
+        // Every session gets its own cgroup where cgroups are available, so
+        // that a stop reaches even daemonized descendants. A session with a
+        // memory limit, and every agent, joins it in the child before exec
+        // (the limit holds from the first byte). The others join right after
+        // they started, from the joiner thread: on cgroup v1 an isolated
+        // join waits 10-15 ms for an RCU grace period (BENCHMARK.md), which
+        // must not sit on every spawn; the environment marker covers the
+        // window.
+        let joins_before_exec = spec.resources.max_memory.is_some() || spec.agent.is_some();
+        if let super::cgroup::Mode::Cgroup { root, v2 } = &self.memory_mode {
             let path = super::cgroup::session_path(root, name);
             match super::cgroup::prepare(&path, *v2, spec.resources.max_memory.map(|q| q.0)) {
                 Ok(()) => {
                     oom_baseline = super::cgroup::oom_kills(&path, *v2);
-                    req.cgroup_procs = Some(super::cgroup::procs_file(&path));
+                    if joins_before_exec {
+                        req.cgroup_procs = Some(super::cgroup::procs_file(&path));
+                    } else {
+                        join_after_spawn = true;
+                    }
                     cgroup = Some(path);
                 }
-                Err(e) => {
+                Err(e) if joins_before_exec => {
                     let msg = format!("cannot create the memory cgroup {}: {e}; the limit is enforced by sampling", path.display());
+                    self.error(msg);
+                }
+                Err(e) => {
+                    let msg = format!("cannot create the cgroup {}: {e}; the session is contained by its process group and environment marker only", path.display());
                     self.error(msg);
                 }
             }
         }
         let identity = Identity {
             session: name.to_string(),
-            uid: self
-                .catalog
-                .known("Session", name)
-                .map(|k| k.uid.to_string())
-                .unwrap_or_default(),
+            uid: uid.clone(),
             generation,
             attempt,
         };
@@ -1717,6 +1798,8 @@ impl Controller {
             cwd,
             cgroup,
             oom_baseline,
+            join_after_spawn,
+            uid,
         };
         Ok((identity, req, live))
     }
@@ -2426,5 +2509,21 @@ fn prune_attempt_logs(dir: &Path, generation: u64, attempt: u32, keep: u32) {
         if old_attempt || old_run {
             let _ = std::fs::remove_file(e.path());
         }
+    }
+}
+
+/// What stops a session's whole tree under `mode`, for the startup log.
+fn containment(mode: &super::cgroup::Mode) -> String {
+    match mode {
+        super::cgroup::Mode::Cgroup { root, .. } => format!(
+            "every session runs in its own cgroup under {} (sessions without a memory limit join it right after they start); \
+             double-forked daemons are also found by the SESSIONLET_SESSION marker in their environment",
+            root.display()
+        ),
+        super::cgroup::Mode::Sampled { why } => format!(
+            "no cgroup ({why}): a session's tree is its process group, its descendants and the processes \
+             re-parented to the keeper that carry its SESSIONLET_SESSION marker; a process that clears its \
+             environment and leaves its parent escapes"
+        ),
     }
 }
