@@ -365,6 +365,9 @@ struct Server {
     orphans: BTreeMap<u32, OwnedFd>,
     pending: BTreeMap<u32, Pending>,
     exits: BTreeMap<u32, ExitRecord>,
+    /// Exits whose record could not be written (a full disk): held in
+    /// memory, so the keeper stays until a controller took them.
+    unsaved: std::collections::BTreeSet<u32>,
     conns: Vec<Conn>,
     next_conn: u64,
     ever_connected: bool,
@@ -410,6 +413,7 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
         orphans: BTreeMap::new(),
         pending: BTreeMap::new(),
         exits: BTreeMap::new(),
+        unsaved: std::collections::BTreeSet::new(),
         conns: Vec::new(),
         next_conn: 1,
         ever_connected: false,
@@ -503,10 +507,12 @@ impl Server {
                     status,
                     at: Utc::now(),
                 };
-                if let Ok(text) = serde_json::to_vec(&rec) {
-                    if let Err(e) = write_unsynced(&path, &text) {
-                        tracing::error!("cannot record the exit of {pid}: {e}");
-                    }
+                let saved = serde_json::to_vec(&rec)
+                    .map_err(std::io::Error::other)
+                    .and_then(|text| write_unsynced(&path, &text));
+                if let Err(e) = saved {
+                    tracing::error!("cannot record the exit of {pid}: {e}; holding it until a controller takes it");
+                    self.unsaved.insert(pid);
                 }
                 rec
             }
@@ -526,6 +532,7 @@ impl Server {
         self.children.is_empty()
             && self.pending.is_empty()
             && self.conns.is_empty()
+            && (self.unsaved.is_empty() || self.shutdown)
             && (self.ever_connected || self.shutdown)
     }
 
@@ -727,6 +734,7 @@ impl Server {
             Request::Ack { pid } => {
                 // No reply: the controller acknowledges without waiting.
                 self.exits.remove(&pid);
+                self.unsaved.remove(&pid);
                 let _ = std::fs::remove_file(exits_dir(&self.control).join(format!("{pid}.json")));
                 true
             }
@@ -1037,7 +1045,7 @@ impl Keeper {
     ) -> Result<(KeeperTx, tokio::sync::mpsc::UnboundedReceiver<FromKeeper>), KeeperError> {
         self.stream.set_nonblocking(true)?;
         let stream = tokio::net::UnixStream::from_std(self.stream)?;
-        let (read, mut write) = stream.into_split();
+        let (read, write) = stream.into_split();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let leftover = self.leftover;
         tokio::spawn(async move {
@@ -1064,65 +1072,149 @@ impl Keeper {
             }
             let _ = tx.send(FromKeeper::Closed);
         });
-        let (req_tx, mut req_rx) = tokio::sync::mpsc::unbounded_channel::<(
-            Request,
-            Option<tokio::sync::oneshot::Sender<()>>,
-        )>();
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            while let Some((req, done)) = req_rx.recv().await {
-                let Ok(mut line) = serde_json::to_vec(&req) else {
-                    continue;
-                };
-                line.push(b'\n');
-                if write.write_all(&line).await.is_err() {
-                    break;
+        // Requests are written at once, from the caller, without blocking:
+        // a spawn must reach the keeper before the controller goes on to
+        // write statuses. What the socket does not take now waits in the
+        // outbox for the flusher, in order.
+        let write = std::sync::Arc::new(write);
+        let outbox = std::sync::Arc::new(std::sync::Mutex::new(Outbox::default()));
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        {
+            let (write, outbox, wake) = (write.clone(), outbox.clone(), wake.clone());
+            tokio::spawn(async move {
+                loop {
+                    wake.notified().await;
+                    loop {
+                        let pending = outbox.lock().map(|o| !o.bytes.is_empty()).unwrap_or(false);
+                        if !pending {
+                            break;
+                        }
+                        if write.writable().await.is_err() {
+                            return;
+                        }
+                        if let Ok(mut o) = outbox.lock() {
+                            if o.flush(&write).is_err() {
+                                o.broken = true;
+                                return;
+                            }
+                        }
+                    }
                 }
-                if matches!(req, Request::Spawn { .. }) {
-                    // The request is on its way; no status names the child yet.
-                    crash_point("controller-after-spawn-request");
-                }
-                if let Some(done) = done {
-                    let _ = done.send(());
-                }
-            }
-        });
-        Ok((KeeperTx { tx: req_tx }, rx))
+            });
+        }
+        Ok((
+            KeeperTx {
+                write,
+                outbox,
+                wake,
+            },
+            rx,
+        ))
     }
 }
 
-/// Sends requests to the keeper without waiting (the writer task does).
+/// Bytes the socket did not take yet.
+#[derive(Default)]
+struct Outbox {
+    bytes: Vec<u8>,
+    broken: bool,
+}
+
+impl Outbox {
+    /// Writes what the socket takes now.
+    fn flush(&mut self, write: &tokio::net::unix::OwnedWriteHalf) -> std::io::Result<()> {
+        while !self.bytes.is_empty() {
+            match write.try_write(&self.bytes) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.bytes.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends requests to the keeper without waiting.
 #[derive(Clone)]
 pub struct KeeperTx {
-    tx: tokio::sync::mpsc::UnboundedSender<(Request, Option<tokio::sync::oneshot::Sender<()>>)>,
+    write: std::sync::Arc<tokio::net::unix::OwnedWriteHalf>,
+    outbox: std::sync::Arc<std::sync::Mutex<Outbox>>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl KeeperTx {
+    /// Writes a request now (what the socket does not take follows, in
+    /// order); false when the connection is broken.
+    fn send(&self, req: &Request) -> bool {
+        let Ok(mut line) = serde_json::to_vec(req) else {
+            return false;
+        };
+        line.push(b'\n');
+        let Ok(mut o) = self.outbox.lock() else {
+            return false;
+        };
+        if o.broken {
+            return false;
+        }
+        o.bytes.extend_from_slice(&line);
+        if o.flush(&self.write).is_err() {
+            o.broken = true;
+            return false;
+        }
+        if !o.bytes.is_empty() {
+            self.wake.notify_one();
+        }
+        true
+    }
+
     /// Asks for a spawn; the answer comes tagged on the event stream.
     pub fn spawn(&self, tag: u64, identity: Identity, request: SpawnRequest) -> bool {
-        self.tx
-            .send((
-                Request::Spawn {
-                    tag,
-                    identity,
-                    request: Box::new(request),
-                },
-                None,
-            ))
-            .is_ok()
+        let ok = self.send(&Request::Spawn {
+            tag,
+            identity,
+            request: Box::new(request),
+        });
+        if ok {
+            // The request is on its way; no status names the child yet.
+            crash_point("controller-after-spawn-request");
+        }
+        ok
     }
 
     /// Acknowledges an exit once its status is saved.
     pub fn ack(&self, pid: u32) -> bool {
-        self.tx.send((Request::Ack { pid }, None)).is_ok()
+        self.send(&Request::Ack { pid })
     }
 
-    /// Tells the keeper to exit once its last child is gone; waits until
-    /// the request is written (bounded).
+    /// Tells the keeper to exit once its last child is gone; waits
+    /// (bounded) until everything queued is written.
     pub async fn shutdown(&self) {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        if self.tx.send((Request::Shutdown, Some(done))).is_ok() {
-            let _ = tokio::time::timeout(ANSWER_TIMEOUT, wait).await;
+        if !self.send(&Request::Shutdown) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let pending = self
+                .outbox
+                .lock()
+                .map(|o| !o.bytes.is_empty() && !o.broken)
+                .unwrap_or(false);
+            if !pending || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, self.write.writable())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if let Ok(mut o) = self.outbox.lock() {
+                let _ = o.flush(&self.write);
+            }
         }
     }
 }
