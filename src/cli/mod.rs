@@ -9,6 +9,7 @@ pub mod down;
 pub mod extras;
 pub mod get;
 pub mod logs;
+pub mod plan;
 pub mod read;
 pub mod run;
 pub mod schema;
@@ -48,6 +49,8 @@ pub enum Command {
     Validate(validate::Args),
     /// Write the JSON Schemas of the Session and Pool manifests.
     Schema(schema::Args),
+    /// What the controller would do with the manifests as they are now, without running anything.
+    Plan(plan::Args),
     /// Stop every session gracefully and end the keeper, with or without a running controller.
     Down(down::Args),
     /// Print a shell completion script (bash, zsh or fish).
@@ -83,6 +86,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Down(args) => {
             init_tracing_with("warn");
             down::run(args)

@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use super::catalog::{Catalog, Entry, Known};
+use super::catalog::{Catalog, Entry};
 use super::files::{create_dir, write_atomic};
 use super::keeper::{self, Child, ExitRecord, FromKeeper, Identity, Keeper, KeeperTx, Welcome};
 use super::layout::{attempt_logs, tail_lines, Layout};
@@ -300,9 +300,7 @@ impl Controller {
     /// Seeds uids and generations from the status files an earlier controller wrote.
     fn remember_previous_statuses(&mut self) {
         let mut to_adopt = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(&self.layout.status_dir) {
-            self.read_previous_statuses(entries, &mut to_adopt);
-        }
+        self.read_previous_statuses(&mut to_adopt);
         // What the manifests declare now, so that adoption decides with the
         // real restart policies (a vanished process must not look deleted).
         if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, Utc::now()) {
@@ -448,60 +446,15 @@ impl Controller {
         tracing::info!(session = %name, pid = child.pid, attempt = child.identity.attempt, "adopted a running session from the keeper");
     }
 
-    fn read_previous_statuses(
-        &mut self,
-        entries: std::fs::ReadDir,
-        to_adopt: &mut Vec<(String, String, serde_json::Value)>,
-    ) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".status.yaml") || name.starts_with('.') {
-                continue;
+    fn read_previous_statuses(&mut self, to_adopt: &mut Vec<(String, String, serde_json::Value)>) {
+        for p in super::adopt::previous_statuses(&self.layout.status_dir, Utc::now()) {
+            if !p.invalid {
+                // The file this status belongs to holds the name: a newcomer loses.
+                self.catalog.remember_holder(p.kind, &p.name, &p.stem);
             }
-            let Ok(text) = std::fs::read_to_string(e.path()) else {
-                continue;
-            };
-            let Ok(docs) = codec::from_yaml_multi::<serde_json::Value>(&text) else {
-                continue;
-            };
-            for doc in docs {
-                let kind = match doc.get("kind").and_then(|k| k.as_str()) {
-                    Some("SessionStatus") => "Session",
-                    Some("PoolStatus") => "Pool",
-                    _ => continue,
-                };
-                let meta = &doc["metadata"];
-                let (Some(n), Some(uid), Some(hash)) = (
-                    meta["name"].as_str(),
-                    meta["uid"].as_str().and_then(|u| u.parse().ok()),
-                    meta["specHash"]
-                        .as_str()
-                        .and_then(|h| u64::from_str_radix(h, 16).ok()),
-                ) else {
-                    continue;
-                };
-                let generation = doc["status"]["observedGeneration"]
-                    .as_u64()
-                    .unwrap_or(1)
-                    .max(1);
-                let stem = name.trim_end_matches(".status.yaml").to_string();
-                if doc["status"]["phase"] != "Invalid" {
-                    // The file this status belongs to holds the name: a newcomer loses.
-                    self.catalog.remember_holder(kind, n, &stem);
-                }
-                if kind == "Session" {
-                    to_adopt.push((n.to_string(), stem, doc.clone()));
-                }
-                self.catalog.remember(
-                    kind,
-                    n,
-                    Known {
-                        uid,
-                        spec_hash: hash,
-                        generation,
-                        first_seen: Utc::now(),
-                    },
-                );
+            self.catalog.remember(p.kind, &p.name, p.known);
+            if p.kind == "Session" {
+                to_adopt.push((p.name, p.stem, p.doc));
             }
         }
     }
@@ -510,32 +463,9 @@ impl Controller {
     /// process is still the keeper's child (same pid, start time and boot),
     /// adopts it: same pid, no restart.
     fn adopt(&mut self, name: &str, stem: &str, doc: &serde_json::Value) {
-        let Ok(status) =
-            serde_json::from_value::<crate::api::status::SessionStatus>(doc["status"].clone())
-        else {
+        let Some((status, mut rec)) = super::adopt::restore_record(doc) else {
             return;
         };
-        let Some(rec) = super::adopt::record_from_status(&status) else {
-            return;
-        };
-        let mut rec = rec;
-        let ended = rec.last_exit.as_ref().map_or(0, |e| e.attempt);
-        if status.phase == "Pending" && rec.attempt > ended {
-            // A spawn was asked and its answer never saved. If the keeper
-            // started it, its registry brings the attempt back (restoring
-            // from the keeper); if not, that attempt never happened.
-            let was_restart = core::reconcile::is_restart(&rec);
-            rec.attempt -= 1;
-            if was_restart {
-                rec.restarts = rec.restarts.saturating_sub(1);
-            }
-        }
-        // What the attempt runs: an edit that applies in place must not restart it.
-        rec.run_hash = doc["metadata"]["runHash"]
-            .as_str()
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-            .unwrap_or(0);
-        rec.restarted_at = doc["metadata"]["restartedAt"].as_str().map(str::to_string);
         if let Some(e) = &status.last_exit {
             if let Some(a) = &e.analysis {
                 self.analyses
