@@ -1875,7 +1875,7 @@ impl Controller {
                             .and_then(|d| d.pool())
                             .map(str::to_string);
                         let extras = self.extras(name, &stem);
-                        session_docs.push(render::session_status(
+                        let mut doc = render::session_status(
                             name,
                             &manifest,
                             known.map(|k| k.uid.to_string()),
@@ -1886,7 +1886,14 @@ impl Controller {
                             &view.stale_problems,
                             &mut self.transitions,
                             now,
-                        ));
+                        );
+                        doc.metadata.labels = self
+                            .catalog
+                            .session_labels
+                            .get(name)
+                            .cloned()
+                            .unwrap_or_default();
+                        session_docs.push(doc);
                         kinds.push(true);
                     }
                     Entry::Pool(name) => {
@@ -1904,6 +1911,12 @@ impl Controller {
                         );
                         doc.status.errors = view.stale_problems.clone();
                         doc.status.agent = self.pool_agent_totals(name);
+                        doc.metadata.labels = self
+                            .catalog
+                            .pool_labels
+                            .get(name)
+                            .cloned()
+                            .unwrap_or_default();
                         pool_docs.push(doc);
                         kinds.push(false);
                     }
@@ -2142,6 +2155,10 @@ impl Controller {
                 .get_or_create(&PoolLabel { pool: pool.clone() })
                 .set(i64::try_from(queued).unwrap_or(i64::MAX));
         }
+        let invalid = self.catalog.invalid_files();
+        self.metrics
+            .invalid_manifests
+            .set(i64::try_from(invalid).unwrap_or(i64::MAX));
         self.metrics.pass_done(self.last_reconcile.as_secs_f64());
     }
 
