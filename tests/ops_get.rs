@@ -298,3 +298,72 @@ fn a_broken_manifest_on_a_running_session_shows_in_get_the_log_and_the_metrics()
     );
     assert!(line.contains("last good spec"), "{line}");
 }
+
+// ---------------------------------------------------------------------------
+// `--dir` defaults to $SESSIONLET_DIR, else the current directory
+
+/// `sessionlet ARGS...` run in `cwd`, with `SESSIONLET_DIR` set to `env` (or unset).
+fn cli_in(cwd: &Path, env: Option<&Path>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
+    match env {
+        Some(d) => cmd.env("SESSIONLET_DIR", d),
+        None => cmd.env_remove("SESSIONLET_DIR"),
+    };
+    cmd.output().expect("run sessionlet")
+}
+
+#[test]
+fn dir_defaults_to_sessionlet_dir_else_the_current_directory() {
+    let (tmp, dir) = sessions_dir();
+    write_file(
+        &dir.join("here.yaml"),
+        &session("here", "command: [/bin/true]\nrestartPolicy: Never"),
+    );
+    write_file(&dir.join("bad.yaml"), "kind: Nope\n");
+    let elsewhere = tmp.path();
+    // `run` in the directory, without --dir.
+    let mut c = Command::new(bin())
+        .args(["run", "--exit-when-done"])
+        .current_dir(&dir)
+        .env_remove("SESSIONLET_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sessionlet run");
+    let code = wait_for("run --exit-when-done to exit", || {
+        c.try_wait().ok().flatten()
+    });
+    assert_eq!(code.code(), Some(1), "the invalid manifest counts");
+    assert_eq!(phase(&dir, "here").as_deref(), Some("Completed"));
+
+    for (cwd, env) in [(dir.as_path(), None), (elsewhere, Some(dir.as_path()))] {
+        let out = cli_in(cwd, env, &["get"]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("here"),
+            "{cwd:?} {env:?}: {out:?}"
+        );
+        let out = cli_in(cwd, env, &["describe", "here"]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let out = cli_in(cwd, env, &["logs", "here"]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let out = cli_in(cwd, env, &["validate"]);
+        assert_eq!(out.status.code(), Some(1), "bad.yaml is found: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("bad.yaml"),
+            "{out:?}"
+        );
+        let out = cli_in(cwd, env, &["plan"]);
+        assert_eq!(out.status.code(), Some(2), "bad.yaml is refused: {out:?}");
+        let out = cli_in(cwd, env, &["down"]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
+    // Elsewhere without the variable: nothing there.
+    let out = cli_in(elsewhere, None, &["get"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("here"),
+        "{out:?}"
+    );
+}

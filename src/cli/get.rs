@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(short = 'l', long = "selector")]
     pub selector: Option<String>,
     /// The status directory (the watched directory unless --status-dir was given to run).
-    #[arg(long, default_value = "examples/sessions")]
+    #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// Output format (default: a table).
     #[arg(short, long, value_enum)]

@@ -36,7 +36,7 @@ pub enum Output {
 )]
 pub struct Args {
     /// The directory of manifests.
-    #[arg(long, default_value = "examples/sessions")]
+    #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// Where the controller writes statuses (default: the manifest directory).
     #[arg(long)]
