@@ -1,9 +1,7 @@
 //! The `sessionlet` binary: parse the command line and dispatch. No logic here.
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let cli = sessionlet::cli::Cli::parse();
+    let cli = sessionlet::cli::parse();
     match sessionlet::cli::dispatch(cli) {
         Ok(code) => code,
         // A closed stdout (`| head`) is not an error of the command.

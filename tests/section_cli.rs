@@ -379,7 +379,7 @@ fn logs_follow_prints_output_appended_later() {
 #[test]
 fn every_subcommand_has_help_with_an_example() {
     for sub in [
-        "run", "get", "describe", "logs", "validate", "schema", "down",
+        "run", "get", "describe", "logs", "validate", "schema", "down", "plan",
     ] {
         let out = cli(&[sub, "--help"]);
         assert!(out.status.success(), "{sub} --help: {out:?}");

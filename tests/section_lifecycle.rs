@@ -231,11 +231,13 @@ fn next_restart_at_is_set_while_recovering_and_the_backoff_grows() {
 #[test]
 fn a_command_that_is_not_found_is_a_backed_off_failed_attempt_with_a_crash_dump() {
     let (_tmp, dir) = sessions_dir();
+    // A relative path may appear (a build step): it is retried with backoff
+    // (an absolute path or a PATH name is not: ops_get.rs).
     write_file(
         &dir.join("ghost.yaml"),
         &session(
             "ghost",
-            "command: [sessionlet-no-such-command-xyz, --flag]\nmaxRetries: 2\nbackoff: {initialDelay: 300ms, multiplier: 2.0}",
+            "command: [./sessionlet-no-such-command-xyz, --flag]\nmaxRetries: 2\nbackoff: {initialDelay: 300ms, multiplier: 2.0}",
         ),
     );
     let _c = Controller::start(&dir, &[]);

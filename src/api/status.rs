@@ -44,6 +44,10 @@ pub struct StatusMetadata {
     /// The pool, for pool replicas and Sessions naming one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// The object's labels (a replica's: its pool template's), for
+    /// `get -l key=value`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A condition, Kubernetes style.
@@ -169,6 +173,10 @@ pub struct SessionStatus {
     /// While Recovering: when the next attempt starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_restart_at: Option<DateTime<Utc>>,
+    /// While being stopped (`get` shows Terminating): when SIGKILL follows,
+    /// the end of the `terminationGracePeriod` (past once it was sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_at: Option<DateTime<Utc>>,
     /// While Queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueInfo>,

@@ -31,7 +31,7 @@ use crate::runtime::{lock, Controller, Exit, Options, Signals};
 pub struct Args {
     /// The directory of manifests the controller watches (their stopSignal
     /// and terminationGracePeriod are used).
-    #[arg(long, default_value = "examples/sessions")]
+    #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// Where the controller writes statuses (default: the watched directory).
     #[arg(long)]

@@ -5,8 +5,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::CommandFactory;
-
 /// Arguments of `completion`.
 #[derive(Debug, clap::Args)]
 #[command(
@@ -31,7 +29,7 @@ pub enum Shell {
 
 /// Writes the completion script of `shell` to stdout.
 pub fn completion(args: CompletionArgs) -> anyhow::Result<ExitCode> {
-    let mut cmd = super::Cli::command();
+    let mut cmd = super::command();
     let shell = match args.shell {
         Shell::Bash => clap_complete::Shell::Bash,
         Shell::Zsh => clap_complete::Shell::Zsh,
@@ -59,7 +57,7 @@ pub struct ManArgs {
 
 /// Writes the man pages.
 pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
-    let cmd = super::Cli::command();
+    let cmd = super::command();
     match args.out_dir {
         None => {
             let mut buf = Vec::new();

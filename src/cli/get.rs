@@ -28,8 +28,14 @@ pub enum Output {
     after_help = "Examples:\n  sessionlet get --dir examples/sessions\n  sessionlet get --dir examples/sessions -o wide\n  sessionlet get --dir examples/sessions -o json | jq '.[].status.phase'"
 )]
 pub struct Args {
+    /// Only these sessions and pools (a pool's name also shows its replicas).
+    pub names: Vec<String>,
+    /// Only objects whose labels match: `key=value`, `key!=value` or `key`
+    /// (the label is set), comma-separated, all of them (as kubectl's `-l`).
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
     /// The status directory (the watched directory unless --status-dir was given to run).
-    #[arg(long, default_value = "examples/sessions")]
+    #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// Output format (default: a table).
     #[arg(short, long, value_enum)]
@@ -40,6 +46,47 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut found = read_statuses(&args.dir)?;
     warn_if_no_controller(&args.dir);
+    let selector = match args.selector.as_deref().map(Selector::parse).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sessionlet: -l {}: {e}", args.selector.unwrap_or_default());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let missing: Vec<&String> = args
+        .names
+        .iter()
+        .filter(|n| {
+            !found.iter().any(|(_, f)| match f {
+                Found::Session(s) => &s.metadata.name == *n,
+                Found::Pool(p) => &p.metadata.name == *n,
+            })
+        })
+        .collect();
+    for n in &missing {
+        eprintln!(
+            "sessionlet: no session or pool named {n:?} in {}",
+            args.dir.display()
+        );
+    }
+    found.retain(|(_, f)| {
+        let (name, pool, labels) = match f {
+            Found::Session(s) => (
+                &s.metadata.name,
+                s.metadata.pool.as_ref(),
+                &s.metadata.labels,
+            ),
+            Found::Pool(p) => (&p.metadata.name, None, &p.metadata.labels),
+        };
+        let named =
+            args.names.is_empty() || args.names.iter().any(|n| n == name || pool == Some(n));
+        named && selector.as_ref().is_none_or(|s| s.matches(labels))
+    });
+    let failed = if missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
     // By object name, as people count: job-2 before job-10.
     let key = |f: &Found| match f {
         Found::Session(s) if s.metadata.name.is_empty() => format!("({})", s.metadata.manifest),
@@ -62,7 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 write!(out, "{}", codec::to_yaml_multi(&values)?)?;
             }
-            return Ok(ExitCode::SUCCESS);
+            return Ok(failed);
         }
         _ => {}
     }
@@ -87,9 +134,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         match f {
             Found::Session(s) => {
                 let st = &s.status;
+                // AGE: see the README (Commands): since the attempt started
+                // (Running, Terminating), the run began (Recovering), it
+                // ended (terminal phases), it joined the queue (Queued).
                 let since = st
                     .started_at
                     .or(st.finished_at)
+                    .or(st.queue.as_ref().and_then(|q| q.queued_at))
                     .or(st.run_started_at)
                     .or(st.updated_at);
                 let mut row = vec![
@@ -98,13 +149,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     } else {
                         s.metadata.name.clone()
                     },
-                    st.phase.clone(),
+                    phase_column(st, now),
                     st.restarts.to_string(),
                     since
                         .map(|t| human_age(now - t))
                         .unwrap_or_else(|| "-".into()),
                     st.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                    st.reason.clone().unwrap_or_else(|| "-".into()),
+                    reason_column(st),
                 ];
                 if wide {
                     let usage = st.usage.as_ref();
@@ -153,6 +204,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if rows.len() == 1 && pools.len() == 1 {
+        if !args.names.is_empty() || selector.is_some() {
+            if args.names.is_empty() {
+                eprintln!("no sessions or pools match");
+            }
+            return Ok(failed);
+        }
         eprintln!(
             "no status files in {} (is `sessionlet run` running on it?)",
             args.dir.display()
@@ -164,5 +221,132 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         writeln!(out)?;
         print_table(&mut out, &pools)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(failed)
+}
+
+/// The PHASE column: the phase, `Terminating (kill in 8s)` for a session
+/// being stopped (its status phase stays Running, as a pod's does), and
+/// `Recovering (next in 16s)` with the next attempt's time.
+fn phase_column(st: &crate::api::status::SessionStatus, now: chrono::DateTime<Utc>) -> String {
+    let until = |t: chrono::DateTime<Utc>, what: &str, due: &str| {
+        if t > now {
+            format!("{what} in {}", human_age(t - now))
+        } else {
+            due.to_string()
+        }
+    };
+    match (st.phase.as_str(), st.kill_at, st.next_restart_at) {
+        ("Running", Some(kill), _) => {
+            format!("Terminating ({})", until(kill, "kill", "killing"))
+        }
+        ("Recovering", _, Some(next)) => {
+            format!("Recovering ({})", until(next, "next", "next due"))
+        }
+        _ => st.phase.clone(),
+    }
+}
+
+/// The REASON column; `ManifestInvalid` is added when the manifest no
+/// longer validates and the last good spec stays in force.
+fn reason_column(st: &crate::api::status::SessionStatus) -> String {
+    let mut reasons: Vec<String> = st.reason.iter().cloned().collect();
+    let stale = st.phase != "Invalid" && !st.errors.is_empty();
+    if stale && !reasons.iter().any(|r| r == "ManifestInvalid") {
+        reasons.push("ManifestInvalid".into());
+    }
+    if reasons.is_empty() {
+        "-".into()
+    } else {
+        reasons.join(",")
+    }
+}
+
+/// A label selector: every requirement must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector(Vec<Requirement>);
+
+/// One requirement of a selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Requirement {
+    /// `key=value` (or `key==value`).
+    Equals(String, String),
+    /// `key!=value`: the label is missing or has another value.
+    NotEquals(String, String),
+    /// `key`: the label is set.
+    Exists(String),
+    /// `!key`: the label is not set.
+    Missing(String),
+}
+
+impl Selector {
+    /// Parses `a=b,c!=d,e,!f`.
+    pub fn parse(text: &str) -> Result<Selector, String> {
+        let mut reqs = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            if part.is_empty() {
+                return Err("an empty requirement (write key=value, key!=value or key)".into());
+            }
+            let req = if let Some((k, v)) = part.split_once("!=") {
+                Requirement::NotEquals(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                Requirement::Equals(k.trim().into(), v.trim().into())
+            } else if let Some(k) = part.strip_prefix('!') {
+                Requirement::Missing(k.trim().into())
+            } else {
+                Requirement::Exists(part.into())
+            };
+            let key = match &req {
+                Requirement::Equals(k, _)
+                | Requirement::NotEquals(k, _)
+                | Requirement::Exists(k)
+                | Requirement::Missing(k) => k,
+            };
+            if key.is_empty() {
+                return Err(format!("{part:?} has no key"));
+            }
+            reqs.push(req);
+        }
+        Ok(Selector(reqs))
+    }
+
+    /// True when `labels` meet every requirement.
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::Missing(k) => !labels.contains_key(k),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_match_as_kubectl_does() {
+        let labels: std::collections::BTreeMap<String, String> = [("tier", "web"), ("env", "prod")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (sel, want) in [
+            ("tier=web", true),
+            ("tier==web", true),
+            ("tier=db", false),
+            ("tier=web,env=prod", true),
+            ("tier=web,env=dev", false),
+            ("tier!=db", true),
+            ("owner!=me", true),
+            ("tier", true),
+            ("owner", false),
+            ("!owner", true),
+            ("!tier", false),
+        ] {
+            let s = Selector::parse(sel).expect(sel);
+            assert_eq!(s.matches(&labels), want, "{sel}");
+        }
+        assert!(Selector::parse("a=b,").is_err());
+        assert!(Selector::parse("=b").is_err());
+    }
 }

@@ -2,13 +2,16 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod describe;
 pub mod down;
 pub mod extras;
 pub mod get;
 pub mod logs;
+pub mod plan;
 pub mod read;
 pub mod run;
 pub mod schema;
@@ -48,6 +51,8 @@ pub enum Command {
     Validate(validate::Args),
     /// Write the JSON Schemas of the Session and Pool manifests.
     Schema(schema::Args),
+    /// What the controller would do with the manifests as they are now, without running anything.
+    Plan(plan::Args),
     /// Stop every session gracefully and end the keeper, with or without a running controller.
     Down(down::Args),
     /// Print a shell completion script (bash, zsh or fish).
@@ -62,6 +67,42 @@ pub struct KeeperArgs {
     /// The controller's `.sessionlet/` folder.
     #[arg(long)]
     pub control_dir: std::path::PathBuf,
+}
+
+/// The environment variable that names the default manifest directory.
+pub const DIR_ENV: &str = "SESSIONLET_DIR";
+
+/// The manifest directory when none is given: `$SESSIONLET_DIR`, else the
+/// current directory.
+pub fn default_dir() -> PathBuf {
+    std::env::var_os(DIR_ENV)
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+/// The command line's definition: the derived one, with every command's
+/// `--dir` defaulting to `$SESSIONLET_DIR`, else the current directory (one
+/// place for every command, so they all agree).
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    let with_dir: Vec<String> = cmd
+        .get_subcommands()
+        .filter(|s| s.get_arguments().any(|a| a.get_id() == "dir"))
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in with_dir {
+        cmd = cmd.mut_subcommand(name, |s| {
+            s.mut_arg("dir", |a| a.env(DIR_ENV).default_value("."))
+        });
+    }
+    cmd
+}
+
+/// Parses the process's arguments with [`command`]; on an error (or
+/// `--help`) clap prints and exits.
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Runs the chosen command; the exit code is the command's.
@@ -83,6 +124,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Down(args) => {
             init_tracing_with("warn");
             down::run(args)

@@ -13,7 +13,7 @@ use crate::runtime::{Controller, Exit, Options, Signals};
 )]
 pub struct Args {
     /// The directory of Session and Pool manifests to watch.
-    #[arg(long, default_value = "examples/sessions")]
+    #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// Where status files, logs and crash dumps go (default: the watched directory).
     #[arg(long)]

@@ -13,8 +13,8 @@ use crate::manifest::{self, ManifestFile, Problem};
     after_help = "Example:\n  sessionlet validate examples/sessions\n  sessionlet validate --output json deploy/*.yaml"
 )]
 pub struct Args {
-    /// Manifest files or directories.
-    #[arg(required = true)]
+    /// Manifest files or directories (default: `$SESSIONLET_DIR`, else the
+    /// current directory).
     pub paths: Vec<PathBuf>,
     /// How to print problems: one `FILE:LINE:COL: error: ...` line each, or
     /// a JSON array of {file, line, column, path, message}.
@@ -42,7 +42,12 @@ struct Group {
 
 /// Runs `validate`: exit 0 when every manifest is valid, 1 otherwise.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let groups = collect(&args.paths);
+    let paths = if args.paths.is_empty() {
+        vec![super::default_dir()]
+    } else {
+        args.paths.clone()
+    };
+    let groups = collect(&paths);
     let mut problems = Vec::new();
     let (mut file_count, mut object_count) = (0usize, 0usize);
     for group in groups {

@@ -9,6 +9,7 @@ pub mod desired;
 pub mod names;
 pub mod phase;
 pub mod plan;
+pub mod preview;
 pub mod reconcile;
 pub mod signals;
 pub mod state;

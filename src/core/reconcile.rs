@@ -131,6 +131,19 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                     crash_dump: None,
                 };
                 finish_attempt(&name, rec, spec, exit, None, now, &mut state.outbox);
+                if reason == Reason::CommandNotFound
+                    && matches!(rec.run, Run::Backoff { .. })
+                    && spec.is_some_and(|d| not_found_for_good(&d.spec))
+                {
+                    // Another attempt would look in the same place and fail
+                    // the same way: Failed now, not a backoff forever. An
+                    // edit of the manifest starts a fresh run.
+                    let msg = format!(
+                        "{}; not retried: the command does not exist and another attempt would fail the same way (fix spec.command)",
+                        rec.last_exit.as_ref().map(|e| e.message.as_str()).unwrap_or_default()
+                    );
+                    terminal(rec, Phase::Failed, Reason::CommandNotFound, msg, now);
+                }
             }
         }
         Event::Exited { pid, status, .. } => {
@@ -274,6 +287,17 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
         }
     }
     state.dirty.insert(name);
+}
+
+/// True when a command that was not found cannot be found by a later
+/// attempt either: an absolute path, or a bare name looked up in PATH. A
+/// relative path (`./bin/tool`, resolved against `workingDir`) may appear
+/// (a build step, a checkout) and is retried with backoff.
+pub fn not_found_for_good(spec: &crate::api::SessionSpec) -> bool {
+    spec.command
+        .as_ref()
+        .and_then(|c| c.first())
+        .is_some_and(|program| program.starts_with('/') || !program.contains('/'))
 }
 
 /// Decides what an ended attempt leads to: a restart after backoff, a terminal phase, or a fresh start.

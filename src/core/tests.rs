@@ -794,6 +794,36 @@ fn a_clean_exit_under_always_waits_no_longer_than_max_delay() {
 }
 
 #[test]
+fn a_command_not_found_in_path_or_at_an_absolute_path_is_not_retried() {
+    for program in ["missing-binary", "/opt/nowhere/tool"] {
+        let mut w = World::new();
+        w.put("a", |s| s.command = Some(vec![program.into()]));
+        assert_eq!(spawns(&w.step_failing(Reason::CommandNotFound)), [("a", 1)]);
+        let plan = w.reconcile();
+        assert_eq!(
+            crash_dumps(&plan).len(),
+            1,
+            "{program}: the dump is written"
+        );
+        assert_eq!(w.phase("a"), Phase::Failed, "{program}: no backoff forever");
+        let o = w.rec("a").outcome.clone().expect("an outcome");
+        assert_eq!(o.reason, Reason::CommandNotFound);
+        assert!(o.message.contains("not retried"), "{}", o.message);
+        w.advance(s(3600));
+        assert!(spawns(&w.reconcile()).is_empty(), "{program}: never again");
+        // Fixing the manifest starts a fresh run.
+        w.put("a", |s| s.command = Some(vec!["true".into()]));
+        assert_eq!(spawns(&w.reconcile()), [("a", 1)], "{program}");
+    }
+    // A relative path (against workingDir) may appear: it backs off.
+    let mut w = World::new();
+    w.put("a", |s| s.command = Some(vec!["./bin/tool".into()]));
+    w.step_failing(Reason::CommandNotFound);
+    w.reconcile();
+    assert_eq!(w.phase("a"), Phase::Recovering);
+}
+
+#[test]
 fn a_spawn_that_fails_is_a_failed_attempt_with_backoff_and_a_crash_dump() {
     for reason in [
         Reason::CommandNotFound,
@@ -801,7 +831,8 @@ fn a_spawn_that_fails_is_a_failed_attempt_with_backoff_and_a_crash_dump() {
         Reason::SpawnFailed,
     ] {
         let mut w = World::new();
-        w.put("a", |_| {});
+        // A relative command may appear (a build step): it is retried.
+        w.put("a", |s| s.command = Some(vec!["./bin/tool".into()]));
         let mut expected_delay = 1;
         for attempt in 1..=4u32 {
             let plan = w.step_failing(reason);
@@ -1979,10 +2010,8 @@ fn queue_wait_is_counted_once_per_spell_in_the_queue() {
     w.step(); // b queued at t0+1s
     w.advance(s(10));
     w.exit("a", ExitStatus::Code(0));
-    assert_eq!(
-        spawned_names(&w.step_failing(Reason::CommandNotFound)),
-        ["b"]
-    );
+    // A failed spawn that is retried (a CommandNotFound of a PATH name is not).
+    assert_eq!(spawned_names(&w.step_failing(Reason::SpawnFailed)), ["b"]);
     w.reconcile();
     w.advance(s(1));
     assert_eq!(spawned_names(&w.step()), ["b"], "room: no queue this time");

@@ -3,9 +3,12 @@
 
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
+
 use crate::api::status::{ExitInfo, SessionStatus};
 use crate::core::state::{LastExit, Outcome, Record, Run, Running};
 use crate::core::{ExitStatus, Phase, Reason};
+use crate::manifest::codec;
 
 fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
@@ -78,6 +81,107 @@ pub fn record_from_status(st: &SessionStatus) -> Option<Record> {
         run_hash: 0,
         restarted_at: None,
     })
+}
+
+/// One Session or Pool document of a status file an earlier controller wrote.
+#[derive(Debug, Clone)]
+pub struct PreviousStatus {
+    /// `Session` or `Pool`.
+    pub kind: &'static str,
+    /// The object's name.
+    pub name: String,
+    /// The stem of the status file (`STEM.status.yaml`): the manifest holding the name.
+    pub stem: String,
+    /// Identity and generation, as the catalog remembers them.
+    pub known: super::catalog::Known,
+    /// True when the status says the object is Invalid (it holds no name).
+    pub invalid: bool,
+    /// The whole document.
+    pub doc: serde_json::Value,
+}
+
+/// The Session and Pool documents of the status files in `status_dir`, as
+/// a starting controller reads them (hidden and unreadable files, and
+/// documents without a name, uid or spec hash, say nothing).
+pub fn previous_statuses(status_dir: &Path, now: DateTime<Utc>) -> Vec<PreviousStatus> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(status_dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        if !file.ends_with(".status.yaml") || file.starts_with('.') {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let Ok(docs) = codec::from_yaml_multi::<serde_json::Value>(&text) else {
+            continue;
+        };
+        for doc in docs {
+            let kind = match doc.get("kind").and_then(|k| k.as_str()) {
+                Some("SessionStatus") => "Session",
+                Some("PoolStatus") => "Pool",
+                _ => continue,
+            };
+            let meta = &doc["metadata"];
+            let (Some(n), Some(uid), Some(hash)) = (
+                meta["name"].as_str(),
+                meta["uid"].as_str().and_then(|u| u.parse().ok()),
+                meta["specHash"]
+                    .as_str()
+                    .and_then(|h| u64::from_str_radix(h, 16).ok()),
+            ) else {
+                continue;
+            };
+            let generation = doc["status"]["observedGeneration"]
+                .as_u64()
+                .unwrap_or(1)
+                .max(1);
+            out.push(PreviousStatus {
+                kind,
+                name: n.to_string(),
+                stem: file.trim_end_matches(".status.yaml").to_string(),
+                known: super::catalog::Known {
+                    uid,
+                    spec_hash: hash,
+                    generation,
+                    first_seen: now,
+                },
+                invalid: doc["status"]["phase"] == "Invalid",
+                doc,
+            });
+        }
+    }
+    out
+}
+
+/// The record a Session status document restores, with its status: the
+/// counts, the backoff, the pid (taken as running), and what the attempt
+/// runs (`metadata.runHash`, `metadata.restartedAt`). A spawn that was
+/// asked but whose answer was never saved is not counted.
+pub fn restore_record(doc: &serde_json::Value) -> Option<(SessionStatus, Record)> {
+    let status = serde_json::from_value::<SessionStatus>(doc["status"].clone()).ok()?;
+    let mut rec = record_from_status(&status)?;
+    let ended = rec.last_exit.as_ref().map_or(0, |e| e.attempt);
+    if status.phase == "Pending" && rec.attempt > ended {
+        // A spawn was asked and its answer never saved. If the keeper
+        // started it, its registry brings the attempt back (restoring
+        // from the keeper); if not, that attempt never happened.
+        let was_restart = crate::core::reconcile::is_restart(&rec);
+        rec.attempt -= 1;
+        if was_restart {
+            rec.restarts = rec.restarts.saturating_sub(1);
+        }
+    }
+    // What the attempt runs: an edit that applies in place must not restart it.
+    rec.run_hash = doc["metadata"]["runHash"]
+        .as_str()
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0);
+    rec.restarted_at = doc["metadata"]["restartedAt"].as_str().map(str::to_string);
+    Some((status, rec))
 }
 
 /// True when the keeper recorded the exit of this pid (with this start time).

@@ -178,6 +178,10 @@ pub struct Catalog {
     pub session_file: BTreeMap<String, String>,
     /// For each pool, the stem of its file.
     pub pool_file: BTreeMap<String, String>,
+    /// Labels of each session in force (a replica's: its template's), by name.
+    pub session_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Labels of each pool in force, by name.
+    pub pool_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Problems of the directory itself (refused symlinks, unreadable directory).
     pub refused: Vec<Problem>,
     /// Stems of the files (re)loaded or removed by the last rescan.
@@ -221,6 +225,28 @@ impl Catalog {
     pub fn remember_holder(&mut self, kind: &str, name: &str, stem: &str) {
         self.holders
             .insert((kind.to_string(), name.to_string()), stem.to_string());
+    }
+
+    /// How many manifest files do not validate: refused, holding a name
+    /// another file holds, or running on their last good spec.
+    pub fn invalid_files(&self) -> usize {
+        let views = self
+            .views
+            .values()
+            .filter(|v| {
+                !v.stale_problems.is_empty()
+                    || v.entries
+                        .iter()
+                        .any(|e| matches!(e, Entry::Invalid { .. } | Entry::Duplicate { .. }))
+            })
+            .count();
+        // Refused files without a view of their own (a link that leaves the folder).
+        views
+            + self
+                .refused
+                .iter()
+                .filter(|p| !self.views.values().any(|v| v.path == p.file))
+                .count()
     }
 
     /// What is known of an object.
@@ -298,6 +324,19 @@ impl Catalog {
                 }];
             }
             self.changed.insert(loaded.stem.clone());
+            if !loaded.problems.is_empty() {
+                let keeps = self
+                    .files
+                    .get(path.as_os_str())
+                    .is_some_and(|c| !c.last_good.is_empty());
+                for p in &loaded.problems {
+                    if keeps {
+                        tracing::warn!("manifest invalid: {p} (the last good spec stays in force)");
+                    } else {
+                        tracing::warn!("manifest invalid: {p}");
+                    }
+                }
+            }
             let good: Vec<Object> = if loaded.problems.is_empty() {
                 loaded
                     .documents
@@ -345,6 +384,8 @@ impl Catalog {
         self.views.clear();
         self.session_file.clear();
         self.pool_file.clear();
+        self.session_labels.clear();
+        self.pool_labels.clear();
         let files: Vec<(&Path, &CachedFile)> =
             self.files.iter().map(|(k, c)| (Path::new(k), c)).collect();
         let names = NameClaims::decide(&files, &self.holders);
@@ -436,6 +477,10 @@ impl Catalog {
                         session_count += 1;
                         view.entries.push(Entry::Session(name.clone()));
                         self.session_file.insert(name.clone(), stem.clone());
+                        if !s.metadata.labels.is_empty() {
+                            self.session_labels
+                                .insert(name.clone(), s.metadata.labels.clone());
+                        }
                         let spec = cache
                             .spec
                             .clone()
@@ -453,6 +498,10 @@ impl Catalog {
                         session_count += 2;
                         view.entries.push(Entry::Pool(name.clone()));
                         self.pool_file.insert(name.clone(), stem.clone());
+                        if !p.metadata.labels.is_empty() {
+                            self.pool_labels
+                                .insert(name.clone(), p.metadata.labels.clone());
+                        }
                         if let Some(spec) = &cache.spec {
                             for ordinal in 0..p.spec.replicas {
                                 let rname = core::names::replica_name(&name, ordinal);
@@ -475,6 +524,15 @@ impl Catalog {
                                 // Each replica's own status follows the PoolStatus in the pool's file.
                                 view.entries.push(Entry::Session(rname.clone()));
                                 self.session_file.insert(rname.clone(), stem.clone());
+                                if let Some(t) = p
+                                    .spec
+                                    .template
+                                    .as_ref()
+                                    .filter(|t| !t.metadata.labels.is_empty())
+                                {
+                                    self.session_labels
+                                        .insert(rname.clone(), t.metadata.labels.clone());
+                                }
                                 let replica = Replica {
                                     pool: name.clone(),
                                     ordinal,

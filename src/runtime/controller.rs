@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use super::catalog::{Catalog, Entry, Known};
+use super::catalog::{Catalog, Entry};
 use super::files::{create_dir, write_atomic};
 use super::keeper::{self, Child, ExitRecord, FromKeeper, Identity, Keeper, KeeperTx, Welcome};
 use super::layout::{attempt_logs, tail_lines, Layout};
@@ -310,9 +310,7 @@ impl Controller {
     /// Seeds uids and generations from the status files an earlier controller wrote.
     fn remember_previous_statuses(&mut self) {
         let mut to_adopt = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(&self.layout.status_dir) {
-            self.read_previous_statuses(entries, &mut to_adopt);
-        }
+        self.read_previous_statuses(&mut to_adopt);
         // What the manifests declare now, so that adoption decides with the
         // real restart policies (a vanished process must not look deleted).
         if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, Utc::now()) {
@@ -460,60 +458,15 @@ impl Controller {
         tracing::info!(session = %name, pid = child.pid, attempt = child.identity.attempt, "adopted a running session from the keeper");
     }
 
-    fn read_previous_statuses(
-        &mut self,
-        entries: std::fs::ReadDir,
-        to_adopt: &mut Vec<(String, String, serde_json::Value)>,
-    ) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".status.yaml") || name.starts_with('.') {
-                continue;
+    fn read_previous_statuses(&mut self, to_adopt: &mut Vec<(String, String, serde_json::Value)>) {
+        for p in super::adopt::previous_statuses(&self.layout.status_dir, Utc::now()) {
+            if !p.invalid {
+                // The file this status belongs to holds the name: a newcomer loses.
+                self.catalog.remember_holder(p.kind, &p.name, &p.stem);
             }
-            let Ok(text) = std::fs::read_to_string(e.path()) else {
-                continue;
-            };
-            let Ok(docs) = codec::from_yaml_multi::<serde_json::Value>(&text) else {
-                continue;
-            };
-            for doc in docs {
-                let kind = match doc.get("kind").and_then(|k| k.as_str()) {
-                    Some("SessionStatus") => "Session",
-                    Some("PoolStatus") => "Pool",
-                    _ => continue,
-                };
-                let meta = &doc["metadata"];
-                let (Some(n), Some(uid), Some(hash)) = (
-                    meta["name"].as_str(),
-                    meta["uid"].as_str().and_then(|u| u.parse().ok()),
-                    meta["specHash"]
-                        .as_str()
-                        .and_then(|h| u64::from_str_radix(h, 16).ok()),
-                ) else {
-                    continue;
-                };
-                let generation = doc["status"]["observedGeneration"]
-                    .as_u64()
-                    .unwrap_or(1)
-                    .max(1);
-                let stem = name.trim_end_matches(".status.yaml").to_string();
-                if doc["status"]["phase"] != "Invalid" {
-                    // The file this status belongs to holds the name: a newcomer loses.
-                    self.catalog.remember_holder(kind, n, &stem);
-                }
-                if kind == "Session" {
-                    to_adopt.push((n.to_string(), stem, doc.clone()));
-                }
-                self.catalog.remember(
-                    kind,
-                    n,
-                    Known {
-                        uid,
-                        spec_hash: hash,
-                        generation,
-                        first_seen: Utc::now(),
-                    },
-                );
+            self.catalog.remember(p.kind, &p.name, p.known);
+            if p.kind == "Session" {
+                to_adopt.push((p.name, p.stem, p.doc));
             }
         }
     }
@@ -522,32 +475,9 @@ impl Controller {
     /// process is still the keeper's child (same pid, start time and boot),
     /// adopts it: same pid, no restart.
     fn adopt(&mut self, name: &str, stem: &str, doc: &serde_json::Value) {
-        let Ok(status) =
-            serde_json::from_value::<crate::api::status::SessionStatus>(doc["status"].clone())
-        else {
+        let Some((status, mut rec)) = super::adopt::restore_record(doc) else {
             return;
         };
-        let Some(rec) = super::adopt::record_from_status(&status) else {
-            return;
-        };
-        let mut rec = rec;
-        let ended = rec.last_exit.as_ref().map_or(0, |e| e.attempt);
-        if status.phase == "Pending" && rec.attempt > ended {
-            // A spawn was asked and its answer never saved. If the keeper
-            // started it, its registry brings the attempt back (restoring
-            // from the keeper); if not, that attempt never happened.
-            let was_restart = core::reconcile::is_restart(&rec);
-            rec.attempt -= 1;
-            if was_restart {
-                rec.restarts = rec.restarts.saturating_sub(1);
-            }
-        }
-        // What the attempt runs: an edit that applies in place must not restart it.
-        rec.run_hash = doc["metadata"]["runHash"]
-            .as_str()
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-            .unwrap_or(0);
-        rec.restarted_at = doc["metadata"]["restartedAt"].as_str().map(str::to_string);
         if let Some(e) = &status.last_exit {
             if let Some(a) = &e.analysis {
                 self.analyses
@@ -2028,7 +1958,7 @@ impl Controller {
                             .and_then(|d| d.pool())
                             .map(str::to_string);
                         let extras = self.extras(name, &stem);
-                        session_docs.push(render::session_status(
+                        let mut doc = render::session_status(
                             name,
                             &manifest,
                             known.map(|k| k.uid.to_string()),
@@ -2039,7 +1969,14 @@ impl Controller {
                             &view.stale_problems,
                             &mut self.transitions,
                             now,
-                        ));
+                        );
+                        doc.metadata.labels = self
+                            .catalog
+                            .session_labels
+                            .get(name)
+                            .cloned()
+                            .unwrap_or_default();
+                        session_docs.push(doc);
                         kinds.push(true);
                     }
                     Entry::Pool(name) => {
@@ -2057,6 +1994,12 @@ impl Controller {
                         );
                         doc.status.errors = view.stale_problems.clone();
                         doc.status.agent = self.pool_agent_totals(name);
+                        doc.metadata.labels = self
+                            .catalog
+                            .pool_labels
+                            .get(name)
+                            .cloned()
+                            .unwrap_or_default();
                         pool_docs.push(doc);
                         kinds.push(false);
                     }
@@ -2295,6 +2238,10 @@ impl Controller {
                 .get_or_create(&PoolLabel { pool: pool.clone() })
                 .set(i64::try_from(queued).unwrap_or(i64::MAX));
         }
+        let invalid = self.catalog.invalid_files();
+        self.metrics
+            .invalid_manifests
+            .set(i64::try_from(invalid).unwrap_or(i64::MAX));
         self.metrics.pass_done(self.last_reconcile.as_secs_f64());
     }
 

@@ -255,6 +255,7 @@ pub fn session_status(
             run_hash: (rec.run_hash != 0).then(|| format!("{:016x}", rec.run_hash)),
             restarted_at: rec.restarted_at.clone(),
             pool,
+            labels: Default::default(),
         },
         status: SessionStatus {
             phase: phase.as_str().into(),
@@ -272,6 +273,10 @@ pub fn session_status(
             finished_at: rec.outcome.as_ref().map(|o| o.finished_at),
             next_restart_at: match rec.run {
                 Run::Backoff { until } => Some(until),
+                _ => None,
+            },
+            kill_at: match &rec.run {
+                Run::Running(r) => r.stop.as_ref().map(|s| s.kill_at),
                 _ => None,
             },
             queue,

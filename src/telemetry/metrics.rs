@@ -59,6 +59,9 @@ pub struct Metrics {
     pub reconciles: Counter,
     /// Sessions queued per pool.
     pub queue_length: Family<PoolLabel, Gauge>,
+    /// Manifest files that do not validate (refused, or running on their
+    /// last good spec).
+    pub invalid_manifests: Gauge,
     /// Unix time (ms) of the last completed pass.
     pub last_pass_ms: AtomicI64,
     /// True once the first pass completed.
@@ -113,6 +116,12 @@ impl Metrics {
             "Sessions waiting for room in each pool",
             queue_length.clone(),
         );
+        let invalid_manifests = Gauge::default();
+        registry.register(
+            "invalid_manifests",
+            "Manifest files that do not validate (refused, or kept running on their last good spec)",
+            invalid_manifests.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             sessions,
@@ -124,6 +133,7 @@ impl Metrics {
             reconcile_seconds,
             reconciles,
             queue_length,
+            invalid_manifests,
             last_pass_ms: AtomicI64::new(0),
             ready: AtomicBool::new(false),
             resync_ms: i64::try_from(resync.as_millis()).unwrap_or(i64::MAX),
