@@ -56,6 +56,19 @@ pub struct Args {
     /// otherwise get only PATH, HOME, LANG, TZ and USER, `spec.envFrom` and `spec.env`.
     #[arg(long = "pass-env", value_name = "NAME", value_parser = parse_pass_env)]
     pub pass_env: Vec<String>,
+    /// The controller's log on stderr: `text` for people (colours only on a
+    /// terminal, never with NO_COLOR set), `json` for one JSON object a line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The format of the controller's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// A line for people.
+    Text,
+    /// One JSON object a line (`timestamp`, `level`, `message`, `event`, `session`, ...).
+    Json,
 }
 
 /// How memory limits are enforced.

@@ -161,6 +161,8 @@ pub struct Controller {
     written_stems: BTreeSet<String>,
     dirty_stems: BTreeSet<String>,
     transitions: Transitions,
+    /// The snapshots the controller's log lines are derived from.
+    story: super::story::Story,
     boot_id: Option<String>,
     started_at: DateTime<Utc>,
     reconcile_count: u64,
@@ -256,6 +258,7 @@ impl Controller {
             written_stems: BTreeSet::new(),
             dirty_stems: BTreeSet::new(),
             transitions: Transitions::default(),
+            story: super::story::Story::default(),
             boot_id: process::boot_id(),
             started_at: Utc::now(),
             reconcile_count: 0,
@@ -719,11 +722,15 @@ impl Controller {
         );
         // `sessionlet down`: a drain from the start, as if SIGINT had come.
         self.state.shutting_down |= self.opts.drain;
+        self.story.seed(&self.state, &self.desired, &self.catalog);
         let mut rescan = true;
         loop {
             let wake_at = self.pass(rescan);
             rescan = false;
             if let Some(exit) = self.finished() {
+                if matches!(exit, Exit::SomeFailed) {
+                    super::story::failures(&self.desired, &self.state, &self.catalog);
+                }
                 self.write_controller_status(true);
                 if self.state.all_stopped() {
                     // Nothing left to keep: the keeper exits after its last child.
@@ -1068,7 +1075,10 @@ impl Controller {
             .sessions
             .get(&s.name)
             .is_some_and(|r| matches!(&r.run, Run::Running(run) if run.pid == child.pid));
-        if !runs {
+        if runs {
+            let attempt = self.state.sessions.get(&s.name).map_or(0, |r| r.attempt);
+            super::story::spawned(&s.name, child.pid, attempt);
+        } else {
             // Nobody wants it any more: its exit comes and is acknowledged.
             self.signal_session(&s.name, child.pid, Signal::SIGKILL);
         }
@@ -1520,6 +1530,8 @@ impl Controller {
                 break;
             }
         }
+        self.story
+            .tell(&self.state, &self.desired, &self.catalog, Utc::now());
         self.write_statuses(now);
         self.ack_saved();
         self.reconcile_count += 1;

@@ -16,6 +16,7 @@ pub mod monitor;
 pub mod process;
 pub mod render;
 pub mod session_env;
+pub mod story;
 pub mod trust;
 pub mod watch;
 
