@@ -146,3 +146,158 @@ fn a_pool_scaled_and_a_stop_on_spec_change_are_logged() {
     let exited = events(&lines, "exited", "one");
     assert_eq!(exited[0]["expected"], true, "{lines:#?}");
 }
+
+// ---------------------------------------------------------------------------
+// `sessionlet logs`.
+
+/// Runs `sessionlet logs ARGS --dir DIR` to the end: (code, stdout, stderr).
+fn logs(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(bin())
+        .arg("logs")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("run sessionlet logs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn logs_follow_goes_across_restarts_announcing_each_attempt_and_ends_when_finished() {
+    let (tmp, dir) = sessions_dir();
+    let work = tmp.path();
+    // Each attempt counts itself; the first waits for the test's go-ahead,
+    // so that `logs -f` starts on attempt 1.
+    write_file(
+        &dir.join("flaky.yaml"),
+        &session(
+            "flaky",
+            &format!(
+                "command: [/bin/sh, -c, 'n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; echo out-$n; while [ ! -e go ]; do sleep 0.05; done; exit 1']\nworkingDir: {}\nmaxRetries: 2\nbackoff: {{initialDelay: 100ms, multiplier: 1.0}}",
+                work.display()
+            ),
+        ),
+    );
+    let _c = Controller::start(&dir, &[]);
+    wait_status(&dir, "flaky", "attempt 1 running", |s| {
+        s["status"]["phase"] == "Running" && s["status"]["attempt"] == 1
+    });
+    let out_path = work.join("follow.out");
+    let err_path = work.join("follow.err");
+    let mut follower = std::process::Command::new(bin())
+        .args(["logs", "flaky", "-f", "--dir"])
+        .arg(&dir)
+        .stdout(std::fs::File::create(&out_path).expect("out file"))
+        .stderr(std::fs::File::create(&err_path).expect("err file"))
+        .spawn()
+        .expect("start logs -f");
+    wait_for("logs -f to print attempt 1", || {
+        std::fs::read_to_string(&out_path)
+            .ok()
+            .filter(|o| o.contains("out-1"))
+    });
+    std::fs::write(work.join("go"), "").expect("go");
+    let status = wait_for("logs -f to end by itself", || {
+        follower.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "{status:?}");
+    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert_eq!(
+        out, "out-1\nout-2\nout-3\n",
+        "every attempt's output, in order"
+    );
+    assert!(err.contains("--- attempt 2"), "{err}");
+    assert!(err.contains("--- attempt 3"), "{err}");
+    assert!(err.contains("is Failed"), "says why it ended: {err}");
+    assert_eq!(phase(&dir, "flaky").as_deref(), Some("Failed"));
+}
+
+#[test]
+fn logs_previous_reaches_the_last_attempt_of_the_previous_spec() {
+    let (_tmp, dir) = sessions_dir();
+    write_file(
+        &dir.join("job.yaml"),
+        &session("job", "command: [/bin/sh, -c, 'echo first-spec']"),
+    );
+    let _c = Controller::start(&dir, &[]);
+    wait_phase(&dir, "job", "Completed");
+    write_file(
+        &dir.join("job.yaml"),
+        &session("job", "command: [/bin/sh, -c, 'echo second-spec']"),
+    );
+    wait_status(&dir, "job", "the new spec completed", |s| {
+        s["status"]["phase"] == "Completed"
+            && s["status"]["logs"]["stdout"]
+                .as_str()
+                .is_some_and(|p| p.contains("gen"))
+    });
+    let (code, out, err) = logs(&dir, &["job"]);
+    assert_eq!((code, out.as_str()), (Some(0), "second-spec\n"), "{err}");
+    let (code, out, err) = logs(&dir, &["job", "--previous"]);
+    assert_eq!((code, out.as_str()), (Some(0), "first-spec\n"), "{err}");
+}
+
+#[test]
+fn logs_of_a_pool_lists_its_members_to_choose_from() {
+    let (_tmp, dir) = sessions_dir();
+    write_file(
+        &dir.join("web.yaml"),
+        "apiVersion: sessionlet.dev/v1alpha1\nkind: Pool\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  template:\n    spec:\n      command: [/bin/sleep, '300']\n",
+    );
+    let _c = Controller::start(&dir, &[]);
+    wait_status(&dir, "web", "two members", |s| {
+        s["status"]["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2)
+    });
+    let (code, out, err) = logs(&dir, &["web"]);
+    assert_eq!(code, Some(1), "no logs printed: {out}");
+    assert!(err.contains("is a pool"), "{err}");
+    assert!(err.contains("web-0") && err.contains("web-1"), "{err}");
+}
+
+#[test]
+fn logs_of_an_agent_session_is_a_transcript_and_raw_is_the_stream_json() {
+    let (tmp, dir) = sessions_dir();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/claude/ok_bash_tool.stream-json.jsonl");
+    // A stand-in for the CLI: it replays a real transcript.
+    let fake = tmp.path().join("fake-claude");
+    std::fs::write(&fake, format!("#!/bin/sh\ncat '{}'\n", fixture.display())).expect("fake");
+    let mut perms = std::fs::metadata(&fake).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&fake, perms).expect("chmod");
+    write_file(
+        &dir.join("bot.yaml"),
+        &session(
+            "bot",
+            &format!(
+                "agent:\n  kind: claude\n  binary: {}\n  prompt: say hi\n",
+                fake.display()
+            ),
+        ),
+    );
+    let _c = Controller::start(&dir, &[]);
+    wait_status(&dir, "bot", "the run completed with its agent block", |s| {
+        s["status"]["phase"] == "Completed" && s["status"]["agent"].is_object()
+    });
+    let (code, out, err) = logs(&dir, &["bot"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("assistant: Calling Bash."), "{out}");
+    assert!(out.contains("-> Bash: echo hello-from-fake"), "{out}");
+    assert!(out.contains("<- hello-from-fake"), "{out}");
+    assert!(out.contains("=== result: success"), "{out}");
+    assert!(!out.contains("{\"type\""), "{out}");
+    let (code, raw, _) = logs(&dir, &["bot", "--raw"]);
+    assert_eq!(code, Some(0));
+    let expected = std::fs::read_to_string(&fixture).expect("fixture");
+    assert_eq!(raw, expected, "--raw is the stream-json as written");
+    for line in raw.lines() {
+        serde_json::from_str::<Value>(line).expect("each raw line is JSON");
+    }
+}
