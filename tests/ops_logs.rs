@@ -261,13 +261,12 @@ fn logs_of_a_pool_lists_its_members_to_choose_from() {
     assert!(err.contains("web-0") && err.contains("web-1"), "{err}");
 }
 
-#[test]
-fn logs_of_an_agent_session_is_a_transcript_and_raw_is_the_stream_json() {
-    let (tmp, dir) = sessions_dir();
+/// An agent session `bot` whose CLI is a stand-in replaying the fixture
+/// `NAME.stream-json.jsonl`; returns the fixture's path once the run completed.
+fn replayed_agent(tmp: &std::path::Path, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/claude/ok_bash_tool.stream-json.jsonl");
-    // A stand-in for the CLI: it replays a real transcript.
-    let fake = tmp.path().join("fake-claude");
+        .join(format!("tests/fixtures/claude/{name}.stream-json.jsonl"));
+    let fake = tmp.join("fake-claude");
     std::fs::write(&fake, format!("#!/bin/sh\ncat '{}'\n", fixture.display())).expect("fake");
     let mut perms = std::fs::metadata(&fake).expect("meta").permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
@@ -282,6 +281,13 @@ fn logs_of_an_agent_session_is_a_transcript_and_raw_is_the_stream_json() {
             ),
         ),
     );
+    fixture
+}
+
+#[test]
+fn logs_of_an_agent_session_is_a_transcript_and_raw_is_the_stream_json() {
+    let (tmp, dir) = sessions_dir();
+    let fixture = replayed_agent(tmp.path(), &dir, "ok_bash_tool");
     let _c = Controller::start(&dir, &[]);
     wait_status(&dir, "bot", "the run completed with its agent block", |s| {
         s["status"]["phase"] == "Completed" && s["status"]["agent"].is_object()
@@ -300,4 +306,41 @@ fn logs_of_an_agent_session_is_a_transcript_and_raw_is_the_stream_json() {
     for line in raw.lines() {
         serde_json::from_str::<Value>(line).expect("each raw line is JSON");
     }
+}
+
+#[test]
+fn a_run_with_denied_tool_calls_says_so_in_its_message_and_describe_shows_readable_yaml() {
+    let (tmp, dir) = sessions_dir();
+    replayed_agent(tmp.path(), &dir, "denied_bash_default_mode");
+    let _c = Controller::start(&dir, &[]);
+    let s = wait_status(&dir, "bot", "the run completed with its agent block", |s| {
+        s["status"]["phase"] == "Completed" && s["status"]["agent"].is_object()
+    });
+    let rule = s["status"]["agent"]["permissionDenials"][0]["suggestedRule"]
+        .as_str()
+        .expect("a suggested rule")
+        .to_string();
+    let message = s["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("1 tool call(s) denied") && message.contains(&rule),
+        "the status message (what get shows): {message}"
+    );
+    let out = std::process::Command::new(bin())
+        .args(["describe", "bot", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("describe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Denied:") && text.contains(&rule), "{text}");
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("turns: ")),
+        "the agent block as YAML: {text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("Agent:") && l.contains('{')),
+        "not one-line JSON: {text}"
+    );
 }
