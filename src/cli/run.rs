@@ -60,6 +60,11 @@ pub struct Args {
     /// terminal, never with NO_COLOR set), `json` for one JSON object a line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// After ttlAfterFinished, also delete the manifest (when it declares only
+    /// that session). Off by default: Git may track it, and a pull would bring
+    /// it back; the collected spec is recorded instead so it does not run again.
+    #[arg(long)]
+    pub gc_delete_manifests: bool,
 }
 
 /// The format of the controller's log.
@@ -112,6 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         metrics_addr: args.metrics_addr,
         policy: args.policy,
         pass_env: args.pass_env,
+        gc_delete_manifests: args.gc_delete_manifests,
         ..Options::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

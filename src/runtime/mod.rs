@@ -4,6 +4,7 @@ pub mod adopt;
 pub mod agents;
 pub mod catalog;
 pub mod cgroup;
+pub mod collected;
 pub mod controller;
 pub mod crash_dump;
 pub mod files;
