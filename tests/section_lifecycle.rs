@@ -514,7 +514,7 @@ fn a_session_killed_by_someone_else_with_sigkill_is_crashed_and_restarted() {
 // Garbage collection.
 
 #[test]
-fn ttl_after_finished_removes_the_manifest_status_logs_and_crash_dumps() {
+fn ttl_after_finished_with_gc_delete_manifests_removes_the_manifest_status_logs_and_crash_dumps() {
     let (_tmp, dir) = sessions_dir();
     write_file(
         &dir.join("temp.yaml"),
@@ -523,7 +523,8 @@ fn ttl_after_finished_removes_the_manifest_status_logs_and_crash_dumps() {
             "command: [/bin/sh, -c, 'echo bye; exit 5']\nmaxRetries: 0\nttlAfterFinished: 3s",
         ),
     );
-    let _c = Controller::start(&dir, &[]);
+    // Opt-in: by default the manifest stays (tests/ops_gc.rs).
+    let _c = Controller::start(&dir, &["--gc-delete-manifests"]);
     let s = wait_phase(&dir, "temp", "Failed");
     assert!(dir.join("temp.logs").is_dir(), "logs exist before the TTL");
     assert_eq!(

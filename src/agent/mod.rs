@@ -14,6 +14,7 @@ pub mod argv;
 pub mod charter;
 pub mod policy;
 pub mod stream;
+pub mod transcript;
 
 use std::time::Duration;
 

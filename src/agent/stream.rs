@@ -178,6 +178,30 @@ pub struct PermissionDenial {
     pub suggested_rule: String,
 }
 
+/// A note for the status message when tool calls were denied, with the
+/// rule that would allow the first: `2 tool call(s) denied (Bash: rm x);
+/// allow with agent.allowedTools: ["Bash(rm:*)"]`. None without denials.
+pub fn denial_note(denials: &[PermissionDenial], omitted: u64) -> Option<String> {
+    let first = denials.first()?;
+    let count = denials.len() as u64 + omitted;
+    let what = if first.detail.is_empty() {
+        first.tool_name.clone()
+    } else {
+        format!("{}: {}", first.tool_name, first.detail)
+    };
+    let mut rules: Vec<&str> = Vec::new();
+    for d in denials {
+        if !d.suggested_rule.is_empty() && !rules.contains(&d.suggested_rule.as_str()) {
+            rules.push(&d.suggested_rule);
+        }
+    }
+    let rules: Vec<String> = rules.iter().map(|r| format!("{r:?}")).collect();
+    Some(format!(
+        "{count} tool call(s) denied ({what}); allow with agent.allowedTools: [{}]",
+        rules.join(", ")
+    ))
+}
+
 /// What the status shows about an agent run (`status.agent`).
 ///
 /// Live values (turns, tokens) are estimates while the run goes on and are

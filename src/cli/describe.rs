@@ -89,7 +89,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     )?;
                 }
                 if let Some(agent) = &st.agent {
-                    writeln!(out, "Agent:         {agent}")?;
+                    writeln!(out, "Agent:")?;
+                    write_yaml(&mut out, agent)?;
+                    if let Some(note) = denials(agent) {
+                        writeln!(out, "Denied:        {note}")?;
+                    }
                 }
                 if !st.errors.is_empty() {
                     writeln!(out, "Errors:")?;
@@ -116,7 +120,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                     writeln!(out, "  finished {}", when(Some(e.finished_at)))?;
                     if let Some(a) = &e.analysis {
-                        writeln!(out, "  analysis: {a}")?;
+                        writeln!(out, "  analysis:")?;
+                        write_yaml(&mut out, a)?;
                     }
                     if let Some(d) = &e.crash_dump {
                         writeln!(out, "  crash dump: {d}")?;
@@ -218,4 +223,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.dir.display()
     );
     Ok(ExitCode::from(1))
+}
+
+/// A JSON value as readable YAML, indented under its heading.
+fn write_yaml(out: &mut impl Write, value: &serde_json::Value) -> anyhow::Result<()> {
+    let text = crate::manifest::codec::to_yaml(value)
+        .map_err(|e| anyhow::anyhow!("cannot render YAML: {e}"))?;
+    for line in text.lines().filter(|l| *l != "---") {
+        writeln!(out, "    {line}")?;
+    }
+    Ok(())
+}
+
+/// The denied tool calls of an agent block, with the rule that allows them.
+fn denials(agent: &serde_json::Value) -> Option<String> {
+    let list: Vec<crate::agent::PermissionDenial> =
+        serde_json::from_value(agent.get("permissionDenials")?.clone()).ok()?;
+    let omitted = agent
+        .get("permissionDenialsOmitted")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    crate::agent::stream::denial_note(&list, omitted)
 }

@@ -109,7 +109,7 @@ pub fn parse() -> Cli {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => {
-            init_tracing();
+            init_tracing(args.log_format);
             // Named crash points armed by the FAILPOINTS variable (tests only).
             #[cfg(feature = "failpoints")]
             let _failpoints = fail::FailScenario::setup();
@@ -150,9 +150,29 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Logs go to stderr; `RUST_LOG` filters them (default: info).
-fn init_tracing() {
-    init_tracing_with("info");
+/// The controller's log goes to stderr in `format`; `RUST_LOG` filters it (default: info).
+fn init_tracing(format: run::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        run::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        run::LogFormat::Text => builder.with_ansi(use_colour()).try_init(),
+    };
+}
+
+/// Colours only on a terminal, and never when `NO_COLOR` is set (to anything
+/// but the empty string, see no-color.org).
+fn use_colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default: `default`).
@@ -162,5 +182,6 @@ fn init_tracing_with(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(use_colour())
         .try_init();
 }

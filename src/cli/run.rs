@@ -56,6 +56,24 @@ pub struct Args {
     /// otherwise get only PATH, HOME, LANG, TZ and USER, `spec.envFrom` and `spec.env`.
     #[arg(long = "pass-env", value_name = "NAME", value_parser = parse_pass_env)]
     pub pass_env: Vec<String>,
+    /// The controller's log on stderr: `text` for people (colours only on a
+    /// terminal, never with NO_COLOR set), `json` for one JSON object a line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// After ttlAfterFinished, also delete the manifest (when it declares only
+    /// that session). Off by default: Git may track it, and a pull would bring
+    /// it back; the collected spec is recorded instead so it does not run again.
+    #[arg(long)]
+    pub gc_delete_manifests: bool,
+}
+
+/// The format of the controller's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// A line for people.
+    Text,
+    /// One JSON object a line (`timestamp`, `level`, `message`, `event`, `session`, ...).
+    Json,
 }
 
 /// How memory limits are enforced.
@@ -99,6 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         metrics_addr: args.metrics_addr,
         policy: args.policy,
         pass_env: args.pass_env,
+        gc_delete_manifests: args.gc_delete_manifests,
         ..Options::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

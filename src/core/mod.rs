@@ -6,6 +6,8 @@
 pub mod backoff;
 pub mod change;
 pub mod desired;
+pub mod gc;
+pub mod lifecycle;
 pub mod names;
 pub mod phase;
 pub mod plan;

@@ -311,6 +311,13 @@ impl Agents {
                 }
             }
         };
+        let mut verdict = verdict;
+        if let Some(note) = agent::stream::denial_note(
+            &status.permission_denials,
+            status.permission_denials_omitted,
+        ) {
+            verdict.message = format!("{}; {note}", verdict.message);
+        }
         run.outcome = Some(outcome);
         Some(verdict)
     }

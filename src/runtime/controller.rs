@@ -60,6 +60,9 @@ pub struct Options {
     /// Drain from the first pass: stop every session (those adopted from
     /// the keeper included), start nothing, and exit (`sessionlet down`).
     pub drain: bool,
+    /// ttlAfterFinished deletes a manifest declaring only the session
+    /// (opt-in: by default the manifest stays and the spec is recorded as collected).
+    pub gc_delete_manifests: bool,
 }
 
 impl Default for Options {
@@ -81,6 +84,7 @@ impl Default for Options {
             policy: None,
             pass_env: Vec::new(),
             drain: false,
+            gc_delete_manifests: false,
         }
     }
 }
@@ -166,6 +170,10 @@ pub struct Controller {
     written_stems: BTreeSet<String>,
     dirty_stems: BTreeSet<String>,
     transitions: Transitions,
+    /// The snapshots the controller's log lines are derived from.
+    story: super::story::Story,
+    /// Sessions collected after ttlAfterFinished whose manifests stay.
+    collected: core::gc::Collected,
     boot_id: Option<String>,
     started_at: DateTime<Utc>,
     reconcile_count: u64,
@@ -252,6 +260,7 @@ impl Controller {
             .map_err(|e| anyhow::anyhow!("cannot reach or start the keeper: {e}"))?;
         let welcome = std::mem::take(&mut keeper.welcome);
         let keeper_pid = welcome.keeper_pid;
+        let collected = super::collected::load(&layout.control_dir());
         let mut c = Controller {
             opts,
             layout,
@@ -264,6 +273,8 @@ impl Controller {
             written_stems: BTreeSet::new(),
             dirty_stems: BTreeSet::new(),
             transitions: Transitions::default(),
+            story: super::story::Story::default(),
+            collected,
             boot_id: process::boot_id(),
             started_at: Utc::now(),
             reconcile_count: 0,
@@ -314,7 +325,7 @@ impl Controller {
         // What the manifests declare now, so that adoption decides with the
         // real restart policies (a vanished process must not look deleted).
         if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, Utc::now()) {
-            self.desired = desired;
+            self.set_desired(desired);
         }
         self.dirty_stems.extend(self.catalog.views.keys().cloned());
         for (name, stem, doc) in to_adopt {
@@ -666,11 +677,15 @@ impl Controller {
         );
         // `sessionlet down`: a drain from the start, as if SIGINT had come.
         self.state.shutting_down |= self.opts.drain;
+        self.story.seed(&self.state, &self.desired, &self.catalog);
         let mut rescan = true;
         loop {
             let wake_at = self.pass(rescan);
             rescan = false;
             if let Some(exit) = self.finished() {
+                if matches!(exit, Exit::SomeFailed) {
+                    super::story::failures(&self.desired, &self.state, &self.catalog);
+                }
                 self.write_controller_status(true);
                 if self.state.all_stopped() {
                     // Nothing left to keep: the keeper exits after its last child.
@@ -1018,7 +1033,10 @@ impl Controller {
             .sessions
             .get(&s.name)
             .is_some_and(|r| matches!(&r.run, Run::Running(run) if run.pid == child.pid));
-        if !runs {
+        if runs {
+            let attempt = self.state.sessions.get(&s.name).map_or(0, |r| r.attempt);
+            super::story::spawned(&s.name, child.pid, attempt);
+        } else {
             // Nobody wants it any more: its exit comes and is acknowledged.
             self.signal_session(&s.name, child.pid, Signal::SIGKILL);
         }
@@ -1486,7 +1504,7 @@ impl Controller {
         if rescan {
             let before: BTreeSet<String> = self.catalog.views.keys().cloned().collect();
             if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, now) {
-                self.desired = desired;
+                self.set_desired(desired);
             }
             let after: BTreeSet<String> = self.catalog.views.keys().cloned().collect();
             // Files that appeared or went away (a duplicate name may move too:
@@ -1516,6 +1534,8 @@ impl Controller {
                 break;
             }
         }
+        self.story
+            .tell(&self.state, &self.desired, &self.catalog, Utc::now());
         self.write_statuses(now);
         self.ack_saved();
         self.reconcile_count += 1;
@@ -1890,7 +1910,45 @@ impl Controller {
         }
     }
 
+    /// The manifests' desired state, without the sessions collected with
+    /// their current spec (core::gc).
+    fn set_desired(&mut self, mut desired: Desired) {
+        let catalog = &self.catalog;
+        let changed = core::gc::apply(&mut desired, &mut self.collected, |n| {
+            catalog.known("Session", n).map(|k| k.spec_hash)
+        });
+        if changed {
+            self.save_collected();
+        }
+        self.desired = desired;
+    }
+
+    fn save_collected(&mut self) {
+        if let Err(e) = super::collected::save(&self.layout.control_dir(), &self.collected) {
+            self.error(format!("cannot write .sessionlet/collected.json: {e}"));
+        }
+    }
+
+    /// ttlAfterFinished passed. By default the manifest stays (Git may
+    /// track it): the spec is recorded as collected, and forgetting the
+    /// session removes its status, logs and crash dumps. With
+    /// `--gc-delete-manifests` a file declaring only this session is deleted.
     fn collect_garbage(&mut self, name: &str) {
+        if !self.opts.gc_delete_manifests {
+            let Some(hash) = self.catalog.known("Session", name).map(|k| k.spec_hash) else {
+                return;
+            };
+            self.collected.insert(name.to_string(), hash);
+            self.save_collected();
+            let desired = std::mem::take(&mut self.desired);
+            self.set_desired(desired);
+            self.mark_dirty(name);
+            super::story::collected(
+                name,
+                "status, logs and crash dumps removed; the manifest stays and this spec will not run again",
+            );
+            return;
+        }
         let Some(stem) = self.catalog.session_file.get(name).cloned() else {
             return;
         };
@@ -1905,10 +1963,10 @@ impl Controller {
                 ));
                 return;
             }
-            tracing::info!(session = name, "ttlAfterFinished passed: manifest deleted");
+            super::story::collected(name, "manifest deleted (--gc-delete-manifests)");
             // Rescan at once so the session is forgotten in this pass.
             if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, Utc::now()) {
-                self.desired = desired;
+                self.set_desired(desired);
             }
             self.dirty_stems.insert(stem);
         } else {
@@ -1948,6 +2006,15 @@ impl Controller {
             let mut pool_docs = Vec::new();
             for entry in &view.entries {
                 match entry {
+                    Entry::Session(name)
+                        if core::gc::is_collected(
+                            &self.collected,
+                            name,
+                            self.catalog.known("Session", name).map(|k| k.spec_hash),
+                        ) =>
+                    {
+                        // Collected: no status until its spec changes.
+                    }
                     Entry::Session(name) => {
                         let rec = self.state.sessions.get(name).cloned().unwrap_or_default();
                         let known = self.catalog.known("Session", name);
@@ -2038,6 +2105,14 @@ impl Controller {
                         kinds.push(true);
                     }
                 }
+            }
+            if kinds.is_empty() {
+                // Only collected sessions: the file has no status.
+                if path.exists() {
+                    let _ = std::fs::remove_file(&path);
+                }
+                self.written.remove(&path);
+                continue;
             }
             // Render without updatedAt to tell whether anything changed.
             let render_all = |session_docs: &[SessionStatusDoc],

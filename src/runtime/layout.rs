@@ -108,3 +108,55 @@ pub fn tail_lines(path: &Path, n: usize) -> String {
     }
     out
 }
+
+/// The log file of the attempt before `current` among `names` (file names
+/// of one session's log folder), for the same stream (`stdout` or
+/// `stderr`): the latest (generation, attempt) before the current one, so
+/// that `logs --previous` reaches the last attempt of the previous spec
+/// right after a spec change.
+pub fn previous_log<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    current: &str,
+    stream: &str,
+) -> Option<&'a str> {
+    let suffix = format!(".{stream}.log");
+    let now = parse_log_name(current)?;
+    names
+        .into_iter()
+        .filter(|n| n.ends_with(&suffix))
+        .filter_map(|n| parse_log_name(n).map(|k| (k, n)))
+        .filter(|(k, _)| *k < now)
+        .max_by_key(|(k, _)| *k)
+        .map(|(_, n)| n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_previous_log_crosses_a_spec_change_and_keeps_the_stream() {
+        let names = [
+            "attempt-1.stdout.log",
+            "attempt-2.stdout.log",
+            "attempt-2.stderr.log",
+            "attempt-2.stdout.log.1",
+            "gen3.attempt-1.stdout.log",
+            "gen3.attempt-2.stdout.log",
+        ];
+        let prev = |cur: &str, s: &str| previous_log(names.iter().copied(), cur, s);
+        assert_eq!(
+            prev("gen3.attempt-1.stdout.log", "stdout"),
+            Some("attempt-2.stdout.log")
+        );
+        assert_eq!(
+            prev("gen3.attempt-2.stdout.log", "stdout"),
+            Some("gen3.attempt-1.stdout.log")
+        );
+        assert_eq!(
+            prev("gen3.attempt-1.stderr.log", "stderr"),
+            Some("attempt-2.stderr.log")
+        );
+        assert_eq!(prev("attempt-1.stdout.log", "stdout"), None);
+    }
+}

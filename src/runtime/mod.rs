@@ -4,6 +4,7 @@ pub mod adopt;
 pub mod agents;
 pub mod catalog;
 pub mod cgroup;
+pub mod collected;
 pub mod contain;
 pub mod controller;
 pub mod crash_dump;
@@ -17,6 +18,7 @@ pub mod monitor;
 pub mod process;
 pub mod render;
 pub mod session_env;
+pub mod story;
 pub mod trust;
 pub mod watch;
 
