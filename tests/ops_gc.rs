@@ -83,3 +83,97 @@ fn ttl_after_finished_keeps_the_manifest_and_the_same_spec_does_not_run_again() 
     let lines = std::fs::read_to_string(work.join("runs")).unwrap_or_default();
     assert_eq!(lines, "one\ntwo\n");
 }
+
+// ---------------------------------------------------------------------------
+// Tombstones.
+
+fn tombstone(dir: &std::path::Path, name: &str) -> Option<serde_json::Value> {
+    status_docs(&dir.join(format!("{name}.tombstone.status.yaml")))?
+        .into_iter()
+        .next()
+}
+
+#[test]
+fn a_deleted_session_keeps_a_tombstone_and_its_logs() {
+    let (_tmp, dir) = sessions_dir();
+    write_file(
+        &dir.join("srv.yaml"),
+        &session(
+            "srv",
+            "command: [/bin/sh, -c, 'echo hello-srv; exec sleep 300']",
+        ),
+    );
+    let _c = Controller::start(&dir, &[]);
+    wait_status(&dir, "srv", "running with output", |s| {
+        s["status"]["phase"] == "Running"
+            && s["status"]["logs"]["stdout"]
+                .as_str()
+                .and_then(|p| std::fs::read_to_string(dir.join(p)).ok())
+                .is_some_and(|t| t.contains("hello-srv"))
+    });
+    std::fs::remove_file(dir.join("srv.yaml")).expect("delete the manifest");
+    let t = wait_for("the tombstone", || tombstone(&dir, "srv"));
+    wait_for("the status file to go", || {
+        (!dir.join("srv.status.yaml").exists()).then_some(())
+    });
+    assert_eq!(t["metadata"]["name"], "srv");
+    assert_eq!(t["status"]["phase"], "Cancelled", "{t:#}");
+    assert_eq!(t["status"]["reason"], "Removed", "{t:#}");
+    assert!(t["status"]["finishedAt"].is_string(), "when: {t:#}");
+    assert_eq!(
+        t["status"]["lastExit"]["reason"], "Removed",
+        "last exit: {t:#}"
+    );
+    assert!(
+        t["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("kept until")),
+        "{t:#}"
+    );
+    // The logs stay readable, by name.
+    let out = std::process::Command::new(bin())
+        .args(["logs", "srv", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("logs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello-srv\n");
+}
+
+#[test]
+fn a_scaled_down_replica_keeps_a_tombstone_until_the_tombstone_ttl() {
+    let (_tmp, dir) = sessions_dir();
+    let pool = |n: u32| {
+        format!("apiVersion: sessionlet.dev/v1alpha1\nkind: Pool\nmetadata:\n  name: web\nspec:\n  replicas: {n}\n  template:\n    spec:\n      command: [/bin/sh, -c, 'echo up; exec sleep 300']\n")
+    };
+    write_file(&dir.join("web.yaml"), &pool(2));
+    let c = Controller::start(&dir, &["--tombstone-ttl", "1s"]);
+    wait_status(&dir, "web", "two running members", |s| {
+        s["status"]["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["phase"] == "Running"))
+    });
+    write_file(&dir.join("web.yaml"), &pool(1));
+    // The tombstone is written, then removed with the replica's logs once
+    // the TTL passed; the log says both.
+    wait_for("the tombstone to expire", || {
+        c.log()
+            .lines()
+            .any(|l| l.contains("tombstone-expired") && l.contains("web-1"))
+            .then_some(())
+    });
+    let log = c.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("event=\"tombstone\"") && l.contains("web-1")),
+        "written first: {log}"
+    );
+    assert!(tombstone(&dir, "web-1").is_none());
+    assert!(
+        !dir.join("web.logs/web-1").exists(),
+        "its logs went with it"
+    );
+    assert!(
+        dir.join("web.logs/web-0").is_dir(),
+        "the other member's stay"
+    );
+}

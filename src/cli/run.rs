@@ -65,6 +65,11 @@ pub struct Args {
     /// it back; the collected spec is recorded instead so it does not run again.
     #[arg(long)]
     pub gc_delete_manifests: bool,
+    /// How long a deleted session or scaled-down replica keeps a tombstone
+    /// status (`NAME.tombstone.status.yaml`: phase, last exit, when and why it
+    /// stopped) and its logs (0 removes them at once).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub tombstone_ttl: Duration,
 }
 
 /// The format of the controller's log.
@@ -118,6 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         policy: args.policy,
         pass_env: args.pass_env,
         gc_delete_manifests: args.gc_delete_manifests,
+        tombstone_ttl: args.tombstone_ttl,
         ..Options::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

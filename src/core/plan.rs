@@ -41,6 +41,15 @@ pub enum Action {
         /// The session.
         name: String,
     },
+    /// Keep a tombstone status (phase, last exit, when and why it stopped)
+    /// and the logs of a session about to be forgotten (manifest deleted,
+    /// pool scaled down) for a bounded time; comes right before its `Forget`.
+    Tombstone {
+        /// The session.
+        name: String,
+        /// Its last record.
+        record: Box<super::state::Record>,
+    },
     /// `ttlAfterFinished` passed: delete the manifest, then forget.
     CollectGarbage {
         /// The session.

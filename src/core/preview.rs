@@ -133,7 +133,10 @@ pub fn preview(desired: &Desired, state: &State, now: DateTime<Utc>) -> Vec<Chan
                     &mut changes,
                 );
             }
-            Action::WriteCrashDump { .. } | Action::WriteStatus { .. } => {}
+            // A tombstone always comes with the Forget shown above.
+            Action::WriteCrashDump { .. }
+            | Action::WriteStatus { .. }
+            | Action::Tombstone { .. } => {}
         }
     }
     // Decisions that need no action: an edit applied in place, an ending.

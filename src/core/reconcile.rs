@@ -515,7 +515,16 @@ pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Pl
             }
             Run::Starting { .. } => {}
             _ => {
-                state.sessions.remove(&name);
+                if let Some(rec) = state.sessions.remove(&name) {
+                    // A session that ran keeps its story for a while; one
+                    // collected after ttlAfterFinished does not.
+                    if rec.attempt > 0 && !rec.collected {
+                        plan.actions.push(Action::Tombstone {
+                            name: name.clone(),
+                            record: Box::new(rec),
+                        });
+                    }
+                }
                 state.dirty.remove(&name);
                 plan.actions.push(Action::Forget { name });
             }

@@ -1185,13 +1185,18 @@ fn a_deleted_running_session_gets_sigterm_and_is_forgotten_after_it_exits() {
     w.advance(s(1));
     w.exit("a", ExitStatus::Signal(Signal::SIGTERM as i32));
     let plan = w.reconcile();
+    // A tombstone with its last exit (why it stopped), then forgotten.
+    let [Action::Tombstone { name, record }, Action::Forget { name: forgotten }] =
+        &plan.actions[..]
+    else {
+        panic!("a tombstone then a forget: {plan:?}");
+    };
+    assert_eq!((name.as_str(), forgotten.as_str()), ("a", "a"));
     assert_eq!(
-        plan,
-        Plan {
-            actions: vec![Action::Forget { name: "a".into() }],
-            wake_at: None
-        }
+        record.last_exit.as_ref().map(|e| e.reason),
+        Some(Reason::Removed)
     );
+    assert_eq!(plan.wake_at, None);
     assert!(!w.state.sessions.contains_key("a"));
     assert_eq!(w.reconcile(), Plan::default());
 }
@@ -2635,6 +2640,13 @@ impl Sim {
                     });
                     assert_eq!(*owner, name, "signal to another session's process");
                     sigs.push(signal);
+                }
+                Action::Tombstone { name, record } => {
+                    assert!(
+                        !self.desired.sessions.contains_key(&name),
+                        "{name} is desired but tombstoned"
+                    );
+                    assert!(!record.run.is_live(), "{name}: tombstoned while live");
                 }
                 Action::Forget { name } => {
                     assert!(

@@ -646,7 +646,8 @@ pub fn recorded_holders(status_dir: &Path) -> BTreeMap<NameKey, String> {
         let Some(stem) = file.strip_suffix(".status.yaml") else {
             continue;
         };
-        if file.starts_with('.') {
+        // A tombstone (runtime::tombstone) holds no name: the session is gone.
+        if file.starts_with('.') || file.ends_with(".tombstone.status.yaml") {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(e.path()) else {

@@ -63,6 +63,8 @@ pub struct Options {
     /// ttlAfterFinished deletes a manifest declaring only the session
     /// (opt-in: by default the manifest stays and the spec is recorded as collected).
     pub gc_delete_manifests: bool,
+    /// How long a forgotten session's tombstone status and logs are kept (0: not at all).
+    pub tombstone_ttl: Duration,
 }
 
 impl Default for Options {
@@ -85,6 +87,7 @@ impl Default for Options {
             pass_env: Vec::new(),
             drain: false,
             gc_delete_manifests: false,
+            tombstone_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -174,6 +177,8 @@ pub struct Controller {
     story: super::story::Story,
     /// Sessions collected after ttlAfterFinished whose manifests stay.
     collected: core::gc::Collected,
+    /// Tombstones of forgotten sessions, by name.
+    tombstones: BTreeMap<String, super::tombstone::Tombstone>,
     boot_id: Option<String>,
     started_at: DateTime<Utc>,
     reconcile_count: u64,
@@ -275,6 +280,7 @@ impl Controller {
             transitions: Transitions::default(),
             story: super::story::Story::default(),
             collected,
+            tombstones: BTreeMap::new(),
             boot_id: process::boot_id(),
             started_at: Utc::now(),
             reconcile_count: 0,
@@ -678,6 +684,7 @@ impl Controller {
         // `sessionlet down`: a drain from the start, as if SIGINT had come.
         self.state.shutting_down |= self.opts.drain;
         self.story.seed(&self.state, &self.desired, &self.catalog);
+        self.tombstones = super::tombstone::scan(&self.layout.status_dir, self.opts.tombstone_ttl);
         let mut rescan = true;
         loop {
             let wake_at = self.pass(rescan);
@@ -1536,6 +1543,7 @@ impl Controller {
         }
         self.story
             .tell(&self.state, &self.desired, &self.catalog, Utc::now());
+        self.expire_tombstones(Utc::now());
         self.write_statuses(now);
         self.ack_saved();
         self.reconcile_count += 1;
@@ -1566,6 +1574,7 @@ impl Controller {
                 Action::Signal { name, pid, signal } => self.signal_session(&name, pid, signal),
                 Action::WriteCrashDump { name, exit } => self.write_crash_dump(&name, &exit, now),
                 Action::WriteStatus { name } => self.mark_dirty(&name),
+                Action::Tombstone { name, record } => self.write_tombstone(&name, &record, now),
                 Action::Forget { name } => self.forget(&name),
                 Action::CollectGarbage { name } => {
                     self.collect_garbage(&name);
@@ -1875,7 +1884,75 @@ impl Controller {
         }
     }
 
+    /// Writes the tombstone of a session about to be forgotten; its logs
+    /// and crash dumps stay until `--tombstone-ttl` passed.
+    fn write_tombstone(&mut self, name: &str, record: &core::Record, now: DateTime<Utc>) {
+        if self.opts.tombstone_ttl.is_zero() {
+            return;
+        }
+        let Some(live) = self.live.get(name) else {
+            return;
+        };
+        let (stem, log_dir) = (live.stem.clone(), live.log_dir.clone());
+        let extras = self.extras(name, &stem);
+        let pool = record.last_spec.as_ref().and_then(|(_, p)| p.clone());
+        let mut doc = render::session_status(
+            name,
+            &format!("{stem}.yaml"),
+            None,
+            None,
+            pool,
+            record,
+            &extras,
+            &[],
+            &mut Transitions::default(),
+            now,
+        );
+        let until = core::time::after_std(now, self.opts.tombstone_ttl);
+        render::tombstone(&mut doc, until, now);
+        let path = super::tombstone::path(&self.layout.status_dir, name);
+        let written = codec::to_yaml(&doc)
+            .map_err(std::io::Error::other)
+            .and_then(|text| write_atomic(&path, text.as_bytes()));
+        match written {
+            Ok(()) => {
+                let t = super::tombstone::Tombstone {
+                    path: path.clone(),
+                    log_dir,
+                    crashes_dir: self.layout.crashes_dir(&stem),
+                    logs_base: self.layout.status_dir.join(format!("{stem}.logs")),
+                    until,
+                };
+                self.tombstones.insert(name.to_string(), t);
+                tracing::info!(event = "tombstone", session = name, until = %until, "{name}: tombstone written ({}), kept with its logs until {until}", path.display());
+            }
+            Err(e) => self.error(format!("cannot write {}: {e}", path.display())),
+        }
+    }
+
+    /// Removes tombstones whose time is over (with their logs and crash
+    /// dumps) and those of names declared again.
+    fn expire_tombstones(&mut self, now: DateTime<Utc>) {
+        let names: Vec<String> = self.tombstones.keys().cloned().collect();
+        for name in names {
+            let back = self.desired.sessions.contains_key(&name);
+            let Some(t) = self.tombstones.get(&name) else {
+                continue;
+            };
+            if back {
+                let _ = std::fs::remove_file(&t.path);
+            } else if t.until <= now {
+                super::tombstone::remove(&name, t);
+                tracing::info!(event = "tombstone-expired", session = %name, "{name}: tombstone and logs removed (--tombstone-ttl passed)");
+            } else {
+                continue;
+            }
+            self.tombstones.remove(&name);
+        }
+    }
+
     fn forget(&mut self, name: &str) {
+        let keep_logs = self.tombstones.contains_key(name);
         self.transitions.forget(name);
         self.log_guard.forget(name);
         self.watches.remove(name);
@@ -1886,6 +1963,13 @@ impl Controller {
         });
         if let Some(cg) = self.live.get(name).and_then(|l| l.cgroup.clone()) {
             super::cgroup::remove(&cg);
+        }
+        if keep_logs {
+            // The tombstone keeps them until it expires.
+            if let Some(live) = self.live.remove(name) {
+                self.dirty_stems.insert(live.stem);
+            }
+            return;
         }
         if let Some(live) = self.live.remove(name) {
             let base = self.layout.status_dir.join(format!("{}.logs", live.stem));

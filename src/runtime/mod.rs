@@ -19,6 +19,7 @@ pub mod process;
 pub mod render;
 pub mod session_env;
 pub mod story;
+pub mod tombstone;
 pub mod trust;
 pub mod watch;
 

@@ -436,3 +436,35 @@ pub fn pool_status(
         },
     }
 }
+
+/// Turns a session's last status into its tombstone: the session was
+/// forgotten (manifest deleted, pool scaled down) and this document says
+/// how it ended, why it stopped and until when it (and its logs) are kept.
+/// A phase that was not terminal reads `Cancelled` (stopped on request).
+pub fn tombstone(doc: &mut SessionStatusDoc, until: DateTime<Utc>, now: DateTime<Utc>) {
+    let ended_phase = Phase::ALL
+        .iter()
+        .find(|p| p.as_str() == doc.status.phase)
+        .is_some_and(|p| p.is_terminal());
+    if !ended_phase {
+        doc.status.phase = Phase::Cancelled.as_str().to_string();
+    }
+    doc.status.reason = Some(Reason::Removed.as_str());
+    doc.status.message = Some(format!(
+        "removed at {} (manifest deleted or pool scaled down); this tombstone and the logs are kept until {}",
+        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    ));
+    doc.status.pid = None;
+    doc.status.pid_start_ticks = None;
+    doc.status.next_restart_at = None;
+    if doc.status.finished_at.is_none() {
+        doc.status.finished_at = doc
+            .status
+            .last_exit
+            .as_ref()
+            .map(|e| e.finished_at)
+            .or(Some(now));
+    }
+    doc.status.updated_at = Some(now);
+}
