@@ -287,6 +287,16 @@ fn syntax_message(raw: &str) -> String {
             limits::MAX_DEPTH
         ));
     }
+    // The parser's wording for a key indented more or less than its
+    // neighbours, or a value on a key's line and below it.
+    let indentation = ["did not find expected key", "did not find expected '-'"]
+        .iter()
+        .any(|p| text.contains(p));
+    if indentation {
+        return format!(
+            "YAML syntax error: {text} (hint: check the indentation here and on the line above: the keys of one mapping must start in the same column, and YAML indents with spaces, never tabs)"
+        );
+    }
     format!("YAML syntax error: {text}")
 }
 
@@ -451,6 +461,14 @@ mod tests {
             }).sum();
             proptest::prop_assert!(doc_problems <= file.problems.len());
         }
+    }
+
+    #[test]
+    fn an_indentation_error_gets_a_hint() {
+        let m = syntax_message(
+            "while parsing a block mapping, did not find expected key at line 7, column 4",
+        );
+        assert!(m.contains("hint: check the indentation"), "{m}");
     }
 
     #[test]

@@ -113,8 +113,24 @@ pub(crate) fn check_document(doc: &Node, stem: &str) -> Checked {
             }
         }
         // Without a kind there is no schema; still say what is wrong with
-        // the API version, so one run shows both problems.
-        None => check_api_version(doc, out),
+        // the API version, so one run shows both problems. A misspelt kind
+        // is checked as the kind it resembles: its other errors show too.
+        None => match guess_kind(doc) {
+            Some(guess) => {
+                let schema: &CompiledSchema = if guess == "Pool" {
+                    compiled_pool()
+                } else {
+                    compiled_session()
+                };
+                out.extend(schema.check(doc).into_iter().filter(|f| f.path != "kind"));
+                if guess == "Pool" {
+                    pool_rules(doc, out);
+                } else if let Some((key, spec)) = entry(doc, "spec") {
+                    session_spec_rules(key.pos, spec, "spec", out);
+                }
+            }
+            None => check_api_version(doc, out),
+        },
     }
     let (name, pos, defaulted) = resolve_name(doc, stem, out);
     if let (Some("Pool"), Some(name)) = (kind, &name) {
@@ -193,6 +209,13 @@ fn check_kind(doc: &Node, out: &mut Vec<Finding>) -> Option<&'static str> {
     }
     out.push(finding(node.pos, "kind", message));
     None
+}
+
+/// The known kind a misspelt `kind` resembles, if any.
+fn guess_kind(doc: &Node) -> Option<&'static str> {
+    let kind = entry(doc, "kind").and_then(|(_, n)| as_str(n))?;
+    let s = did_you_mean(kind, KINDS.iter().copied())?;
+    KINDS.iter().copied().find(|k| *k == s)
 }
 
 /// Rule 1, for documents whose kind is unknown (the schema does it otherwise).
