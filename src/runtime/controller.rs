@@ -1557,7 +1557,13 @@ impl Controller {
     /// Performs a plan; returns true when it produced events to reconcile again.
     fn execute(&mut self, actions: Vec<Action>, now: DateTime<Utc>) -> bool {
         let mut fed = false;
-        for action in actions {
+        // Crash dumps last: a replacement must not wait for the analysis
+        // and the fsync of its predecessor's dump (the dump reads the old
+        // attempt's logs, which the new attempt does not touch).
+        let (dumps, rest): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::WriteCrashDump { .. }));
+        for action in rest.into_iter().chain(dumps) {
             match action {
                 Action::Spawn { name, attempt } => {
                     // The reply comes as an event; a failure to ask is a new fact now.
