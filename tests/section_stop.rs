@@ -173,7 +173,8 @@ fn deleting_the_manifest_stops_the_session_and_removes_status_logs_and_crash_dum
         m = mark.display()
     );
     write_file(&dir.join("doomed.yaml"), &session("doomed", &spec));
-    let _c = Controller::start(&dir, &[]);
+    // --tombstone-ttl 0: no tombstone (by default one keeps the logs, tests/ops_gc.rs).
+    let _c = Controller::start(&dir, &["--tombstone-ttl", "0s"]);
     let s = wait_status(&dir, "doomed", "the second attempt running", |s| {
         s["status"]["attempt"] == 2
             && s["status"]["phase"] == "Running"
