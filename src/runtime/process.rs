@@ -1,12 +1,10 @@
-//! Processes: spawning sessions into their own process group, signalling
-//! whole groups, and reaping every child (sessions and orphans alike).
+//! Processes: what a spawn needs (the keeper starts it, see `fork`),
+//! signalling whole groups, and reaping every child (sessions and orphans alike).
 //!
 //! The child holds its own output files open (O_APPEND); nothing flows
 //! through the controller, so a controller that dies never blocks a session.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -44,112 +42,6 @@ pub struct SpawnError {
     pub reason: Reason,
     /// What went wrong, for a person.
     pub message: String,
-}
-
-/// Starts a session's process in a new process group; returns its pid.
-pub fn spawn(req: &SpawnRequest) -> Result<u32, SpawnError> {
-    let fail = |reason, message: String| SpawnError { reason, message };
-    let Some(program) = req.argv.first() else {
-        return Err(fail(Reason::SpawnFailed, "the command is empty".into()));
-    };
-    if !req.cwd.is_dir() {
-        return Err(fail(
-            Reason::SpawnFailed,
-            format!(
-                "working directory {} does not exist or is not a directory",
-                req.cwd.display()
-            ),
-        ));
-    }
-    let open = |p: &PathBuf| {
-        super::files::open_append(p).map_err(|e| {
-            fail(
-                Reason::SpawnFailed,
-                format!("cannot open log file {}: {e}", p.display()),
-            )
-        })
-    };
-    let stdout = open(&req.stdout)?;
-    let stderr = open(&req.stderr)?;
-    let stdin = match &req.stdin {
-        Some(p) => Stdio::from(std::fs::File::open(p).map_err(|e| {
-            fail(
-                Reason::SpawnFailed,
-                format!("cannot open stdin file {}: {e}", p.display()),
-            )
-        })?),
-        None => Stdio::null(),
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(&req.argv[1..])
-        .current_dir(&req.cwd)
-        .env_clear()
-        .envs(req.env.iter().map(|(k, v)| (k, v)))
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(stderr)
-        .process_group(0);
-    // Dropped in pre_exec, after joining the cgroup (which needs our rights).
-    let user = req.user;
-    // Prepared before fork: nothing may allocate between fork and exec.
-    let cgroup_procs = match &req.cgroup_procs {
-        Some(p) => Some(
-            std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
-                .map_err(|_| fail(Reason::SpawnFailed, "cgroup path holds a NUL byte".into()))?,
-        ),
-        None => None,
-    };
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(path) = &cgroup_procs {
-                // Join the session's cgroup before exec, so every descendant is in it.
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    if fd >= 0 {
-                        libc::close(fd);
-                    }
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(fd);
-            }
-            if let Some((uid, gid)) = user {
-                // No supplementary groups of ours, then the group, then the user.
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            // The controller may block or ignore signals; a session starts clean.
-            let empty = nix::sys::signal::SigSet::empty();
-            let _ = nix::sys::signal::pthread_sigmask(
-                nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                Some(&empty),
-                None,
-            );
-            Ok(())
-        });
-    }
-    match cmd.spawn() {
-        // The Child handle is dropped on purpose: the reaper waits for every child.
-        Ok(child) => Ok(child.id()),
-        Err(e) => Err(match e.kind() {
-            std::io::ErrorKind::NotFound => fail(
-                Reason::CommandNotFound,
-                format!("command {program:?} not found (check spec.command and PATH)"),
-            ),
-            std::io::ErrorKind::PermissionDenied => fail(
-                Reason::PermissionDenied,
-                format!("command {program:?} is not executable: {e}"),
-            ),
-            _ => fail(
-                Reason::SpawnFailed,
-                format!("cannot start {program:?}: {e}"),
-            ),
-        }),
-    }
 }
 
 /// Sends a signal to a whole process group. A group that is already gone is not an error.
