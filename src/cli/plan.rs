@@ -165,15 +165,11 @@ pub fn compute(dir: &Path, status_dir: &Path) -> Report {
                     winner,
                     held,
                 } => {
-                    let why = if *held {
-                        "which holds the name"
-                    } else {
-                        "which comes first"
-                    };
                     report.refused.push(Refusal {
                         file: file.clone(),
                         message: format!(
-                            "{file}: {kind} {name:?} is already declared in {winner}, {why}"
+                            "{file}: {}",
+                            crate::runtime::catalog::duplicate_message(kind, name, winner, *held)
                         ),
                     });
                 }

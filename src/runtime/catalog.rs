@@ -147,6 +147,16 @@ pub enum Entry {
     },
 }
 
+/// Why a declaration lost its name to another file, for statuses and `plan`.
+pub fn duplicate_message(kind: &str, name: &str, winner: &str, held: bool) -> String {
+    let why = if held {
+        "which holds the name"
+    } else {
+        "which comes first"
+    };
+    format!("{kind} {name:?} is already declared in {winner}, {why}; rename one of them")
+}
+
 /// Where each object's status goes.
 #[derive(Debug, Clone)]
 pub struct FileView {

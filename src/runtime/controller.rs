@@ -2180,16 +2180,11 @@ impl Controller {
                         winner,
                         held,
                     } => {
-                        let why = if *held {
-                            "which holds the name"
-                        } else {
-                            "which comes first"
-                        };
                         session_docs.push(render::invalid_status(
                             Some(name),
                             &manifest,
                             Reason::DuplicateName,
-                            format!("{kind} {name:?} is already declared in {winner}, {why}; rename one of them"),
+                            super::catalog::duplicate_message(kind, name, winner, *held),
                             Vec::new(),
                         ));
                         kinds.push(true);
