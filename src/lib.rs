@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod core;
+pub mod events;
 pub mod manifest;
 pub mod runtime;
 pub mod telemetry;
