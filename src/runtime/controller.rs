@@ -690,12 +690,20 @@ impl Controller {
         let mut rescan = true;
         // When a file being written is read anyway (its writer keeps it open).
         let mut settle_at: Option<tokio::time::Instant> = None;
+        // The periodic resync's tick (handled by `quiet_resync` first).
+        let mut resync_due = false;
+        let mut last_wake: Option<DateTime<Utc>> = None;
         loop {
             if rescan {
                 // This rescan reads every write so far.
                 settle_at = None;
             }
-            let wake_at = self.pass(rescan);
+            let wake_at = if std::mem::take(&mut resync_due) && !rescan && self.quiet_resync() {
+                last_wake
+            } else {
+                self.pass(rescan)
+            };
+            last_wake = wake_at;
             rescan = false;
             if let Some(exit) = self.finished() {
                 if matches!(exit, Exit::SomeFailed) {
@@ -774,7 +782,7 @@ impl Controller {
                     self.sample_usage();
                 }
                 _ = resync.tick() => {
-                    rescan = true;
+                    resync_due = true;
                     self.reap();
                     self.check_status_dir();
                     // Only logs guarded without inotify (--poll).
@@ -1528,31 +1536,67 @@ impl Controller {
         }
     }
 
+    /// Re-reads the manifest folder; true when what it declares changed
+    /// (a file appeared, went away or was reloaded, or refusals changed).
+    fn rescan_catalog(&mut self, now: DateTime<Utc>) -> bool {
+        let before: BTreeSet<String> = self.catalog.views.keys().cloned().collect();
+        let changed = match self.catalog.rescan(&self.layout.manifest_dir, now) {
+            Some(desired) => {
+                self.set_desired(desired);
+                true
+            }
+            None => false,
+        };
+        let after: BTreeSet<String> = self.catalog.views.keys().cloned().collect();
+        // Files that appeared or went away (a duplicate name may move too:
+        // those files are in `changed` as they were reloaded or removed).
+        self.dirty_stems
+            .extend(before.symmetric_difference(&after).cloned());
+        self.dirty_stems
+            .extend(self.catalog.changed.iter().cloned());
+        // A session now declared in another file (a renamed manifest) is reported there.
+        for (name, live) in self.live.iter_mut() {
+            if let Some(stem) = self.catalog.session_file.get(name) {
+                if *stem != live.stem {
+                    self.dirty_stems
+                        .insert(std::mem::replace(&mut live.stem, stem.clone()));
+                }
+            }
+        }
+        changed
+    }
+
+    /// The periodic resync: a relist that finds nothing changed and no
+    /// event waiting costs the listing alone, not a reconcile pass over
+    /// every session (timers wake the loop on their own). Returns false
+    /// when a full pass is needed.
+    fn quiet_resync(&mut self) -> bool {
+        let started = Instant::now();
+        let now = Utc::now();
+        if self.rescan_catalog(now)
+            || !self.dirty_stems.is_empty()
+            || !self.state.dirty.is_empty()
+            || !self.state.outbox.is_empty()
+            || !self.unacked.is_empty()
+        {
+            return false;
+        }
+        self.expire_tombstones(now);
+        // A resync that found nothing to do still counts as a pass of the
+        // loop (for /healthz and `reconcileCount`).
+        self.reconcile_count += 1;
+        self.last_reconcile = started.elapsed();
+        self.health.pass(self.last_reconcile);
+        self.write_controller_status(false);
+        true
+    }
+
     /// One wake-up: rescan if asked, reconcile until the plan is empty, write statuses.
     fn pass(&mut self, rescan: bool) -> Option<DateTime<Utc>> {
         let started = Instant::now();
         let now = Utc::now();
         if rescan {
-            let before: BTreeSet<String> = self.catalog.views.keys().cloned().collect();
-            if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, now) {
-                self.set_desired(desired);
-            }
-            let after: BTreeSet<String> = self.catalog.views.keys().cloned().collect();
-            // Files that appeared or went away (a duplicate name may move too:
-            // those files are in `changed` as they were reloaded or removed).
-            self.dirty_stems
-                .extend(before.symmetric_difference(&after).cloned());
-            self.dirty_stems
-                .extend(self.catalog.changed.iter().cloned());
-            // A session now declared in another file (a renamed manifest) is reported there.
-            for (name, live) in self.live.iter_mut() {
-                if let Some(stem) = self.catalog.session_file.get(name) {
-                    if *stem != live.stem {
-                        self.dirty_stems
-                            .insert(std::mem::replace(&mut live.stem, stem.clone()));
-                    }
-                }
-            }
+            self.rescan_catalog(now);
         }
         let mut wake = None;
         for _ in 0..8 {
