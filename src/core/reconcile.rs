@@ -979,7 +979,10 @@ pub fn is_restart(rec: &Record) -> bool {
         && !rec
             .last_exit
             .as_ref()
-            .is_some_and(|e| matches!(e.reason, Reason::ControllerStopped | Reason::RestartRequested))
+            .is_some_and(|e| matches!(
+                e.reason,
+                Reason::ControllerStopped | Reason::RestartRequested | Reason::StoppedByRequest
+            ))
 }
 
 /// True when the record's attempt runs what `d` asks for: its generation
