@@ -28,6 +28,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn watch(args: &Args) -> anyhow::Result<ExitCode> {
+    // One handler for the whole watch: a signal between two waits is kept.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut printed = Printed::seed(args);
     let client = Client::for_dir(&args.dir);
     loop {
@@ -41,7 +43,7 @@ async fn watch(args: &Args) -> anyhow::Result<ExitCode> {
                             // The controller went away: fall back to the files.
                             None => break,
                         },
-                        _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                        _ = sigint.recv() => return Ok(ExitCode::SUCCESS),
                     }
                 }
             }
@@ -50,7 +52,7 @@ async fn watch(args: &Args) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(e.into()),
         }
         // No controller: follow the status files until one answers.
-        if watch_files(args, &mut printed, &client).await? {
+        if watch_files(args, &mut printed, &client, &mut sigint).await? {
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -58,7 +60,12 @@ async fn watch(args: &Args) -> anyhow::Result<ExitCode> {
 
 /// Follows the status files; returns true on Ctrl-C, false once a
 /// controller's socket appears.
-async fn watch_files(args: &Args, printed: &mut Printed, client: &Client) -> anyhow::Result<bool> {
+async fn watch_files(
+    args: &Args,
+    printed: &mut Printed,
+    client: &Client,
+    sigint: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<bool> {
     use notify::Watcher;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |_e: notify::Result<notify::Event>| {
@@ -78,7 +85,7 @@ async fn watch_files(args: &Args, printed: &mut Printed, client: &Client) -> any
             // A safety net for missed file events, bounded.
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             Some(()) = rx.recv() => { while rx.try_recv().is_ok() {} }
-            _ = tokio::signal::ctrl_c() => return Ok(true),
+            _ = sigint.recv() => return Ok(true),
         }
     }
 }
