@@ -1,5 +1,5 @@
 // sessionlet's dashboard: everything from the API, everything as text.
-// Elements are built with textContent only (never innerHTML), so a name,
+// Elements are built with textContent only (never parsed as HTML), so a name,
 // message or log line containing markup shows as that markup, inert.
 "use strict";
 
