@@ -34,7 +34,11 @@ fn every_read_endpoint_answers_on_the_socket() {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let meta = std::fs::symlink_metadata(&socket).expect("the socket");
     assert!(meta.file_type().is_socket());
-    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "only its owner may connect");
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "only its owner may connect"
+    );
 
     let list = wait_for("web Running in the list", || {
         let a = unix(&dir, "GET", "/api/v1/sessions");
@@ -60,7 +64,12 @@ fn every_read_endpoint_answers_on_the_socket() {
     assert!(e["hint"].is_string(), "{e}");
 
     let pools = unix(&dir, "GET", "/api/v1/pools").json();
-    assert!(pools["items"].as_array().is_some_and(|p| p.iter().any(|d| d["metadata"]["name"] == "workers")), "{pools}");
+    assert!(
+        pools["items"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|d| d["metadata"]["name"] == "workers")),
+        "{pools}"
+    );
     assert_eq!(unix(&dir, "GET", "/api/v1/pools/workers").status, 200);
     assert_eq!(unix(&dir, "GET", "/api/v1/pools/nope").status, 404);
 
@@ -73,12 +82,18 @@ fn every_read_endpoint_answers_on_the_socket() {
     assert!(ev.json()["items"].is_array());
     let bad = unix(&dir, "GET", "/api/v1/events?since=yesterday");
     assert_eq!(bad.status, 400);
-    assert!(bad.json()["hint"].as_str().unwrap_or("").contains("RFC 3339"));
+    assert!(bad.json()["hint"]
+        .as_str()
+        .unwrap_or("")
+        .contains("RFC 3339"));
 
     let logs = unix(&dir, "GET", "/api/v1/sessions/web/logs?tail=3").json();
     assert_eq!(logs["tail"], 3);
     assert!(logs["stdout"]["lines"].is_array(), "{logs}");
-    assert_eq!(unix(&dir, "GET", "/api/v1/sessions/web/logs?tail=x").status, 400);
+    assert_eq!(
+        unix(&dir, "GET", "/api/v1/sessions/web/logs?tail=x").status,
+        400
+    );
 
     assert_eq!(unix(&dir, "GET", "/healthz").status, 200);
     assert_eq!(unix(&dir, "GET", "/nothing-here").status, 404);
@@ -86,8 +101,18 @@ fn every_read_endpoint_answers_on_the_socket() {
 
     // The stream opens with the current documents, then `synced`.
     let events = watch_until(&dir, "synced", |e| e.iter().any(|(n, _)| n == "synced"));
-    assert!(events.iter().any(|(n, d)| n == "session" && d["metadata"]["name"] == "web"), "{events:?}");
-    assert!(events.iter().any(|(n, d)| n == "pool" && d["metadata"]["name"] == "workers"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(n, d)| n == "session" && d["metadata"]["name"] == "web"),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(n, d)| n == "pool" && d["metadata"]["name"] == "workers"),
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -112,7 +137,8 @@ fn the_stream_sends_a_change_as_it_happens() {
         if e.iter().any(|(n, _)| n == "synced") {
             let _ = std::fs::write(dir.join("watching"), "1");
         }
-        e.iter().any(|(n, d)| n == "session" && d["status"]["phase"] == "Cancelled")
+        e.iter()
+            .any(|(n, d)| n == "session" && d["status"]["phase"] == "Cancelled")
     });
     edit.join().expect("edit");
     assert!(events.iter().any(|(n, _)| n == "synced"));
@@ -124,7 +150,11 @@ fn a_second_uid_cannot_connect_to_the_socket() {
         eprintln!("SKIPPED: needs root to drop to a second uid (uid 12345)");
         return;
     }
-    if std::process::Command::new("python3").arg("--version").output().is_err() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIPPED: needs python3 to connect as uid 12345");
         return;
     }
@@ -139,7 +169,11 @@ fn a_second_uid_cannot_connect_to_the_socket() {
     let _c = Controller::start(&dir, &[]);
     wait_phase(&dir, "web", "Running");
     wait_api(&dir);
-    std::fs::set_permissions(dir.join(".sessionlet"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(
+        dir.join(".sessionlet"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
     let script = r#"
 import os, socket, sys
 os.setgid(12345); os.setuid(12345)
@@ -184,22 +218,49 @@ fn over_tcp_acting_needs_the_token() {
         assert_eq!(read.status, 200, "reads are open without a token file");
         let act = tcp(&addr, "POST", "/api/v1/sessions/web/restart", &[]);
         assert_eq!(act.status, 403);
-        assert!(act.json()["error"].as_str().unwrap_or("").contains("acting over TCP is off"));
-        assert!(act.json()["hint"].as_str().unwrap_or("").contains("--http-token-file"));
+        assert!(act.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("acting over TCP is off"));
+        assert!(act.json()["hint"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--http-token-file"));
     }
     let token = "s3cret-token-0123456789";
     let file = tmp.path().join("token");
     std::fs::write(&file, format!("{token}\n")).expect("token");
     let file = file.display().to_string();
-    let c = Controller::start(&dir, &["--http-addr", "127.0.0.1:0", "--http-token-file", &file]);
+    let c = Controller::start(
+        &dir,
+        &["--http-addr", "127.0.0.1:0", "--http-token-file", &file],
+    );
     let before = wait_phase(&dir, "web", "Running");
     let addr = http_addr(&c);
-    assert_eq!(tcp(&addr, "GET", "/api/v1/sessions", &[]).status, 401, "reads need the token too");
-    assert_eq!(tcp(&addr, "GET", "/healthz", &[]).status, 200, "probes do not");
-    let wrong = tcp(&addr, "POST", "/api/v1/sessions/web/restart", &[("Authorization", "Bearer s3cret-token-0123456780")]);
+    assert_eq!(
+        tcp(&addr, "GET", "/api/v1/sessions", &[]).status,
+        401,
+        "reads need the token too"
+    );
+    assert_eq!(
+        tcp(&addr, "GET", "/healthz", &[]).status,
+        200,
+        "probes do not"
+    );
+    let wrong = tcp(
+        &addr,
+        "POST",
+        "/api/v1/sessions/web/restart",
+        &[("Authorization", "Bearer s3cret-token-0123456780")],
+    );
     assert_eq!(wrong.status, 401);
     let bearer = format!("Bearer {token}");
-    let ok = tcp(&addr, "POST", "/api/v1/sessions/web/restart", &[("Authorization", &bearer)]);
+    let ok = tcp(
+        &addr,
+        "POST",
+        "/api/v1/sessions/web/restart",
+        &[("Authorization", &bearer)],
+    );
     assert_eq!(ok.status, 202, "{}", ok.body);
     assert_eq!(ok.json()["accepted"], true);
     wait_status(&dir, "web", "a new attempt", |s| {
@@ -221,12 +282,27 @@ fn a_restart_through_the_api_is_not_a_failure() {
     let after = wait_status(&dir, "web", "a new attempt running", |s| {
         s["status"]["phase"] == "Running" && pid_of(s).is_some() && pid_of(s) != pid_of(&before)
     });
-    assert_eq!(after["status"]["attempt"], before["status"]["attempt"].as_u64().unwrap_or(0) + 1);
-    assert_eq!(after["status"]["restarts"], 0, "not counted as a restart after a failure");
-    assert_eq!(after["status"]["consecutiveFailures"].as_u64().unwrap_or(0), 0);
+    assert_eq!(
+        after["status"]["attempt"],
+        before["status"]["attempt"].as_u64().unwrap_or(0) + 1
+    );
+    assert_eq!(
+        after["status"]["restarts"], 0,
+        "not counted as a restart after a failure"
+    );
+    assert_eq!(
+        after["status"]["consecutiveFailures"].as_u64().unwrap_or(0),
+        0
+    );
     assert_eq!(after["status"]["lastExit"]["reason"], "RestartRequested");
-    assert!(after["status"]["lastExit"]["crashDump"].is_null(), "no crash dump for a requested restart");
-    assert_eq!(unix(&dir, "POST", "/api/v1/sessions/nope/restart").status, 404);
+    assert!(
+        after["status"]["lastExit"]["crashDump"].is_null(),
+        "no crash dump for a requested restart"
+    );
+    assert_eq!(
+        unix(&dir, "POST", "/api/v1/sessions/nope/restart").status,
+        404
+    );
 }
 
 fn stopped(s: &Value) -> bool {
@@ -248,10 +324,20 @@ fn a_stop_holds_until_the_spec_changes() {
     // A rescan (a resync, an unrelated file) does not start it.
     write_file(&dir.join("other.yaml"), &long("other"));
     wait_phase(&dir, "other", "Running");
-    assert!(stopped(&status(&dir, "web").unwrap_or_default()), "still held");
-    assert!(c.log().contains("stop asked through the API"), "{}", c.log());
+    assert!(
+        stopped(&status(&dir, "web").unwrap_or_default()),
+        "still held"
+    );
+    assert!(
+        c.log().contains("stop asked through the API"),
+        "{}",
+        c.log()
+    );
     // A spec change releases it.
-    write_file(&dir.join("web.yaml"), &long("web").replace("sleep 0.1", "sleep 0.15"));
+    write_file(
+        &dir.join("web.yaml"),
+        &long("web").replace("sleep 0.1", "sleep 0.15"),
+    );
     wait_phase(&dir, "web", "Running");
 }
 
@@ -278,7 +364,10 @@ fn a_stop_survives_a_controller_restart_and_a_restart_releases_it() {
     assert!(stopped(&s), "still held after the restart: {s}");
     assert!(!c.log().contains("web: spawned"), "{}", c.log());
     // `restart` releases the hold.
-    assert_eq!(unix(&dir, "POST", "/api/v1/sessions/web/restart").status, 202);
+    assert_eq!(
+        unix(&dir, "POST", "/api/v1/sessions/web/restart").status,
+        202
+    );
     let s = wait_phase(&dir, "web", "Running");
     assert_eq!(s["status"]["restarts"], 0);
 }
@@ -342,8 +431,9 @@ fn check(spec: &Value, schema: &Value, value: &Value, at: &str, problems: &mut V
 }
 
 fn openapi() -> Value {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml"))
-        .expect("docs/openapi.yaml");
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml"))
+            .expect("docs/openapi.yaml");
     serde_saphyr::from_str(&text).expect("docs/openapi.yaml parses")
 }
 
@@ -372,30 +462,59 @@ fn the_openapi_description_matches_the_server() {
     }
     ops.sort_by_key(|(_, m, _)| m == "post");
     let expected = ops.len() + ops.iter().filter(|(p, _, _)| p.contains("{name}")).count();
-    assert!(ops.len() >= 13, "the description has every endpoint ({})", ops.len());
+    assert!(
+        ops.len() >= 13,
+        "the description has every endpoint ({})",
+        ops.len()
+    );
     for (path, method, op) in ops {
-        let name = if path.starts_with("/api/v1/pools/") { "workers" } else { "web" };
+        let name = if path.starts_with("/api/v1/pools/") {
+            "workers"
+        } else {
+            "web"
+        };
         let concrete = path.replace("{name}", name);
         let responses = op["responses"].as_object().expect("responses");
         // The described success, and the described 404 for an unknown name.
-        let mut cases = vec![(concrete.clone(), responses.keys().find(|k| k.starts_with('2')).cloned())];
+        let mut cases = vec![(
+            concrete.clone(),
+            responses.keys().find(|k| k.starts_with('2')).cloned(),
+        )];
         if path.contains("{name}") {
-            cases.push((path.replace("{name}", "nobody-has-this"), Some("404".into())));
+            cases.push((
+                path.replace("{name}", "nobody-has-this"),
+                Some("404".into()),
+            ));
         }
         for (url, want) in cases {
             let Some(want) = want else { continue };
             tried += 1;
             if path == "/api/v1/watch" {
                 let ev = watch_until(&dir, "synced", |e| e.iter().any(|(n, _)| n == "synced"));
-                let docs: Vec<&Value> = ev.iter().filter(|(n, _)| n == "session").map(|(_, d)| d).collect();
+                let docs: Vec<&Value> = ev
+                    .iter()
+                    .filter(|(n, _)| n == "session")
+                    .map(|(_, d)| d)
+                    .collect();
                 for d in docs {
-                    check(&spec, &spec["components"]["schemas"]["SessionStatus"], d, "watch session", &mut problems);
+                    check(
+                        &spec,
+                        &spec["components"]["schemas"]["SessionStatus"],
+                        d,
+                        "watch session",
+                        &mut problems,
+                    );
                 }
                 continue;
             }
             let a = unix(&dir, &method.to_uppercase(), &url);
             if a.status.to_string() != want {
-                problems.push(format!("{} {url}: answered {}, described {want}: {}", method.to_uppercase(), a.status, a.body));
+                problems.push(format!(
+                    "{} {url}: answered {}, described {want}: {}",
+                    method.to_uppercase(),
+                    a.status,
+                    a.body
+                ));
                 continue;
             }
             let content = &responses[&want]["content"];
@@ -405,18 +524,37 @@ fn the_openapi_description_matches_the_server() {
             };
             let got = a.header("content-type").unwrap_or("");
             if !got.starts_with(ctype.as_str()) {
-                problems.push(format!("{method} {url}: content-type {got}, described {ctype}"));
+                problems.push(format!(
+                    "{method} {url}: content-type {got}, described {ctype}"
+                ));
             }
             if ctype == "application/json" {
-                check(&spec, &media["schema"], &a.json(), &format!("{method} {url}"), &mut problems);
+                check(
+                    &spec,
+                    &media["schema"],
+                    &a.json(),
+                    &format!("{method} {url}"),
+                    &mut problems,
+                );
             }
         }
     }
     assert_eq!(tried, expected, "every path and method was tried");
-    assert!(problems.is_empty(), "the server differs from docs/openapi.yaml:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "the server differs from docs/openapi.yaml:\n{}",
+        problems.join("\n")
+    );
     // And the server serves nothing under /api/v1 that the description lacks.
-    let undescribed = ["/api/v1/sessions/web/logs", "/api/v1/controller", "/api/v1/events"];
+    let undescribed = [
+        "/api/v1/sessions/web/logs",
+        "/api/v1/controller",
+        "/api/v1/events",
+    ];
     for p in undescribed {
-        assert!(paths.keys().any(|k| k.replace("{name}", "web") == p), "{p} described");
+        assert!(
+            paths.keys().any(|k| k.replace("{name}", "web") == p),
+            "{p} described"
+        );
     }
 }

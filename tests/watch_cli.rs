@@ -33,7 +33,12 @@ fn get_w(dir: &std::path::Path) -> (std::process::Child, mpsc::Receiver<String>)
 }
 
 /// Waits for a line satisfying `pred`; returns every line read so far.
-fn wait_line(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, what: &str, pred: impl Fn(&str) -> bool) {
+fn wait_line(
+    rx: &mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) {
     let start = std::time::Instant::now();
     loop {
         if seen.iter().any(|l| pred(l)) {
@@ -52,7 +57,9 @@ fn interrupt(child: &mut std::process::Child) {
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     );
-    let status = wait_for("get -w to exit on Ctrl-C", || child.try_wait().ok().flatten());
+    let status = wait_for("get -w to exit on Ctrl-C", || {
+        child.try_wait().ok().flatten()
+    });
     assert!(status.success(), "Ctrl-C ends get -w cleanly: {status:?}");
 }
 
@@ -66,11 +73,18 @@ fn get_w_prints_a_line_when_a_session_changes_phase() {
     let (mut child, rx) = get_w(&dir);
     let mut seen = Vec::new();
     wait_line(&rx, &mut seen, "the table", |l| l.starts_with("NAME"));
-    wait_line(&rx, &mut seen, "web Running", |l| l.starts_with("web") && l.contains("Running"));
+    wait_line(&rx, &mut seen, "web Running", |l| {
+        l.starts_with("web") && l.contains("Running")
+    });
     let before = seen.len();
     // The phase changes: a line says so without asking again.
-    write_file(&dir.join("web.yaml"), &format!("{}  suspend: true\n", long("web")));
-    wait_line(&rx, &mut seen, "web Cancelled", |l| l.starts_with("web") && l.contains("Cancelled"));
+    write_file(
+        &dir.join("web.yaml"),
+        &format!("{}  suspend: true\n", long("web")),
+    );
+    wait_line(&rx, &mut seen, "web Cancelled", |l| {
+        l.starts_with("web") && l.contains("Cancelled")
+    });
     assert!(seen.len() > before);
     interrupt(&mut child);
 }
@@ -89,7 +103,9 @@ fn get_w_follows_the_status_files_when_no_controller_runs() {
     wait_line(&rx, &mut seen, "the table", |l| l.starts_with("NAME"));
     // A controller started now writes the status files the watch follows.
     let _c = Controller::start(&dir, &[]);
-    wait_line(&rx, &mut seen, "web Running", |l| l.starts_with("web") && l.contains("Running") && !l.contains("NAME"));
+    wait_line(&rx, &mut seen, "web Running", |l| {
+        l.starts_with("web") && l.contains("Running") && !l.contains("NAME")
+    });
     interrupt(&mut child);
 }
 
@@ -122,7 +138,12 @@ fn restart_stop_and_status_act_through_the_socket() {
     let first = wait_phase(&dir, "web", "Running");
     wait_api(&dir);
     let run = |args: &[&str]| {
-        let out = Command::new(bin()).args(args).arg("--dir").arg(&dir).output().expect("run");
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--dir")
+            .arg(&dir)
+            .output()
+            .expect("run");
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -137,11 +158,14 @@ fn restart_stop_and_status_act_through_the_socket() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("web: restart asked"), "{out}");
     wait_status(&dir, "web", "a new attempt", |s| {
-        s["status"]["phase"] == "Running" && s["status"]["attempt"].as_u64() > first["status"]["attempt"].as_u64()
+        s["status"]["phase"] == "Running"
+            && s["status"]["attempt"].as_u64() > first["status"]["attempt"].as_u64()
     });
 
     let (code, _, err) = run(&["stop", "web", "ghost"]);
     assert_eq!(code, Some(1), "one name is unknown");
     assert!(err.contains("ghost") && err.contains("hint"), "{err}");
-    wait_status(&dir, "web", "stopped", |s| s["status"]["reason"] == "StoppedByRequest");
+    wait_status(&dir, "web", "stopped", |s| {
+        s["status"]["reason"] == "StoppedByRequest"
+    });
 }

@@ -80,12 +80,22 @@ fn the_dashboard_shows_sessions_live_and_output_as_text() {
     // The page and its headers, before a browser is involved.
     let page = tcp(&addr, "GET", "/", &[]);
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-security-policy"), Some("default-src 'self'"));
-    assert!(!page.body.contains("<script>"), "no inline script: {}", page.body);
+    assert_eq!(
+        page.header("content-security-policy"),
+        Some("default-src 'self'")
+    );
+    assert!(
+        !page.body.contains("<script>"),
+        "no inline script: {}",
+        page.body
+    );
     assert!(page.body.contains("src=\"/dashboard.js\""));
     let js = tcp(&addr, "GET", "/dashboard.js", &[]);
     assert_eq!(js.status, 200);
-    assert!(!js.body.contains("innerHTML"), "the script builds text nodes only");
+    assert!(
+        !js.body.contains("innerHTML"),
+        "the script builds text nodes only"
+    );
 
     let port = free_port();
     let driver = Command::new(&chromedriver)

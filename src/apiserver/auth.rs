@@ -116,7 +116,10 @@ mod tests {
         let h = hyper::HeaderMap::new();
         let tcp = Transport::Tcp { token: None };
         assert_eq!(check(&tcp, &h, "/api/v1/sessions", false), Verdict::Allowed);
-        assert_eq!(check(&tcp, &h, "/api/v1/sessions/a/stop", true), Verdict::ActsOff);
+        assert_eq!(
+            check(&tcp, &h, "/api/v1/sessions/a/stop", true),
+            Verdict::ActsOff
+        );
         assert_eq!(check(&Transport::Unix, &h, "/x", true), Verdict::Allowed);
     }
 
@@ -126,13 +129,19 @@ mod tests {
             token: Some("0123456789abcdef".into()),
         };
         let mut h = hyper::HeaderMap::new();
-        assert_eq!(check(&tcp, &h, "/api/v1/sessions", false), Verdict::NeedsToken);
+        assert_eq!(
+            check(&tcp, &h, "/api/v1/sessions", false),
+            Verdict::NeedsToken
+        );
         assert_eq!(check(&tcp, &h, "/healthz", false), Verdict::Allowed);
         h.insert(
             hyper::header::AUTHORIZATION,
             hyper::header::HeaderValue::from_static("Bearer 0123456789abcdef"),
         );
-        assert_eq!(check(&tcp, &h, "/api/v1/sessions/a/stop", true), Verdict::Allowed);
+        assert_eq!(
+            check(&tcp, &h, "/api/v1/sessions/a/stop", true),
+            Verdict::Allowed
+        );
         let mut c = hyper::HeaderMap::new();
         c.insert(
             hyper::header::COOKIE,

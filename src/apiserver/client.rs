@@ -57,7 +57,11 @@ impl Client {
     }
 
     /// Sends one request; returns the response (its body not read yet).
-    pub async fn send(&self, method: &str, path: &str) -> Result<hyper::Response<Incoming>, ClientError> {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
         let stream = match tokio::net::UnixStream::connect(&self.socket).await {
             Ok(s) => s,
             Err(e)

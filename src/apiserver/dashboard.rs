@@ -13,7 +13,8 @@ const SCRIPT: &str = include_str!("dashboard/dashboard.js");
 const STYLE: &str = include_str!("dashboard/dashboard.css");
 
 fn asset(content_type: &str, text: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(hyper::body::Bytes::from_static(text.as_bytes())).boxed());
+    let mut resp =
+        Response::new(Full::new(hyper::body::Bytes::from_static(text.as_bytes())).boxed());
     let h = resp.headers_mut();
     for (k, v) in [
         ("content-type", content_type),

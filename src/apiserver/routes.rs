@@ -194,10 +194,7 @@ pub fn controller(hub: &Hub) -> Value {
         doc = json!({"kind": "ControllerStatus"});
     }
     doc["healthy"] = json!(hub.metrics.healthy());
-    doc["ready"] = json!(hub
-        .metrics
-        .ready
-        .load(std::sync::atomic::Ordering::Relaxed));
+    doc["ready"] = json!(hub.metrics.ready.load(std::sync::atomic::Ordering::Relaxed));
     doc["apiSocket"] = json!(super::socket_path(&hub.control_dir).display().to_string());
     doc
 }

@@ -31,9 +31,7 @@ impl hyper::body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|m| m.map(|b| Ok(Frame::data(b))))
+        self.rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
     }
 }
 

@@ -243,7 +243,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The PHASE column: the phase, `Terminating (kill in 8s)` for a session
 /// being stopped (its status phase stays Running, as a pod's does), and
 /// `Recovering (next in 16s)` with the next attempt's time.
-pub(super) fn phase_column(st: &crate::api::status::SessionStatus, now: chrono::DateTime<Utc>) -> String {
+pub(super) fn phase_column(
+    st: &crate::api::status::SessionStatus,
+    now: chrono::DateTime<Utc>,
+) -> String {
     let until = |t: chrono::DateTime<Utc>, what: &str, due: &str| {
         if t > now {
             format!("{what} in {}", human_age(t - now))

@@ -80,7 +80,7 @@ async fn watch_files(
         if client.socket().exists() {
             return Ok(false);
         }
-        printed.from_files(args)?;
+        printed.read_files(args)?;
         tokio::select! {
             // A safety net for missed file events, bounded.
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -131,7 +131,7 @@ impl Printed {
         Ok(())
     }
 
-    fn from_files(&mut self, args: &Args) -> anyhow::Result<()> {
+    fn read_files(&mut self, args: &Args) -> anyhow::Result<()> {
         let Ok(found) = read_statuses(&args.dir) else {
             return Ok(());
         };
@@ -208,9 +208,10 @@ fn line(s: &SessionStatusDoc) -> String {
         name_of(s),
         phase_column(st, now),
         st.restarts,
-        since.map(|t| human_age(now - t)).unwrap_or_else(|| "-".into()),
+        since
+            .map(|t| human_age(now - t))
+            .unwrap_or_else(|| "-".into()),
         st.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
         reason_column(st)
     )
 }
-

@@ -47,7 +47,11 @@ pub struct Args {
     /// /metrics, health on /healthz and /readyz, the web dashboard on / and the
     /// API on /api/v1 (reads only, unless --http-token-file). Off by default.
     /// `--metrics-addr` is the old name.
-    #[arg(long = "http-addr", visible_alias = "metrics-addr", value_name = "ADDR")]
+    #[arg(
+        long = "http-addr",
+        visible_alias = "metrics-addr",
+        value_name = "ADDR"
+    )]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// A file whose first line is the token every request over --http-addr must
     /// send (`Authorization: Bearer TOKEN`); it also turns acting (restart,

@@ -8,7 +8,9 @@ use crate::apiserver::client::Client;
 
 /// Arguments of `status`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  sessionlet status --dir examples/sessions\n  sessionlet status -o json")]
+#[command(
+    after_help = "Example:\n  sessionlet status --dir examples/sessions\n  sessionlet status -o json"
+)]
 pub struct Args {
     /// The status directory of the running controller.
     #[arg(long, default_value = ".")]
@@ -21,7 +23,10 @@ pub struct Args {
 /// Runs `status`: exit 0 when healthy, 1 when not, 2 on bad usage.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.output.as_deref().is_some_and(|o| o != "json") {
-        eprintln!("sessionlet: -o {}: only `json` is known (or no -o for text)", args.output.unwrap_or_default());
+        eprintln!(
+            "sessionlet: -o {}: only `json` is known (or no -o for text)",
+            args.output.unwrap_or_default()
+        );
         return Ok(ExitCode::from(2));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -32,7 +37,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.output.is_some() {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        let s = |k: &str| v[k].as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+        let s = |k: &str| {
+            v[k].as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| "-".into())
+        };
         println!("controller:  pid {} (version {})", v["pid"], s("version"));
         println!("started:     {}", s("startedAt"));
         println!("manifests:   {}", s("manifestDir"));
@@ -40,8 +49,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("api socket:  {}", s("apiSocket"));
         println!(
             "health:      {} · {}",
-            if healthy { "healthy" } else { "UNHEALTHY (no reconcile pass within two resync intervals)" },
-            if v["ready"].as_bool().unwrap_or(false) { "ready" } else { "not ready" }
+            if healthy {
+                "healthy"
+            } else {
+                "UNHEALTHY (no reconcile pass within two resync intervals)"
+            },
+            if v["ready"].as_bool().unwrap_or(false) {
+                "ready"
+            } else {
+                "not ready"
+            }
         );
         println!("sessions:    {}", v["totalSessions"]);
         if let Some(by) = v["sessionsByPhase"].as_object() {
@@ -58,5 +75,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

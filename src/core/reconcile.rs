@@ -437,7 +437,13 @@ fn finish_attempt(
     rec.run = Run::Backoff { until };
 }
 
-pub(super) fn terminal(rec: &mut Record, phase: Phase, reason: Reason, message: String, now: DateTime<Utc>) {
+pub(super) fn terminal(
+    rec: &mut Record,
+    phase: Phase,
+    reason: Reason,
+    message: String,
+    now: DateTime<Utc>,
+) {
     rec.run = Run::Done;
     rec.wait = None;
     rec.outcome = Some(Outcome {
@@ -565,7 +571,14 @@ pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Pl
             }
         });
         let before = rec.clone();
-        if super::requests::step(&mut state.requests, d, rec, now, &mut plan, state.shutting_down) {
+        if super::requests::step(
+            &mut state.requests,
+            d,
+            rec,
+            now,
+            &mut plan,
+            state.shutting_down,
+        ) {
             if *rec != before {
                 state.dirty.insert(d.name.clone());
             }
@@ -976,13 +989,12 @@ fn start_candidates(
 /// nor exited.
 pub fn is_restart(rec: &Record) -> bool {
     rec.attempt > 1
-        && !rec
-            .last_exit
-            .as_ref()
-            .is_some_and(|e| matches!(
+        && !rec.last_exit.as_ref().is_some_and(|e| {
+            matches!(
                 e.reason,
                 Reason::ControllerStopped | Reason::RestartRequested | Reason::StoppedByRequest
-            ))
+            )
+        })
 }
 
 /// True when the record's attempt runs what `d` asks for: its generation

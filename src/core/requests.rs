@@ -183,7 +183,13 @@ fn hold(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Pla
                 .as_ref()
                 .is_none_or(|o| o.reason != Reason::StoppedByRequest)
             {
-                terminal(rec, Phase::Cancelled, Reason::StoppedByRequest, stopped_message(), now);
+                terminal(
+                    rec,
+                    Phase::Cancelled,
+                    Reason::StoppedByRequest,
+                    stopped_message(),
+                    now,
+                );
             }
             true
         }
@@ -199,7 +205,13 @@ fn stopped_message() -> String {
 /// once (restart), neither counted as a failure.
 pub fn finished(rec: &mut Record, why: Reason, now: DateTime<Utc>) {
     if why == Reason::StoppedByRequest {
-        terminal(rec, Phase::Cancelled, Reason::StoppedByRequest, stopped_message(), now);
+        terminal(
+            rec,
+            Phase::Cancelled,
+            Reason::StoppedByRequest,
+            stopped_message(),
+            now,
+        );
     } else {
         rec.run = Run::Idle;
         rec.wait = None;

@@ -36,7 +36,9 @@ pub fn socket(dir: &Path) -> PathBuf {
 }
 
 fn exchange(mut s: impl Read + Write, method: &str, path: &str, extra: &[(&str, &str)]) -> Answer {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
     for (k, v) in extra {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -62,7 +64,11 @@ fn parse(text: &str) -> Answer {
     let chunked = headers
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Answer {
         status,
         headers,
@@ -85,15 +91,18 @@ fn dechunk(mut s: &str) -> String {
 
 /// A request over the Unix socket.
 pub fn unix(dir: &Path, method: &str, path: &str) -> Answer {
-    let s = std::os::unix::net::UnixStream::connect(socket(dir)).expect("connect to the API socket");
-    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let s =
+        std::os::unix::net::UnixStream::connect(socket(dir)).expect("connect to the API socket");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
     exchange(s, method, path, &[])
 }
 
 /// A request over TCP, with extra headers.
 pub fn tcp(addr: &str, method: &str, path: &str, extra: &[(&str, &str)]) -> Answer {
     let s = std::net::TcpStream::connect(addr).expect("connect over TCP");
-    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
     exchange(s, method, path, extra)
 }
 
@@ -106,9 +115,14 @@ pub fn wait_api(dir: &Path) {
 
 /// Opens the watch stream and reads events until `until` says stop (or
 /// the deadline passes: then panics). Returns the events read (name, data).
-pub fn watch_until(dir: &Path, what: &str, until: impl Fn(&[(String, Value)]) -> bool) -> Vec<(String, Value)> {
+pub fn watch_until(
+    dir: &Path,
+    what: &str,
+    until: impl Fn(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
     let mut s = std::os::unix::net::UnixStream::connect(socket(dir)).expect("connect");
-    s.set_read_timeout(Some(super::common::DEADLINE)).expect("timeout");
+    s.set_read_timeout(Some(super::common::DEADLINE))
+        .expect("timeout");
     s.write_all(b"GET /api/v1/watch HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .expect("send");
     let mut r = BufReader::new(s);
@@ -130,7 +144,10 @@ pub fn watch_until(dir: &Path, what: &str, until: impl Fn(&[(String, Value)]) ->
                 return events;
             }
         }
-        assert!(start.elapsed() < super::common::DEADLINE, "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < super::common::DEADLINE,
+            "timed out waiting for {what}"
+        );
     }
 }
 

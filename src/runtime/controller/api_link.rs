@@ -95,7 +95,11 @@ impl Controller {
                 )),
                 None => None,
             };
-            let acting = if token.is_some() { "reads and acts with the token" } else { "reads only" };
+            let acting = if token.is_some() {
+                "reads and acts with the token"
+            } else {
+                "reads only"
+            };
             let bound = crate::telemetry::http::serve(addr, hub, token)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot serve HTTP on {addr}: {e}"))?;
@@ -113,10 +117,10 @@ impl Controller {
                 self.desired.sessions.contains_key(&name),
                 self.state.shutting_down,
             ),
-            Act::Stop => self
-                .state
-                .requests
-                .ask_stop(&name, self.desired.sessions.get(&name).map(|d| d.generation)),
+            Act::Stop => self.state.requests.ask_stop(
+                &name,
+                self.desired.sessions.get(&name).map(|d| d.generation),
+            ),
         };
         let answer = match result {
             Ok(()) => {
@@ -127,7 +131,9 @@ impl Controller {
                     Act::Stop => "stopped until its spec changes or a restart is asked",
                 };
                 tracing::info!(session = %name, "{} asked through the API", cmd.act.as_str());
-                Ok(json!({"name": name, "action": cmd.act.as_str(), "accepted": true, "message": message}))
+                Ok(
+                    json!({"name": name, "action": cmd.act.as_str(), "accepted": true, "message": message}),
+                )
             }
             Err(Refused::Unknown) => Err(ApiError::unknown("session", &name)),
             Err(Refused::ShuttingDown) => Err(ApiError::new(
@@ -160,7 +166,13 @@ impl Controller {
             .iter()
             .map(|(n, g)| {
                 let spec_hash = self.catalog.known("Session", n).map(|k| k.spec_hash);
-                (n, Held { generation: *g, spec_hash })
+                (
+                    n,
+                    Held {
+                        generation: *g,
+                        spec_hash,
+                    },
+                )
             })
             .collect();
         let path = self.layout.control_dir().join(STOPPED_FILE);
@@ -172,10 +184,21 @@ impl Controller {
     }
 
     /// The documents just written for `stem`, to the API's readers.
-    pub(super) fn api_publish(&self, stem: &str, sessions: &[SessionStatusDoc], pools: &[PoolStatusDoc]) {
+    pub(super) fn api_publish(
+        &self,
+        stem: &str,
+        sessions: &[SessionStatusDoc],
+        pools: &[PoolStatusDoc],
+    ) {
         let Some(link) = &self.api else { return };
-        let s = sessions.iter().filter_map(|d| serde_json::to_value(d).ok()).collect();
-        let p = pools.iter().filter_map(|d| serde_json::to_value(d).ok()).collect();
+        let s = sessions
+            .iter()
+            .filter_map(|d| serde_json::to_value(d).ok())
+            .collect();
+        let p = pools
+            .iter()
+            .filter_map(|d| serde_json::to_value(d).ok())
+            .collect();
         link.hub.publish_file(stem, s, p);
     }
 
