@@ -169,3 +169,35 @@ fn restart_stop_and_status_act_through_the_socket() {
         s["status"]["reason"] == "StoppedByRequest"
     });
 }
+
+#[test]
+fn the_new_commands_have_help_with_an_example() {
+    for sub in ["restart", "stop", "status"] {
+        let out = Command::new(bin())
+            .args([sub, "--help"])
+            .output()
+            .expect("help");
+        assert!(out.status.success(), "{sub} --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("Example") && text.contains(&format!("sessionlet {sub}")),
+            "{sub}: {text}"
+        );
+    }
+    let out = Command::new(bin())
+        .args(["get", "--help"])
+        .output()
+        .expect("help");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--watch"));
+    let out = Command::new(bin())
+        .args(["run", "--help"])
+        .output()
+        .expect("help");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--http-addr")
+            && text.contains("metrics-addr")
+            && text.contains("--http-token-file"),
+        "{text}"
+    );
+}

@@ -97,8 +97,21 @@ pub fn step(
         .get(&d.name)
         .is_some_and(|g| *g != d.generation)
     {
-        // A spec change releases a stopped session.
+        // A spec change releases a stopped session, also one that applies
+        // in place (which would otherwise leave a finished run finished).
         requests.stopped.remove(&d.name);
+        if !rec.run.is_live()
+            && rec
+                .outcome
+                .as_ref()
+                .is_some_and(|o| o.reason == Reason::StoppedByRequest)
+        {
+            *rec = Record {
+                generation: d.generation,
+                last_exit: rec.last_exit.take(),
+                ..Record::default()
+            };
+        }
     }
     if requests.restart.contains(&d.name) {
         return restart(requests, d, rec, now, plan);
@@ -215,5 +228,163 @@ pub fn finished(rec: &mut Record, why: Reason, now: DateTime<Utc>) {
     } else {
         rec.run = Run::Idle;
         rec.wait = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::api::{Duration, RestartPolicy, SessionSpec};
+    use crate::core::{observe, reconcile, Desired, Event, ExitStatus, State};
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn world() -> (Desired, State) {
+        let spec = SessionSpec {
+            command: Some(vec!["sleep".into(), "infinity".into()]),
+            termination_grace_period: Duration::from_secs(10),
+            restart_policy: RestartPolicy::Always,
+            ..SessionSpec::default()
+        };
+        let mut desired = Desired::default();
+        desired.sessions.insert(
+            "web".into(),
+            DesiredSession {
+                name: "web".into(),
+                spec: Arc::new(spec),
+                generation: 1,
+                first_seen: t0(),
+                replica: None,
+                restarted_at: None,
+            },
+        );
+        (desired, State::default())
+    }
+
+    /// Reconciles and answers every spawn and signal the plan asks for, as the shell would.
+    fn settle(desired: &Desired, state: &mut State, pid: &mut u32, now: DateTime<Utc>) {
+        for _ in 0..8 {
+            let plan = reconcile(desired, state, now);
+            let mut fed = false;
+            for a in plan.actions {
+                match a {
+                    Action::Spawn { name, .. } => {
+                        *pid += 1;
+                        observe(desired, state, Event::Spawned { name, pid: *pid }, now);
+                        fed = true;
+                    }
+                    Action::Signal { name, pid, .. } => {
+                        let status = ExitStatus::Code(0);
+                        observe(desired, state, Event::Exited { name, pid, status }, now);
+                        fed = true;
+                    }
+                    _ => {}
+                }
+            }
+            if !fed {
+                return;
+            }
+        }
+    }
+
+    fn running_pid(state: &State) -> Option<u32> {
+        match &state.sessions["web"].run {
+            Run::Running(r) => Some(r.pid),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_restart_starts_a_new_attempt_without_counting_a_failure() {
+        let (desired, mut state) = world();
+        let mut pid = 100;
+        settle(&desired, &mut state, &mut pid, t0());
+        let first = running_pid(&state);
+        assert!(first.is_some());
+        state.requests.ask_restart("web", true, false).ok();
+        settle(&desired, &mut state, &mut pid, t0());
+        let rec = &state.sessions["web"];
+        assert!(
+            running_pid(&state).is_some() && running_pid(&state) != first,
+            "{rec:?}"
+        );
+        assert_eq!(rec.attempt, 2);
+        assert_eq!(rec.restarts, 0);
+        assert_eq!(rec.failures, 0);
+        assert_eq!(
+            rec.last_exit.as_ref().map(|e| e.reason),
+            Some(Reason::RestartRequested)
+        );
+        assert!(state.requests.restart.is_empty(), "honoured once");
+    }
+
+    #[test]
+    fn a_stop_holds_until_the_generation_changes() {
+        let (mut desired, mut state) = world();
+        let mut pid = 100;
+        settle(&desired, &mut state, &mut pid, t0());
+        state.requests.ask_stop("web", Some(1)).ok();
+        settle(&desired, &mut state, &mut pid, t0());
+        let held = |state: &State| {
+            let rec = &state.sessions["web"];
+            matches!(rec.run, Run::Done)
+                && rec.outcome.as_ref().map(|o| (o.phase, o.reason))
+                    == Some((Phase::Cancelled, Reason::StoppedByRequest))
+        };
+        assert!(held(&state), "{:?}", state.sessions["web"]);
+        // Later passes (a resync) keep it stopped.
+        settle(
+            &desired,
+            &mut state,
+            &mut pid,
+            t0() + chrono::Duration::hours(1),
+        );
+        assert!(held(&state));
+        // A new generation releases it.
+        if let Some(d) = desired.sessions.get_mut("web") {
+            d.generation = 2;
+        }
+        settle(
+            &desired,
+            &mut state,
+            &mut pid,
+            t0() + chrono::Duration::hours(1),
+        );
+        assert!(running_pid(&state).is_some());
+        assert!(state.requests.stopped.is_empty());
+    }
+
+    #[test]
+    fn a_restart_releases_a_stop_and_unknown_names_are_refused() {
+        let (desired, mut state) = world();
+        let mut pid = 100;
+        settle(&desired, &mut state, &mut pid, t0());
+        state.requests.ask_stop("web", Some(1)).ok();
+        settle(&desired, &mut state, &mut pid, t0());
+        assert!(running_pid(&state).is_none());
+        assert_eq!(state.requests.ask_restart("web", true, false), Ok(()));
+        settle(&desired, &mut state, &mut pid, t0());
+        assert!(running_pid(&state).is_some());
+        assert_eq!(
+            state.sessions["web"].restarts, 0,
+            "a requested start is not a restart after a failure"
+        );
+        assert_eq!(
+            state.requests.ask_restart("nope", false, false),
+            Err(Refused::Unknown)
+        );
+        assert_eq!(state.requests.ask_stop("nope", None), Err(Refused::Unknown));
+        assert_eq!(
+            state.requests.ask_restart("web", true, true),
+            Err(Refused::ShuttingDown)
+        );
     }
 }
