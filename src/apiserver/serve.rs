@@ -40,8 +40,9 @@ pub fn serve_unix(control_dir: &Path, hub: Arc<Hub>) -> std::io::Result<PathBuf>
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
-                // Out of descriptors, most likely: let others finish first.
-                tokio::task::yield_now().await;
+                // Out of descriptors, most likely: give the open ones time to end
+                // rather than spin.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
             // SO_PEERCRED: our own user, or root, who could read our files anyway.

@@ -77,7 +77,8 @@ async fn watch_files(
         watcher.watch(&control, notify::RecursiveMode::NonRecursive)?;
     }
     loop {
-        if client.socket().exists() {
+        // A controller answers (a socket left by a dead one refuses).
+        if std::os::unix::net::UnixStream::connect(client.socket()).is_ok() {
             return Ok(false);
         }
         printed.read_files(args)?;

@@ -34,6 +34,17 @@ pub(super) struct ApiLink {
     pub(super) hub: Arc<Hub>,
     rx: Option<mpsc::Receiver<Command>>,
     saved: BTreeMap<String, u64>,
+    /// The socket we bound, removed when the controller ends so that
+    /// clients see no controller rather than a refusing socket.
+    socket: Option<std::path::PathBuf>,
+}
+
+impl Drop for ApiLink {
+    fn drop(&mut self) {
+        if let Some(p) = &self.socket {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 impl Controller {
@@ -69,6 +80,7 @@ impl Controller {
             hub,
             rx: Some(rx),
             saved,
+            socket: None,
         });
     }
 
@@ -82,7 +94,10 @@ impl Controller {
         let hub = link.hub.clone();
         let rx = link.rx.take().unwrap_or_else(|| mpsc::channel(1).1);
         match crate::apiserver::serve::serve_unix(&self.layout.control_dir(), hub.clone()) {
-            Ok(p) => tracing::info!("API on unix:{}", p.display()),
+            Ok(p) => {
+                tracing::info!("API on unix:{}", p.display());
+                link.socket = Some(p);
+            }
             Err(e) => tracing::warn!(
                 "cannot serve the API socket in {} ({e}); restart, stop, status and get -w need it",
                 self.layout.control_dir().display()
