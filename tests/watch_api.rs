@@ -254,6 +254,20 @@ fn over_tcp_acting_needs_the_token() {
         &[("Authorization", "Bearer s3cret-token-0123456780")],
     );
     assert_eq!(wrong.status, 401);
+    // The dashboard's way in: /?token=T once sets a cookie that carries it.
+    let door = tcp(&addr, "GET", &format!("/?token={token}"), &[]);
+    assert_eq!(door.status, 303, "{}", door.body);
+    let cookie = door.header("set-cookie").unwrap_or("").to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap_or("").to_string();
+    assert_eq!(
+        tcp(&addr, "GET", "/api/v1/sessions", &[("Cookie", &pair)]).status,
+        200
+    );
+    assert_eq!(tcp(&addr, "GET", "/?token=wrong", &[]).status, 401);
     let bearer = format!("Bearer {token}");
     let ok = tcp(
         &addr,
@@ -266,6 +280,9 @@ fn over_tcp_acting_needs_the_token() {
     wait_status(&dir, "web", "a new attempt", |s| {
         s["status"]["phase"] == "Running" && pid_of(s).is_some() && pid_of(s) != pid_of(&before)
     });
+    // The socket needs no token, even with one configured for TCP.
+    wait_api(&dir);
+    assert_eq!(unix(&dir, "POST", "/api/v1/sessions/web/stop").status, 202);
 }
 
 #[test]
