@@ -986,7 +986,7 @@ fn start_candidates(
 /// Whether the attempt `rec` is starting counts as a restart: a start after
 /// an earlier attempt, unless the controller stopped that one itself on
 /// shutting down (a drain, then a new controller): the session never failed
-/// nor exited.
+/// nor exited; nor does a start asked through the API (core::requests).
 pub fn is_restart(rec: &Record) -> bool {
     rec.attempt > 1
         && !rec.last_exit.as_ref().is_some_and(|e| {
