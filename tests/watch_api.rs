@@ -132,16 +132,37 @@ fn the_stream_sends_a_change_as_it_happens() {
             &dir2.join("web.yaml"),
             &format!("{}  suspend: true\n", long("web")),
         );
+        // Once the stream said so, delete the manifest.
+        wait_for("the watcher to see Cancelled", || {
+            std::fs::read_to_string(dir2.join("cancelled")).ok()
+        });
+        std::fs::remove_file(dir2.join("web.yaml")).expect("remove the manifest");
     });
-    let events = watch_until(&dir, "web Cancelled", |e| {
+    let events = watch_until(&dir, "web deleted", |e| {
         if e.iter().any(|(n, _)| n == "synced") {
             let _ = std::fs::write(dir.join("watching"), "1");
         }
-        e.iter()
+        if e.iter()
             .any(|(n, d)| n == "session" && d["status"]["phase"] == "Cancelled")
+        {
+            let _ = std::fs::write(dir.join("cancelled"), "1");
+        }
+        e.iter()
+            .any(|(n, d)| n == "deleted" && d["name"] == "web" && d["kind"] == "Session")
     });
     edit.join().expect("edit");
-    assert!(events.iter().any(|(n, _)| n == "synced"));
+    let synced = events
+        .iter()
+        .position(|(n, _)| n == "synced")
+        .unwrap_or(usize::MAX);
+    let cancelled = events
+        .iter()
+        .position(|(n, d)| n == "session" && d["status"]["phase"] == "Cancelled")
+        .unwrap_or(0);
+    assert!(
+        synced < cancelled,
+        "the change came live, after the snapshot: {events:?}"
+    );
 }
 
 #[test]
@@ -574,4 +595,33 @@ fn the_openapi_description_matches_the_server() {
             "{p} described"
         );
     }
+}
+
+#[test]
+fn a_bad_token_file_is_refused_with_the_fix() {
+    let (tmp, dir) = sessions_dir();
+    write_file(&dir.join("web.yaml"), &long("web"));
+    let short = tmp.path().join("short-token");
+    std::fs::write(&short, "abc\n").expect("token");
+    for file in [short, tmp.path().join("missing-token")] {
+        let out = std::process::Command::new(bin())
+            .args(["run", "--dir"])
+            .arg(&dir)
+            .args(["--http-addr", "127.0.0.1:0", "--http-token-file"])
+            .arg(&file)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("--http-token-file")
+                && err.contains(&file.display().to_string())
+                && err.contains("fix"),
+            "{err}"
+        );
+    }
+    assert!(
+        !dir.join(".sessionlet").join("api.sock").exists(),
+        "nothing started"
+    );
 }

@@ -119,6 +119,10 @@ fn parse_pass_env(s: &str) -> Result<String, String> {
 
 /// Runs the controller until it is drained.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // A bad token file is refused before anything starts (the keeper included).
+    if let Some(f) = &args.http_token_file {
+        crate::apiserver::auth::load_token(f).map_err(|e| anyhow::anyhow!(e))?;
+    }
     let opts = Options {
         dir: args.dir,
         status_dir: args.status_dir,
