@@ -76,6 +76,11 @@ struct Args {
     /// `--sessionlet-arg=--memory-limits --sessionlet-arg=sampled`.
     #[arg(long = "sessionlet-arg", allow_hyphen_values = true)]
     sessionlet_args: Vec<String>,
+    /// An older sessionlet build to measure side by side, as the peer
+    /// `baseline` (alternated with the others in the same run): how a
+    /// change costs, as a ratio, on a machine that may be busy.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// Idle window for CPU and status churn, seconds (default 30; --quick 10).
     #[arg(long)]
     idle_seconds: Option<u64>,
@@ -1154,6 +1159,15 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
         "sessionlet".into(),
         json!({"path": bin, "version": version}),
     );
+    if let Some(old) = &args.baseline {
+        let mut base = Sessionlet::new(old.clone());
+        base.label = "baseline";
+        base.base_args = args.sessionlet_args.clone();
+        base.extra_args = args.sessionlet_args.clone();
+        let v = peers::first_line(old, &["--version"]).unwrap_or_default();
+        info.insert("baseline".into(), json!({"path": old, "version": v}));
+        peer_list.push(Box::new(base));
+    }
     if wanted("raw") {
         peer_list.push(Box::new(Raw::new()));
         info.insert(
@@ -1234,7 +1248,13 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
     for (p, _) in &bench.skipped {
         all_peers.push(p.clone());
     }
-    let order = ["sessionlet", "raw-spawn", "supervisord", "runit"];
+    let order = [
+        "sessionlet",
+        "baseline",
+        "raw-spawn",
+        "supervisord",
+        "runit",
+    ];
     all_peers.sort_by_key(|p| order.iter().position(|o| o == p).unwrap_or(99));
     let refs: Vec<&str> = all_peers.iter().map(String::as_str).collect();
     let table = stats::markdown(&bench.figures, &refs);

@@ -146,6 +146,9 @@ pub struct Join {
     pub pid: u32,
     /// Its start time, guarding against a reused pid.
     pub start_ticks: Option<u64>,
+    /// Make the cgroup first (a session without a memory limit: its
+    /// cgroup is created here, off the spawn path; `Some(v2)`).
+    pub create: Option<bool>,
 }
 
 /// A thread that moves sessions into their cgroups after they started,
@@ -181,6 +184,15 @@ fn join(j: &Join) {
     use std::io::Write;
     if j.start_ticks.is_none() || super::process::start_ticks(j.pid) != j.start_ticks {
         return;
+    }
+    if let (Some(v2), Some(dir)) = (j.create, j.procs.parent()) {
+        if let Err(e) = super::cgroup::prepare(dir, v2, None) {
+            tracing::warn!(
+                "cannot create the cgroup {} ({e}); the session is contained by its process group and environment marker only",
+                dir.display()
+            );
+            return;
+        }
     }
     let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&j.procs) else {
         tracing::warn!("cannot open {} to join it", j.procs.display());

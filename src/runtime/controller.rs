@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::catalog::{Catalog, Entry};
-use super::files::{create_dir, write_atomic};
+use super::files::{create_dir, write_atomic, write_atomic_with};
 use super::keeper::{self, Child, ExitRecord, FromKeeper, Identity, Keeper, KeeperTx, Welcome};
 use super::layout::{attempt_logs, tail_lines, Layout};
 use super::process::{self, SpawnRequest};
@@ -46,7 +46,9 @@ pub struct Options {
     pub max_crash_dumps: usize,
     /// Attempts whose logs are kept per session.
     pub max_attempt_logs: u32,
-    /// Time to gather a burst of file events into one rescan.
+    /// How long a manifest being written (created or modified, not closed
+    /// yet) may stay quiet before it is read anyway. A finished change is
+    /// read at once.
     pub debounce: Duration,
     /// How often running sessions' memory, CPU and output are sampled (zero: never).
     pub usage_interval: Duration,
@@ -83,7 +85,7 @@ impl Default for Options {
             max_log_size: 10 << 20,
             max_crash_dumps: 10,
             max_attempt_logs: 5,
-            debounce: Duration::from_millis(2),
+            debounce: Duration::from_millis(50),
             usage_interval: Duration::from_secs(5),
             force_sampled_limits: false,
             metrics_addr: None,
@@ -657,7 +659,7 @@ impl Controller {
             .changes()
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let mut api_rx = self.api_start().await?;
-        let (watch_tx, mut watch_rx) = mpsc::channel::<()>(1);
+        let (watch_tx, mut watch_rx) = mpsc::channel::<watch::Wake>(8);
         let _watcher = if self.opts.poll {
             None
         } else {
@@ -694,7 +696,13 @@ impl Controller {
         self.story.seed(&self.state, &self.desired, &self.catalog);
         self.tombstones = super::tombstone::scan(&self.layout.status_dir, self.opts.tombstone_ttl);
         let mut rescan = true;
+        // When a file being written is read anyway (its writer keeps it open).
+        let mut settle_at: Option<tokio::time::Instant> = None;
         loop {
+            if rescan {
+                // This rescan reads every write so far.
+                settle_at = None;
+            }
             let wake_at = self.pass(rescan);
             rescan = false;
             if let Some(exit) = self.finished() {
@@ -720,10 +728,21 @@ impl Controller {
                 .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
-                Some(()) = watch_rx.recv() => {
-                    // Gather the rest of a burst (an editor's write + rename, a git checkout).
-                    tokio::time::sleep(self.opts.debounce).await;
-                    while watch_rx.try_recv().is_ok() {}
+                Some(wake) = watch_rx.recv() => {
+                    // A finished change (closed, renamed, deleted) is read at
+                    // once; a file still being written waits for its close,
+                    // or for a quiet `debounce` if its writer keeps it open.
+                    let mut now = wake == watch::Wake::Now;
+                    while let Ok(w) = watch_rx.try_recv() {
+                        now |= w == watch::Wake::Now;
+                    }
+                    if now {
+                        rescan = true;
+                    } else {
+                        settle_at.get_or_insert_with(|| tokio::time::Instant::now() + self.opts.debounce);
+                    }
+                }
+                _ = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)), if settle_at.is_some() => {
                     rescan = true;
                 }
                 Some(path) = agent_rx.recv() => {
@@ -1364,10 +1383,15 @@ impl Controller {
                 }
             }
         }
+        let create = match &self.memory_mode {
+            super::cgroup::Mode::Cgroup { v2, .. } => Some(*v2),
+            _ => None,
+        };
         let join = super::contain::Join {
             procs: super::cgroup::procs_file(cgroup),
             pid,
             start_ticks,
+            create,
         };
         if !self.joiner.as_ref().is_some_and(|j| j.join(join)) {
             self.joiner = None;
@@ -1560,7 +1584,10 @@ impl Controller {
         self.last_reconcile = started.elapsed();
         self.health.pass(self.last_reconcile);
         self.update_metrics();
-        self.write_controller_status(false);
+        if self.spawning.is_empty() {
+            // With spawns in flight, the answers' pass writes it.
+            self.write_controller_status(false);
+        }
         wake
     }
 
@@ -1737,23 +1764,27 @@ impl Controller {
         let joins_before_exec = spec.resources.max_memory.is_some() || spec.agent.is_some();
         if let super::cgroup::Mode::Cgroup { root, v2 } = &self.memory_mode {
             let path = super::cgroup::session_path(root, name);
-            match super::cgroup::prepare(&path, *v2, spec.resources.max_memory.map(|q| q.0)) {
-                Ok(()) => {
-                    oom_baseline = super::cgroup::oom_kills(&path, *v2);
-                    if joins_before_exec {
+            if !joins_before_exec {
+                // Made and joined by the joiner thread: a mkdir in a v1
+                // memory hierarchy costs a few hundred microseconds, which
+                // must not sit on the spawn path either. The OOM baseline
+                // is one read (0 when the cgroup is new), so that a kill
+                // counted under an earlier, limited spec is not blamed on
+                // this attempt.
+                oom_baseline = super::cgroup::oom_kills(&path, *v2);
+                join_after_spawn = true;
+                cgroup = Some(path);
+            } else {
+                match super::cgroup::prepare(&path, *v2, spec.resources.max_memory.map(|q| q.0)) {
+                    Ok(()) => {
+                        oom_baseline = super::cgroup::oom_kills(&path, *v2);
                         req.cgroup_procs = Some(super::cgroup::procs_file(&path));
-                    } else {
-                        join_after_spawn = true;
+                        cgroup = Some(path);
                     }
-                    cgroup = Some(path);
-                }
-                Err(e) if joins_before_exec => {
-                    let msg = format!("cannot create the memory cgroup {}: {e}; the limit is enforced by sampling", path.display());
-                    self.error(msg);
-                }
-                Err(e) => {
-                    let msg = format!("cannot create the cgroup {}: {e}; the session is contained by its process group and environment marker only", path.display());
-                    self.error(msg);
+                    Err(e) => {
+                        let msg = format!("cannot create the memory cgroup {}: {e}; the limit is enforced by sampling", path.display());
+                        self.error(msg);
+                    }
                 }
             }
         }
@@ -2080,7 +2111,45 @@ impl Controller {
 
     /// Writes the status file of every dirty manifest whose content changed.
     fn write_statuses(&mut self, now: DateTime<Utc>) {
-        for stem in std::mem::take(&mut self.dirty_stems) {
+        // Only a status that holds an exit not yet acknowledged must be on
+        // disk before the keeper forgets that exit (write-ahead exits): it
+        // is flushed. Every other update (Starting, Running, a pool's
+        // counts) is atomic but not flushed, so that no fsync sits on the
+        // spawn path; what a power cut could roll back there, the keeper's
+        // registry of live children holds.
+        let must_flush: BTreeSet<String> = self
+            .unacked
+            .iter()
+            .filter_map(|(_, name)| {
+                self.catalog
+                    .session_file
+                    .get(name)
+                    .or_else(|| self.live.get(name).map(|l| &l.stem))
+                    .cloned()
+            })
+            .collect();
+        // A session whose spawn is in flight is written once the keeper
+        // answered (microseconds to a few milliseconds later; its answer
+        // wakes the loop): its child execs meanwhile without competing with
+        // a status render and write, and `Starting` then `Running` become
+        // one write. The keeper's registry holds the child in that window.
+        let in_flight: BTreeSet<&str> = self
+            .spawning
+            .values()
+            .filter_map(|s| {
+                self.catalog
+                    .session_file
+                    .get(&s.name)
+                    .map(String::as_str)
+                    .or(Some(s.live.stem.as_str()))
+            })
+            .collect();
+        let (held, dirty): (BTreeSet<String>, BTreeSet<String>) =
+            std::mem::take(&mut self.dirty_stems)
+                .into_iter()
+                .partition(|stem| in_flight.contains(stem.as_str()) && !must_flush.contains(stem));
+        self.dirty_stems = held;
+        for stem in dirty {
             let path = self.layout.status_file(&stem);
             let Some(view) = self.catalog.views.get(&stem).cloned() else {
                 // The file is gone: its status goes too, unless a session it
@@ -2248,7 +2317,8 @@ impl Controller {
                 self.error(format!("cannot render the status of {stem}: {e}"));
                 continue;
             }
-            match write_atomic(&path, docs.join("---\n").as_bytes()) {
+            let flush = must_flush.contains(&stem);
+            match write_atomic_with(&path, docs.join("---\n").as_bytes(), flush) {
                 Ok(()) => {
                     self.api_publish(&stem, &session_docs, &pool_docs);
                     self.written.insert(path, hash);
@@ -2469,7 +2539,9 @@ impl Controller {
         let path = self.layout.controller_status();
         let result = create_dir(&self.layout.control_dir()).and_then(|()| {
             let text = codec::to_yaml(&status).map_err(std::io::Error::other)?;
-            write_atomic(&path, text.as_bytes())
+            // Figures for people and probes, rewritten at every change:
+            // atomic, never flushed (nothing is acknowledged on it).
+            write_atomic_with(&path, text.as_bytes(), false)
         });
         match result {
             Ok(()) => {

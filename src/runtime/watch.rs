@@ -1,40 +1,61 @@
-//! Watching the manifest directory: every relevant event means "rescan".
+//! Watching the manifest directory: which events mean "rescan now", which
+//! mean "a file is being written: rescan once it settles".
 
 use std::path::Path;
 
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-/// True when an event may change what the directory declares. The
-/// controller's own writes (status files, their temporary files) and mere
-/// reads (our own rescans open the directory) must not wake it, or it would
-/// wake itself forever.
-pub fn relevant(event: &notify::Result<notify::Event>) -> bool {
-    let Ok(event) = event else {
-        return true; // an error (e.g. queue overflow): rescan to be safe
-    };
-    if event.need_rescan() {
-        return true;
-    }
-    if matches!(event.kind, EventKind::Access(_)) {
-        return false;
-    }
-    event.paths.iter().any(|p| {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        // Kubernetes ConfigMap volumes swap the `..data` symlink.
-        name.starts_with("..") || crate::manifest::is_manifest_name(name)
-    })
+/// What an event asks of the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// A change is complete (a file closed after writing, renamed in or
+    /// out, deleted, its owner or mode changed): rescan at once.
+    Now,
+    /// A file is being written (created, or data written and not closed
+    /// yet): rescan when it closes, or after a short quiet time for a
+    /// writer that keeps it open.
+    Settle,
 }
 
-/// Watches `dir` (not recursively) and sends a token on every relevant
-/// event. The channel holds one token: a burst of events collapses into one
-/// rescan. Errors (an inotify queue overflow among them) also ask for a full
-/// rescan.
-pub fn watch(dir: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+/// What `event` asks for; `None` when it cannot change what the directory
+/// declares. The controller's own writes (status files, their temporary
+/// files) and mere reads (our own rescans open the directory) must not wake
+/// it, or it would wake itself forever.
+pub fn classify(event: &notify::Result<notify::Event>) -> Option<Wake> {
+    let Ok(event) = event else {
+        return Some(Wake::Now); // an error (e.g. queue overflow): rescan to be safe
+    };
+    if event.need_rescan() {
+        return Some(Wake::Now);
+    }
+    let wake = match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Wake::Now,
+        EventKind::Access(_) => return None,
+        EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_)) => Wake::Settle,
+        EventKind::Modify(ModifyKind::Any) | EventKind::Modify(ModifyKind::Other) => Wake::Settle,
+        _ => Wake::Now,
+    };
+    let concerns_manifests = event.paths.iter().any(|p| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        name.starts_with("..") || crate::manifest::is_manifest_name(name)
+    });
+    concerns_manifests.then_some(wake)
+}
+
+/// True when an event may change what the directory declares.
+pub fn relevant(event: &notify::Result<notify::Event>) -> bool {
+    classify(event).is_some()
+}
+
+/// Watches `dir`, sending what each relevant event asks for. The channel is
+/// small: a burst collapses into the wake-ups already queued.
+pub fn watch(dir: &Path, tx: mpsc::Sender<Wake>) -> notify::Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if relevant(&event) {
-            tracing::trace!(?event, "directory event");
-            let _ = tx.try_send(());
+        if let Some(wake) = classify(&event) {
+            tracing::trace!(?event, ?wake, "directory event");
+            let _ = tx.try_send(wake);
         }
     })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
@@ -44,7 +65,7 @@ pub fn watch(dir: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::Recomme
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{AccessKind, CreateKind, ModifyKind, RenameMode};
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 
     fn ev(kind: EventKind, path: &str) -> notify::Result<notify::Event> {
         Ok(notify::Event::new(kind).add_path(path.into()))
@@ -78,5 +99,23 @@ mod tests {
             "/d/..data"
         )));
         assert!(relevant(&Err(notify::Error::generic("queue overflow"))));
+    }
+
+    #[test]
+    fn a_finished_change_wakes_at_once_and_a_write_in_progress_settles() {
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert_eq!(classify(&ev(close, "/d/a.yaml")), Some(Wake::Now));
+        let moved = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        assert_eq!(classify(&ev(moved, "/d/a.yaml")), Some(Wake::Now));
+        let removed = EventKind::Remove(notify::event::RemoveKind::File);
+        assert_eq!(classify(&ev(removed, "/d/a.yaml")), Some(Wake::Now));
+        let chmod = EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any));
+        assert_eq!(classify(&ev(chmod, "/d/a.yaml")), Some(Wake::Now));
+        let created = EventKind::Create(CreateKind::File);
+        assert_eq!(classify(&ev(created, "/d/a.yaml")), Some(Wake::Settle));
+        let written = EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any));
+        assert_eq!(classify(&ev(written, "/d/a.yaml")), Some(Wake::Settle));
+        let read_closed = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert_eq!(classify(&ev(read_closed, "/d/a.yaml")), None);
     }
 }

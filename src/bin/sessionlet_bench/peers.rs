@@ -88,6 +88,9 @@ pub struct Sessionlet {
     pub log: PathBuf,
     /// Serve metrics on 127.0.0.1:PORT (for the benchmark's breakdowns).
     pub metrics_port: Option<u16>,
+    /// The peer's name in the results: `sessionlet`, or `baseline` for an
+    /// older build compared side by side (`--baseline BIN`).
+    pub label: &'static str,
 }
 
 impl Sessionlet {
@@ -105,6 +108,7 @@ impl Sessionlet {
             keeper: None,
             log: PathBuf::new(),
             metrics_port: None,
+            label: "sessionlet",
         }
     }
 
@@ -166,7 +170,7 @@ fn session_name(tag: u64) -> String {
 
 impl Peer for Sessionlet {
     fn name(&self) -> &'static str {
-        "sessionlet"
+        self.label
     }
     fn prepare(&mut self, dir: &Path, tags: &[u64]) -> Result<()> {
         self.dir = dir.join("sessions");
