@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod analysis;
 pub mod api;
+pub mod apiserver;
 pub mod cli;
 pub mod core;
 pub mod events;

@@ -40,6 +40,10 @@ pub struct Args {
     /// Output format (default: a table).
     #[arg(short, long, value_enum)]
     pub output: Option<Output>,
+    /// After the table, print one line per change as it happens (from the
+    /// controller's API stream, or the status files when none runs) until Ctrl-C.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
 }
 
 /// Runs `get`.
@@ -108,6 +112,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{}", serde_json::to_string_pretty(&values)?)?;
             } else {
                 write!(out, "{}", codec::to_yaml_multi(&values)?)?;
+            }
+            if args.watch {
+                drop(out);
+                return super::get_watch::run(&args);
             }
             return Ok(failed);
         }
@@ -214,6 +222,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "no status files in {} (is `sessionlet run` running on it?)",
             args.dir.display()
         );
+        if args.watch {
+            drop(out);
+            return super::get_watch::run(&args);
+        }
         return Ok(ExitCode::SUCCESS);
     }
     print_table(&mut out, &rows)?;
@@ -221,13 +233,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         writeln!(out)?;
         print_table(&mut out, &pools)?;
     }
+    if args.watch {
+        drop(out);
+        return super::get_watch::run(&args);
+    }
     Ok(failed)
 }
 
 /// The PHASE column: the phase, `Terminating (kill in 8s)` for a session
 /// being stopped (its status phase stays Running, as a pod's does), and
 /// `Recovering (next in 16s)` with the next attempt's time.
-fn phase_column(st: &crate::api::status::SessionStatus, now: chrono::DateTime<Utc>) -> String {
+pub(super) fn phase_column(
+    st: &crate::api::status::SessionStatus,
+    now: chrono::DateTime<Utc>,
+) -> String {
     let until = |t: chrono::DateTime<Utc>, what: &str, due: &str| {
         if t > now {
             format!("{what} in {}", human_age(t - now))
@@ -248,7 +267,7 @@ fn phase_column(st: &crate::api::status::SessionStatus, now: chrono::DateTime<Ut
 
 /// The REASON column; `ManifestInvalid` is added when the manifest no
 /// longer validates and the last good spec stays in force.
-fn reason_column(st: &crate::api::status::SessionStatus) -> String {
+pub(super) fn reason_column(st: &crate::api::status::SessionStatus) -> String {
     let mut reasons: Vec<String> = st.reason.iter().cloned().collect();
     let stale = st.phase != "Invalid" && !st.errors.is_empty();
     if stale && !reasons.iter().any(|r| r == "ManifestInvalid") {

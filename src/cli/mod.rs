@@ -10,11 +10,15 @@ pub mod describe;
 pub mod down;
 pub mod extras;
 pub mod get;
+pub mod get_watch;
 pub mod logs;
 pub mod plan;
 pub mod read;
+pub mod restart;
 pub mod run;
 pub mod schema;
+pub mod status;
+pub mod stop;
 pub mod validate;
 
 /// A Kubernetes-style reconciling controller for long-running sessions.
@@ -55,6 +59,12 @@ pub enum Command {
     Plan(plan::Args),
     /// Stop every session gracefully and end the keeper, with or without a running controller.
     Down(down::Args),
+    /// Restart sessions now through the running controller (not counted as a failure).
+    Restart(restart::Args),
+    /// Stop sessions through the running controller until their spec changes or a restart.
+    Stop(stop::Args),
+    /// The running controller's own status and health.
+    Status(status::Args),
     /// Print a shell completion script (bash, zsh or fish).
     Completion(extras::CompletionArgs),
     /// Print the man page, or write every man page in a folder.
@@ -129,6 +139,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing_with("warn");
             down::run(args)
         }
+        Command::Restart(args) => restart::run(args),
+        Command::Stop(args) => stop::run(args),
+        Command::Status(args) => status::run(args),
         Command::Completion(args) => extras::completion(args),
         Command::Man(args) => extras::man(args),
     }

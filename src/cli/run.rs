@@ -43,10 +43,21 @@ pub struct Args {
     /// where the controller may create one, `sampled` always stops sessions from sampled usage.
     #[arg(long, value_enum, default_value_t = MemoryLimits::Auto)]
     pub memory_limits: MemoryLimits,
-    /// Serve Prometheus metrics on /metrics and health on /healthz and /readyz at this
-    /// address (e.g. 127.0.0.1:9464). Off by default.
-    #[arg(long)]
+    /// Serve HTTP at this address (e.g. 127.0.0.1:9464): Prometheus metrics on
+    /// /metrics, health on /healthz and /readyz, the web dashboard on / and the
+    /// API on /api/v1 (reads only, unless --http-token-file). Off by default.
+    /// `--metrics-addr` is the old name.
+    #[arg(
+        long = "http-addr",
+        visible_alias = "metrics-addr",
+        value_name = "ADDR"
+    )]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// A file whose first line is the token every request over --http-addr must
+    /// send (`Authorization: Bearer TOKEN`); it also turns acting (restart,
+    /// stop) over TCP on. The Unix socket needs no token.
+    #[arg(long, value_name = "FILE")]
+    pub http_token_file: Option<PathBuf>,
     /// A policy file applied to every session: `constraints:` with `forbiddenCommands`
     /// and `forbiddenPatterns`, the same shape as a charter's.
     #[arg(long)]
@@ -108,6 +119,10 @@ fn parse_pass_env(s: &str) -> Result<String, String> {
 
 /// Runs the controller until it is drained.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // A bad token file is refused before anything starts (the keeper included).
+    if let Some(f) = &args.http_token_file {
+        crate::apiserver::auth::load_token(f).map_err(|e| anyhow::anyhow!(e))?;
+    }
     let opts = Options {
         dir: args.dir,
         status_dir: args.status_dir,
@@ -120,6 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         usage_interval: args.usage_interval,
         force_sampled_limits: args.memory_limits == MemoryLimits::Sampled,
         metrics_addr: args.metrics_addr,
+        http_token_file: args.http_token_file,
         policy: args.policy,
         pass_env: args.pass_env,
         gc_delete_manifests: args.gc_delete_manifests,

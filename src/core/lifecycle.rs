@@ -66,6 +66,8 @@ pub fn expected_exit(reason: Reason) -> bool {
             | Reason::Removed
             | Reason::Suspended
             | Reason::ControllerStopped
+            | Reason::StoppedByRequest
+            | Reason::RestartRequested
     )
 }
 

@@ -13,6 +13,7 @@ pub mod phase;
 pub mod plan;
 pub mod preview;
 pub mod reconcile;
+pub mod requests;
 pub mod signals;
 pub mod state;
 pub mod time;

@@ -118,6 +118,10 @@ pub enum Reason {
     AgentAbnormal,
     /// An agent run reported a failure (the agent block says which).
     AgentFailed,
+    /// Stopped through the API (`sessionlet stop`) until its next spec change or restart.
+    StoppedByRequest,
+    /// Restarted through the API (`sessionlet restart`): a new attempt, not a failure.
+    RestartRequested,
 }
 
 impl Reason {

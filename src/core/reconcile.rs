@@ -313,7 +313,12 @@ fn finish_attempt(
     let failed = exit.failed()
         && !matches!(
             exit.reason,
-            Reason::SpecChanged | Reason::Removed | Reason::Suspended | Reason::ControllerStopped
+            Reason::SpecChanged
+                | Reason::Removed
+                | Reason::Suspended
+                | Reason::ControllerStopped
+                | Reason::StoppedByRequest
+                | Reason::RestartRequested
         );
     if failed {
         exit.crash_dump = Some(crash_dump_name(name, &exit));
@@ -331,6 +336,9 @@ fn finish_attempt(
     };
     let spec = &d.spec;
     match stop.map(|s| s.why) {
+        Some(why @ (Reason::StoppedByRequest | Reason::RestartRequested)) => {
+            return super::requests::finished(rec, why, now);
+        }
         Some(Reason::SpecChanged) => {
             *rec = Record {
                 last_exit: rec.last_exit.take(),
@@ -429,7 +437,13 @@ fn finish_attempt(
     rec.run = Run::Backoff { until };
 }
 
-fn terminal(rec: &mut Record, phase: Phase, reason: Reason, message: String, now: DateTime<Utc>) {
+pub(super) fn terminal(
+    rec: &mut Record,
+    phase: Phase,
+    reason: Reason,
+    message: String,
+    now: DateTime<Utc>,
+) {
     rec.run = Run::Done;
     rec.wait = None;
     rec.outcome = Some(Outcome {
@@ -453,7 +467,7 @@ fn signal_name(sig: i32) -> String {
     Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.as_str().to_string())
 }
 
-fn begin_stop(
+pub(super) fn begin_stop(
     r: &mut Running,
     d: &DesiredSession,
     why: Reason,
@@ -557,6 +571,19 @@ pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Pl
             }
         });
         let before = rec.clone();
+        if super::requests::step(
+            &mut state.requests,
+            d,
+            rec,
+            now,
+            &mut plan,
+            state.shutting_down,
+        ) {
+            if *rec != before {
+                state.dirty.insert(d.name.clone());
+            }
+            continue;
+        }
         let blocked = d.replica.as_ref().is_some_and(|r| {
             unsettled
                 .get(r.pool.as_str())
@@ -805,7 +832,7 @@ fn escalate(
 }
 
 /// The first signal of a stop: SIGINT for agent runs, else the stop signal.
-fn first_signal(spec: &crate::api::SessionSpec) -> Signal {
+pub(super) fn first_signal(spec: &crate::api::SessionSpec) -> Signal {
     if spec.agent.is_some() {
         Signal::SIGINT
     } else {
@@ -959,13 +986,15 @@ fn start_candidates(
 /// Whether the attempt `rec` is starting counts as a restart: a start after
 /// an earlier attempt, unless the controller stopped that one itself on
 /// shutting down (a drain, then a new controller): the session never failed
-/// nor exited.
+/// nor exited; nor does a start asked through the API (core::requests).
 pub fn is_restart(rec: &Record) -> bool {
     rec.attempt > 1
-        && !rec
-            .last_exit
-            .as_ref()
-            .is_some_and(|e| e.reason == Reason::ControllerStopped)
+        && !rec.last_exit.as_ref().is_some_and(|e| {
+            matches!(
+                e.reason,
+                Reason::ControllerStopped | Reason::RestartRequested | Reason::StoppedByRequest
+            )
+        })
 }
 
 /// True when the record's attempt runs what `d` asks for: its generation

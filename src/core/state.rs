@@ -19,6 +19,8 @@ pub struct State {
     pub pools: BTreeMap<String, PoolStats>,
     /// True while draining: stop everything, start nothing.
     pub shutting_down: bool,
+    /// Restart and stop requests from the local API (core::requests).
+    pub requests: super::requests::Requests,
     /// Sessions whose status must be written.
     pub(crate) dirty: BTreeSet<String>,
     /// Actions decided while observing events, emitted by the next reconcile.

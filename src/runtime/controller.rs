@@ -18,6 +18,8 @@ use super::layout::{attempt_logs, tail_lines, Layout};
 use super::process::{self, SpawnRequest};
 use super::render::{self, Extras, Transitions};
 use super::{crash_dump, lock, watch};
+
+mod api_link;
 use crate::api::status::{ControllerStatus, LogPaths, SessionStatusDoc};
 use crate::core::{self, Action, Desired, Event, Phase, Reason, Run, State};
 use crate::manifest::codec;
@@ -54,6 +56,8 @@ pub struct Options {
     pub force_sampled_limits: bool,
     /// Serve Prometheus metrics and health checks here.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `--http-token-file`: the token acting (and reading) over TCP needs.
+    pub http_token_file: Option<PathBuf>,
     /// Constraints applied to every session (same shape as a charter's).
     pub policy: Option<PathBuf>,
     /// Variables of the controller's environment passed to every session
@@ -85,6 +89,7 @@ impl Default for Options {
             usage_interval: Duration::from_secs(5),
             force_sampled_limits: false,
             metrics_addr: None,
+            http_token_file: None,
             policy: None,
             pass_env: Vec::new(),
             drain: false,
@@ -223,6 +228,10 @@ pub struct Controller {
     /// resync looks for sessions that ended unreported.
     keeper_events_open: bool,
     agent_watcher: Option<std::sync::Mutex<notify::RecommendedWatcher>>,
+    /// Lifecycle events: the file in the control folder and the live feed.
+    events: crate::events::EventLog,
+    /// The local API's hub and command channel (api_link).
+    api: Option<api_link::ApiLink>,
     _lock: lock::Lock,
 }
 
@@ -268,6 +277,7 @@ impl Controller {
         let welcome = std::mem::take(&mut keeper.welcome);
         let keeper_pid = welcome.keeper_pid;
         let collected = super::collected::load(&layout.control_dir());
+        let layout_control_dir = layout.control_dir();
         let mut c = Controller {
             opts,
             layout,
@@ -312,6 +322,8 @@ impl Controller {
             log_guard: super::log_guard::LogGuard::new(!poll),
             keeper_events_open: true,
             agent_watcher: None,
+            events: crate::events::EventLog::new(&layout_control_dir),
+            api: None,
             _lock: lock,
         };
         c.agents.global = global_policy;
@@ -323,6 +335,7 @@ impl Controller {
         tracing::info!("memory limits: {}", c.memory_mode.describe());
         tracing::info!("containment: {}", containment(&c.memory_mode));
         c.remember_previous_statuses();
+        c.api_init();
         Ok(c)
     }
 
@@ -645,12 +658,7 @@ impl Controller {
             .log_guard
             .changes()
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
-        if let Some(addr) = self.opts.metrics_addr {
-            let bound = crate::telemetry::http::serve(addr, self.metrics.clone())
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
-            tracing::info!("metrics on http://{bound}/metrics");
-        }
+        let mut api_rx = self.api_start().await?;
         let (watch_tx, mut watch_rx) = mpsc::channel::<watch::Wake>(8);
         let _watcher = if self.opts.poll {
             None
@@ -769,6 +777,7 @@ impl Controller {
                 }
                 // The keeper and, when we are PID 1, orphans are our children.
                 _ = sigchld.recv() => self.reap(),
+                Some(cmd) = api_rx.recv() => self.on_api(cmd),
                 // The log guard dropped output: the status says how much.
                 Some(name) = log_changes.recv() => {
                     self.mark_dirty(&name);
@@ -1613,6 +1622,7 @@ impl Controller {
             .tell(&self.state, &self.desired, &self.catalog, Utc::now());
         self.expire_tombstones(Utc::now());
         self.write_statuses(now);
+        self.api_save_stopped();
         self.ack_saved();
         self.reconcile_count += 1;
         self.last_reconcile = started.elapsed();
@@ -2192,6 +2202,7 @@ impl Controller {
                     r.run.is_live() && self.live.get(n).is_some_and(|l| l.stem == stem)
                 });
                 if !in_use {
+                    self.api_forget(&stem);
                     self.written_stems.remove(&stem);
                     let _ = std::fs::remove_file(&path);
                     self.written.remove(&path);
@@ -2306,6 +2317,7 @@ impl Controller {
             }
             if kinds.is_empty() {
                 // Only collected sessions: the file has no status.
+                self.api_forget(&stem);
                 if path.exists() {
                     let _ = std::fs::remove_file(&path);
                 }
@@ -2352,6 +2364,7 @@ impl Controller {
             let flush = must_flush.contains(&stem);
             match write_atomic_with(&path, docs.join("---\n").as_bytes(), flush) {
                 Ok(()) => {
+                    self.api_publish(&stem, &session_docs, &pool_docs);
                     self.written.insert(path, hash);
                     self.written_stems.insert(stem);
                 }
@@ -2557,6 +2570,7 @@ impl Controller {
         let mut for_hash = status.clone();
         for_hash.extra.remove("reconcileMillis");
         let hash = super::catalog::spec_hash(&for_hash);
+        self.api_controller(&status);
         let due = self
             .controller_status_at
             .is_none_or(|t| t.elapsed() >= self.opts.resync_interval.max(Duration::from_secs(30)));
