@@ -1604,22 +1604,30 @@ impl Controller {
     fn pass(&mut self, rescan: bool) -> Option<DateTime<Utc>> {
         let started = Instant::now();
         let now = Utc::now();
-        if rescan {
-            self.rescan_catalog(now);
-        }
+        let catalog_changed = rescan && self.rescan_catalog(now);
         let mut wake = None;
+        // The sessions the plans act on: the only records that can have
+        // changed (every change of a record ends in a status write).
+        let mut touched: BTreeSet<String> = BTreeSet::new();
         for _ in 0..8 {
             let plan = core::reconcile(&self.desired, &mut self.state, now);
             wake = plan.wake_at;
             if plan.is_idle() {
                 break;
             }
+            touched.extend(plan.actions.iter().map(|a| a.session().to_string()));
             if !self.execute(plan.actions, now) {
                 break;
             }
         }
-        self.story
-            .tell(&self.state, &self.desired, &self.catalog, Utc::now());
+        self.story.tell(
+            &self.state,
+            &self.desired,
+            &self.catalog,
+            &touched,
+            catalog_changed,
+            Utc::now(),
+        );
         self.expire_tombstones(Utc::now());
         self.write_statuses(now);
         self.api_save_stopped();
