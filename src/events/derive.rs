@@ -62,6 +62,10 @@ pub struct Snapshot {
     pub queue_position: Option<u32>,
     /// Pools: desired replicas.
     pub replicas: Option<u32>,
+    /// The (generation, attempt) last seen with a process (or reported as
+    /// spawned): a process appearing later is not a new spawn.
+    #[serde(default)]
+    pub spawned: Option<(u64, u32)>,
 }
 
 impl Snapshot {
@@ -94,6 +98,7 @@ impl Snapshot {
             pool: doc.metadata.pool.clone(),
             queue_position: s.queue.as_ref().map(|q| q.position),
             replicas: None,
+            spawned: s.pid.map(|_| (s.observed_generation, s.attempt)),
         }
     }
 
@@ -155,6 +160,17 @@ fn short_duration(d: chrono::Duration) -> String {
     } else {
         format!("{s}s")
     }
+}
+
+/// `next` with what it carries over from `prev` (the attempt last reported
+/// as spawned), once `events` were derived from the two.
+pub fn carry(prev: Option<&Snapshot>, mut next: Snapshot, events: &[Event]) -> Snapshot {
+    if next.pid.is_some() || events.iter().any(|e| e.reason == "Spawned") {
+        next.spawned = Some((next.generation, next.attempt));
+    } else if next.spawned.is_none() {
+        next.spawned = prev.and_then(|p| p.spawned);
+    }
+    next
 }
 
 /// The events that take an object from `prev` (its last rendered status;
@@ -242,8 +258,9 @@ pub fn transitions(prev: Option<&Snapshot>, next: &Snapshot, now: DateTime<Utc>)
     // A fresh controller with no earlier status sees the last exit for the
     // first time: it is history, not news, unless the session is known.
     let new_exit = new_exit.filter(|_| prev.is_some() || next.attempt > 0);
-    let new_attempt = next.attempt > 0
-        && prev.is_none_or(|p| (p.generation, p.attempt) != (next.generation, next.attempt));
+    let current = (next.generation, next.attempt);
+    let reported = prev.and_then(|p| p.spawned) == Some(current);
+    let new_attempt = next.attempt > 0 && !reported;
     let exit_event = |e: &ExitSnap| {
         let how = match (&e.exit_code, &e.signal) {
             (Some(c), _) => format!("exit code {c}"),

@@ -321,8 +321,10 @@ impl EventLog {
         let events = {
             let mut inner = self.lock();
             let key = (next.kind.clone(), next.name.clone());
-            let events = derive::transitions(inner.seen.get(&key), &next, now);
-            inner.seen.insert(key, next.clone());
+            let prev = inner.seen.get(&key);
+            let events = derive::transitions(prev, &next, now);
+            let kept = derive::carry(prev, next.clone(), &events);
+            inner.seen.insert(key, kept);
             events
         };
         for e in events {

@@ -21,10 +21,12 @@ fn session(phase: &str) -> Snapshot {
     }
 }
 
+/// A running session as the log keeps it (its spawn reported).
 fn running(attempt: u32, pid: u32) -> Snapshot {
     Snapshot {
         attempt,
         pid: Some(pid),
+        spawned: Some((1, attempt)),
         ..session("Running")
     }
 }
@@ -55,6 +57,39 @@ fn first_spawn() {
     assert!(ev[0].message.contains("pid 42"), "{}", ev[0].message);
     // Seen again unchanged: nothing.
     assert!(transitions(Some(&running(1, 42)), &running(1, 42), t0()).is_empty());
+}
+
+#[test]
+fn a_spawn_seen_first_as_starting_then_running() {
+    // The attempt number moves when the spawn is planned; the pid comes later.
+    let starting = Snapshot {
+        attempt: 1,
+        reason: Some("Starting".into()),
+        ..session("Pending")
+    };
+    assert!(transitions(Some(&session("Pending")), &starting, t0()).is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::new(dir.path());
+    log.seed(session("Pending"));
+    log.observe(starting, &Context::default(), t0());
+    log.observe(running(1, 42), &Context::default(), t0());
+    log.observe(running(1, 42), &Context::default(), t0());
+    let all = read_all(dir.path());
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0].reason, "Spawned");
+    assert_eq!(all[0].phase.as_deref(), Some("Running"));
+}
+
+#[test]
+fn an_adopted_process_seeded_from_disk_is_not_a_spawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::new(dir.path());
+    log.seed(Snapshot {
+        spawned: Some((1, 3)),
+        ..running(3, 42)
+    });
+    log.observe(running(3, 42), &Context::default(), t0());
+    assert!(read_all(dir.path()).is_empty());
 }
 
 #[test]
