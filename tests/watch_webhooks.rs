@@ -179,7 +179,13 @@ fn a_receiver_that_never_answers_does_not_hold_up_restarts() {
             ),
         ),
     );
-    let _c = Controller::start(&dir, &["--notify-retry-for", "1s"]);
+    let metrics = TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_addr = metrics.local_addr().unwrap().to_string();
+    drop(metrics);
+    let _c = Controller::start(
+        &dir,
+        &["--notify-retry-for", "1s", "--metrics-addr", &metrics_addr],
+    );
     // Every restart still happens, in order, while the notifications hang or fail.
     let s = wait_phase(&dir, "flaky", "Failed");
     assert_eq!(s["status"]["attempt"], 4, "{s:#}");
@@ -205,7 +211,16 @@ fn a_receiver_that_never_answers_does_not_hold_up_restarts() {
         .unwrap()
         .contains("not delivered"));
     // And a metric.
-    let _ = s;
+    wait_for("sessionlet_notifications_total{result=\"failed\"}", || {
+        let mut c = TcpStream::connect(&metrics_addr).ok()?;
+        c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        c.read_to_string(&mut text).ok()?;
+        text.lines()
+            .any(|l| l.starts_with("sessionlet_notifications_total{result=\"failed\"}"))
+            .then_some(())
+    });
 }
 
 #[test]
