@@ -95,7 +95,7 @@ fn a_failing_session_with_restarts_shows_spawned_error_backoff_then_failed() {
     let error = all.iter().find(|e| e["reason"] == "Error").unwrap();
     assert_eq!(error["type"], "Warning");
     assert!(
-        error["message"].as_str().unwrap().contains("exit code 1"),
+        error["message"].as_str().unwrap().contains("code 1"),
         "{error}"
     );
     let backoff = all.iter().find(|e| e["reason"] == "BackOff").unwrap();

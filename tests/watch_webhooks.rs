@@ -272,3 +272,22 @@ fn bad_notify_settings_are_refused_with_the_field() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_pool_templates_notify_applies_to_its_replicas() {
+    let (_tmp, dir) = sessions_dir();
+    let (url, rx) = receiver();
+    write_file(
+        &dir.join("web.yaml"),
+        &format!(
+            "apiVersion: sessionlet.dev/v1alpha1\nkind: Pool\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  template:\n    spec:\n      command: [/bin/sh, -c, 'exec sleep 300']\n      notify:\n      - url: {url}\n        on: [Running]\n"
+        ),
+    );
+    let _c = Controller::start(&dir, &[]);
+    let r = recv(&rx, "the replica's Running notification");
+    let p: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(p["object"]["name"], "web-0", "{p:#}");
+    assert_eq!(p["phase"], "Running");
+    assert_eq!(p["event"]["reason"], "Spawned");
+    assert_eq!(p["statusPath"], "web.status.yaml");
+}

@@ -188,7 +188,15 @@ fn follow(
     show(&first, out, true)?;
     // Each change to the folder: read again, print what is new.
     for ev in rx {
-        if ev.is_err() {
+        // The folder changes often (the controller's own status): only the
+        // events files matter.
+        let ours = ev.is_ok_and(|e| {
+            e.paths.iter().any(|p| {
+                p.file_name()
+                    .is_some_and(|n| n == events::FILE || n == events::OLD_FILE)
+            })
+        });
+        if !ours {
             continue;
         }
         let list = events::read_filtered(control, args.name.as_deref(), since);

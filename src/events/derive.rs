@@ -152,7 +152,11 @@ fn is_terminal(phase: &str) -> bool {
 
 /// Human form of a duration in whole seconds (`90s`, `5m`, `2h`).
 fn short_duration(d: chrono::Duration) -> String {
-    let s = d.num_seconds().max(0);
+    let ms = d.num_milliseconds().max(0);
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1000;
     if s >= 3600 && s % 3600 == 0 {
         format!("{}h", s / 3600)
     } else if s >= 60 && s % 60 == 0 {
@@ -262,17 +266,20 @@ pub fn transitions(prev: Option<&Snapshot>, next: &Snapshot, now: DateTime<Utc>)
     let reported = prev.and_then(|p| p.spawned) == Some(current);
     let new_attempt = next.attempt > 0 && !reported;
     let exit_event = |e: &ExitSnap| {
+        // The exit's own message usually says the code or signal already.
         let how = match (&e.exit_code, &e.signal) {
-            (Some(c), _) => format!("exit code {c}"),
-            (None, Some(s)) => format!("signal {s}"),
-            (None, None) => "never started".to_string(),
+            (Some(c), _) if e.message.contains(&format!("code {c}")) => String::new(),
+            (Some(c), _) => format!(" (exit code {c})"),
+            (None, Some(s)) if e.message.contains(s.as_str()) => String::new(),
+            (None, Some(s)) => format!(" (signal {s})"),
+            (None, None) => " (never started)".to_string(),
         };
         Event::new(
             now,
             obj.clone(),
             type_of(&e.reason),
             &e.reason,
-            format!("attempt {} ended ({how}): {}", e.attempt, e.message),
+            format!("attempt {} ended{how}: {}", e.attempt, e.message),
             Some(e.attempt),
         )
     };

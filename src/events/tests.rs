@@ -112,6 +112,10 @@ fn exit_with_a_code_then_backoff_then_respawn() {
     assert!(ev[0].message.contains("exit code 1"), "{}", ev[0].message);
     assert_eq!(ev[1].attempt, Some(2));
     assert!(ev[1].message.contains("back-off 2s"), "{}", ev[1].message);
+    assert_eq!(
+        ev[0].message,
+        "attempt 1 ended (exit code 1): Error happened"
+    );
     let next = Snapshot {
         last_exit: rec.last_exit.clone(),
         ..running(2, 43)
@@ -120,6 +124,21 @@ fn exit_with_a_code_then_backoff_then_respawn() {
     assert_eq!(reasons_of(&ev), vec![("Spawned", EventType::Normal)]);
     rec.attempt = 2;
     let _ = rec;
+}
+
+#[test]
+fn the_code_is_not_said_twice_and_short_delays_keep_their_unit() {
+    let mut e = exit(1, Some(2), None, "Error");
+    e.message = "exited with code 2".into();
+    let next = Snapshot {
+        attempt: 1,
+        last_exit: Some(e.clone()),
+        next_restart_at: Some(e.finished_at + Duration::milliseconds(100)),
+        ..session("Recovering")
+    };
+    let ev = transitions(Some(&running(1, 42)), &next, t0());
+    assert_eq!(ev[0].message, "attempt 1 ended: exited with code 2");
+    assert_eq!(ev[1].message, "back-off 100ms restarting failed session");
 }
 
 #[test]
