@@ -506,3 +506,22 @@ fn events_w_prints_new_events_as_they_happen() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+#[test]
+fn a_deleted_session_is_removed() {
+    let (_tmp, dir) = sessions_dir();
+    write_file(
+        &dir.join("gone.yaml"),
+        &session(
+            "gone",
+            "command: [/bin/sh, -c, 'exec sleep 300']\nterminationGracePeriod: 1s",
+        ),
+    );
+    let _c = Controller::start(&dir, &[]);
+    let s = wait_phase(&dir, "gone", "Running");
+    wait_event(&dir, "gone", "Spawned");
+    std::fs::remove_file(dir.join("gone.yaml")).unwrap();
+    let e = wait_event(&dir, "gone", "Removed");
+    assert_eq!(e["type"], "Normal");
+    assert_eq!(e["object"]["uid"], s["metadata"]["uid"], "{e}");
+}

@@ -1983,6 +1983,7 @@ impl Controller {
     fn forget(&mut self, name: &str) {
         let keep_logs = self.tombstones.contains_key(name);
         self.transitions.forget(name);
+        self.removed_event(name);
         self.events.forget("Session", name);
         self.log_guard.forget(name);
         self.watches.remove(name);

@@ -99,8 +99,28 @@ impl Controller {
             uid: self
                 .catalog
                 .known("Session", name)
-                .map(|k| k.uid.to_string()),
+                .map(|k| k.uid.to_string())
+                .or_else(|| {
+                    self.live
+                        .get(name)
+                        .map(|l| l.uid.clone())
+                        .filter(|u| !u.is_empty())
+                }),
         }
+    }
+
+    /// A session no longer declared (its manifest deleted, its pool scaled
+    /// down) is forgotten: its status goes, so no render shows it.
+    pub(super) fn removed_event(&self, name: &str) {
+        self.events.record(Event::new(
+            Utc::now(),
+            self.session_ref(name),
+            EventType::Normal,
+            "Removed",
+            "no longer declared (manifest deleted or pool scaled down): stopped and forgotten"
+                .into(),
+            None,
+        ));
     }
 
     /// A running process taken over from an earlier controller.
