@@ -525,3 +525,42 @@ fn a_deleted_session_is_removed() {
     assert_eq!(e["type"], "Normal");
     assert_eq!(e["object"]["uid"], s["metadata"]["uid"], "{e}");
 }
+
+#[test]
+fn a_missing_command_is_a_warning_not_a_spawn() {
+    let (_tmp, dir) = sessions_dir();
+    write_file(
+        &dir.join("nocmd.yaml"),
+        &session("nocmd", "command: [/nonexistent/program]"),
+    );
+    let _c = Controller::start(&dir, &[]);
+    wait_phase(&dir, "nocmd", "Failed");
+    let e = wait_event(&dir, "nocmd", "CommandNotFound");
+    assert_eq!(e["type"], "Warning");
+    wait_event(&dir, "nocmd", "Failed");
+    let list = reasons(&dir, "nocmd");
+    assert!(!list.iter().any(|r| r == "Spawned"), "{list:?}");
+}
+
+#[test]
+fn a_suspended_session_is_stopped_with_why() {
+    let (_tmp, dir) = sessions_dir();
+    let spec = "command: [/bin/sh, -c, 'exec sleep 300']\nterminationGracePeriod: 1s";
+    write_file(&dir.join("pause.yaml"), &session("pause", spec));
+    let _c = Controller::start(&dir, &[]);
+    wait_phase(&dir, "pause", "Running");
+    write_file(
+        &dir.join("pause.yaml"),
+        &session("pause", &format!("{spec}\nsuspend: true")),
+    );
+    wait_phase(&dir, "pause", "Cancelled");
+    let e = wait_event(&dir, "pause", "Stopped");
+    assert_eq!(e["type"], "Normal");
+    assert_eq!(e["phase"], "Cancelled");
+    assert!(e["message"].as_str().unwrap().contains("Suspended"), "{e}");
+    let list = reasons(&dir, "pause");
+    assert!(
+        in_order(&list, &["Spawned", "Suspended", "Stopped"]),
+        "{list:?}"
+    );
+}
