@@ -319,6 +319,15 @@ impl Notifier {
         self.queue.ready.notify_one();
     }
 
+    /// Notifications waiting to be sent.
+    pub fn queued(&self) -> usize {
+        self.queue
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     fn count(&self, result: &str) {
         if let Some(m) = &self.metrics {
             m.notifications
@@ -520,6 +529,56 @@ mod tests {
             on: vec!["NotificationFailed".into()],
         };
         assert!(!all.wants(&ev("NotificationFailed", None)));
+    }
+
+    fn config(global: &[&str]) -> Config {
+        Config {
+            secret: None,
+            global: global
+                .iter()
+                .map(|u| Target {
+                    url: (*u).to_string(),
+                    on: vec!["BackOff".into()],
+                })
+                .collect(),
+            retry_for: Duration::from_secs(1),
+            try_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_one_url_gets_one_post() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let url = "http://127.0.0.1:9/hook";
+            let n = Notifier::start(config(&[url]), EventLog::new(dir.path()), None);
+            let ctx = super::super::Context {
+                notify: vec![Target {
+                    url: url.into(),
+                    on: vec!["BackOff".into()],
+                }],
+                status_path: "a.status.yaml".into(),
+            };
+            let snap = Snapshot {
+                kind: "Session".into(),
+                phase: "Recovering".into(),
+                ..Snapshot::default()
+            };
+            // Nothing awaits here, so the sending task never runs: all queue up.
+            n.offer(&ev("BackOff", None), &snap, &ctx);
+            assert_eq!(n.queued(), 1, "the spec's URL and --notify's are one POST");
+            n.offer(&ev("Spawned", None), &snap, &ctx);
+            assert_eq!(n.queued(), 1, "not asked for");
+            for _ in 0..QUEUE + 9 {
+                n.offer(&ev("BackOff", None), &snap, &ctx);
+            }
+            assert_eq!(n.queued(), QUEUE);
+            assert_eq!(n.counts.dropped.load(Ordering::Relaxed), 10);
+        });
     }
 
     #[test]
