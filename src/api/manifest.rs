@@ -246,6 +246,22 @@ pub struct SessionSpec {
     /// Run with this group (only when the controller runs as root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Webhooks: an HTTP POST of JSON to each `url` for the events in its `on`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
+}
+
+/// One `spec.notify` entry: a webhook.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Notify {
+    /// Where to POST: `http://HOST[:PORT][/PATH]`.
+    pub url: String,
+    /// Phases the session enters (`Failed`, `Completed`, `TimedOut`…) and
+    /// event reasons (`BackOff`, `OOMKilled`…) to be told about. Default:
+    /// Completed, Failed, TimedOut.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<String>,
 }
 
 fn default_grace() -> Duration {

@@ -8,6 +8,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod describe;
 pub mod down;
+pub mod events;
 pub mod extras;
 pub mod get;
 pub mod get_watch;
@@ -48,6 +49,8 @@ pub enum Command {
     Describe(describe::Args),
     /// Print a session's output.
     Logs(logs::Args),
+    /// List events (spawned, exited, restarts, timeouts...), as `kubectl get events`.
+    Events(events::Args),
     /// The long-lived parent of all sessions (started by `run`; not for people).
     #[command(hide = true)]
     Keeper(KeeperArgs),
@@ -128,6 +131,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get(args) => get::run(args),
         Command::Describe(args) => describe::run(args),
         Command::Logs(args) => logs::run(args),
+        Command::Events(args) => events::run(args),
         Command::Keeper(args) => {
             crate::runtime::keeper::serve(&args.control_dir)?;
             Ok(ExitCode::SUCCESS)

@@ -81,6 +81,48 @@ pub struct Args {
     /// stopped) and its logs (0 removes them at once).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub tombstone_ttl: Duration,
+    /// POST a JSON notification to this URL (http://HOST:PORT/PATH) when any
+    /// session ends (Completed, Failed, TimedOut); repeatable. Sessions add
+    /// their own with `spec.notify`.
+    #[arg(long = "notify", value_name = "URL", value_parser = parse_notify_url)]
+    pub notify: Vec<String>,
+    /// Sign every notification: the header `X-Sessionlet-Signature:
+    /// sha256=HEX` is the HMAC-SHA256 of the body with this file's content
+    /// (trailing newline removed) as the key.
+    #[arg(long, value_name = "FILE")]
+    pub notify_secret_file: Option<PathBuf>,
+    /// How long a notification is retried (exponential backoff) before it
+    /// counts as failed.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub notify_retry_for: Duration,
+    /// Rotate the events file (.sessionlet/events.jsonl) past this size; one
+    /// older file is kept.
+    #[arg(long, default_value = "1Mi", value_parser = parse_quantity)]
+    pub max_events_size: u64,
+}
+
+fn parse_notify_url(s: &str) -> Result<String, String> {
+    crate::events::webhook::parse_url(s).map(|_| s.to_string())
+}
+
+/// The key in a `--notify-secret-file`: its content without the trailing newline.
+fn read_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let mut key = std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "--notify-secret-file {}: {e}; give a file holding the shared secret",
+            path.display()
+        )
+    })?;
+    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        key.pop();
+    }
+    if key.is_empty() {
+        anyhow::bail!(
+            "--notify-secret-file {}: the file is empty; put the shared secret in it",
+            path.display()
+        );
+    }
+    Ok(key)
 }
 
 /// The format of the controller's log.
@@ -140,6 +182,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         pass_env: args.pass_env,
         gc_delete_manifests: args.gc_delete_manifests,
         tombstone_ttl: args.tombstone_ttl,
+        notify: args.notify,
+        notify_secret: args
+            .notify_secret_file
+            .as_deref()
+            .map(read_secret)
+            .transpose()?,
+        notify_retry_for: args.notify_retry_for,
+        max_events_size: args.max_events_size,
         ..Options::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -51,6 +51,7 @@ pub const FIELDS: &[(&str, Effect)] = &[
     ("terminationGracePeriod", Effect::InPlace),
     ("stopSignal", Effect::InPlace),
     ("resources.maxCpuTime", Effect::InPlace),
+    ("notify", Effect::InPlace),
     ("suspend", Effect::Suspend),
     ("metadata.labels", Effect::InPlace),
     ("metadata.annotations", Effect::InPlace),

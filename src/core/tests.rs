@@ -2910,6 +2910,12 @@ fn edits() -> Vec<(&'static str, Edit)> {
         ("resources.maxCpuTime", |s| {
             s.resources.max_cpu_time = Some(secs(100))
         }),
+        ("notify", |s| {
+            s.notify = vec![crate::api::Notify {
+                url: "http://127.0.0.1:9/hook".into(),
+                on: vec!["Failed".into()],
+            }]
+        }),
     ]
 }
 

@@ -358,6 +358,59 @@ fn session_spec_rules(spec_key: Pos, spec: &Node, path: &str, out: &mut Vec<Find
     }
     forbidden_patterns_rule(spec, path, out);
     backoff_rule(spec, path, out);
+    notify_rule(spec, path, out);
+}
+
+/// Webhooks: `url` must be one sessionlet can POST to, and every `on`
+/// value a phase or reason it emits (a typo would silently never fire).
+fn notify_rule(spec: &Node, path: &str, out: &mut Vec<Finding>) {
+    let Some((
+        _,
+        Node {
+            value: Value::Seq(items),
+            ..
+        },
+    )) = entry(spec, "notify")
+    else {
+        return;
+    };
+    let accepted = crate::events::webhook::accepted_on();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = join_index(&join_key(path, "notify"), i);
+        if let Some((_, url)) = entry(item, "url") {
+            if let Some(u) = as_str(url) {
+                if let Err(why) = crate::events::webhook::parse_url(u) {
+                    out.push(finding(url.pos, &join_key(&item_path, "url"), why));
+                }
+            }
+        }
+        if let Some((
+            _,
+            Node {
+                value: Value::Seq(on),
+                ..
+            },
+        )) = entry(item, "on")
+        {
+            for (j, v) in on.iter().enumerate() {
+                let Some(name) = as_str(v) else { continue };
+                if accepted.iter().any(|a| a == name) {
+                    continue;
+                }
+                let hint = did_you_mean(name, accepted.iter().map(String::as_str))
+                    .map(|d| format!("did you mean {d:?}? "))
+                    .unwrap_or_default();
+                out.push(finding(
+                    v.pos,
+                    &join_index(&join_key(&item_path, "on"), j),
+                    format!(
+                        "unknown phase or reason {name:?}; {hint}accepted: {}",
+                        accepted.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// Rule 3, last part: forbidden patterns must compile, or the guard built
@@ -811,6 +864,22 @@ mod tests {
             .iter()
             .map(|f| format!("{}:{} {}: {}", f.pos.line, f.pos.col, f.path, f.message))
             .collect()
+    }
+
+    #[test]
+    fn notify_urls_and_on_values_are_checked() {
+        let c = check(
+            "apiVersion: sessionlet.dev/v1alpha1\nkind: Session\nmetadata: {name: a}\nspec:\n  command: [/bin/true]\n  notify:\n  - url: https://x/\n    on: [Failed, Faild]\n  - url: http://127.0.0.1:9/ok\n",
+            "a",
+        );
+        let m = messages(&c);
+        assert_eq!(m.len(), 2, "{m:#?}");
+        assert!(
+            m[0].starts_with("7:10 spec.notify[0].url: https is not supported"),
+            "{m:#?}"
+        );
+        assert!(m[1].starts_with("8:18 spec.notify[0].on[1]: unknown phase or reason \"Faild\"; did you mean \"Failed\"?"), "{m:#?}");
+        assert!(m[1].contains("accepted: Pending, Queued"), "{m:#?}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::render::{self, Extras, Transitions};
 use super::{crash_dump, lock, watch};
 
 mod api_link;
+mod event_hooks;
 use crate::api::status::{ControllerStatus, LogPaths, SessionStatusDoc};
 use crate::core::{self, Action, Desired, Event, Phase, Reason, Run, State};
 use crate::manifest::codec;
@@ -71,6 +72,14 @@ pub struct Options {
     pub gc_delete_manifests: bool,
     /// How long a forgotten session's tombstone status and logs are kept (0: not at all).
     pub tombstone_ttl: Duration,
+    /// Webhooks every session gets (`--notify`).
+    pub notify: Vec<String>,
+    /// Signs webhook bodies (`--notify-secret-file`, its content).
+    pub notify_secret: Option<Vec<u8>>,
+    /// How long a webhook delivery is retried in total.
+    pub notify_retry_for: Duration,
+    /// The events file is rotated past this size (`--max-events-size`).
+    pub max_events_size: u64,
 }
 
 impl Default for Options {
@@ -95,6 +104,10 @@ impl Default for Options {
             drain: false,
             gc_delete_manifests: false,
             tombstone_ttl: Duration::from_secs(3600),
+            notify: Vec::new(),
+            notify_secret: None,
+            notify_retry_for: Duration::from_secs(60),
+            max_events_size: crate::events::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -228,8 +241,8 @@ pub struct Controller {
     /// resync looks for sessions that ended unreported.
     keeper_events_open: bool,
     agent_watcher: Option<std::sync::Mutex<notify::RecommendedWatcher>>,
-    /// Lifecycle events: the file in the control folder and the live feed.
-    events: crate::events::EventLog,
+    /// Events: derived from status renders, kept in the control folder, live to subscribers.
+    pub(crate) events: crate::events::EventLog,
     /// The local API's hub and command channel (api_link).
     api: Option<api_link::ApiLink>,
     _lock: lock::Lock,
@@ -277,7 +290,8 @@ impl Controller {
         let welcome = std::mem::take(&mut keeper.welcome);
         let keeper_pid = welcome.keeper_pid;
         let collected = super::collected::load(&layout.control_dir());
-        let layout_control_dir = layout.control_dir();
+        let events =
+            crate::events::EventLog::with_bound(&layout.control_dir(), opts.max_events_size);
         let mut c = Controller {
             opts,
             layout,
@@ -322,11 +336,12 @@ impl Controller {
             log_guard: super::log_guard::LogGuard::new(!poll),
             keeper_events_open: true,
             agent_watcher: None,
-            events: crate::events::EventLog::new(&layout_control_dir),
+            events,
             api: None,
             _lock: lock,
         };
         c.agents.global = global_policy;
+        c.start_events();
         let key = format!(
             "{:016x}",
             super::catalog::spec_hash(&c.layout.control_dir().to_string_lossy())
@@ -487,11 +502,13 @@ impl Controller {
                 .adopt(&name, &child.stdout, None, child.identity.generation);
         }
         self.mark_dirty(&name);
+        self.adopted_event(&name, child.pid, child.identity.attempt);
         tracing::info!(session = %name, pid = child.pid, attempt = child.identity.attempt, "adopted a running session from the keeper");
     }
 
     fn read_previous_statuses(&mut self, to_adopt: &mut Vec<(String, String, serde_json::Value)>) {
         for p in super::adopt::previous_statuses(&self.layout.status_dir, Utc::now()) {
+            self.seed_events(p.kind, &p.doc);
             if !p.invalid {
                 // The file this status belongs to holds the name: a newcomer loses.
                 self.catalog.remember_holder(p.kind, &p.name, &p.stem);
@@ -591,6 +608,7 @@ impl Controller {
                         status.observed_generation,
                     );
                 }
+                self.adopted_event(name, pid, rec.attempt);
                 tracing::info!(session = name, pid, "adopted a running session");
             } else if keeper_knows {
                 rec.run = Run::Idle;
@@ -2053,6 +2071,8 @@ impl Controller {
     fn forget(&mut self, name: &str) {
         let keep_logs = self.tombstones.contains_key(name);
         self.transitions.forget(name);
+        self.removed_event(name);
+        self.events.forget("Session", name);
         self.log_guard.forget(name);
         self.watches.remove(name);
         self.analyses.remove(name);
@@ -2130,6 +2150,10 @@ impl Controller {
                 name,
                 "status, logs and crash dumps removed; the manifest stays and this spec will not run again",
             );
+            self.collected_event(
+                name,
+                "status, logs and crash dumps removed; the manifest stays",
+            );
             return;
         }
         let Some(stem) = self.catalog.session_file.get(name).cloned() else {
@@ -2147,6 +2171,7 @@ impl Controller {
                 return;
             }
             super::story::collected(name, "manifest deleted (--gc-delete-manifests)");
+            self.collected_event(name, "manifest deleted (--gc-delete-manifests)");
             // Rescan at once so the session is forgotten in this pass.
             if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, Utc::now()) {
                 self.set_desired(desired);
@@ -2265,6 +2290,7 @@ impl Controller {
                             .get(name)
                             .cloned()
                             .unwrap_or_default();
+                        self.session_events(&doc, &path);
                         session_docs.push(doc);
                         kinds.push(true);
                     }
@@ -2289,6 +2315,7 @@ impl Controller {
                             .get(name)
                             .cloned()
                             .unwrap_or_default();
+                        self.pool_events(&doc);
                         pool_docs.push(doc);
                         kinds.push(false);
                     }
@@ -2304,6 +2331,9 @@ impl Controller {
                             format!("the manifest does not validate ({} problem(s)); fix it and save again", problems.len()),
                             problems.clone(),
                         ));
+                        if let Some(doc) = session_docs.last() {
+                            self.session_events(doc, &path);
+                        }
                         kinds.push(true);
                     }
                     Entry::Duplicate {
@@ -2319,6 +2349,9 @@ impl Controller {
                             super::catalog::duplicate_message(kind, name, winner, *held),
                             Vec::new(),
                         ));
+                        if let Some(doc) = session_docs.last() {
+                            self.session_events(doc, &path);
+                        }
                         kinds.push(true);
                     }
                 }
