@@ -288,9 +288,10 @@ impl Profile for ClaudeProfile {
         }
         // Each rule is its own argv item: a rule may hold spaces and commas
         // (`Bash(git commit:*)`), which the CLI keeps together that way.
-        if !spec.allowed_tools.is_empty() {
+        let allowed = allowed_rules(req);
+        if !allowed.is_empty() {
             args.push("--allowedTools".into());
-            args.extend(spec.allowed_tools.iter().cloned());
+            args.extend(allowed);
         }
         let disallowed = self.disallowed_rules(req);
         if !disallowed.is_empty() {
@@ -375,6 +376,24 @@ impl Profile for ClaudeProfile {
     fn is_session_in_use(&self, stderr: &str) -> bool {
         stderr.contains("is already in use")
     }
+}
+
+/// The `--allowedTools` rules: `spec.agent.allowedTools`, then the charter's
+/// `resources.allowedTools` (the charter states them, so the CLI must enforce
+/// them too, not only read them in the system prompt), de-duplicated, in order.
+fn allowed_rules(req: &LaunchRequest<'_>) -> Vec<String> {
+    let charter = req
+        .charter
+        .and_then(|c| c.resources.as_ref())
+        .map(|r| r.allowed_tools.as_slice())
+        .unwrap_or_default();
+    let mut rules: Vec<String> = Vec::new();
+    for rule in req.spec.allowed_tools.iter().chain(charter) {
+        if !rules.contains(rule) {
+            rules.push(rule.clone());
+        }
+    }
+    rules
 }
 
 /// The appended system prompt: the rendered charter, then the user's text.
@@ -594,6 +613,29 @@ mod tests {
             values(&inv, "--disallowedTools"),
             ["Bash(rm -rf:*)", "Bash(git push:*)", "Bash(shutdown:*)"]
         );
+    }
+
+    #[test]
+    fn charter_allowed_tools_become_allow_rules() {
+        let charter = Charter {
+            resources: Some(crate::api::agent::CharterResources {
+                allowed_tools: vec!["Read".into(), "Bash(git status:*)".into(), "Edit".into()],
+                ..Default::default()
+            }),
+            ..Charter::default()
+        };
+        let s = AgentSpec {
+            allowed_tools: vec!["Edit".into()],
+            ..spec()
+        };
+        let inv = build_with(&s, Some(&charter), None, &BTreeMap::new(), new_conv());
+        assert_eq!(
+            values(&inv, "--allowedTools"),
+            ["Edit", "Read", "Bash(git status:*)"]
+        );
+        // Without a charter nothing is added.
+        let inv = build_with(&spec(), None, None, &BTreeMap::new(), new_conv());
+        assert!(values(&inv, "--allowedTools").is_empty());
     }
 
     #[test]
