@@ -28,6 +28,10 @@ pub const DEFAULT_MAX_RETRIES: &str = "1";
 pub const RESUME_PROMPT: &str =
     "The previous run was interrupted. Continue the task from where you left off.";
 
+/// The prompt for continuing a conversation after its account's usage limit reset.
+pub const QUOTA_RESUME_PROMPT: &str =
+    "The usage limit has reset. Continue the task from where you left off.";
+
 /// Errors building an invocation.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgvError {

@@ -71,6 +71,11 @@ pub struct AgentSpec {
     /// Further CLI arguments, appended as they are.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_args: Vec<String>,
+    /// The account whose usage limit the run counts against. Sessions of
+    /// one account wait for its reset together. Default: a hash of the
+    /// session's credential (never the credential itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 fn yes() -> bool {
@@ -97,6 +102,7 @@ impl Default for AgentSpec {
             mcp_config: None,
             resume: true,
             extra_args: Vec::new(),
+            account: None,
         }
     }
 }

@@ -128,6 +128,20 @@ pub struct Usage {
     pub cpu_seconds: f64,
 }
 
+/// `status.quota`: an agent waiting for its account's usage limit to reset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaStatus {
+    /// When the limit resets.
+    pub resets_at: DateTime<Utc>,
+    /// `five_hour`, `seven_day`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_type: Option<String>,
+    /// The account: `agent.account`, or `sha256:` and the start of a hash of
+    /// the credential (never the credential).
+    pub account: String,
+}
+
 /// The `status` of a SessionStatus.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -173,6 +187,9 @@ pub struct SessionStatus {
     /// While Recovering: when the next attempt starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_restart_at: Option<DateTime<Utc>>,
+    /// While WaitingForQuota: the account's usage limit and when it resets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaStatus>,
     /// While being stopped (`get` shows Terminating): when SIGKILL follows,
     /// the end of the `terminationGracePeriod` (past once it was sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,10 @@ pub struct Desired {
     pub sessions: BTreeMap<String, DesiredSession>,
     /// Pools by name.
     pub pools: BTreeMap<String, DesiredPool>,
+    /// The account of each agent session (`agent.account`, or a hash of its
+    /// credential), filled in by the shell: sessions of one account park
+    /// together on its usage limit (core::quota).
+    pub accounts: BTreeMap<String, String>,
 }
 
 /// One session the manifests ask for.

@@ -12,6 +12,7 @@ pub mod names;
 pub mod phase;
 pub mod plan;
 pub mod preview;
+pub mod quota;
 pub mod reconcile;
 pub mod signals;
 pub mod state;

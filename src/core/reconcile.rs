@@ -189,6 +189,18 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
             }
             let min_delay = verdict.as_ref().and_then(|v| v.min_delay);
             let no_retry = verdict.as_ref().is_some_and(|v| !v.retry);
+            let quota = verdict.as_ref().and_then(|v| v.quota.as_ref());
+            if let (Some(hit), None, Some(_)) = (quota, &running.stop, spec) {
+                // Not a failure: no crash dump, no count, no backoff.
+                rec.last_exit = Some(exit);
+                let account = desired
+                    .accounts
+                    .get(&name)
+                    .map_or("default", String::as_str);
+                super::quota::wait_for_reset(&name, rec, hit, account, now);
+                state.dirty.insert(name);
+                return;
+            }
             finish_attempt(
                 &name,
                 rec,
@@ -858,10 +870,25 @@ fn start_candidates(
     }
     let mut queued: std::collections::BTreeMap<&str, Vec<&DesiredSession>> = Default::default();
     for d in candidates {
+        let park = desired
+            .accounts
+            .get(&d.name)
+            .and_then(|a| super::quota::parked_until(state, a, now))
+            .cloned();
         let Some(rec) = state.sessions.get_mut(&d.name) else {
             continue;
         };
         let before = rec.clone();
+        if let Some(park) = park {
+            // Its account waits for its usage limit: starting it now would
+            // only be rejected the same way.
+            super::quota::hold(rec, &park);
+            plan.wake(park.resets_at);
+            if *rec != before {
+                state.dirty.insert(d.name.clone());
+            }
+            continue;
+        }
         match d.pool() {
             Some(pool) => match desired.pools.get(pool) {
                 None => {
@@ -990,6 +1017,7 @@ fn spawn(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Pl
     rec.outcome = None;
     rec.wait = None;
     rec.verdict = None;
+    rec.quota = None;
     rec.last_spec = Some((d.spec.clone(), d.pool().map(str::to_string)));
     rec.run_hash = change::run_hash(&d.spec);
     rec.restarted_at = d.restarted_at.clone();

@@ -55,6 +55,57 @@ pub struct AgentRun {
     pub outcome: Option<Outcome>,
     /// True when the last conversation cannot be resumed (the CLI lost it).
     lost: bool,
+    /// The next attempt continues this conversation whatever the last
+    /// outcome says (restored from the status of a session waiting for quota).
+    resume_next: Option<Uuid>,
+    /// The next attempt follows a usage-limit reset: its continuation prompt says so.
+    after_quota: bool,
+    /// Cost and tokens of the earlier attempts of the current conversation.
+    prior: Totals,
+    /// The last attempt's totals when its tally is gone (restored from a status).
+    restored_last: Option<Totals>,
+}
+
+/// Cost and tokens, summed over the attempts of one conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    /// USD.
+    pub cost_usd: f64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+}
+
+impl Totals {
+    fn of(s: &agent::AgentStatus) -> Totals {
+        Totals {
+            cost_usd: s.cost_usd.unwrap_or(0.0),
+            input_tokens: s.input_tokens,
+            output_tokens: s.output_tokens,
+        }
+    }
+    fn plus(self, o: Totals) -> Totals {
+        Totals {
+            cost_usd: self.cost_usd + o.cost_usd,
+            input_tokens: self.input_tokens.saturating_add(o.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(o.output_tokens),
+        }
+    }
+    fn minus(self, o: Totals) -> Totals {
+        Totals {
+            cost_usd: (self.cost_usd - o.cost_usd).max(0.0),
+            input_tokens: self.input_tokens.saturating_sub(o.input_tokens),
+            output_tokens: self.output_tokens.saturating_sub(o.output_tokens),
+        }
+    }
+    fn from_json(v: &serde_json::Value, cost: &str, input: &str, output: &str) -> Totals {
+        Totals {
+            cost_usd: v[cost].as_f64().unwrap_or(0.0),
+            input_tokens: v[input].as_u64().unwrap_or(0),
+            output_tokens: v[output].as_u64().unwrap_or(0),
+        }
+    }
 }
 
 /// What to act on after reading new output.
@@ -117,7 +168,9 @@ impl Agents {
             return Err(fail(Reason::SpawnFailed, "not an agent session".into()));
         };
         let run = self.runs.entry(name.to_string()).or_default();
+        let forced = run.resume_next.take().filter(|_| agent_spec.resume);
         let resume = match (run.session_id, &run.outcome) {
+            _ if forced.is_some() => forced,
             (Some(id), Some(outcome)) if !run.lost => {
                 let approvals_changed = generation != run.generation
                     && !run.tally.status().permission_denials.is_empty();
@@ -130,7 +183,11 @@ impl Agents {
         let (conversation, prompt) = match resume {
             Some(session_id) => (
                 Conversation::Resume { session_id },
-                agent::RESUME_PROMPT.to_string(),
+                if run.after_quota {
+                    agent::QUOTA_RESUME_PROMPT.to_string()
+                } else {
+                    agent::RESUME_PROMPT.to_string()
+                },
             ),
             None => (
                 Conversation::New {
@@ -155,6 +212,18 @@ impl Agents {
             .map_err(|e| fail(Reason::SpawnFailed, e.to_string()))?;
         let mut argv = vec![inv.program.clone()];
         argv.extend(inv.args.iter().cloned());
+        // The conversation's cost and tokens: a resumed attempt adds to
+        // those of the attempts before it, a new conversation starts at 0.
+        let last = match run.restored_last.take() {
+            Some(t) => t,
+            None => Totals::of(run.tally.status()),
+        };
+        run.prior = if resume.is_some() {
+            run.prior.plus(last)
+        } else {
+            Totals::default()
+        };
+        run.after_quota = false;
         run.session_id = Some(conversation.session_id());
         run.tally = Tally::new();
         run.offset = 0;
@@ -187,6 +256,46 @@ impl Agents {
         run.generation = generation;
         run.offset = 0;
         run.tally = Tally::new();
+        // Its output file is read again from the start.
+        run.restored_last = None;
+    }
+
+    /// Restores what an earlier controller's status says of an agent session
+    /// that is not running: its conversation (resumed next when it was
+    /// waiting for quota) and the cost and tokens of its attempts.
+    pub fn restore(&mut self, name: &str, status: &serde_json::Value) {
+        let agent = &status["agent"];
+        if !agent.is_object() {
+            return;
+        }
+        let run = self.runs.entry(name.to_string()).or_default();
+        let sid = agent["sessionId"].as_str().and_then(|s| s.parse().ok());
+        run.session_id = sid.or(run.session_id);
+        if let Some(a) = agent["attempts"].as_array() {
+            run.attempts = a
+                .iter()
+                .filter_map(|n| {
+                    Some(AttemptNote {
+                        attempt: u32::try_from(n["attempt"].as_u64()?).ok()?,
+                        session_id: n["sessionId"].as_str()?.parse().ok()?,
+                        resumed: n["resumed"].as_bool().unwrap_or(false),
+                    })
+                })
+                .collect();
+        }
+        let prior = Totals::from_json(
+            agent,
+            "priorCostUsd",
+            "priorInputTokens",
+            "priorOutputTokens",
+        );
+        let total = Totals::from_json(agent, "costUsd", "inputTokens", "outputTokens");
+        run.prior = prior;
+        run.restored_last = Some(total.minus(prior));
+        if status["quota"].is_object() {
+            run.resume_next = run.session_id;
+            run.after_quota = true;
+        }
     }
 
     /// Reads what the agent wrote since the last read, and says what to do.
@@ -264,6 +373,34 @@ impl Agents {
             .as_deref()
             .map(|t| t.chars().take(300).collect::<String>())
             .unwrap_or_default();
+        let quota = run.tally.usage_limit().and_then(|limit| {
+            let resets_at = chrono::DateTime::from_timestamp(limit.resets_at?, 0)?;
+            Some(crate::core::quota::QuotaHit {
+                resets_at,
+                limit_type: limit.rate_limit_type.clone(),
+            })
+        });
+        if let Some(hit) = quota {
+            run.outcome = Some(outcome);
+            run.after_quota = true;
+            return Some(Verdict {
+                reason: Reason::UsageLimited,
+                message: format!(
+                    "the account reached its usage limit{}; it resets at {}",
+                    hit.limit_type
+                        .as_deref()
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default(),
+                    hit.resets_at.to_rfc3339()
+                ),
+                min_delay: None,
+                retry: true,
+                quota: Some(hit),
+            });
+        }
+        let retry_after = status
+            .last_retry_delay_ms
+            .map(std::time::Duration::from_millis);
         let verdict = match &outcome {
             Outcome::Success => Verdict {
                 reason: Reason::Completed,
@@ -277,25 +414,38 @@ impl Agents {
                 ),
                 min_delay: None,
                 retry: true,
+                quota: None,
             },
             Outcome::Failed { reason } => {
                 let hint = agent::restart_hint(&outcome, run.tally.last_retry_reason());
                 Verdict {
                     reason: Reason::AgentFailed,
                     message: format!(
-                        "the agent failed: {}{}",
+                        "the agent failed: {}{}{}",
                         reason.as_str(),
                         if text.is_empty() {
                             String::new()
                         } else {
                             format!(": {text}")
+                        },
+                        match (reason, retry_after) {
+                            (agent::FailureReason::RateLimited, Some(d)) => {
+                                format!(" (the CLI's retry-after: {} ms)", d.as_millis())
+                            }
+                            _ => String::new(),
                         }
                     ),
+                    // A rate limit without a reset time (an API key's 429):
+                    // the backoff, at least the floor, and at least what
+                    // the API asked for (the CLI's retry delay).
                     min_delay: match hint {
-                        RestartHint::WaitLonger { min_delay, .. } => Some(min_delay),
+                        RestartHint::WaitLonger { min_delay, .. } => {
+                            Some(retry_after.map_or(min_delay, |r| r.max(min_delay)))
+                        }
                         _ => None,
                     },
                     retry: hint != RestartHint::DoNotRetry,
+                    quota: None,
                 }
             }
             Outcome::Abnormal => {
@@ -308,6 +458,7 @@ impl Agents {
                         _ => None,
                     },
                     retry: true,
+                    quota: None,
                 }
             }
         };
@@ -331,6 +482,26 @@ impl Agents {
                 obj.insert("sessionId".into(), serde_json::json!(id));
             }
             obj.insert("attempts".into(), serde_json::json!(run.attempts));
+            // costUsd and tokens cover every attempt of the conversation;
+            // the prior* figures let a new controller add up the same way.
+            let this = Totals::of(run.tally.status());
+            let this = run.restored_last.map_or(this, |r| r.plus(this));
+            let sum = run.prior.plus(this);
+            if run.prior != Totals::default() || run.restored_last.is_some() {
+                obj.insert("costUsd".into(), serde_json::json!(sum.cost_usd));
+                obj.insert("inputTokens".into(), serde_json::json!(sum.input_tokens));
+                obj.insert("outputTokens".into(), serde_json::json!(sum.output_tokens));
+                obj.insert("attemptCostUsd".into(), serde_json::json!(this.cost_usd));
+                obj.insert("priorCostUsd".into(), serde_json::json!(run.prior.cost_usd));
+                obj.insert(
+                    "priorInputTokens".into(),
+                    serde_json::json!(run.prior.input_tokens),
+                );
+                obj.insert(
+                    "priorOutputTokens".into(),
+                    serde_json::json!(run.prior.output_tokens),
+                );
+            }
             if let Some(o) = &run.outcome {
                 obj.insert("outcome".into(), serde_json::json!(format!("{o:?}")));
             }

@@ -495,6 +495,7 @@ impl Controller {
         let Some((status, mut rec)) = super::adopt::restore_record(doc) else {
             return;
         };
+        self.agents.restore(name, &doc["status"]);
         if let Some(e) = &status.last_exit {
             if let Some(a) = &e.analysis {
                 self.analyses
@@ -2003,6 +2004,7 @@ impl Controller {
     /// The manifests' desired state, without the sessions collected with
     /// their current spec (core::gc).
     fn set_desired(&mut self, mut desired: Desired) {
+        super::accounts::fill(&mut desired, &self.opts.pass_env, &self.layout.manifest_dir);
         let catalog = &self.catalog;
         let changed = core::gc::apply(&mut desired, &mut self.collected, |n| {
             catalog.known("Session", n).map(|k| k.spec_hash)
@@ -2439,6 +2441,7 @@ impl Controller {
             extra: self.health_figures(),
             updated_at: None,
         };
+        super::accounts::add_to_status(&mut status.extra, &self.desired, &self.state, Utc::now());
         // Counters alone rewrite the file at most once a resync interval.
         let mut for_hash = status.clone();
         for_hash.extra.remove("reconcileMillis");

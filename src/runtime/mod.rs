@@ -1,5 +1,6 @@
 //! The imperative shell: watching, processes, files, clocks and signals.
 
+pub mod accounts;
 pub mod adopt;
 pub mod agents;
 pub mod catalog;
