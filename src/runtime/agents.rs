@@ -64,6 +64,24 @@ pub struct AgentRun {
     prior: Totals,
     /// The last attempt's totals when its tally is gone (restored from a status).
     restored_last: Option<Totals>,
+    /// The last time the agent was seen busy without writing (a running
+    /// tool call, compacting): silence counts from then, not from its last output.
+    busy_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Since when an agent counts as silent for `staleAfter`: its last output,
+/// or the last time it was seen busy (a tool call running, the context
+/// compacting), whichever is later; `now` while it is busy.
+pub fn silent_since(
+    last_output: chrono::DateTime<chrono::Utc>,
+    busy: bool,
+    busy_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    if busy {
+        return now;
+    }
+    busy_seen_at.map_or(last_output, |b| b.max(last_output))
 }
 
 /// Cost and tokens, summed over the attempts of one conversation.
@@ -224,6 +242,7 @@ impl Agents {
             Totals::default()
         };
         run.after_quota = false;
+        run.busy_seen_at = None;
         run.session_id = Some(conversation.session_id());
         run.tally = Tally::new();
         run.offset = 0;
@@ -509,6 +528,24 @@ impl Agents {
         Some(v)
     }
 
+    /// Since when `name` counts as silent (see [`silent_since`]); plain
+    /// commands and unknown sessions: their last output.
+    pub fn silent_since(
+        &mut self,
+        name: &str,
+        last_output: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        let Some(run) = self.runs.get_mut(name) else {
+            return last_output;
+        };
+        let busy = run.tally.busy();
+        if busy {
+            run.busy_seen_at = Some(now);
+        }
+        silent_since(last_output, busy, run.busy_seen_at, now)
+    }
+
     /// The stdout file followed for `name`.
     pub fn stdout_of(&self, name: &str) -> Option<&Path> {
         self.runs.get(name).map(|r| r.stdout.as_path())
@@ -530,5 +567,48 @@ impl Agents {
     /// Forgets a session.
     pub fn forget(&mut self, name: &str) {
         self.runs.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn busy_time_is_not_silence() {
+        let t = |s| Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, s).unwrap();
+        // Busy now: not silent at all.
+        assert_eq!(silent_since(t(0), true, None, t(50)), t(50));
+        // Idle after a tool call that ended (was last seen) at 40: silent since 40.
+        assert_eq!(silent_since(t(0), false, Some(t(40)), t(50)), t(40));
+        // Output after the busy time: the output counts.
+        assert_eq!(silent_since(t(45), false, Some(t(40)), t(50)), t(45));
+        // Never busy: the last output.
+        assert_eq!(silent_since(t(10), false, None, t(50)), t(10));
+    }
+
+    #[test]
+    fn a_running_tool_keeps_an_agent_from_going_silent() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.log");
+        std::fs::write(
+            &out,
+            concat!(
+                r#"{"type":"assistant","message":{"id":"m","model":"x","content":[{"type":"tool_use","id":"t","name":"Bash","input":{"command":"sleep 600"}}]}}"#,
+                "\n"
+            ),
+        )
+        .unwrap();
+        let mut agents = Agents::default();
+        agents.adopt("a", &out, None, 1);
+        let spec = SessionSpec {
+            agent: Some(Default::default()),
+            ..SessionSpec::default()
+        };
+        agents.read("a", &spec);
+        let t = |s| Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, s).unwrap();
+        assert_eq!(agents.silent_since("a", t(0), t(30)), t(30));
+        assert_eq!(agents.silent_since("plain", t(0), t(30)), t(0));
     }
 }

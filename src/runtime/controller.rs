@@ -1397,6 +1397,8 @@ impl Controller {
                 .and_then(|l| check_output(&l.stdout, &l.stderr))
                 .filter(|t| *t >= started_at)
                 .unwrap_or(started_at);
+            // A running tool call or compaction is not silence (agents only).
+            let activity = self.agents.silent_since(&name, activity, now);
             let before = self.watches.get(&name).cloned().unwrap_or_default();
             let mut w = before.clone();
             w.usage.memory_bytes = sample.memory_bytes;
