@@ -281,6 +281,11 @@ pub struct PoolSpec {
     /// Sessions allowed to wait; past this the newest is Failed (QueueFull). Default 100.
     #[serde(default = "default_max_queue")]
     pub max_queue: u32,
+    /// What the pool's agent members may spend together: at the budget,
+    /// running members are stopped (BudgetExceeded) and none starts until
+    /// the period rolls over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 impl Default for PoolSpec {
@@ -290,8 +295,37 @@ impl Default for PoolSpec {
             template: None,
             max_concurrent: None,
             max_queue: default_max_queue(),
+            budget: None,
         }
     }
+}
+
+/// A spending budget of agent sessions (`Pool.spec.budget`, `--account-budget`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Budget {
+    /// Cost in USD (the CLI's `total_cost_usd`, all attempts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    pub max_cost_usd: Option<f64>,
+    /// Input plus output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tokens: Option<u64>,
+    /// `day` (the UTC day; spend starts again at midnight UTC) or `total`. Default day.
+    #[serde(default)]
+    pub per: BudgetPeriod,
+}
+
+/// The period a budget covers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    /// The UTC day.
+    #[default]
+    Day,
+    /// Ever (until the pool is deleted).
+    Total,
 }
 
 fn default_max_queue() -> u32 {

@@ -287,6 +287,10 @@ pub struct PoolStatus {
     /// Agent totals over members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<serde_json::Value>,
+    /// With `spec.budget`: the spend of the current period (kept here, so a
+    /// new controller goes on from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<serde_json::Value>,
     /// The manifest's problems, when invalid.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,

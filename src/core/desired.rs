@@ -18,6 +18,12 @@ pub struct Desired {
     /// credential), filled in by the shell: sessions of one account park
     /// together on its usage limit (core::quota).
     pub accounts: BTreeMap<String, String>,
+    /// Each pool's `spec.budget`.
+    pub budgets: BTreeMap<String, crate::api::manifest::Budget>,
+    /// What each pool with a budget spent in the current period (ended
+    /// attempts and the running ones so far), filled in by the shell before
+    /// every pass (core::budget).
+    pub spend: BTreeMap<String, super::budget::Spend>,
 }
 
 /// One session the manifests ask for.

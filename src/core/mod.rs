@@ -4,6 +4,7 @@
 //! decide everything the controller does; the runtime performs the plan.
 
 pub mod backoff;
+pub mod budget;
 pub mod change;
 pub mod desired;
 pub mod gc;

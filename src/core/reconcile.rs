@@ -325,7 +325,11 @@ fn finish_attempt(
     let failed = exit.failed()
         && !matches!(
             exit.reason,
-            Reason::SpecChanged | Reason::Removed | Reason::Suspended | Reason::ControllerStopped
+            Reason::SpecChanged
+                | Reason::Removed
+                | Reason::Suspended
+                | Reason::ControllerStopped
+                | Reason::BudgetExceeded
         );
     if failed {
         exit.crash_dump = Some(crash_dump_name(name, &exit));
@@ -374,6 +378,12 @@ fn finish_attempt(
                 estimated_wait_seconds: None,
                 queued_at: None,
             });
+            return;
+        }
+        Some(Reason::BudgetExceeded) => {
+            // Not a failure: it waits for the budget's next period.
+            rec.run = Run::Idle;
+            rec.wait = Some(super::budget::wait(exit.message.clone()));
             return;
         }
         Some(Reason::DeadlineExceeded) => {
@@ -482,6 +492,16 @@ fn begin_stop(
     });
 }
 
+/// Stops a member of a pool whose budget is spent (core::budget).
+pub(crate) fn begin_budget_stop(
+    r: &mut Running,
+    d: &DesiredSession,
+    message: String,
+    now: DateTime<Utc>,
+) {
+    begin_stop(r, d, Reason::BudgetExceeded, message, now);
+}
+
 /// Compares the desired state with the state and plans what is missing.
 pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Plan {
     let mut plan = Plan::default();
@@ -588,6 +608,7 @@ pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Pl
         }
     }
 
+    super::budget::enforce(desired, state, now, &mut plan);
     start_candidates(desired, state, candidates, now, &mut plan);
 
     for name in std::mem::take(&mut state.dirty) {
@@ -817,7 +838,7 @@ fn escalate(
 }
 
 /// The first signal of a stop: SIGINT for agent runs, else the stop signal.
-fn first_signal(spec: &crate::api::SessionSpec) -> Signal {
+pub(crate) fn first_signal(spec: &crate::api::SessionSpec) -> Signal {
     if spec.agent.is_some() {
         Signal::SIGINT
     } else {
@@ -884,6 +905,20 @@ fn start_candidates(
             // only be rejected the same way.
             super::quota::hold(rec, &park);
             plan.wake(park.resets_at);
+            if *rec != before {
+                state.dirty.insert(d.name.clone());
+            }
+            continue;
+        }
+        if let Some((message, renews)) = super::budget::hold_for(desired, d.pool(), now) {
+            // The pool's budget is spent: nothing starts until it renews.
+            if matches!(rec.run, Run::Backoff { .. }) {
+                rec.run = Run::Idle;
+            }
+            rec.wait = Some(super::budget::wait(message));
+            if let Some(t) = renews {
+                plan.wake(t);
+            }
             if *rec != before {
                 state.dirty.insert(d.name.clone());
             }

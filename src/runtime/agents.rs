@@ -546,6 +546,11 @@ impl Agents {
         silent_since(last_output, busy, run.busy_seen_at, now)
     }
 
+    /// The cost and tokens of `name`'s current (or last) attempt alone.
+    pub fn attempt_totals(&self, name: &str) -> Option<Totals> {
+        self.runs.get(name).map(|r| Totals::of(r.tally.status()))
+    }
+
     /// The stdout file followed for `name`.
     pub fn stdout_of(&self, name: &str) -> Option<&Path> {
         self.runs.get(name).map(|r| r.stdout.as_path())

@@ -211,6 +211,8 @@ pub struct Controller {
     metrics: std::sync::Arc<crate::telemetry::Metrics>,
     health: Health,
     agents: super::agents::Agents,
+    /// What pools with a budget spent (runtime::budget).
+    ledger: super::budget::Ledger,
     /// A second signal killed every session; the loop waits for their exits.
     forced: bool,
     /// Pids found gone without an exit report at the last resync.
@@ -305,6 +307,7 @@ impl Controller {
             metrics: std::sync::Arc::new(crate::telemetry::Metrics::new(resync_interval)),
             health: Health::default(),
             agents: super::agents::Agents::default(),
+            ledger: Default::default(),
             forced: false,
             suspects: BTreeSet::new(),
             log_guard: super::log_guard::LogGuard::new(!poll),
@@ -482,6 +485,9 @@ impl Controller {
                 self.catalog.remember_holder(p.kind, &p.name, &p.stem);
             }
             self.catalog.remember(p.kind, &p.name, p.known);
+            if p.kind == "Pool" {
+                self.ledger.restore(&p.name, &p.doc["status"]);
+            }
             if p.kind == "Session" {
                 to_adopt.push((p.name, p.stem, p.doc));
             }
@@ -1130,7 +1136,15 @@ impl Controller {
                     .get(&name)
                     .map(|l| tail_lines(&l.stderr, 50))
                     .unwrap_or_default();
-                if let Some(verdict) = self.agents.judge(&name, &spec, &stderr_tail) {
+                let verdict = self.agents.judge(&name, &spec, &stderr_tail);
+                super::budget::charge(
+                    &mut self.ledger,
+                    &self.desired,
+                    &self.agents,
+                    &name,
+                    Utc::now(),
+                );
+                if let Some(verdict) = verdict {
                     let ev = Event::Judged {
                         name: name.clone(),
                         pid,
@@ -1534,6 +1548,13 @@ impl Controller {
             }
         }
         let mut wake = None;
+        super::budget::fill(
+            &self.ledger,
+            &mut self.desired,
+            &self.state,
+            &self.agents,
+            now,
+        );
         for _ in 0..8 {
             let plan = core::reconcile(&self.desired, &mut self.state, now);
             wake = plan.wake_at;
@@ -2155,6 +2176,8 @@ impl Controller {
                         );
                         doc.status.errors = view.stale_problems.clone();
                         doc.status.agent = self.pool_agent_totals(name);
+                        doc.status.budget =
+                            super::budget::status(&self.ledger, &self.desired, name, now);
                         doc.metadata.labels = self
                             .catalog
                             .pool_labels

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod adopt;
 pub mod agents;
+pub mod budget;
 pub mod catalog;
 pub mod cgroup;
 pub mod collected;

@@ -452,6 +452,7 @@ pub fn pool_status(
             conditions,
             observed_generation: pool.map_or(0, |p| p.generation),
             agent: None,
+            budget: None,
             errors: Vec::new(),
             updated_at: None,
         },

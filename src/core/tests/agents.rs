@@ -148,3 +148,101 @@ fn a_stop_during_the_attempt_wins_over_the_usage_limit() {
 fn render_phase(rec: &Record) -> Phase {
     crate::runtime::render::phase_only(rec)
 }
+
+// ---------------------------------------------------------------------------
+// Pool budgets (core::budget)
+// ---------------------------------------------------------------------------
+
+fn budget_pool(w: &mut World, max_tokens: u64, per: crate::api::manifest::BudgetPeriod) {
+    w.pool("p", None, 10);
+    w.desired.budgets.insert(
+        "p".into(),
+        crate::api::manifest::Budget {
+            max_cost_usd: None,
+            max_tokens: Some(max_tokens),
+            per,
+        },
+    );
+    w.scale("p", 2, agent);
+}
+
+fn spend(w: &mut World, tokens: u64) {
+    w.desired.spend.insert(
+        "p".into(),
+        crate::core::budget::Spend {
+            cost_usd: 0.0,
+            tokens,
+        },
+    );
+}
+
+#[test]
+fn at_the_budget_members_are_stopped_and_none_starts_until_the_next_day() {
+    use crate::api::manifest::BudgetPeriod;
+    let mut w = World::new();
+    budget_pool(&mut w, 1000, BudgetPeriod::Day);
+    assert_eq!(spawned_names(&w.step()), ["p-0", "p-1"]);
+    w.reconcile();
+    spend(&mut w, 999);
+    assert!(signals(&w.reconcile()).is_empty(), "below the budget");
+    spend(&mut w, 1000);
+    let plan = w.reconcile();
+    // Agents get SIGINT first: they end their turn and write their result.
+    assert_eq!(
+        signals(&plan),
+        [("p-0", Signal::SIGINT), ("p-1", Signal::SIGINT)]
+    );
+    assert_eq!(w.stop_reason("p-0"), Some(Reason::BudgetExceeded));
+    w.exit("p-0", ExitStatus::Code(0));
+    w.exit("p-1", ExitStatus::Code(1));
+    let plan = w.step();
+    assert!(spawns(&plan).is_empty(), "none starts after the budget");
+    assert!(crash_dumps(&plan).is_empty(), "not a failure");
+    for n in ["p-0", "p-1"] {
+        assert_eq!(
+            w.wait(n).map(|(p, r, _)| (p, r)),
+            Some((Phase::Pending, Reason::BudgetExceeded)),
+            "{n}"
+        );
+        assert_eq!(w.rec(n).failures, 0, "{n}");
+    }
+    // It wakes at midnight UTC, when the shell's spend starts again at 0.
+    let midnight = crate::core::budget::period_end(BudgetPeriod::Day, w.now).unwrap();
+    assert_eq!(plan.wake_at, Some(midnight));
+    w.advance(s(3600));
+    assert!(spawns(&w.step()).is_empty());
+    w.now = midnight;
+    spend(&mut w, 0);
+    assert_eq!(spawned_names(&w.step()), ["p-0", "p-1"]);
+}
+
+#[test]
+fn a_total_budget_never_renews_and_other_pools_are_not_held() {
+    use crate::api::manifest::BudgetPeriod;
+    let mut w = World::new();
+    budget_pool(&mut w, 10, BudgetPeriod::Total);
+    w.pool("q", None, 10);
+    w.scale("q", 1, agent);
+    spend(&mut w, 10);
+    let plan = w.step();
+    assert_eq!(spawned_names(&plan), ["q-0"]);
+    assert_eq!(plan.wake_at, None, "a total budget does not renew");
+    assert_eq!(
+        w.wait("p-0").map(|(_, r, _)| r),
+        Some(Reason::BudgetExceeded)
+    );
+}
+
+#[test]
+fn periods_are_utc_days() {
+    use crate::api::manifest::BudgetPeriod;
+    use crate::core::budget::{period, period_end};
+    let t = Utc.with_ymd_and_hms(2030, 1, 1, 23, 59, 59).unwrap();
+    assert_eq!(period(BudgetPeriod::Day, t), "2030-01-01");
+    assert_eq!(period(BudgetPeriod::Day, t + s(1)), "2030-01-02");
+    assert_eq!(
+        period_end(BudgetPeriod::Day, t),
+        Some(Utc.with_ymd_and_hms(2030, 1, 2, 0, 0, 0).unwrap())
+    );
+    assert_eq!(period(BudgetPeriod::Total, t), "total");
+}
