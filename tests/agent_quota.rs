@@ -198,3 +198,57 @@ fn an_api_key_rate_limit_takes_the_backoff_with_the_clis_retry_after() {
     let message = st["lastExit"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("retry-after"), "{s:#}");
 }
+
+#[test]
+fn a_resumed_conversation_sums_its_cost_and_the_charter_tools_reach_the_argv() {
+    let bin = require_claude!(
+        "a_resumed_conversation_sums_its_cost_and_the_charter_tools_reach_the_argv"
+    );
+    // The first attempt runs a long Bash call and is interrupted by its
+    // timeout (SIGINT: the CLI writes a result with its cost); the resumed
+    // attempt gets the tool's result back and answers.
+    let fake = FakeApi::start(Scenario::Commands(vec!["sleep 120".into()]));
+    let sb = Sandbox::new();
+    let _keeper = KeeperGuard(sb.dir.clone());
+    let spec = format!(
+        "{}charter:\n  resources:\n    allowedTools: [\"Bash(sleep:*)\"]\n{}workingDir: {}\nrestartPolicy: OnFailure\nmaxRetries: 2\ntimeout: 20s\nterminationGracePeriod: 20s\nbackoff:\n  initialDelay: 1s\n",
+        agent_yaml(&bin, "sleep a while", ""),
+        sb.env_yaml(&fake.base_url()),
+        q(&sb.work.display().to_string()),
+    );
+    sb.write("summed", &spec);
+    let _c = sb.controller(&[]);
+
+    let s = wait_status(&sb, "summed", "running", |s| {
+        s["status"]["phase"] == "Running" && s["status"]["pid"].is_u64()
+    });
+    let pid = s["status"]["pid"].as_u64().unwrap_or(0);
+    let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let at = argv.iter().position(|a| a == "--allowedTools");
+    assert!(
+        at.is_some_and(|i| argv.get(i + 1).map(String::as_str) == Some("Bash(sleep:*)")),
+        "{argv:?}"
+    );
+
+    let s = wait_done(&sb, "summed");
+    let st = &s["status"];
+    assert_eq!(st["phase"], "Completed", "{s:#}");
+    assert_eq!(st["attempt"], 2, "{s:#}");
+    assert_eq!(st["agent"]["attempts"][1]["resumed"], true, "{s:#}");
+    let a = &st["agent"];
+    let prior = a["priorCostUsd"].as_f64().expect("priorCostUsd");
+    let this = a["attemptCostUsd"].as_f64().expect("attemptCostUsd");
+    let total = a["costUsd"].as_f64().expect("costUsd");
+    assert!(prior > 0.0 && this > 0.0, "{s:#}");
+    assert!((total - (prior + this)).abs() < 1e-9, "{s:#}");
+    assert!(
+        a["inputTokens"].as_u64().unwrap_or(0) > a["priorInputTokens"].as_u64().unwrap_or(0),
+        "{s:#}"
+    );
+}
