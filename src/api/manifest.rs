@@ -184,6 +184,10 @@ pub struct SessionSpec {
     /// Working directory; relative paths resolve against the manifest's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<PathBuf>,
+    /// A Git worktree of its own, made before the first attempt in the
+    /// status folder (`NAME.workspace/`): the session runs there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<Workspace>,
     /// Variables read from dotenv files at every spawn, before `env`. Their
     /// values are never written or printed anywhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -298,6 +302,21 @@ impl Default for PoolSpec {
             budget: None,
         }
     }
+}
+
+/// `spec.workspace`: a Git worktree per session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Workspace {
+    /// The repository (a path, relative to the manifest's directory).
+    pub repo: PathBuf,
+    /// The session's branch, made from `base` when missing. Default
+    /// `sessionlet/NAME`; pool replicas add `-ORDINAL` to a given branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Where a new branch starts. Default the repository's `HEAD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 /// A spending budget of agent sessions (`Pool.spec.budget`, `--account-budget`).

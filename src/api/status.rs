@@ -209,6 +209,10 @@ pub struct SessionStatus {
     /// Agent runs: conversation, tokens, cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<serde_json::Value>,
+    /// `spec.workspace`: the worktree, its branch, whether it is dirty, and
+    /// (after a deletion) whether it was removed or kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<serde_json::Value>,
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -118,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut rows = vec![if wide {
         [
             "NAME", "PHASE", "RESTARTS", "AGE", "PID", "REASON", "MEMORY", "CPU", "TURNS",
-            "TOKENS", "COST", "MANIFEST",
+            "TOKENS", "COST", "BRANCH", "DIRTY", "MANIFEST",
         ]
         .map(String::from)
         .to_vec()
@@ -185,6 +185,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                             .map(|v| format!("${v:.4}"))
                             .unwrap_or_else(|| "-".into()),
                     );
+                    let ws = st.workspace.as_ref();
+                    row.push(
+                        ws.and_then(|w| w["branch"].as_str())
+                            .unwrap_or("-")
+                            .to_string(),
+                    );
+                    row.push(match ws.map(|w| &w["dirty"]) {
+                        Some(serde_json::Value::Bool(true)) => "yes".into(),
+                        Some(serde_json::Value::Bool(false)) => "no".into(),
+                        _ => "-".into(),
+                    });
                     row.push(s.metadata.manifest.clone());
                 }
                 rows.push(row);

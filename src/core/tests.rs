@@ -2882,6 +2882,12 @@ fn edits() -> Vec<(&'static str, Edit)> {
             s.command = Some(vec!["sleep".into(), "2".into()])
         }),
         ("workingDir", |s| s.working_dir = Some("/tmp".into())),
+        ("workspace", |s| {
+            s.workspace = Some(crate::api::manifest::Workspace {
+                repo: "/repo".into(),
+                ..Default::default()
+            })
+        }),
         ("env", |s| {
             s.env.insert("MODE".into(), "new".into());
         }),

@@ -356,8 +356,48 @@ fn session_spec_rules(spec_key: Pos, spec: &Node, path: &str, out: &mut Vec<Find
             }
         }
     }
+    workspace_rule(spec, path, out);
     forbidden_patterns_rule(spec, path, out);
     backoff_rule(spec, path, out);
+}
+
+/// `spec.workspace`: names Git would refuse (or read as options) are
+/// reported here, with their line, rather than at the first spawn. Whether
+/// `repo` is a repository is checked at spawn time (it may appear later).
+fn workspace_rule(spec: &Node, path: &str, out: &mut Vec<Finding>) {
+    let Some((_, ws)) = entry(spec, "workspace") else {
+        return;
+    };
+    let ws_path = join_key(path, "workspace");
+    if let Some((_, repo)) = entry(ws, "repo") {
+        if as_str(repo).is_some_and(|r| r.trim().is_empty()) {
+            out.push(finding(
+                repo.pos,
+                &join_key(&ws_path, "repo"),
+                "the repository path is empty; name a Git repository, e.g. repo: ../app".into(),
+            ));
+        }
+    }
+    for field in ["branch", "base"] {
+        let Some((_, node)) = entry(ws, field) else {
+            continue;
+        };
+        let Some(v) = as_str(node) else { continue };
+        if let Some(problem) = crate::runtime::workspace::ref_problem(v) {
+            out.push(finding(
+                node.pos,
+                &join_key(&ws_path, field),
+                format!(
+                    "{problem}; e.g. {field}: {}",
+                    if field == "branch" {
+                        "agent/fix-tests"
+                    } else {
+                        "main"
+                    }
+                ),
+            ));
+        }
+    }
 }
 
 /// Rule 3, last part: forbidden patterns must compile, or the guard built

@@ -213,6 +213,8 @@ pub struct Controller {
     agents: super::agents::Agents,
     /// What pools with a budget spent (runtime::budget).
     ledger: super::budget::Ledger,
+    /// Sessions' Git worktrees (runtime::workspace).
+    workspaces: super::workspace::Workspaces,
     /// A second signal killed every session; the loop waits for their exits.
     forced: bool,
     /// Pids found gone without an exit report at the last resync.
@@ -308,6 +310,7 @@ impl Controller {
             health: Health::default(),
             agents: super::agents::Agents::default(),
             ledger: Default::default(),
+            workspaces: Default::default(),
             forced: false,
             suspects: BTreeSet::new(),
             log_guard: super::log_guard::LogGuard::new(!poll),
@@ -502,6 +505,7 @@ impl Controller {
             return;
         };
         self.agents.restore(name, &doc["status"]);
+        self.workspaces.restore(name, &doc["status"]);
         if let Some(e) = &status.last_exit {
             if let Some(a) = &e.analysis {
                 self.analyses
@@ -1124,6 +1128,7 @@ impl Controller {
                 }
             }
             self.watches.remove(&name);
+            self.workspaces.check(&name);
             if let Some(spec) = self
                 .desired
                 .sessions
@@ -1604,7 +1609,11 @@ impl Controller {
                 Action::Signal { name, pid, signal } => self.signal_session(&name, pid, signal),
                 Action::WriteCrashDump { name, exit } => self.write_crash_dump(&name, &exit, now),
                 Action::WriteStatus { name } => self.mark_dirty(&name),
-                Action::Tombstone { name, record } => self.write_tombstone(&name, &record, now),
+                Action::Tombstone { name, record } => {
+                    // Before the tombstone, which then says what became of the worktree.
+                    self.workspaces.release(&name);
+                    self.write_tombstone(&name, &record, now)
+                }
                 Action::Forget { name } => self.forget(&name),
                 Action::CollectGarbage { name } => {
                     self.collect_garbage(&name);
@@ -1663,6 +1672,13 @@ impl Controller {
             Some(w) => self.layout.manifest_dir.join(w),
             None => self.layout.manifest_dir.clone(),
         };
+        let cwd = super::workspace::cwd_for(
+            &mut self.workspaces,
+            d,
+            cwd,
+            &self.layout.manifest_dir,
+            &self.layout.status_dir,
+        )?;
         let spec = spec.clone();
         let mut extra_env: Vec<(String, String)> = Vec::new();
         let mut stdin_text = spec.stdin.clone();
@@ -1988,6 +2004,8 @@ impl Controller {
         self.watches.remove(name);
         self.analyses.remove(name);
         self.agents.forget(name);
+        self.workspaces.release(name);
+        self.workspaces.forget(name);
         self.metrics.restarts.remove(&SessionLabel {
             session: name.to_string(),
         });
@@ -2382,6 +2400,7 @@ impl Controller {
             stale: watch.is_some_and(|w| w.stale),
             analysis: self.analyses.get(name).cloned(),
             agent: self.agents.status(name),
+            workspace: self.workspaces.status(name),
         }
     }
 

@@ -24,5 +24,6 @@ pub mod story;
 pub mod tombstone;
 pub mod trust;
 pub mod watch;
+pub mod workspace;
 
 pub use controller::{Controller, Exit, Options, Signals};

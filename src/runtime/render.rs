@@ -34,6 +34,8 @@ pub struct Extras {
     pub analysis: Option<(u32, serde_json::Value)>,
     /// Agent runs: the status's `agent` block.
     pub agent: Option<serde_json::Value>,
+    /// `spec.workspace`: the status's `workspace` block.
+    pub workspace: Option<serde_json::Value>,
 }
 
 /// Remembers when each condition last changed, so `lastTransitionTime` is true.
@@ -305,6 +307,7 @@ pub fn session_status(
             usage: if running { extras.usage.clone() } else { None },
             last_activity_at: if running { extras.last_activity } else { None },
             agent: extras.agent.clone(),
+            workspace: extras.workspace.clone(),
             conditions,
             logs: extras.logs.clone(),
             errors: stale_problems.to_vec(),
