@@ -332,7 +332,11 @@ impl Profile for ClaudeProfile {
         // variadic and would swallow a bare positional, and a prompt starting
         // with '-' would read as an option. A prompt too long for one argv
         // item goes to stdin instead (the CLI reads it from a pipe).
-        let stdin = if req.prompt.len() > ARGV_PROMPT_LIMIT {
+        let stdin = if spec.input == crate::api::agent::AgentInput::Stream {
+            // The prompt is the first message; more follow on the same pipe.
+            args.extend(["--input-format".into(), "stream-json".into()]);
+            Some(stream_user_message(req.prompt))
+        } else if req.prompt.len() > ARGV_PROMPT_LIMIT {
             Some(req.prompt.to_owned())
         } else {
             args.extend(["--".into(), req.prompt.to_owned()]);
@@ -380,6 +384,15 @@ impl Profile for ClaudeProfile {
     fn is_session_in_use(&self, stderr: &str) -> bool {
         stderr.contains("is already in use")
     }
+}
+
+/// One user message for `--input-format stream-json`, as a line.
+pub fn stream_user_message(text: &str) -> String {
+    let msg = serde_json::json!({
+        "type": "user",
+        "message": {"role": "user", "content": [{"type": "text", "text": text}]},
+    });
+    format!("{msg}\n")
 }
 
 /// The `--allowedTools` rules: `spec.agent.allowedTools`, then the charter's
@@ -617,6 +630,22 @@ mod tests {
             values(&inv, "--disallowedTools"),
             ["Bash(rm -rf:*)", "Bash(git push:*)", "Bash(shutdown:*)"]
         );
+    }
+
+    #[test]
+    fn stream_input_sends_the_prompt_as_the_first_message() {
+        let s = AgentSpec {
+            input: crate::api::agent::AgentInput::Stream,
+            ..spec()
+        };
+        let inv = build(&s);
+        assert_eq!(values(&inv, "--input-format"), ["stream-json"]);
+        assert!(!inv.args.iter().any(|a| a == "do it"), "{:?}", inv.args);
+        let line = inv.stdin.expect("the first message");
+        let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(v["type"], "user");
+        assert_eq!(v["message"]["content"][0]["text"], "do it");
+        assert!(line.ends_with('\n'));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod plan;
 pub mod read;
 pub mod run;
 pub mod schema;
+pub mod send;
 pub mod validate;
 
 /// A Kubernetes-style reconciling controller for long-running sessions.
@@ -55,6 +56,8 @@ pub enum Command {
     Plan(plan::Args),
     /// Stop every session gracefully and end the keeper, with or without a running controller.
     Down(down::Args),
+    /// Send a message to a running session's input (`agent.input: stream`).
+    Send(send::Args),
     /// Print a shell completion script (bash, zsh or fish).
     Completion(extras::CompletionArgs),
     /// Print the man page, or write every man page in a folder.
@@ -129,6 +132,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing_with("warn");
             down::run(args)
         }
+        Command::Send(args) => send::run(args),
         Command::Completion(args) => extras::completion(args),
         Command::Man(args) => extras::man(args),
     }

@@ -67,6 +67,9 @@ pub struct AgentRun {
     /// The last time the agent was seen busy without writing (a running
     /// tool call, compacting): silence counts from then, not from its last output.
     busy_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// With stream input: when the agent ended its last turn (its `result`),
+    /// unless a message was sent since.
+    turn_ended_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Since when an agent counts as silent for `staleAfter`: its last output,
@@ -243,6 +246,7 @@ impl Agents {
         };
         run.after_quota = false;
         run.busy_seen_at = None;
+        run.turn_ended_at = None;
         run.session_id = Some(conversation.session_id());
         run.tally = Tally::new();
         run.offset = 0;
@@ -369,7 +373,10 @@ impl Agents {
                             }
                         }
                     }
-                    agent::Signal::Began { .. } | agent::Signal::Finished { .. } => {}
+                    agent::Signal::Finished { .. } => {
+                        run.turn_ended_at = Some(chrono::Utc::now());
+                    }
+                    agent::Signal::Began { .. } => {}
                 }
             }
         }
@@ -544,6 +551,18 @@ impl Agents {
             run.busy_seen_at = Some(now);
         }
         silent_since(last_output, busy, run.busy_seen_at, now)
+    }
+
+    /// When `name` ended its last turn with no message sent since (stream input).
+    pub fn idle_since(&self, name: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.runs.get(name)?.turn_ended_at
+    }
+
+    /// A message was written to `name`'s input: it works on a new turn.
+    pub fn message_sent(&mut self, name: &str) {
+        if let Some(run) = self.runs.get_mut(name) {
+            run.turn_ended_at = None;
+        }
     }
 
     /// The cost and tokens of `name`'s current (or last) attempt alone.

@@ -215,6 +215,8 @@ pub struct Controller {
     ledger: super::budget::Ledger,
     /// Sessions' Git worktrees (runtime::workspace).
     workspaces: super::workspace::Workspaces,
+    /// Sessions' input (runtime::inbox).
+    inputs: super::inbox::Inputs,
     /// A second signal killed every session; the loop waits for their exits.
     forced: bool,
     /// Pids found gone without an exit report at the last resync.
@@ -311,6 +313,7 @@ impl Controller {
             agents: super::agents::Agents::default(),
             ledger: Default::default(),
             workspaces: Default::default(),
+            inputs: Default::default(),
             forced: false,
             suspects: BTreeSet::new(),
             log_guard: super::log_guard::LogGuard::new(!poll),
@@ -1560,6 +1563,11 @@ impl Controller {
             &self.agents,
             now,
         );
+        if let Some(tx) = &self.keeper_tx {
+            let running = super::inbox::running(&self.state, &self.desired);
+            self.inputs
+                .pump(&self.layout, &running, tx, &mut self.agents, now);
+        }
         for _ in 0..8 {
             let plan = core::reconcile(&self.desired, &mut self.state, now);
             wake = plan.wake_at;
@@ -1748,6 +1756,7 @@ impl Controller {
                 &self.layout.manifest_dir,
             )?,
             stdin,
+            stdin_pipe: super::inbox::wants_pipe(&spec),
             stdout: stdout.clone(),
             stderr: stderr.clone(),
             user,

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod crash_dump;
 pub mod files;
 pub mod fork;
+pub mod inbox;
 pub mod keeper;
 pub mod layout;
 pub mod lock;
