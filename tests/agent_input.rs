@@ -105,3 +105,37 @@ fn a_stream_session_takes_a_second_message_across_a_controller_restart() {
     let out = send(&sb, "too late");
     assert!(!out.status.success(), "{out:?}");
 }
+
+#[test]
+fn a_command_with_a_stdin_pipe_reads_what_send_writes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().canonicalize().expect("canonical");
+    let _keeper = KeeperGuard(dir.clone());
+    common::write_file(
+        &dir.join("echoer.yaml"),
+        &common::session(
+            "echoer",
+            "command: [/bin/sh, -c, 'while read line; do echo \"got: $line\"; done; echo eof']\nstdin: {pipe: true}\n",
+        ),
+    );
+    let _c = common::Controller::start(&dir, &[]);
+    let s = common::wait_phase(&dir, "echoer", "Running");
+    let pid = s["status"]["pid"].as_u64().unwrap_or(0) as u32;
+    let out = Command::new(common::bin())
+        .args(["send", "--dir"])
+        .arg(&dir)
+        .args(["echoer", "hello there"])
+        .output()
+        .expect("sessionlet send");
+    assert!(out.status.success(), "{out:?}");
+    let log = dir.join("echoer.logs/attempt-1.stdout.log");
+    common::wait_for("the line echoed", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("got: hello there"))
+    });
+    // Its stdin stays open: it is still reading.
+    assert!(alive(pid));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("eof"), "{text}");
+}

@@ -197,9 +197,11 @@ pub struct SessionSpec {
     /// here: use `envFrom` or `--pass-env`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Written to the session's stdin, which is then closed. Otherwise stdin is /dev/null.
+    /// Text written to the session's stdin, which is then closed; or
+    /// `{pipe: true}`: stdin stays open (the keeper holds it) for
+    /// `sessionlet send`. Otherwise stdin is /dev/null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stdin: Option<String>,
+    pub stdin: Option<Stdin>,
     /// When an exited session runs again. Default OnFailure.
     #[serde(default)]
     pub restart_policy: RestartPolicy,
@@ -301,6 +303,39 @@ impl Default for PoolSpec {
             max_queue: default_max_queue(),
             budget: None,
         }
+    }
+}
+
+/// `spec.stdin`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Stdin {
+    /// Written to stdin, which is then closed.
+    Text(String),
+    /// `{pipe: true}`: stdin stays open for `sessionlet send` (each message
+    /// is written as a line); `{pipe: false}` is /dev/null.
+    Pipe(StdinPipe),
+}
+
+/// `spec.stdin: {pipe: true}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StdinPipe {
+    /// Keep stdin open for `sessionlet send`.
+    pub pipe: bool,
+}
+
+impl Stdin {
+    /// The text to write first, if any.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Stdin::Text(t) => Some(t),
+            Stdin::Pipe(_) => None,
+        }
+    }
+    /// Whether stdin stays open for `sessionlet send`.
+    pub fn pipe(&self) -> bool {
+        matches!(self, Stdin::Pipe(StdinPipe { pipe: true }))
     }
 }
 

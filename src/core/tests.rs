@@ -2896,7 +2896,9 @@ fn edits() -> Vec<(&'static str, Edit)> {
                 file: "secrets.env".into(),
             })
         }),
-        ("stdin", |s| s.stdin = Some("hello".into())),
+        ("stdin", |s| {
+            s.stdin = Some(crate::api::manifest::Stdin::Text("hello".into()))
+        }),
         ("user", |s| s.user = Some("nobody".into())),
         ("group", |s| s.group = Some("nogroup".into())),
         ("resources.maxMemory", |s| {

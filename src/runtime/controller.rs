@@ -1689,7 +1689,11 @@ impl Controller {
         )?;
         let spec = spec.clone();
         let mut extra_env: Vec<(String, String)> = Vec::new();
-        let mut stdin_text = spec.stdin.clone();
+        let mut stdin_text = spec
+            .stdin
+            .as_ref()
+            .and_then(|s| s.text())
+            .map(str::to_string);
         let argv = if spec.agent.is_some() {
             let launch = self.agents.launch(
                 name,

@@ -8,7 +8,7 @@
 //! controller runs is delivered by the next one).
 //!
 //! An agent with `agent.input: stream` gets each message as a stream-json
-//! user message.
+//! user message; a command with `stdin: {pipe: true}` gets the text as a line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,11 +52,25 @@ pub enum DeliverError {
     },
 }
 
-/// Whether a session's stdin is a pipe held by the keeper.
+/// Whether a session's stdin is a pipe held by the keeper: an agent with
+/// `input: stream`, or a command with `stdin: {pipe: true}`.
 pub fn wants_pipe(spec: &SessionSpec) -> bool {
     spec.agent
         .as_ref()
         .is_some_and(|a| a.input == AgentInput::Stream)
+        || (spec.agent.is_none() && spec.stdin.as_ref().is_some_and(|s| s.pipe()))
+}
+
+/// A message as the session reads it: a stream-json user message for an
+/// agent, the text and a newline for a command.
+pub fn encode(spec: &SessionSpec, text: &str) -> String {
+    if spec.agent.is_some() {
+        crate::agent::argv::stream_user_message(text)
+    } else if text.ends_with('\n') {
+        text.to_string()
+    } else {
+        format!("{text}\n")
+    }
 }
 
 /// The inbox folder of `name`.
@@ -174,7 +188,7 @@ impl Inputs {
             let messages = waiting(layout, name);
             let had_messages = !messages.is_empty();
             for (path, m) in messages {
-                let line = crate::agent::argv::stream_user_message(&m.text);
+                let line = encode(spec, &m.text);
                 if !keeper.write_stdin(*pid, line) {
                     return; // the keeper is away: the files wait
                 }
