@@ -159,6 +159,18 @@ fn sessions_on_one_account_park_together() {
     let acc = &cs["extra"]["accounts"][account.as_str().unwrap_or_default()];
     assert_eq!(acc["state"], "WaitingForQuota", "{cs:#}");
     assert_eq!(acc["sessions"], 2, "{cs:#}");
+    // So does `get`: an ACCOUNT table.
+    let out = std::process::Command::new(common::bin())
+        .args(["get", "--dir"])
+        .arg(&sb.dir)
+        .output()
+        .expect("sessionlet get");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(account.as_str().unwrap_or("?")))
+        .unwrap_or_else(|| panic!("no account line: {text}"));
+    assert!(line.contains("WaitingForQuota"), "{text}");
 
     // Both finish after the reset; the second started after it.
     let done2 = wait_done(&sb, "second");
