@@ -13,7 +13,7 @@
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::desired::Desired;
+use super::desired::{Desired, DesiredSession};
 use super::plan::{Action, Plan};
 use super::state::{Run, State, Wait};
 use super::{Phase, Reason};
@@ -63,55 +63,96 @@ pub fn exceeded(budget: &Budget, spend: &Spend) -> Option<String> {
     None
 }
 
-/// The pools whose budget is spent: (pool, message, when it renews).
-fn spent_pools(
-    desired: &Desired,
-    now: DateTime<Utc>,
-) -> Vec<(String, String, Option<DateTime<Utc>>)> {
-    desired
-        .budgets
-        .iter()
-        .filter_map(|(pool, b)| {
-            let spend = desired.spend.get(pool).copied().unwrap_or_default();
-            let why = exceeded(b, &spend)?;
-            let per = match b.per {
-                BudgetPeriod::Day => "per day",
-                BudgetPeriod::Total => "in total",
-            };
-            let until = period_end(b.per, now);
-            let msg = format!(
-                "pool {pool:?} {why} ({per}){}",
-                until
-                    .map(|t| format!("; members start again at {}", t.to_rfc3339()))
-                    .unwrap_or_else(|| "; raise the budget to start members again".into())
-            );
-            Some((pool.clone(), msg, until))
-        })
-        .collect()
+/// A spent budget: what it covers, the message, when it renews.
+struct Spent {
+    pool: Option<String>,
+    account: Option<String>,
+    message: String,
+    renews: Option<DateTime<Utc>>,
 }
 
-/// Whether `pool`'s budget is spent: the hold message and when it renews.
+fn describe(
+    what: &str,
+    b: &Budget,
+    why: String,
+    now: DateTime<Utc>,
+) -> (String, Option<DateTime<Utc>>) {
+    let per = match b.per {
+        BudgetPeriod::Day => "per day",
+        BudgetPeriod::Total => "in total",
+    };
+    let until = period_end(b.per, now);
+    let msg = format!(
+        "{what} {why} ({per}){}",
+        until
+            .map(|t| format!("; sessions start again at {}", t.to_rfc3339()))
+            .unwrap_or_else(|| "; raise the budget to start sessions again".into())
+    );
+    (msg, until)
+}
+
+/// The pools and accounts whose budget is spent.
+fn spent(desired: &Desired, now: DateTime<Utc>) -> Vec<Spent> {
+    let mut out = Vec::new();
+    for (pool, b) in &desired.budgets {
+        let spend = desired.spend.get(pool).copied().unwrap_or_default();
+        if let Some(why) = exceeded(b, &spend) {
+            let (message, renews) = describe(&format!("pool {pool:?}"), b, why, now);
+            out.push(Spent {
+                pool: Some(pool.clone()),
+                account: None,
+                message,
+                renews,
+            });
+        }
+    }
+    for (account, b) in &desired.account_budgets {
+        let spend = desired
+            .account_spend
+            .get(account)
+            .copied()
+            .unwrap_or_default();
+        if let Some(why) = exceeded(b, &spend) {
+            let (message, renews) = describe(&format!("account {account}"), b, why, now);
+            out.push(Spent {
+                pool: None,
+                account: Some(account.clone()),
+                message,
+                renews,
+            });
+        }
+    }
+    out
+}
+
+/// The spent budget that holds session `d`, if any.
+fn holding<'a>(spent: &'a [Spent], desired: &Desired, d: &DesiredSession) -> Option<&'a Spent> {
+    let account = desired.accounts.get(&d.name);
+    spent.iter().find(|s| {
+        (s.pool.is_some() && s.pool.as_deref() == d.pool())
+            || (s.account.is_some() && s.account.as_ref() == account)
+    })
+}
+
+/// Whether `d`'s pool's or account's budget is spent: the hold message and
+/// when it renews.
 pub fn hold_for(
     desired: &Desired,
-    pool: Option<&str>,
+    d: &DesiredSession,
     now: DateTime<Utc>,
 ) -> Option<(String, Option<DateTime<Utc>>)> {
-    let pool = pool?;
-    spent_pools(desired, now)
-        .into_iter()
-        .find(|(p, _, _)| p == pool)
-        .map(|(_, m, u)| (m, u))
+    let spent = spent(desired, now);
+    holding(&spent, desired, d).map(|s| (s.message.clone(), s.renews))
 }
 
-/// Stops the running members of every pool whose budget is spent.
+/// Stops the running sessions of every pool and account whose budget is spent.
 pub fn enforce(desired: &Desired, state: &mut State, now: DateTime<Utc>, plan: &mut Plan) {
-    let spent = spent_pools(desired, now);
+    let spent = spent(desired, now);
     if spent.is_empty() {
         return;
     }
     for d in desired.sessions.values() {
-        let Some((_, message, _)) = spent.iter().find(|(p, _, _)| Some(p.as_str()) == d.pool())
-        else {
+        let Some(s) = holding(&spent, desired, d) else {
             continue;
         };
         let Some(rec) = state.sessions.get_mut(&d.name) else {
@@ -120,7 +161,7 @@ pub fn enforce(desired: &Desired, state: &mut State, now: DateTime<Utc>, plan: &
         if let Run::Running(r) = &mut rec.run {
             if r.stop.is_none() {
                 let pid = r.pid;
-                super::reconcile::begin_budget_stop(r, d, message.clone(), now);
+                super::reconcile::begin_budget_stop(r, d, s.message.clone(), now);
                 plan.actions.push(Action::Signal {
                     name: d.name.clone(),
                     pid,

@@ -24,6 +24,10 @@ pub struct Desired {
     /// attempts and the running ones so far), filled in by the shell before
     /// every pass (core::budget).
     pub spend: BTreeMap<String, super::budget::Spend>,
+    /// Budgets of agent accounts (`--account-budget`).
+    pub account_budgets: BTreeMap<String, crate::api::manifest::Budget>,
+    /// What each account with a budget spent in the current period.
+    pub account_spend: BTreeMap<String, super::budget::Spend>,
 }
 
 /// One session the manifests ask for.

@@ -910,7 +910,7 @@ fn start_candidates(
             }
             continue;
         }
-        if let Some((message, renews)) = super::budget::hold_for(desired, d.pool(), now) {
+        if let Some((message, renews)) = super::budget::hold_for(desired, d, now) {
             // The pool's budget is spent: nothing starts until it renews.
             if matches!(rec.run, Run::Backoff { .. }) {
                 rec.run = Run::Idle;

@@ -57,6 +57,8 @@ pub struct Options {
     /// Variables of the controller's environment passed to every session
     /// (`--pass-env`, names or `*` globs).
     pub pass_env: Vec<String>,
+    /// Budgets of agent accounts (`--account-budget`).
+    pub account_budgets: Vec<(String, crate::api::manifest::Budget)>,
     /// Drain from the first pass: stop every session (those adopted from
     /// the keeper included), start nothing, and exit (`sessionlet down`).
     pub drain: bool,
@@ -85,6 +87,7 @@ impl Default for Options {
             metrics_addr: None,
             policy: None,
             pass_env: Vec::new(),
+            account_budgets: Vec::new(),
             drain: false,
             gc_delete_manifests: false,
             tombstone_ttl: Duration::from_secs(3600),
@@ -485,6 +488,7 @@ impl Controller {
     }
 
     fn read_previous_statuses(&mut self, to_adopt: &mut Vec<(String, String, serde_json::Value)>) {
+        self.ledger.restore_accounts(&self.layout.control_dir());
         for p in super::adopt::previous_statuses(&self.layout.status_dir, Utc::now()) {
             if !p.invalid {
                 // The file this status belongs to holds the name: a newcomer loses.
@@ -2059,6 +2063,7 @@ impl Controller {
     /// their current spec (core::gc).
     fn set_desired(&mut self, mut desired: Desired) {
         super::accounts::fill(&mut desired, &self.opts.pass_env, &self.layout.manifest_dir);
+        desired.account_budgets = self.opts.account_budgets.iter().cloned().collect();
         let catalog = &self.catalog;
         let changed = core::gc::apply(&mut desired, &mut self.collected, |n| {
             catalog.known("Session", n).map(|k| k.spec_hash)
@@ -2499,6 +2504,12 @@ impl Controller {
             updated_at: None,
         };
         super::accounts::add_to_status(&mut status.extra, &self.desired, &self.state, Utc::now());
+        super::budget::add_account_budgets(
+            &mut status.extra,
+            &self.ledger,
+            &self.desired,
+            Utc::now(),
+        );
         // Counters alone rewrite the file at most once a resync interval.
         let mut for_hash = status.clone();
         for_hash.extra.remove("reconcileMillis");

@@ -246,3 +246,45 @@ fn periods_are_utc_days() {
     );
     assert_eq!(period(BudgetPeriod::Total, t), "total");
 }
+
+#[test]
+fn an_account_budget_stops_and_holds_the_accounts_sessions_only() {
+    use crate::api::manifest::{Budget, BudgetPeriod};
+    let mut w = World::new();
+    for (n, acc) in [("a", "acc"), ("b", "acc"), ("c", "other")] {
+        w.put(n, agent);
+        on_account(&mut w, n, acc);
+    }
+    w.desired.account_budgets.insert(
+        "acc".into(),
+        Budget {
+            max_cost_usd: Some(1.0),
+            max_tokens: None,
+            per: BudgetPeriod::Total,
+        },
+    );
+    assert_eq!(spawned_names(&w.step()), ["a", "b", "c"]);
+    w.reconcile();
+    w.desired.account_spend.insert(
+        "acc".into(),
+        crate::core::budget::Spend {
+            cost_usd: 1.0,
+            tokens: 0,
+        },
+    );
+    let plan = w.reconcile();
+    assert_eq!(
+        signals(&plan),
+        [("a", Signal::SIGINT), ("b", Signal::SIGINT)]
+    );
+    w.exit("a", ExitStatus::Code(0));
+    w.step();
+    assert_eq!(
+        w.wait("a").map(|(p, r, _)| (p, r)),
+        Some((Phase::Pending, Reason::BudgetExceeded))
+    );
+    assert!(
+        matches!(w.rec("c").run, Run::Running(_)),
+        "another account runs on"
+    );
+}
