@@ -105,3 +105,36 @@ fn member_status(sb: &Sandbox, name: &str) -> Option<serde_json::Value> {
 fn pool_status(sb: &Sandbox) -> Option<serde_json::Value> {
     docs(sb).into_iter().find(|d| d["kind"] == "PoolStatus")
 }
+
+#[test]
+fn an_account_budget_stops_the_accounts_sessions() {
+    let bin = require_claude!("an_account_budget_stops_the_accounts_sessions");
+    let fake = FakeApi::start(Scenario::ToolLoop);
+    let sb = Sandbox::new();
+    let _keeper = KeeperGuard(sb.dir.clone());
+    for name in ["looper-a", "looper-b"] {
+        let spec = format!(
+            "{}{}workingDir: {}\nrestartPolicy: OnFailure\nterminationGracePeriod: 20s\n",
+            agent_yaml(&bin, "loop", "account: shared"),
+            sb.env_yaml(&fake.base_url()),
+            q(&sb.work.display().to_string()),
+        );
+        sb.write(name, &spec);
+    }
+    let _c = sb.controller(&["--account-budget", "shared:maxTokens=2000,per=day"]);
+    for name in ["looper-a", "looper-b"] {
+        let s = wait_status(&sb, name, "stopped by the account's budget", |s| {
+            s["status"]["reason"] == "BudgetExceeded" && s["status"]["pid"].is_null()
+        });
+        assert_eq!(s["status"]["phase"], "Pending", "{s:#}");
+        assert_eq!(s["status"]["consecutiveFailures"], 0, "{s:#}");
+    }
+    let cs = common::controller_status_of(&sb.dir).expect("controller status");
+    let b = &cs["extra"]["accountBudgets"]["shared"];
+    assert_eq!(b["exceeded"], true, "{cs:#}");
+    assert!(b["spentTokens"].as_u64().unwrap_or(0) >= 2000, "{cs:#}");
+    // Kept for the next controller.
+    let kept = std::fs::read_to_string(sb.dir.join(".sessionlet/account-spend.json"))
+        .expect("account-spend.json");
+    assert!(kept.contains("shared"), "{kept}");
+}
