@@ -917,6 +917,28 @@ mod tests {
 
     #[test]
     #[allow(clippy::invalid_regex)] // the invalid pattern is the point
+    fn workspace_names_git_would_refuse_are_reported_with_their_line() {
+        let c = check(
+            "apiVersion: sessionlet.dev/v1alpha1\nkind: Session\nspec:\n  command: [x]\n  workspace:\n    repo: \"\"\n    branch: -f\n    base: a..b\n",
+            "x",
+        );
+        let m = messages(&c);
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert!(
+            m[0].starts_with("6:11 spec.workspace.repo: the repository path is empty"),
+            "{m:?}"
+        );
+        assert!(
+            m[1].starts_with("7:13 spec.workspace.branch: cannot start with '-'"),
+            "{m:?}"
+        );
+        assert!(
+            m[2].starts_with("8:11 spec.workspace.base: is not a valid Git ref name"),
+            "{m:?}"
+        );
+    }
+
+    #[test]
     fn regex_errors_are_one_line() {
         let e = regex::Regex::new("(unclosed").unwrap_err();
         assert_eq!(regex_error(&e), "unclosed group");
