@@ -89,6 +89,37 @@ fn pool_members_stop_at_the_budget_and_none_starts_after() {
         requests,
         "no API call after the budget"
     );
+
+    // The spend survives a controller restart: still nobody starts.
+    let mut c = c;
+    c.signal(nix::sys::signal::Signal::SIGKILL);
+    c.wait();
+    let c2 = sb.controller(&[]);
+    let pid2 = c2.pid();
+    wait_for_within(
+        std::time::Duration::from_secs(60),
+        "the new controller's passes",
+        || {
+            let cs = common::controller_status_of(&sb.dir)?;
+            (cs["pid"].as_u64() == Some(u64::from(pid2)) && cs["reconcileCount"].as_u64()? >= 5)
+                .then_some(())
+        },
+    );
+    for member in ["spenders-0", "spenders-1"] {
+        let m = member_status(&sb, member).expect("member");
+        assert_eq!(m["status"]["attempt"], 1, "{m:#}");
+        assert_eq!(m["status"]["reason"], "BudgetExceeded", "{m:#}");
+    }
+    let pool_doc = pool_status(&sb).expect("the pool's status");
+    assert_eq!(
+        pool_doc["status"]["budget"]["exceeded"], true,
+        "{pool_doc:#}"
+    );
+    assert_eq!(
+        fake.message_requests(),
+        requests,
+        "no API call after the restart"
+    );
 }
 
 /// The status documents of `spenders.status.yaml`.
@@ -134,7 +165,7 @@ fn an_account_budget_stops_the_accounts_sessions() {
     assert_eq!(b["exceeded"], true, "{cs:#}");
     assert!(b["spentTokens"].as_u64().unwrap_or(0) >= 2000, "{cs:#}");
     // Kept for the next controller.
-    let kept = std::fs::read_to_string(sb.dir.join(".sessionlet/account-spend.json"))
-        .expect("account-spend.json");
+    let kept = std::fs::read_to_string(sb.dir.join(".sessionlet/budget-spend.json"))
+        .expect("budget-spend.json");
     assert!(kept.contains("shared"), "{kept}");
 }

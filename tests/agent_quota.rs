@@ -119,6 +119,44 @@ fn a_usage_limit_waits_for_the_reset_then_resumes_the_conversation() {
 }
 
 #[test]
+fn a_wait_for_quota_survives_a_controller_restart() {
+    let bin = require_claude!("a_wait_for_quota_survives_a_controller_restart");
+    let fake = FakeApi::start(Scenario::Text);
+    let sb = Sandbox::new();
+    let _keeper = KeeperGuard(sb.dir.clone());
+    let scenario = Scenario::UsageLimit(15);
+    sb.write(
+        "patient",
+        &subscriber_spec(&sb, &fake, &bin, &scenario, "patient work (marker 7pq)"),
+    );
+    let mut c = sb.controller(&[]);
+    let s = wait_status(&sb, "patient", "WaitingForQuota", |s| {
+        s["status"]["phase"] == "WaitingForQuota"
+    });
+    let sid = s["status"]["agent"]["sessionId"].clone();
+    let resets_at = time(&s["status"]["quota"]["resetsAt"]);
+    c.signal(nix::sys::signal::Signal::SIGKILL);
+    c.wait();
+    let _c2 = sb.controller(&[]);
+    let done = wait_done(&sb, "patient");
+    let st = &done["status"];
+    assert_eq!(st["phase"], "Completed", "{done:#}");
+    assert_eq!(st["consecutiveFailures"], 0, "{done:#}");
+    assert_eq!(st["agent"]["sessionId"], sid, "{done:#}");
+    assert!(time(&st["lastExit"]["startedAt"]) >= resets_at, "{done:#}");
+    let last = fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.method == "POST" && r.path.contains("/v1/messages"))
+        .expect("the resumed attempt called the API");
+    let history = last.message_text();
+    assert!(
+        history.contains("marker 7pq") && history.contains(sessionlet::agent::QUOTA_RESUME_PROMPT),
+        "{history}"
+    );
+}
+
+#[test]
 fn sessions_on_one_account_park_together() {
     let bin = require_claude!("sessions_on_one_account_park_together");
     let fake = FakeApi::start(Scenario::Text);

@@ -2,8 +2,9 @@
 //!
 //! Each ended attempt of a member is charged to its pool once, when it
 //! ends; the running members' attempts so far are added at every pass. The
-//! charged spend is kept in the pool's status (`status.budget`), so a new
-//! controller goes on from it; a new period (the UTC day) starts from zero.
+//! charged spend of pools and accounts is kept in
+//! `.sessionlet/budget-spend.json`, so a new controller goes on from it; a
+//! new period (the UTC day) starts from zero.
 
 use std::collections::BTreeMap;
 
@@ -14,13 +15,21 @@ use super::agents::{Agents, Totals};
 use crate::core::budget::{self, Spend};
 use crate::core::{Desired, Run, State};
 
+/// The file's content: charged spend per pool and per account.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Kept {
+    pools: BTreeMap<String, (String, Spend)>,
+    accounts: BTreeMap<String, (String, Spend)>,
+}
+
 /// What each pool's ended attempts spent: (period, spend).
 #[derive(Debug, Default)]
 pub struct Ledger {
     charged: BTreeMap<String, (String, Spend)>,
     /// The same per agent account (`--account-budget`).
     accounts: BTreeMap<String, (String, Spend)>,
-    /// Where the accounts' charged spend is kept (`.sessionlet/account-spend.json`).
+    /// Where the charged spend of pools and accounts is kept
+    /// (`.sessionlet/budget-spend.json`).
     accounts_file: Option<std::path::PathBuf>,
 }
 
@@ -43,6 +52,7 @@ impl Ledger {
                 .saturating_add(t.input_tokens.saturating_add(t.output_tokens)),
         };
         self.charged.insert(pool.to_string(), (period, spend));
+        self.save();
     }
 
     /// The charged spend of `account` in the current period.
@@ -53,41 +63,32 @@ impl Ledger {
         }
     }
 
-    /// Reads the accounts' charged spend an earlier controller kept, and
-    /// keeps it there from now on.
-    pub fn restore_accounts(&mut self, control_dir: &std::path::Path) {
-        let file = control_dir.join("account-spend.json");
+    /// Reads the charged spend an earlier controller kept, and keeps it
+    /// there from now on.
+    pub fn restore_kept(&mut self, control_dir: &std::path::Path) {
+        let file = control_dir.join("budget-spend.json");
         if let Ok(text) = std::fs::read(&file) {
-            if let Ok(v) = serde_json::from_slice::<BTreeMap<String, (String, Spend)>>(&text) {
-                self.accounts = v;
+            if let Ok(v) = serde_json::from_slice::<Kept>(&text) {
+                self.charged = v.pools;
+                self.accounts = v.accounts;
             }
         }
         self.accounts_file = Some(file);
     }
 
-    fn save_accounts(&self) {
+    fn save(&self) {
         let Some(file) = &self.accounts_file else {
             return;
         };
-        if let Ok(text) = serde_json::to_vec(&self.accounts) {
+        let kept = Kept {
+            pools: self.charged.clone(),
+            accounts: self.accounts.clone(),
+        };
+        if let Ok(text) = serde_json::to_vec(&kept) {
             if let Err(e) = super::files::write_atomic(file, &text) {
                 tracing::error!("cannot write {}: {e}", file.display());
             }
         }
-    }
-
-    /// Restores a pool's charged spend from its previous status.
-    pub fn restore(&mut self, pool: &str, status: &Value) {
-        let b = &status["budget"];
-        let Some(period) = b["period"].as_str() else {
-            return;
-        };
-        let spend = Spend {
-            cost_usd: b["chargedCostUsd"].as_f64().unwrap_or(0.0),
-            tokens: b["chargedTokens"].as_u64().unwrap_or(0),
-        };
-        self.charged
-            .insert(pool.to_string(), (period.to_string(), spend));
     }
 }
 
@@ -137,7 +138,7 @@ fn charge_account(
             .saturating_add(t.input_tokens.saturating_add(t.output_tokens)),
     };
     ledger.accounts.insert(account.clone(), (period, spend));
-    ledger.save_accounts();
+    ledger.save();
 }
 
 /// Parses `--account-budget ACCOUNT:maxCostUsd=5,maxTokens=1000,per=day`.
@@ -339,15 +340,14 @@ mod tests {
         assert_eq!(l.current("p", "2030-01-02"), Spend::default());
         l.add("p", "2030-01-02".into(), t);
         assert_eq!(l.current("p", "2030-01-02").tokens, 15);
+        // Kept in the control folder for the next controller.
+        let dir = tempfile::tempdir().unwrap();
+        let mut kept = Ledger::default();
+        kept.restore_kept(dir.path());
+        kept.add("p", "2030-01-02".into(), t);
         let mut again = Ledger::default();
-        again.restore(
-            "p",
-            &json!({"budget": {"period": "2030-01-02", "chargedCostUsd": 0.5, "chargedTokens": 15}}),
-        );
-        assert_eq!(
-            again.current("p", "2030-01-02"),
-            l.current("p", "2030-01-02")
-        );
+        again.restore_kept(dir.path());
+        assert_eq!(again.current("p", "2030-01-02").tokens, 15);
     }
 }
 

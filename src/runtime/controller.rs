@@ -488,16 +488,13 @@ impl Controller {
     }
 
     fn read_previous_statuses(&mut self, to_adopt: &mut Vec<(String, String, serde_json::Value)>) {
-        self.ledger.restore_accounts(&self.layout.control_dir());
+        self.ledger.restore_kept(&self.layout.control_dir());
         for p in super::adopt::previous_statuses(&self.layout.status_dir, Utc::now()) {
             if !p.invalid {
                 // The file this status belongs to holds the name: a newcomer loses.
                 self.catalog.remember_holder(p.kind, &p.name, &p.stem);
             }
             self.catalog.remember(p.kind, &p.name, p.known);
-            if p.kind == "Pool" {
-                self.ledger.restore(&p.name, &p.doc["status"]);
-            }
             if p.kind == "Session" {
                 to_adopt.push((p.name, p.stem, p.doc));
             }
