@@ -916,7 +916,6 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::invalid_regex)] // the invalid pattern is the point
     fn workspace_names_git_would_refuse_are_reported_with_their_line() {
         let c = check(
             "apiVersion: sessionlet.dev/v1alpha1\nkind: Session\nspec:\n  command: [x]\n  workspace:\n    repo: \"\"\n    branch: -f\n    base: a..b\n",
@@ -939,6 +938,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::invalid_regex)] // the invalid pattern is the point
     fn regex_errors_are_one_line() {
         let e = regex::Regex::new("(unclosed").unwrap_err();
         assert_eq!(regex_error(&e), "unclosed group");
