@@ -302,3 +302,27 @@ fn a_resumed_conversation_sums_its_cost_and_the_charter_tools_reach_the_argv() {
         "{s:#}"
     );
 }
+
+#[test]
+fn an_informational_rate_limit_event_is_recorded_and_not_fatal() {
+    let bin = require_claude!("an_informational_rate_limit_event_is_recorded_and_not_fatal");
+    let fake = FakeApi::start(Scenario::Text);
+    let sb = Sandbox::new();
+    let _keeper = KeeperGuard(sb.dir.clone());
+    sb.write(
+        "warned",
+        &subscriber_spec(&sb, &fake, &bin, &Scenario::UsageWarn, "hello"),
+    );
+    let _c = sb.controller(&[]);
+    let s = wait_done(&sb, "warned");
+    let st = &s["status"];
+    assert_eq!(st["phase"], "Completed", "{s:#}");
+    assert_eq!(st["attempt"], 1, "{s:#}");
+    let info = &st["agent"]["rateLimit"];
+    assert!(
+        matches!(info["status"].as_str(), Some("allowed" | "allowed_warning")),
+        "{s:#}"
+    );
+    assert!(info["resetsAt"].is_i64(), "{s:#}");
+    assert!(st["quota"].is_null(), "{s:#}");
+}
