@@ -2061,6 +2061,9 @@ impl Controller {
     fn set_desired(&mut self, mut desired: Desired) {
         super::accounts::fill(&mut desired, &self.opts.pass_env, &self.layout.manifest_dir);
         desired.account_budgets = self.opts.account_budgets.iter().cloned().collect();
+        // The spend stays known until the next pass recomputes it.
+        desired.spend = std::mem::take(&mut self.desired.spend);
+        desired.account_spend = std::mem::take(&mut self.desired.account_spend);
         let catalog = &self.catalog;
         let changed = core::gc::apply(&mut desired, &mut self.collected, |n| {
             catalog.known("Session", n).map(|k| k.spec_hash)
