@@ -20,6 +20,7 @@ pub mod run;
 pub mod schema;
 pub mod status;
 pub mod stop;
+pub mod send;
 pub mod validate;
 
 /// A Kubernetes-style reconciling controller for long-running sessions.
@@ -68,6 +69,8 @@ pub enum Command {
     Stop(stop::Args),
     /// The running controller's own status and health.
     Status(status::Args),
+    /// Send a message to a running session's input (`agent.input: stream`).
+    Send(send::Args),
     /// Print a shell completion script (bash, zsh or fish).
     Completion(extras::CompletionArgs),
     /// Print the man page, or write every man page in a folder.
@@ -146,6 +149,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restart(args) => restart::run(args),
         Command::Stop(args) => stop::run(args),
         Command::Status(args) => status::run(args),
+        Command::Send(args) => send::run(args),
         Command::Completion(args) => extras::completion(args),
         Command::Man(args) => extras::man(args),
     }

@@ -67,6 +67,12 @@ pub struct Args {
     /// otherwise get only PATH, HOME, LANG, TZ and USER, `spec.envFrom` and `spec.env`.
     #[arg(long = "pass-env", value_name = "NAME", value_parser = parse_pass_env)]
     pub pass_env: Vec<String>,
+    /// A budget of an agent account (repeatable), as
+    /// `ACCOUNT:maxCostUsd=5,maxTokens=1000000,per=day` (`per`: day or total,
+    /// default day): at it, the account's running sessions are stopped
+    /// (BudgetExceeded) and none starts until the period rolls over.
+    #[arg(long = "account-budget", value_name = "ACCOUNT:LIMITS", value_parser = parse_account_budget)]
+    pub account_budgets: Vec<(String, crate::api::manifest::Budget)>,
     /// The controller's log on stderr: `text` for people (colours only on a
     /// terminal, never with NO_COLOR set), `json` for one JSON object a line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -155,6 +161,10 @@ fn parse_quantity(s: &str) -> Result<u64, String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_account_budget(s: &str) -> Result<(String, crate::api::manifest::Budget), String> {
+    crate::runtime::budget::parse_account_budget(s)
+}
+
 fn parse_pass_env(s: &str) -> Result<String, String> {
     crate::runtime::session_env::check_pass_env_pattern(s).map(|()| s.to_string())
 }
@@ -180,6 +190,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         http_token_file: args.http_token_file,
         policy: args.policy,
         pass_env: args.pass_env,
+        account_budgets: args.account_budgets,
         gc_delete_manifests: args.gc_delete_manifests,
         tombstone_ttl: args.tombstone_ttl,
         notify: args.notify,

@@ -32,6 +32,7 @@ pub const FIELDS: &[(&str, Effect)] = &[
     ("agent", Effect::Restart),
     ("charter", Effect::Restart),
     ("workingDir", Effect::Restart),
+    ("workspace", Effect::Restart),
     ("env", Effect::Restart),
     ("envFrom", Effect::Restart),
     ("stdin", Effect::Restart),

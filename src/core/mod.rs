@@ -4,6 +4,7 @@
 //! decide everything the controller does; the runtime performs the plan.
 
 pub mod backoff;
+pub mod budget;
 pub mod change;
 pub mod desired;
 pub mod gc;
@@ -12,6 +13,7 @@ pub mod names;
 pub mod phase;
 pub mod plan;
 pub mod preview;
+pub mod quota;
 pub mod reconcile;
 pub mod requests;
 pub mod signals;

@@ -356,6 +356,7 @@ fn session_spec_rules(spec_key: Pos, spec: &Node, path: &str, out: &mut Vec<Find
             }
         }
     }
+    workspace_rule(spec, path, out);
     forbidden_patterns_rule(spec, path, out);
     backoff_rule(spec, path, out);
     notify_rule(spec, path, out);
@@ -409,6 +410,45 @@ fn notify_rule(spec: &Node, path: &str, out: &mut Vec<Finding>) {
                     ),
                 ));
             }
+        }
+    }
+}
+
+/// `spec.workspace`: names Git would refuse (or read as options) are
+/// reported here, with their line, rather than at the first spawn. Whether
+/// `repo` is a repository is checked at spawn time (it may appear later).
+fn workspace_rule(spec: &Node, path: &str, out: &mut Vec<Finding>) {
+    let Some((_, ws)) = entry(spec, "workspace") else {
+        return;
+    };
+    let ws_path = join_key(path, "workspace");
+    if let Some((_, repo)) = entry(ws, "repo") {
+        if as_str(repo).is_some_and(|r| r.trim().is_empty()) {
+            out.push(finding(
+                repo.pos,
+                &join_key(&ws_path, "repo"),
+                "the repository path is empty; name a Git repository, e.g. repo: ../app".into(),
+            ));
+        }
+    }
+    for field in ["branch", "base"] {
+        let Some((_, node)) = entry(ws, field) else {
+            continue;
+        };
+        let Some(v) = as_str(node) else { continue };
+        if let Some(problem) = crate::runtime::workspace::ref_problem(v) {
+            out.push(finding(
+                node.pos,
+                &join_key(&ws_path, field),
+                format!(
+                    "{problem}; e.g. {field}: {}",
+                    if field == "branch" {
+                        "agent/fix-tests"
+                    } else {
+                        "main"
+                    }
+                ),
+            ));
         }
     }
 }
@@ -941,6 +981,28 @@ mod tests {
         assert_eq!(
             messages(&c),
             ["3:5 spec: expected a mapping, found nothing (null)"]
+        );
+    }
+
+    #[test]
+    fn workspace_names_git_would_refuse_are_reported_with_their_line() {
+        let c = check(
+            "apiVersion: sessionlet.dev/v1alpha1\nkind: Session\nspec:\n  command: [x]\n  workspace:\n    repo: \"\"\n    branch: -f\n    base: a..b\n",
+            "x",
+        );
+        let m = messages(&c);
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert!(
+            m[0].starts_with("6:11 spec.workspace.repo: the repository path is empty"),
+            "{m:?}"
+        );
+        assert!(
+            m[1].starts_with("7:13 spec.workspace.branch: cannot start with '-'"),
+            "{m:?}"
+        );
+        assert!(
+            m[2].starts_with("8:11 spec.workspace.base: is not a valid Git ref name"),
+            "{m:?}"
         );
     }
 

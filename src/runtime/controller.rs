@@ -64,6 +64,8 @@ pub struct Options {
     /// Variables of the controller's environment passed to every session
     /// (`--pass-env`, names or `*` globs).
     pub pass_env: Vec<String>,
+    /// Budgets of agent accounts (`--account-budget`).
+    pub account_budgets: Vec<(String, crate::api::manifest::Budget)>,
     /// Drain from the first pass: stop every session (those adopted from
     /// the keeper included), start nothing, and exit (`sessionlet down`).
     pub drain: bool,
@@ -101,6 +103,7 @@ impl Default for Options {
             http_token_file: None,
             policy: None,
             pass_env: Vec::new(),
+            account_budgets: Vec::new(),
             drain: false,
             gc_delete_manifests: false,
             tombstone_ttl: Duration::from_secs(3600),
@@ -231,6 +234,12 @@ pub struct Controller {
     metrics: std::sync::Arc<crate::telemetry::Metrics>,
     health: Health,
     agents: super::agents::Agents,
+    /// What pools with a budget spent (runtime::budget).
+    ledger: super::budget::Ledger,
+    /// Sessions' Git worktrees (runtime::workspace).
+    workspaces: super::workspace::Workspaces,
+    /// Sessions' input (runtime::inbox).
+    inputs: super::inbox::Inputs,
     /// A second signal killed every session; the loop waits for their exits.
     forced: bool,
     /// Pids found gone without an exit report at the last resync.
@@ -331,6 +340,9 @@ impl Controller {
             metrics: std::sync::Arc::new(crate::telemetry::Metrics::new(resync_interval)),
             health: Health::default(),
             agents: super::agents::Agents::default(),
+            ledger: Default::default(),
+            workspaces: Default::default(),
+            inputs: Default::default(),
             forced: false,
             suspects: BTreeSet::new(),
             log_guard: super::log_guard::LogGuard::new(!poll),
@@ -507,6 +519,7 @@ impl Controller {
     }
 
     fn read_previous_statuses(&mut self, to_adopt: &mut Vec<(String, String, serde_json::Value)>) {
+        self.ledger.restore_kept(&self.layout.control_dir());
         for p in super::adopt::previous_statuses(&self.layout.status_dir, Utc::now()) {
             self.seed_events(p.kind, &p.doc);
             if !p.invalid {
@@ -527,6 +540,8 @@ impl Controller {
         let Some((status, mut rec)) = super::adopt::restore_record(doc) else {
             return;
         };
+        self.agents.restore(name, &doc["status"]);
+        self.workspaces.restore(name, &doc["status"]);
         if let Some(e) = &status.last_exit {
             if let Some(a) = &e.analysis {
                 self.analyses
@@ -1171,6 +1186,7 @@ impl Controller {
                 }
             }
             self.watches.remove(&name);
+            self.workspaces.check(&name);
             if let Some(spec) = self
                 .desired
                 .sessions
@@ -1183,7 +1199,15 @@ impl Controller {
                     .get(&name)
                     .map(|l| tail_lines(&l.stderr, 50))
                     .unwrap_or_default();
-                if let Some(verdict) = self.agents.judge(&name, &spec, &stderr_tail) {
+                let verdict = self.agents.judge(&name, &spec, &stderr_tail);
+                super::budget::charge(
+                    &mut self.ledger,
+                    &self.desired,
+                    &self.agents,
+                    &name,
+                    Utc::now(),
+                );
+                if let Some(verdict) = verdict {
                     let ev = Event::Judged {
                         name: name.clone(),
                         pid,
@@ -1455,6 +1479,8 @@ impl Controller {
                 .and_then(|l| check_output(&l.stdout, &l.stderr))
                 .filter(|t| *t >= started_at)
                 .unwrap_or(started_at);
+            // A running tool call or compaction is not silence (agents only).
+            let activity = self.agents.silent_since(&name, activity, now);
             let before = self.watches.get(&name).cloned().unwrap_or_default();
             let mut w = before.clone();
             w.usage.memory_bytes = sample.memory_bytes;
@@ -1608,6 +1634,12 @@ impl Controller {
         {
             return false;
         }
+        // Messages for running sessions' input are delivered at each pass.
+        if let Some(tx) = &self.keeper_tx {
+            let running = super::inbox::running(&self.state, &self.desired);
+            self.inputs
+                .pump(&self.layout, &running, tx, &mut self.agents, now);
+        }
         self.expire_tombstones(now);
         // A resync that found nothing to do still counts as a pass of the
         // loop (for /healthz and `reconcileCount`).
@@ -1624,6 +1656,18 @@ impl Controller {
         let now = Utc::now();
         let catalog_changed = rescan && self.rescan_catalog(now);
         let mut wake = None;
+        super::budget::fill(
+            &self.ledger,
+            &mut self.desired,
+            &self.state,
+            &self.agents,
+            now,
+        );
+        if let Some(tx) = &self.keeper_tx {
+            let running = super::inbox::running(&self.state, &self.desired);
+            self.inputs
+                .pump(&self.layout, &running, tx, &mut self.agents, now);
+        }
         // The sessions the plans act on: the only records that can have
         // changed (every change of a record ends in a status write).
         let mut touched: BTreeSet<String> = BTreeSet::new();
@@ -1687,7 +1731,11 @@ impl Controller {
                 Action::Signal { name, pid, signal } => self.signal_session(&name, pid, signal),
                 Action::WriteCrashDump { name, exit } => self.write_crash_dump(&name, &exit, now),
                 Action::WriteStatus { name } => self.mark_dirty(&name),
-                Action::Tombstone { name, record } => self.write_tombstone(&name, &record, now),
+                Action::Tombstone { name, record } => {
+                    // Before the tombstone, which then says what became of the worktree.
+                    self.workspaces.release(&name);
+                    self.write_tombstone(&name, &record, now)
+                }
                 Action::Forget { name } => self.forget(&name),
                 Action::CollectGarbage { name } => {
                     self.collect_garbage(&name);
@@ -1746,9 +1794,20 @@ impl Controller {
             Some(w) => self.layout.manifest_dir.join(w),
             None => self.layout.manifest_dir.clone(),
         };
+        let cwd = super::workspace::cwd_for(
+            &mut self.workspaces,
+            d,
+            cwd,
+            &self.layout.manifest_dir,
+            &self.layout.status_dir,
+        )?;
         let spec = spec.clone();
         let mut extra_env: Vec<(String, String)> = Vec::new();
-        let mut stdin_text = spec.stdin.clone();
+        let mut stdin_text = spec
+            .stdin
+            .as_ref()
+            .and_then(|s| s.text())
+            .map(str::to_string);
         let argv = if spec.agent.is_some() {
             let launch = self.agents.launch(
                 name,
@@ -1815,6 +1874,7 @@ impl Controller {
                 &self.layout.manifest_dir,
             )?,
             stdin,
+            stdin_pipe: super::inbox::wants_pipe(&spec),
             stdout: stdout.clone(),
             stderr: stderr.clone(),
             user,
@@ -2077,6 +2137,8 @@ impl Controller {
         self.watches.remove(name);
         self.analyses.remove(name);
         self.agents.forget(name);
+        self.workspaces.release(name);
+        self.workspaces.forget(name);
         self.metrics.restarts.remove(&SessionLabel {
             session: name.to_string(),
         });
@@ -2116,6 +2178,11 @@ impl Controller {
     /// The manifests' desired state, without the sessions collected with
     /// their current spec (core::gc).
     fn set_desired(&mut self, mut desired: Desired) {
+        super::accounts::fill(&mut desired, &self.opts.pass_env, &self.layout.manifest_dir);
+        desired.account_budgets = self.opts.account_budgets.iter().cloned().collect();
+        // The spend stays known until the next pass recomputes it.
+        desired.spend = std::mem::take(&mut self.desired.spend);
+        desired.account_spend = std::mem::take(&mut self.desired.account_spend);
         let catalog = &self.catalog;
         let changed = core::gc::apply(&mut desired, &mut self.collected, |n| {
             catalog.known("Session", n).map(|k| k.spec_hash)
@@ -2309,6 +2376,8 @@ impl Controller {
                         );
                         doc.status.errors = view.stale_problems.clone();
                         doc.status.agent = self.pool_agent_totals(name);
+                        doc.status.budget =
+                            super::budget::status(&self.ledger, &self.desired, name, now);
                         doc.metadata.labels = self
                             .catalog
                             .pool_labels
@@ -2523,6 +2592,7 @@ impl Controller {
             stale: watch.is_some_and(|w| w.stale),
             analysis: self.analyses.get(name).cloned(),
             agent: self.agents.status(name),
+            workspace: self.workspaces.status(name),
         }
     }
 
@@ -2607,6 +2677,13 @@ impl Controller {
             extra: self.health_figures(),
             updated_at: None,
         };
+        super::accounts::add_to_status(&mut status.extra, &self.desired, &self.state, Utc::now());
+        super::budget::add_account_budgets(
+            &mut status.extra,
+            &self.ledger,
+            &self.desired,
+            Utc::now(),
+        );
         // Counters alone rewrite the file at most once a resync interval.
         let mut for_hash = status.clone();
         for_hash.extra.remove("reconcileMillis");
