@@ -18,9 +18,9 @@ pub mod read;
 pub mod restart;
 pub mod run;
 pub mod schema;
+pub mod send;
 pub mod status;
 pub mod stop;
-pub mod send;
 pub mod validate;
 
 /// A Kubernetes-style reconciling controller for long-running sessions.
@@ -43,7 +43,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller on a directory of manifests.
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// List sessions and pools from their status files.
     Get(get::Args),
     /// Show everything about one session or pool.
@@ -129,7 +129,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             // Named crash points armed by the FAILPOINTS variable (tests only).
             #[cfg(feature = "failpoints")]
             let _failpoints = fail::FailScenario::setup();
-            run::run(args)
+            run::run(*args)
         }
         Command::Get(args) => get::run(args),
         Command::Describe(args) => describe::run(args),

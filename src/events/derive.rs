@@ -333,6 +333,34 @@ pub fn transitions(prev: Option<&Snapshot>, next: &Snapshot, now: DateTime<Utc>)
             }
         }
     }
+    // An agent's account hit its usage limit: it waits for the reset
+    // (not a failure), then resumes the same conversation.
+    if next.phase == "WaitingForQuota" && prev_phase != Some("WaitingForQuota") {
+        let until = next
+            .next_restart_at
+            .map(|t| {
+                format!(
+                    " until {}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            })
+            .unwrap_or_default();
+        push!(
+            EventType::Warning,
+            super::reasons::WAITING_FOR_QUOTA,
+            format!("usage limit reached; waiting for the reset{until}, then resuming"),
+            Some(next.attempt),
+        );
+        set_phase(&mut out, next);
+    }
+    if prev_phase == Some("WaitingForQuota") && next.phase == "Running" {
+        push!(
+            EventType::Normal,
+            super::reasons::RESUMED,
+            "the usage limit reset; the conversation continues".into(),
+            Some(next.attempt),
+        );
+    }
     // A stop asked for (timeout, limits, stale, spec change, removal...).
     if next.phase == "Running" && next.pid.is_some() {
         if let Some(why) = &next.reason {

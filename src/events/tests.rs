@@ -541,3 +541,34 @@ fn observe_derives_and_records() {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].reason, "Spawned");
 }
+
+#[test]
+fn waiting_for_quota_then_resumed() {
+    let waiting = Snapshot {
+        attempt: 1,
+        last_exit: Some(exit(1, Some(1), None, "UsageLimited")),
+        reason: Some("UsageLimited".into()),
+        next_restart_at: Some(t0() + chrono::Duration::hours(1)),
+        ..session("WaitingForQuota")
+    };
+    let ev = transitions(Some(&running(1, 42)), &waiting, t0());
+    let w = ev
+        .iter()
+        .find(|e| e.reason == "WaitingForQuota")
+        .expect("a WaitingForQuota event");
+    assert_eq!(w.kind, EventType::Warning);
+    assert_eq!(w.phase.as_deref(), Some("WaitingForQuota"));
+    assert!(w.message.contains("until"), "{}", w.message);
+    let resumed = Snapshot {
+        last_exit: waiting.last_exit.clone(),
+        ..running(2, 43)
+    };
+    let ev = transitions(Some(&waiting), &resumed, t0());
+    let reasons: Vec<&str> = ev.iter().map(|e| e.reason.as_str()).collect();
+    assert!(reasons.contains(&"Spawned"), "{reasons:?}");
+    assert!(reasons.contains(&"Resumed"), "{reasons:?}");
+    // Waiting again in the same wait is not news.
+    assert!(transitions(Some(&waiting), &waiting, t0())
+        .iter()
+        .all(|e| e.reason != "WaitingForQuota"));
+}
