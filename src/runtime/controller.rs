@@ -826,6 +826,15 @@ impl Controller {
                 _ = resync.tick() => {
                     resync_due = true;
                     self.reap();
+                    if self.keeper_tx.is_none() {
+                        // A keeper that could not be started (or reached)
+                        // after the last one died: try again at each resync,
+                        // so that spawning works again once it can.
+                        if let Some(rx) = self.reconnect_keeper() {
+                            from_keeper = rx;
+                            self.keeper_events_open = true;
+                        }
+                    }
                     self.check_status_dir();
                     // Only logs guarded without inotify (--poll).
                     for name in self.log_guard.check_all() {
