@@ -98,6 +98,11 @@ fn a_usage_limit_waits_for_the_reset_then_resumes_the_conversation() {
     assert!(st["quota"].is_null(), "{s:#}");
     assert_eq!(st["agent"]["sessionId"], sid.as_str(), "{s:#}");
     assert_eq!(st["agent"]["attempts"][1]["resumed"], true, "{s:#}");
+    // The event log tells the wait and the resume.
+    let waited = common::wait_event(&sb.dir, "limited", "WaitingForQuota");
+    assert_eq!(waited["type"], "Warning", "{waited}");
+    let resumed = common::wait_event(&sb.dir, "limited", "Resumed");
+    assert_eq!(resumed["type"], "Normal", "{resumed}");
     assert_eq!(
         st["agent"]["attempts"][1]["sessionId"],
         sid.as_str(),

@@ -686,6 +686,22 @@ impl Controller {
             }
         }
         self.watch_adopted_agents();
+        // `sessionlet send` drops messages in the inbox: watching it wakes
+        // the loop, whose pass hands them to the keeper at once.
+        let inbox = self.layout.control_dir().join("inbox");
+        if let (Some(w), Ok(())) = (&self.agent_watcher, create_dir(&inbox)) {
+            use notify::Watcher;
+            if let Err(e) = w
+                .lock()
+                .map_err(|_| notify::Error::generic("watcher lock poisoned"))
+                .and_then(|mut w| w.watch(&inbox, notify::RecursiveMode::Recursive))
+            {
+                tracing::warn!(
+                    "cannot watch {} ({e}); messages are delivered at each resync",
+                    inbox.display()
+                );
+            }
+        }
         self.guard_logs_at_start();
         let mut log_changes = self
             .log_guard
