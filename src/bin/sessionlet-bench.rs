@@ -81,6 +81,11 @@ struct Args {
     /// change costs, as a ratio, on a machine that may be busy.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// Also measure holding this many manifests of sessions that exit at
+    /// once (the controller's time to finish them all and its memory then);
+    /// the full run's point is 100000 (`--held 100000`, about 15 minutes).
+    #[arg(long)]
+    held: Option<usize>,
     /// Idle window for CPU and status churn, seconds (default 30; --quick 10).
     #[arg(long)]
     idle_seconds: Option<u64>,
@@ -882,6 +887,39 @@ impl Bench {
 
     /// Workload 6: sessionlet alone (the peers are not reconcilers of a directory).
     fn scale(&mut self) -> Result<()> {
+        if self.args.held.is_some() {
+            let root = self.fresh_dir(&["held"])?;
+            let started = self.started;
+            if let Some(n) = self.args.held {
+                let held = scale::held(
+                    &self.sessionlet_bin,
+                    &root,
+                    n,
+                    Duration::from_secs(1800),
+                    &self.args.sessionlet_args,
+                    &|m| log(started, m),
+                )?;
+                let mut f = Figure::new(
+                    "held_manifests_pss",
+                    &format!("{n} manifests held (all Completed): controller PSS"),
+                    "MB",
+                    Show::Single,
+                )
+                .goal(150.0, "≤ 150 MB");
+                match held.pss_kb {
+                    Some(kb) => f.set("sessionlet", vec![kb as f64 / 1024.0], 0),
+                    None => f.skip("sessionlet", "not measured"),
+                }
+                f.detail = json!({
+                    "sessions": held.sessions,
+                    "startToAllCompletedSeconds": held.start_to_done_s,
+                    "controllerRssKiB": held.rss_kb,
+                    "controllerPssKiB": held.pss_kb,
+                    "keeperPssKiB": held.keeper_pss_kb,
+                });
+                self.figures.push(f);
+            }
+        }
         if !self.wants("scale") {
             return Ok(());
         }

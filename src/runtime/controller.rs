@@ -1723,8 +1723,12 @@ impl Controller {
         self.last_reconcile = started.elapsed();
         self.health.pass(self.last_reconcile);
         self.update_metrics();
-        if self.spawning.is_empty() {
-            // With spawns in flight, the answers' pass writes it.
+        // With spawns in flight, the answers' pass writes it; during a long
+        // burst of spawns (a cold start) at most once a second.
+        let recent = self
+            .controller_status_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+        if self.spawning.is_empty() || !recent {
             self.write_controller_status(false);
         }
         wake
