@@ -107,24 +107,51 @@ fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// The children of the reapers (the keeper, the controller) that are not
+/// known session leaders, with their environments: read once and shared by
+/// the sweeps of a burst of exits, so that a burst costs one listing of the
+/// keeper's children, not one per exit (which is quadratic when thousands
+/// of sessions end together).
+#[derive(Debug, Default)]
+pub struct Census {
+    orphans: Vec<(u32, Vec<u8>)>,
+}
+
+impl Census {
+    /// Lists the children of `reapers`, skipping the `known` ones (sessions'
+    /// leaders, the keeper): only orphans have their environment read.
+    pub fn take(reapers: &[u32], known: impl Fn(u32) -> bool) -> Census {
+        let mut orphans = Vec::new();
+        for &r in reapers.iter().filter(|r| **r != 0) {
+            for child in children(r).into_iter().filter(|c| !known(*c)) {
+                if let Ok(env) = std::fs::read(format!("/proc/{child}/environ")) {
+                    orphans.push((child, env));
+                }
+            }
+        }
+        Census { orphans }
+    }
+
+    /// Processes of session `name`/`uid` that left its tree: the orphans
+    /// carrying its marker, with all their descendants.
+    pub fn strays(&self, name: &str, uid: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (child, env) in &self.orphans {
+            if carries(env, name, uid) {
+                out.extend(super::monitor::tree(*child, 4096));
+            }
+        }
+        out
+    }
+}
+
 /// Processes of session `name`/`uid` that left its tree: the children of
 /// `reapers` (the keeper, the controller) carrying its marker, with all
 /// their descendants. Reads only those children, never every process, and
 /// skips the `known` ones (sessions' leaders, the keeper): only orphans
 /// have their environment read.
 pub fn strays(reapers: &[u32], name: &str, uid: &str, known: impl Fn(u32) -> bool) -> Vec<u32> {
-    let mut out = Vec::new();
-    for &r in reapers.iter().filter(|r| **r != 0) {
-        for child in children(r).into_iter().filter(|c| !known(*c)) {
-            let Ok(env) = std::fs::read(format!("/proc/{child}/environ")) else {
-                continue;
-            };
-            if carries(&env, name, uid) {
-                out.extend(super::monitor::tree(child, 4096));
-            }
-        }
-    }
-    out
+    Census::take(reapers, known).strays(name, uid)
 }
 
 /// Sends `signal` to each pid; gone ones are not an error.

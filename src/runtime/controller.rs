@@ -254,6 +254,9 @@ pub struct Controller {
     pub(crate) events: crate::events::EventLog,
     /// The local API's hub and command channel (api_link).
     api: Option<api_link::ApiLink>,
+    /// The orphans of the keeper and of the controller, listed once for
+    /// the sweeps of one batch of exits (see `contain::Census`).
+    census: Option<super::contain::Census>,
     _lock: lock::Lock,
 }
 
@@ -350,6 +353,7 @@ impl Controller {
             agent_watcher: None,
             events,
             api: None,
+            census: None,
             _lock: lock,
         };
         c.agents.global = global_policy;
@@ -1417,12 +1421,20 @@ impl Controller {
 
     /// The session's processes that left its tree (double-forked daemons
     /// re-parented to the keeper or to us), found by their marker.
-    fn strays(&self, name: &str) -> Vec<u32> {
-        let uid = self.live.get(name).map(|l| l.uid.as_str()).unwrap_or("");
+    fn strays(&mut self, name: &str) -> Vec<u32> {
         let keeper = self.keeper_pid;
-        super::contain::strays(&[keeper, std::process::id()], name, uid, |p| {
-            p == keeper || self.pids.contains_key(&p)
-        })
+        if self.census.is_none() {
+            let pids = &self.pids;
+            self.census = Some(super::contain::Census::take(
+                &[keeper, std::process::id()],
+                |p| p == keeper || pids.contains_key(&p),
+            ));
+        }
+        let uid = self.live.get(name).map(|l| l.uid.as_str()).unwrap_or("");
+        self.census
+            .as_ref()
+            .map(|c| c.strays(name, uid))
+            .unwrap_or_default()
     }
 
     /// Kills everything left of a session whose leader `pid` ended: its
@@ -1444,6 +1456,9 @@ impl Controller {
             }
             super::contain::signal_all(&targets, Signal::SIGKILL);
             done.extend(targets);
+            // Look again with a fresh listing: a process killed while it
+            // forked may have left a child behind.
+            self.census = None;
         }
     }
 
@@ -1677,6 +1692,9 @@ impl Controller {
 
     /// One wake-up: rescan if asked, reconcile until the plan is empty, write statuses.
     fn pass(&mut self, rescan: bool) -> Option<DateTime<Utc>> {
+        // The orphans listed for the sweeps of the exits just handled are
+        // stale from here on.
+        self.census = None;
         let started = Instant::now();
         let now = Utc::now();
         let catalog_changed = rescan && self.rescan_catalog(now);
@@ -1731,6 +1749,9 @@ impl Controller {
         if self.spawning.is_empty() || !recent {
             self.write_controller_status(false);
         }
+        // A census taken during this pass (stops) must not serve an exit
+        // handled later.
+        self.census = None;
         wake
     }
 
