@@ -201,3 +201,28 @@ fn the_new_commands_have_help_with_an_example() {
         "{text}"
     );
 }
+
+#[test]
+fn get_w_prints_a_line_when_a_pool_scales() {
+    let (_tmp, dir) = sessions_dir();
+    let pool = |replicas: u32| {
+        format!(
+            "apiVersion: sessionlet.dev/v1alpha1\nkind: Pool\nmetadata:\n  name: crew\nspec:\n  replicas: {replicas}\n  template:\n    spec:\n      command: [/bin/sleep, \"600\"]\n"
+        )
+    };
+    write_file(&dir.join("crew.yaml"), &pool(1));
+    let _c = Controller::start(&dir, &[]);
+    wait_status(&dir, "crew", "one ready replica", |s| {
+        s["status"]["readyReplicas"] == 1
+    });
+    wait_api(&dir);
+    let (mut child, rx) = get_w(&dir);
+    let mut seen = Vec::new();
+    wait_line(&rx, &mut seen, "the table", |l| l.starts_with("NAME"));
+    // Scaling the pool changes its counts: a `pool/crew` line says so.
+    write_file(&dir.join("crew.yaml"), &pool(2));
+    wait_line(&rx, &mut seen, "pool/crew READY 2/2", |l| {
+        l.starts_with("pool/crew") && l.contains("READY 2/2")
+    });
+    interrupt(&mut child);
+}

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::get::{phase_column, reason_column, Args, Output};
 use super::read::{human_age, read_statuses, Found};
-use crate::api::status::SessionStatusDoc;
+use crate::api::status::{PoolStatusDoc, SessionStatusDoc};
 use crate::apiserver::client::{Client, ClientError, SseReader};
 
 /// A watch line's key fields; a line is printed when they change.
@@ -102,10 +102,14 @@ impl Printed {
         let mut rows = BTreeMap::new();
         if let Ok(found) = read_statuses(&args.dir) {
             for (_, f) in found {
-                if let Found::Session(s) = f {
-                    if wanted(args, &s) {
+                match f {
+                    Found::Session(s) if wanted(args, &s) => {
                         rows.insert(name_of(&s), key_row(&s));
                     }
+                    Found::Pool(p) if wanted_pool(args, &p) => {
+                        rows.insert(pool_key(&p), pool_row(&p));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -117,6 +121,11 @@ impl Printed {
             "session" => {
                 if let Ok(s) = serde_json::from_value::<SessionStatusDoc>(doc.clone()) {
                     self.show(args, &s, doc)?;
+                }
+            }
+            "pool" => {
+                if let Ok(p) = serde_json::from_value::<PoolStatusDoc>(doc.clone()) {
+                    self.show_pool(args, &p, doc)?;
                 }
             }
             "deleted" => {
@@ -137,11 +146,51 @@ impl Printed {
             return Ok(());
         };
         for (_, f) in found {
-            if let Found::Session(s) = f {
-                let doc = serde_json::to_value(&s)?;
-                self.show(args, &s, &doc)?;
+            match f {
+                Found::Session(s) => {
+                    let doc = serde_json::to_value(&s)?;
+                    self.show(args, &s, &doc)?;
+                }
+                Found::Pool(p) => {
+                    let doc = serde_json::to_value(&p)?;
+                    self.show_pool(args, &p, &doc)?;
+                }
             }
         }
+        Ok(())
+    }
+
+    /// A pool's line when its counts change (READY, RUNNING, QUEUED, CAPACITY).
+    fn show_pool(&mut self, args: &Args, p: &PoolStatusDoc, doc: &Value) -> anyhow::Result<()> {
+        if !wanted_pool(args, p) {
+            return Ok(());
+        }
+        let key = pool_row(p);
+        let name = pool_key(p);
+        if self.rows.get(&name) == Some(&key) {
+            return Ok(());
+        }
+        self.rows.insert(name, key);
+        let mut out = std::io::stdout().lock();
+        match args.output {
+            Some(Output::Json) | Some(Output::Yaml) => writeln!(out, "{doc}")?,
+            _ => {
+                let st = &p.status;
+                writeln!(
+                    out,
+                    "pool/{:<19} READY {}/{} RUNNING {} QUEUED {} CAPACITY {}",
+                    p.metadata.name,
+                    st.ready_replicas,
+                    st.replicas,
+                    st.running,
+                    st.queued,
+                    st.capacity
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into())
+                )?
+            }
+        }
+        out.flush()?;
         Ok(())
     }
 
@@ -215,4 +264,25 @@ fn line(s: &SessionStatusDoc) -> String {
         st.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
         reason_column(st)
     )
+}
+
+/// Pools and sessions share the printed-rows map: pools under `pool/NAME`.
+fn pool_key(p: &PoolStatusDoc) -> String {
+    format!("pool/{}", p.metadata.name)
+}
+
+fn wanted_pool(args: &Args, p: &PoolStatusDoc) -> bool {
+    args.names.is_empty() || args.names.iter().any(|n| *n == p.metadata.name)
+}
+
+/// The pool fields whose change is worth a line.
+fn pool_row(p: &PoolStatusDoc) -> Row {
+    let st = &p.status;
+    vec![
+        st.replicas.to_string(),
+        st.ready_replicas.to_string(),
+        st.running.to_string(),
+        st.queued.to_string(),
+        format!("{:?}", st.capacity),
+    ]
 }
