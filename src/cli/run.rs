@@ -81,6 +81,9 @@ pub struct Args {
     /// stopped) and its logs (0 removes them at once).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub tombstone_ttl: Duration,
+    /// Scale-out over etcd (`--coordinator etcd`); boxed, as the rarely used part.
+    #[command(flatten)]
+    pub fleet: Box<crate::fleet::Flags>,
 }
 
 /// The format of the controller's log.
@@ -123,6 +126,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(f) = &args.http_token_file {
         crate::apiserver::auth::load_token(f).map_err(|e| anyhow::anyhow!(e))?;
     }
+    // Bad scale-out flags are refused before anything starts, too.
+    let fleet_config = crate::fleet::validate(&args.fleet).map_err(|e| anyhow::anyhow!(e))?;
     let opts = Options {
         dir: args.dir,
         status_dir: args.status_dir,
@@ -148,6 +153,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let exit = runtime.block_on(async {
         // Handlers first: a SIGTERM during startup still means a drain.
         let signals = Signals::install()?;
+        let mut opts = opts;
+        // Joins the fleet (etcd) before the controller starts anything.
+        opts.fleet = crate::fleet::start(fleet_config).await?;
         let controller = Controller::new(opts)?;
         controller.run(signals).await
     })?;

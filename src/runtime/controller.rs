@@ -71,6 +71,9 @@ pub struct Options {
     pub gc_delete_manifests: bool,
     /// How long a forgotten session's tombstone status and logs are kept (0: not at all).
     pub tombstone_ttl: Duration,
+    /// Scale-out: the sessions this node owns (`--coordinator etcd`); `None`
+    /// runs every declared session.
+    pub fleet: Option<crate::fleet::Fleet>,
 }
 
 impl Default for Options {
@@ -95,6 +98,7 @@ impl Default for Options {
             drain: false,
             gc_delete_manifests: false,
             tombstone_ttl: Duration::from_secs(3600),
+            fleet: None,
         }
     }
 }
@@ -701,6 +705,7 @@ impl Controller {
         // The periodic resync's tick (handled by `quiet_resync` first).
         let mut resync_due = false;
         let mut last_wake: Option<DateTime<Utc>> = None;
+        let fleet = self.opts.fleet.clone();
         loop {
             if rescan {
                 // This rescan reads every write so far.
@@ -713,6 +718,9 @@ impl Controller {
             };
             last_wake = wake_at;
             rescan = false;
+            if let Some(f) = &fleet {
+                f.note_state(&self.state);
+            }
             if let Some(exit) = self.finished() {
                 if matches!(exit, Exit::SomeFailed) {
                     super::story::failures(&self.desired, &self.state, &self.catalog);
@@ -786,6 +794,13 @@ impl Controller {
                     }
                 }
                 _ = tokio::time::sleep(sleep) => {}
+                // Scale-out: this node gained or lost sessions.
+                _ = crate::fleet::changed(fleet.as_ref()) => {
+                    if let Some(desired) = fleet.as_ref().and_then(crate::fleet::Fleet::refilter) {
+                        self.set_desired(desired);
+                        self.dirty_stems.extend(self.catalog.views.keys().cloned());
+                    }
+                }
                 _ = usage_tick.tick(), if sampling => {
                     self.read_agents();
                     self.sample_usage();
@@ -2094,6 +2109,10 @@ impl Controller {
         });
         if changed {
             self.save_collected();
+        }
+        // Scale-out: sessions owned by another node are not desired here.
+        if let Some(fleet) = &self.opts.fleet {
+            desired = fleet.filter(desired);
         }
         self.desired = desired;
     }

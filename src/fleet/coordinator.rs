@@ -1,0 +1,350 @@
+//! The etcd coordinator (feature `etcd`): membership, claims, fencing.
+//!
+//! Keys, under `--etcd-prefix`:
+//! - `members/<node>`: the node's name, put with its lease.
+//! - `owners/<session>`: the owning node, put with the owner's lease in a
+//!   transaction that succeeds only while the key does not exist
+//!   (`create_revision == 0`); that create revision is the fencing token.
+//! - `status/<session>`: the outcome once the session is finished, written
+//!   only while the writer's token is the owner key's create revision (a
+//!   stale owner's write fails). No lease: a finished session stays finished
+//!   after its node is gone, so no new owner runs it again.
+//!
+//! Every call has a deadline. A failed claim is never repeated blindly: the
+//! next round reads the owner keys again and claims only what is still free
+//! (and the claim's compare makes a repeat harmless in any case).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, Txn, TxnOp,
+};
+use tokio::time::{timeout, Instant};
+
+use super::{Config, Fleet};
+
+/// How often the coordinator reads the fleet's state and claims.
+const ROUND: Duration = Duration::from_millis(500);
+/// At most this many claims a round, so one round stays short.
+const CLAIMS_PER_ROUND: usize = 200;
+
+/// Joins the fleet: connects, resumes this node's lease (a controller
+/// restarted within the lease keeps its sessions) or grants a new one, reads
+/// what this node owns, and keeps all that up to date in a task on the
+/// current runtime.
+pub async fn start(cfg: Config) -> anyhow::Result<Fleet> {
+    let call = cfg.lease_ttl / 4;
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(call)
+        .with_timeout(call);
+    let mut client = timeout(cfg.lease_ttl, Client::connect(&cfg.endpoints, Some(opts)))
+        .await
+        .map_err(|_| anyhow::anyhow!("--etcd-endpoints {}: no answer", cfg.endpoints.join(",")))?
+        .map_err(|e| anyhow::anyhow!("--etcd-endpoints {}: {e}", cfg.endpoints.join(",")))?;
+    let fleet = Fleet::new(&cfg.node);
+    let mut c = Coordinator {
+        member_key: format!("{}members/{}", cfg.prefix, cfg.node),
+        lease: 0,
+        keeper: None,
+        deadline: Instant::now(),
+        fenced: false,
+        recorded: BTreeSet::new(),
+        fleet: fleet.clone(),
+        cfg,
+    };
+    // The first calls retry until the lease's length: etcd may be electing.
+    let until = Instant::now() + c.cfg.lease_ttl;
+    loop {
+        match c.join(&mut client).await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < until => {
+                tracing::warn!("joining the fleet: {e}; retrying");
+                tokio::time::sleep(ROUND).await;
+            }
+            Err(e) => anyhow::bail!("cannot join the fleet over etcd: {e}"),
+        }
+    }
+    if let Err(e) = c.round(&mut client).await {
+        tracing::warn!("first fleet round: {e}");
+    }
+    tracing::info!(
+        node = c.cfg.node.as_str(),
+        lease = c.lease,
+        owned = c.fleet.owned().len(),
+        "joined the fleet"
+    );
+    tokio::spawn(async move { c.run(client).await });
+    Ok(fleet)
+}
+
+struct Coordinator {
+    cfg: Config,
+    member_key: String,
+    lease: i64,
+    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    /// Before this instant the lease cannot have expired (less the margin).
+    deadline: Instant,
+    /// Past the deadline without renewal: this node gave up its sessions.
+    fenced: bool,
+    /// Finished sessions whose outcome is in etcd already.
+    recorded: BTreeSet<String>,
+    fleet: Fleet,
+}
+
+/// One owner key as read.
+struct Owner {
+    node: String,
+    token: i64,
+    lease: i64,
+}
+
+impl Coordinator {
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}{kind}/{name}", self.cfg.prefix)
+    }
+
+    fn call_timeout(&self) -> Duration {
+        self.cfg.lease_ttl / 4
+    }
+
+    /// Resumes the lease named by this node's member key while etcd still
+    /// holds it, else grants a new one and puts the member key with it.
+    async fn join(&mut self, client: &mut Client) -> anyhow::Result<()> {
+        let t = self.call_timeout();
+        let sent = Instant::now();
+        let got = timeout(t, client.get(self.member_key.as_str(), None)).await??;
+        let mut lease = got.kvs().first().map_or(0, |kv| kv.lease());
+        let mut ttl = 0;
+        if lease != 0 {
+            let live = timeout(t, client.lease_time_to_live(lease, None)).await??;
+            ttl = live.ttl();
+            if ttl <= 0 {
+                lease = 0;
+            }
+        }
+        if lease == 0 {
+            let secs = i64::try_from(self.cfg.lease_ttl.as_secs()).unwrap_or(i64::MAX);
+            let granted = timeout(t, client.lease_grant(secs, None)).await??;
+            lease = granted.id();
+            ttl = granted.ttl();
+            let put = PutOptions::new().with_lease(lease);
+            timeout(
+                t,
+                client.put(self.member_key.as_str(), self.cfg.node.as_str(), Some(put)),
+            )
+            .await??;
+            tracing::info!(lease, "fleet: new membership lease");
+        } else {
+            tracing::info!(lease, ttl, "fleet: resumed the membership lease");
+        }
+        self.lease = lease;
+        self.keeper = None;
+        self.renewed(sent, ttl);
+        Ok(())
+    }
+
+    /// A renewal sent at `sent` returned `ttl` seconds: etcd expires the
+    /// lease no earlier than `sent + ttl`.
+    fn renewed(&mut self, sent: Instant, ttl: i64) {
+        let ttl = Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+        self.deadline = sent + ttl.saturating_sub(self.cfg.fence_margin);
+        if self.fenced {
+            tracing::info!("fleet: lease renewed again; claiming sessions again");
+            self.fenced = false;
+        }
+    }
+
+    async fn keep_alive(&mut self, client: &mut Client) -> anyhow::Result<()> {
+        let t = self.call_timeout();
+        if self.keeper.is_none() {
+            self.keeper = Some(timeout(t, client.lease_keep_alive(self.lease)).await??);
+        }
+        let Some((keeper, stream)) = self.keeper.as_mut() else {
+            return Ok(());
+        };
+        let sent = Instant::now();
+        let res = async {
+            keeper.keep_alive().await?;
+            stream.message().await
+        };
+        match timeout(t, res).await {
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                self.renewed(sent, r.ttl());
+                Ok(())
+            }
+            Ok(Ok(Some(_))) => {
+                // The lease expired: our keys went with it. Join anew.
+                self.keeper = None;
+                tracing::warn!("fleet: the membership lease expired; joining again");
+                self.fleet.set_owned(BTreeMap::new());
+                self.join(client).await
+            }
+            Ok(Ok(None)) => {
+                self.keeper = None;
+                anyhow::bail!("keepalive stream closed")
+            }
+            Ok(Err(e)) => {
+                self.keeper = None;
+                Err(e.into())
+            }
+            Err(_) => {
+                self.keeper = None;
+                anyhow::bail!("keepalive: no answer within {t:?}")
+            }
+        }
+    }
+
+    async fn run(mut self, mut client: Client) {
+        let mut tick = tokio::time::interval(ROUND);
+        let mut last_keepalive = Instant::now();
+        let every = (self.cfg.lease_ttl / 3).max(ROUND);
+        loop {
+            tick.tick().await;
+            if last_keepalive.elapsed() >= every || self.keeper.is_none() {
+                last_keepalive = Instant::now();
+                if let Err(e) = self.keep_alive(&mut client).await {
+                    tracing::warn!("fleet: lease renewal failed: {e}");
+                }
+            }
+            if Instant::now() >= self.deadline {
+                if !self.fenced {
+                    // The lease may expire before etcd hears from us again:
+                    // stop every session now, before another node can claim.
+                    tracing::error!(
+                        owned = self.fleet.owned().len(),
+                        "fleet: lease not renewed in time; fencing (stopping every owned session)"
+                    );
+                    self.fenced = true;
+                    self.fleet.set_owned(BTreeMap::new());
+                }
+                continue;
+            }
+            if let Err(e) = self.round(&mut client).await {
+                tracing::warn!("fleet: round failed: {e}");
+            }
+        }
+    }
+
+    /// Reads members, owners and outcomes; records finished sessions;
+    /// claims what placement gives this node.
+    async fn round(&mut self, client: &mut Client) -> anyhow::Result<()> {
+        let t = self.call_timeout();
+        let members = self.list(client, "members").await?;
+        let live: BTreeSet<String> = members.into_keys().collect();
+        let owners: BTreeMap<String, Owner> = self
+            .list(client, "owners")
+            .await?
+            .into_iter()
+            .map(|(name, (node, token, lease))| (name, Owner { node, token, lease }))
+            .collect();
+        let finished: BTreeSet<String> = self.list(client, "status").await?.into_keys().collect();
+        self.fleet.set_finished(finished.clone());
+
+        let mut mine: BTreeMap<String, i64> = owners
+            .iter()
+            .filter(|(_, o)| o.node == self.cfg.node && o.lease == self.lease)
+            .map(|(n, o)| (n.clone(), o.token))
+            .collect();
+
+        // Outcomes of sessions finished here, fenced by their tokens.
+        for name in self.fleet.take_done() {
+            let Some(token) = mine.get(&name).copied() else {
+                continue;
+            };
+            if self.recorded.contains(&name) || finished.contains(&name) {
+                continue;
+            }
+            let owner_key = self.key("owners", &name);
+            let value = serde_json::json!({"node": self.cfg.node, "token": token, "done": true});
+            let txn = Txn::new()
+                .when([Compare::create_revision(owner_key, CompareOp::Equal, token)])
+                .and_then([TxnOp::put(
+                    self.key("status", &name),
+                    value.to_string(),
+                    None,
+                )]);
+            match timeout(t, client.txn(txn)).await {
+                Ok(Ok(r)) if r.succeeded() => {
+                    self.recorded.insert(name);
+                }
+                Ok(Ok(_)) => tracing::warn!(
+                    session = name.as_str(),
+                    "fleet: not the owner any more; outcome not recorded"
+                ),
+                // Retried next round (a repeat of this write is harmless).
+                Ok(Err(e)) => tracing::warn!(session = name.as_str(), "fleet: {e}"),
+                Err(_) => tracing::warn!(session = name.as_str(), "fleet: no answer"),
+            }
+        }
+
+        let declared: BTreeSet<String> = self
+            .fleet
+            .declared()
+            .into_iter()
+            .filter(|s| !finished.contains(s))
+            .collect();
+        let owner_nodes: BTreeMap<String, String> = owners
+            .iter()
+            .map(|(n, o)| (n.clone(), o.node.clone()))
+            .collect();
+        let claims =
+            crate::core::placement::to_claim(&self.cfg.node, &declared, &owner_nodes, &live);
+        for name in claims.into_iter().take(CLAIMS_PER_ROUND) {
+            if owners.contains_key(&name) {
+                // Owned by a node whose member key is gone: its owner key
+                // goes with its lease; claim once it has.
+                continue;
+            }
+            let key = self.key("owners", &name);
+            let put = PutOptions::new().with_lease(self.lease);
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), self.cfg.node.as_str(), Some(put))]);
+            match timeout(t, client.txn(txn)).await {
+                Ok(Ok(r)) if r.succeeded() => {
+                    let token = r.header().map_or(0, |h| h.revision());
+                    tracing::info!(session = name.as_str(), token, "fleet: claimed");
+                    mine.insert(name, token);
+                }
+                Ok(Ok(_)) => {}
+                // Ambiguous: maybe claimed, maybe not. Not retried here; the
+                // next round reads the owner key and decides from it.
+                Ok(Err(e)) => tracing::warn!(session = name.as_str(), "fleet: claim: {e}"),
+                Err(_) => tracing::warn!(session = name.as_str(), "fleet: claim: no answer"),
+            }
+        }
+        if Instant::now() < self.deadline {
+            self.fleet.set_owned(mine);
+        }
+        Ok(())
+    }
+
+    /// Keys under `kind/`: name → (value, create revision, lease).
+    async fn list(
+        &self,
+        client: &mut Client,
+        kind: &str,
+    ) -> anyhow::Result<BTreeMap<String, (String, i64, i64)>> {
+        let prefix = self.key(kind, "");
+        let got = timeout(
+            self.call_timeout(),
+            client.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await??;
+        let mut out = BTreeMap::new();
+        for kv in got.kvs() {
+            let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) else {
+                continue;
+            };
+            if let Some(name) = k.strip_prefix(prefix.as_str()) {
+                out.insert(
+                    name.to_string(),
+                    (v.to_string(), kv.create_revision(), kv.lease()),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
