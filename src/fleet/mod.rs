@@ -241,12 +241,11 @@ impl Fleet {
         own_only(&self.node, desired, &s.owned)
     }
 
-    /// The last declared state filtered by the current ownership, after the
-    /// coordinator changed it (`None` before the controller declared any).
-    pub fn refilter(&self) -> Option<Desired> {
-        let s = self.lock();
-        let d = s.declared.clone()?;
-        Some(own_only(&self.node, d, &s.owned))
+    /// The last declared state, unfiltered, for the controller to filter
+    /// again (through [`Fleet::filter`]) after ownership changed; `None`
+    /// before the controller declared any.
+    pub fn declared_state(&self) -> Option<Desired> {
+        self.lock().declared.clone()
     }
 
     /// The names the manifests declare, for the coordinator to place.
@@ -474,7 +473,7 @@ mod tests {
         let fleet = Fleet::new("n1");
         assert!(fleet.filter(d).sessions.is_empty());
         fleet.set_owned(BTreeMap::from([("b".to_string(), 42)]));
-        let mine = fleet.refilter().unwrap();
+        let mine = fleet.filter(fleet.declared_state().unwrap());
         assert_eq!(mine.sessions.keys().collect::<Vec<_>>(), ["b"]);
         let env = &mine.sessions["b"].spec.env;
         assert_eq!(env[NODE_ENV], "n1");

@@ -796,7 +796,7 @@ impl Controller {
                 _ = tokio::time::sleep(sleep) => {}
                 // Scale-out: this node gained or lost sessions.
                 _ = crate::fleet::changed(fleet.as_ref()) => {
-                    if let Some(desired) = fleet.as_ref().and_then(crate::fleet::Fleet::refilter) {
+                    if let Some(desired) = fleet.as_ref().and_then(crate::fleet::Fleet::declared_state) {
                         self.set_desired(desired);
                         self.dirty_stems.extend(self.catalog.views.keys().cloned());
                     }

@@ -1,0 +1,196 @@
+//! Scale-out over a real three-member etcd cluster on loopback (feature
+//! `etcd`): three nodes over copies of one manifests folder; every session
+//! runs on exactly one node, a dead node's sessions move, a finished session
+//! is not run again, a restarted controller keeps its sessions.
+#![cfg(feature = "etcd")]
+
+mod common;
+mod fleet_common;
+
+use std::time::Instant;
+
+use fleet_common::{have_etcd, wait, Fleet};
+
+const SESSIONS: [&str; 6] = ["s-a", "s-b", "s-c", "s-d", "s-e", "s-f"];
+
+fn started_fleet(root: &std::path::Path, extra: &[(&str, &str)]) -> Fleet {
+    let mut all: Vec<(&str, &str)> = SESSIONS.iter().map(|s| (*s, "always")).collect();
+    all.extend_from_slice(extra);
+    let mut f = Fleet::new(root, 3, &all);
+    for i in 0..3 {
+        f.start(i);
+    }
+    for s in SESSIONS {
+        wait(&format!("{s} to start on some node"), || {
+            (!f.starts(s).is_empty()).then_some(())
+        });
+    }
+    f
+}
+
+#[test]
+fn every_session_runs_on_exactly_one_node() {
+    if !have_etcd("every_session_runs_on_exactly_one_node") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let f = started_fleet(tmp.path(), &[]);
+    // Each node has made passes after the claims: still one start each.
+    for n in &f.nodes {
+        let pid = n.controller.as_ref().map(|c| c.pid()).unwrap_or(0);
+        common::wait_passes(&n.status, pid, 3);
+    }
+    for s in SESSIONS {
+        let starts = f.starts(s);
+        assert_eq!(starts.len(), 1, "{s} started {starts:?}");
+    }
+    // Every owner key names a live member, and the session env carried it.
+    let owners = f.cluster.keys("/t/owners/").expect("owner keys");
+    assert_eq!(owners.len(), SESSIONS.len(), "{owners:?}");
+    let members = f.cluster.keys("/t/members/").expect("member keys");
+    assert_eq!(members.len(), 3, "{members:?}");
+    for w in f.journal() {
+        if w[0] == "start" {
+            assert!(
+                w.len() == 4 && w[3].parse::<i64>().is_ok_and(|t| t > 0),
+                "{w:?}"
+            );
+        }
+    }
+    f.assert_no_overlap(&[]);
+}
+
+#[test]
+fn a_dead_nodes_sessions_run_elsewhere_without_overlap() {
+    if !have_etcd("a_dead_nodes_sessions_run_elsewhere_without_overlap") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut f = started_fleet(tmp.path(), &[]);
+    // The node running the most sessions dies whole.
+    let victim = (0..3)
+        .max_by_key(|i| {
+            let n = &f.nodes[*i].name;
+            SESSIONS
+                .iter()
+                .filter(|s| f.starts(s).last() == Some(n))
+                .count()
+        })
+        .unwrap_or(0);
+    let victim_name = f.nodes[victim].name.clone();
+    let lost: Vec<&str> = SESSIONS
+        .iter()
+        .copied()
+        .filter(|s| f.starts(s).last() == Some(&victim_name))
+        .collect();
+    assert!(!lost.is_empty());
+    let killed = Instant::now();
+    f.kill_node(victim);
+    for s in &lost {
+        wait(&format!("{s} to run on another node"), || {
+            let starts = f.starts(s);
+            (starts.len() == 2 && starts[1] != victim_name).then_some(())
+        });
+    }
+    eprintln!(
+        "failover of {} sessions after the node died: {:?} (lease TTL 3s)",
+        lost.len(),
+        killed.elapsed()
+    );
+    // Sessions on the survivors never moved.
+    for s in SESSIONS.iter().filter(|s| !lost.contains(s)) {
+        assert_eq!(f.starts(s).len(), 1, "{s} moved: {:?}", f.starts(s));
+    }
+    f.assert_no_overlap(&[&victim_name]);
+}
+
+#[test]
+fn a_controller_restarted_within_the_lease_restarts_no_session() {
+    if !have_etcd("a_controller_restarted_within_the_lease_restarts_no_session") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut f = started_fleet(tmp.path(), &[]);
+    let before = f.journal().len();
+    // SIGKILL the controller alone (its keeper keeps the sessions), then
+    // start it again at once.
+    if let Some(c) = f.nodes[0].controller.as_mut() {
+        c.kill();
+    }
+    f.start(0);
+    let node = &f.nodes[0];
+    let pid = node.controller.as_ref().map(|c| c.pid()).unwrap_or(0);
+    wait("the restarted controller to resume its lease", || {
+        node.controller
+            .as_ref()
+            .is_some_and(|c| c.log().contains("resumed the membership lease"))
+            .then_some(())
+    });
+    common::wait_passes(&node.status, pid, 5);
+    let journal = f.journal();
+    assert_eq!(
+        journal.len(),
+        before,
+        "no session may stop or start: {:?}",
+        &journal[before..]
+    );
+}
+
+#[test]
+fn a_finished_never_session_is_not_run_again_after_its_node_dies() {
+    if !have_etcd("a_finished_never_session_is_not_run_again_after_its_node_dies") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut f = started_fleet(tmp.path(), &[("once", "once")]);
+    let ran_on = wait("the Never session to run", || {
+        f.starts("once").first().cloned()
+    });
+    let i = f
+        .nodes
+        .iter()
+        .position(|n| n.name == ran_on)
+        .expect("a node");
+    wait("its outcome recorded in etcd", || {
+        f.cluster.keys("/t/status/once").filter(|k| !k.is_empty())
+    });
+    f.kill_node(i);
+    wait("the dead node's member key to expire", || {
+        f.cluster
+            .keys(&format!("/t/members/{ran_on}"))
+            .filter(|k| k.is_empty())
+    });
+    // New sessions, one placed on each survivor: the rounds that claim them
+    // see the dead node gone, and would claim `once` too if it were not
+    // recorded as finished.
+    let survivors: std::collections::BTreeSet<String> = f
+        .nodes
+        .iter()
+        .filter(|n| n.name != ran_on)
+        .map(|n| n.name.clone())
+        .collect();
+    let mut placed = std::collections::BTreeMap::new();
+    for k in 0..1000 {
+        let name = format!("late-{k}");
+        if let Some(n) = sessionlet::core::placement::pick(&name, &survivors) {
+            placed.entry(n.to_string()).or_insert(name);
+        }
+        if placed.len() == survivors.len() {
+            break;
+        }
+    }
+    for name in placed.values() {
+        f.add(name, "always");
+    }
+    for (node, name) in &placed {
+        wait(&format!("{name} to start on {node}"), || {
+            (f.starts(name).first() == Some(node)).then_some(())
+        });
+    }
+    assert_eq!(
+        f.starts("once"),
+        [ran_on.clone()],
+        "a finished Never session ran again"
+    );
+    f.assert_no_overlap(&[&ran_on]);
+}
