@@ -189,8 +189,73 @@ fn a_finished_never_session_is_not_run_again_after_its_node_dies() {
     }
     assert_eq!(
         f.starts("once"),
-        [ran_on.clone()],
+        std::slice::from_ref(&ran_on),
         "a finished Never session ran again"
     );
     f.assert_no_overlap(&[&ran_on]);
+}
+
+#[test]
+fn a_stopped_controllers_keeper_fences_before_another_node_claims() {
+    if !have_etcd("a_stopped_controllers_keeper_fences_before_another_node_claims") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let f = started_fleet(tmp.path(), &[]);
+    let victim = (0..3)
+        .max_by_key(|i| {
+            let n = &f.nodes[*i].name;
+            SESSIONS
+                .iter()
+                .filter(|s| f.starts(s).last() == Some(n))
+                .count()
+        })
+        .unwrap_or(0);
+    let victim_name = f.nodes[victim].name.clone();
+    let lost: Vec<&str> = SESSIONS
+        .iter()
+        .copied()
+        .filter(|s| f.starts(s).last() == Some(&victim_name))
+        .collect();
+    assert!(!lost.is_empty());
+    let controller = f.nodes[victim].controller.as_ref().expect("running");
+    controller.signal(nix::sys::signal::Signal::SIGSTOP);
+    let stopped = Instant::now();
+    let fenced = f.nodes[victim].status.join(".sessionlet/fenced.json");
+    wait("the stopped node's keeper to fence", || {
+        std::fs::read_to_string(&fenced).ok()
+    });
+    let fenced_after = stopped.elapsed();
+    for s in &lost {
+        wait(&format!("{s} to run on another node"), || {
+            let starts = f.starts(s);
+            (starts.len() == 2 && starts[1] != victim_name).then_some(())
+        });
+    }
+    eprintln!(
+        "SIGSTOP: fenced after {fenced_after:?}, {} sessions elsewhere after {:?} (lease TTL 3s, margin 1s)",
+        lost.len(),
+        stopped.elapsed()
+    );
+    // The flock detector: no copy ever found another still holding its lock.
+    f.assert_no_overlap(&[&victim_name]);
+
+    // Back from SIGSTOP: the node rejoins and restarts nothing it lost.
+    let starts_before: usize = SESSIONS.iter().map(|s| f.starts(s).len()).sum();
+    let passes = common::controller_status_of(&f.nodes[victim].status)
+        .and_then(|c| c["reconcileCount"].as_u64())
+        .unwrap_or(0);
+    controller.signal(nix::sys::signal::Signal::SIGCONT);
+    wait("the node to rejoin with a new lease", || {
+        (controller
+            .log()
+            .matches("fleet: new membership lease")
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    common::wait_passes(&f.nodes[victim].status, controller.pid(), passes + 3);
+    let starts_after: usize = SESSIONS.iter().map(|s| f.starts(s).len()).sum();
+    assert_eq!(starts_before, starts_after, "{:?}", f.journal());
+    f.assert_no_overlap(&[&victim_name]);
 }

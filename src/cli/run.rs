@@ -127,7 +127,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         crate::apiserver::auth::load_token(f).map_err(|e| anyhow::anyhow!(e))?;
     }
     // Bad scale-out flags are refused before anything starts, too.
-    let fleet_config = crate::fleet::validate(&args.fleet).map_err(|e| anyhow::anyhow!(e))?;
+    let mut fleet_config = crate::fleet::validate(&args.fleet).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(c) = fleet_config.as_mut() {
+        let status = args.status_dir.as_ref().unwrap_or(&args.dir);
+        c.keeper_socket = Some(crate::runtime::keeper::socket_path(
+            &status.join(".sessionlet"),
+        ));
+    }
     let opts = Options {
         dir: args.dir,
         status_dir: args.status_dir,

@@ -221,9 +221,28 @@ impl Coordinator {
                 }
                 continue;
             }
+            self.hand_deadline_to_keeper().await;
             if let Err(e) = self.round(&mut client).await {
                 tracing::warn!("fleet: round failed: {e}");
             }
+        }
+    }
+
+    /// Tells the keeper how long the lease surely holds: past that without
+    /// a newer deadline it kills every session (the node fences itself even
+    /// when this controller is stopped or stuck).
+    async fn hand_deadline_to_keeper(&self) {
+        let Some(socket) = self.cfg.keeper_socket.clone() else {
+            return;
+        };
+        let within = self.deadline.saturating_duration_since(Instant::now());
+        let sent =
+            tokio::task::spawn_blocking(move || crate::runtime::fence::send(&socket, within)).await;
+        match sent {
+            Ok(Ok(())) => {}
+            // Before the keeper is up, or while it restarts.
+            Ok(Err(e)) => tracing::debug!("fleet: cannot hand the deadline to the keeper: {e}"),
+            Err(e) => tracing::debug!("fleet: cannot hand the deadline to the keeper: {e}"),
         }
     }
 

@@ -39,6 +39,9 @@ pub struct Config {
     pub fence_margin: Duration,
     /// Every key lives under this prefix (ends with `/`).
     pub prefix: String,
+    /// The keeper's socket, to which the coordinator hands its fencing
+    /// deadlines (set by `run` from the status folder).
+    pub keeper_socket: Option<std::path::PathBuf>,
 }
 
 /// The scale-out flags of `sessionlet run`, before validation.
@@ -181,6 +184,7 @@ pub fn validate(f: &Flags) -> Result<Option<Config>, String> {
         lease_ttl: f.lease_ttl,
         fence_margin: f.fence_margin,
         prefix,
+        keeper_socket: None,
     }))
 }
 
