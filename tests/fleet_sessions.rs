@@ -14,9 +14,23 @@ use fleet_common::{have_etcd, wait, Fleet};
 const SESSIONS: [&str; 6] = ["s-a", "s-b", "s-c", "s-d", "s-e", "s-f"];
 
 fn started_fleet(root: &std::path::Path, extra: &[(&str, &str)]) -> Fleet {
+    started_fleet_with(root, extra, "3s", false)
+}
+
+/// `leader_first`: every node starts talking to the etcd leader.
+fn started_fleet_with(
+    root: &std::path::Path,
+    extra: &[(&str, &str)],
+    ttl: &str,
+    leader_first: bool,
+) -> Fleet {
     let mut all: Vec<(&str, &str)> = SESSIONS.iter().map(|s| (*s, "always")).collect();
     all.extend_from_slice(extra);
     let mut f = Fleet::new(root, 3, &all);
+    f.lease_ttl = ttl.to_string();
+    if leader_first {
+        f.first_member = Some(wait("the etcd leader", || f.cluster.leader()));
+    }
     for i in 0..3 {
         f.start(i);
     }
@@ -258,4 +272,42 @@ fn a_stopped_controllers_keeper_fences_before_another_node_claims() {
     let starts_after: usize = SESSIONS.iter().map(|s| f.starts(s).len()).sum();
     assert_eq!(starts_before, starts_after, "{:?}", f.journal());
     f.assert_no_overlap(&[&victim_name]);
+}
+
+#[test]
+fn the_etcd_leader_killed_moves_no_session_and_the_fleet_keeps_working() {
+    if !have_etcd("the_etcd_leader_killed_moves_no_session_and_the_fleet_keeps_working") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    // A lease of 5s (fencing 4s after a renewal): an election with the
+    // cluster's 1s election timeout fits; a 3s lease would not (see README).
+    let mut f = started_fleet_with(tmp.path(), &[], "5s", true);
+    let leader = f.first_member.expect("the leader");
+    let before = f.journal();
+    f.cluster.members[leader].kill();
+    let killed = Instant::now();
+    // Three lease lengths with one member down and a new election: a
+    // spurious failover would show as a start or a stop in the journal.
+    wait(
+        "three lease lengths to pass with one etcd member down",
+        || {
+            assert_eq!(f.journal(), before, "a session moved with the leader gone");
+            (killed.elapsed() > std::time::Duration::from_secs(15)).then_some(())
+        },
+    );
+    let mut hit = 0;
+    for n in &f.nodes {
+        let log = n.controller.as_ref().map(|c| c.log()).unwrap_or_default();
+        assert!(!log.contains("fencing"), "{} fenced spuriously", n.name);
+        hit += usize::from(log.contains("fleet: round failed") || log.contains("renewal failed"));
+    }
+    // The nodes were talking to the killed leader: they had to fail over.
+    assert!(hit > 0, "no node noticed the leader's death");
+    // The controllers keep working: a new session is claimed and runs.
+    f.add("after-leader", "always");
+    wait("a new session to run with one member down", || {
+        (f.starts("after-leader").len() == 1).then_some(())
+    });
+    f.assert_no_overlap(&[]);
 }

@@ -35,14 +35,7 @@ const CLAIMS_PER_ROUND: usize = 200;
 /// what this node owns, and keeps all that up to date in a task on the
 /// current runtime.
 pub async fn start(cfg: Config) -> anyhow::Result<Fleet> {
-    let call = cfg.lease_ttl / 4;
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(call)
-        .with_timeout(call);
-    let mut client = timeout(cfg.lease_ttl, Client::connect(&cfg.endpoints, Some(opts)))
-        .await
-        .map_err(|_| anyhow::anyhow!("--etcd-endpoints {}: no answer", cfg.endpoints.join(",")))?
-        .map_err(|e| anyhow::anyhow!("--etcd-endpoints {}: {e}", cfg.endpoints.join(",")))?;
+    let mut conns = Endpoints::new(&cfg);
     let fleet = Fleet::new(&cfg.node);
     let mut c = Coordinator {
         member_key: format!("{}members/{}", cfg.prefix, cfg.node),
@@ -57,17 +50,27 @@ pub async fn start(cfg: Config) -> anyhow::Result<Fleet> {
     // The first calls retry until the lease's length: etcd may be electing.
     let until = Instant::now() + c.cfg.lease_ttl;
     loop {
-        match c.join(&mut client).await {
+        let joined = match conns.client().await {
+            Ok(client) => c.join(client).await,
+            Err(e) => Err(e),
+        };
+        match joined {
             Ok(()) => break,
             Err(e) if Instant::now() < until => {
                 tracing::warn!("joining the fleet: {e}; retrying");
+                conns.rotate();
                 tokio::time::sleep(ROUND).await;
             }
-            Err(e) => anyhow::bail!("cannot join the fleet over etcd: {e}"),
+            Err(e) => anyhow::bail!(
+                "cannot join the fleet over etcd (--etcd-endpoints {}): {e}",
+                c.cfg.endpoints.join(",")
+            ),
         }
     }
-    if let Err(e) = c.round(&mut client).await {
-        tracing::warn!("first fleet round: {e}");
+    if let Ok(client) = conns.client().await {
+        if let Err(e) = c.round(client).await {
+            tracing::warn!("first fleet round: {e}");
+        }
     }
     tracing::info!(
         node = c.cfg.node.as_str(),
@@ -75,8 +78,60 @@ pub async fn start(cfg: Config) -> anyhow::Result<Fleet> {
         owned = c.fleet.owned().len(),
         "joined the fleet"
     );
-    tokio::spawn(async move { c.run(client).await });
+    tokio::spawn(async move { c.run(conns).await });
     Ok(fleet)
+}
+
+/// One client per etcd member, and the one in use. etcd-client does not
+/// fail over by itself (with one member of three down, about a quarter of
+/// its calls fail): after a failure the next call goes to the next member.
+struct Endpoints {
+    urls: Vec<String>,
+    opts: ConnectOptions,
+    clients: Vec<Option<Client>>,
+    active: usize,
+    call: Duration,
+}
+
+impl Endpoints {
+    fn new(cfg: &Config) -> Self {
+        let call = cfg.lease_ttl / 4;
+        Endpoints {
+            urls: cfg.endpoints.clone(),
+            opts: ConnectOptions::new()
+                .with_connect_timeout(call)
+                .with_timeout(call),
+            clients: cfg.endpoints.iter().map(|_| None).collect(),
+            // Nodes start on different members, spreading the load.
+            active: usize::try_from(
+                crate::core::placement::weight(&cfg.node, "etcd")
+                    % u64::try_from(cfg.endpoints.len().max(1)).unwrap_or(1),
+            )
+            .unwrap_or(0),
+            call,
+        }
+    }
+
+    /// The client of the member in use, connected on first use.
+    async fn client(&mut self) -> anyhow::Result<&mut Client> {
+        let i = self.active;
+        if self.clients[i].is_none() {
+            let url = &self.urls[i];
+            let c = timeout(self.call, Client::connect([url], Some(self.opts.clone())))
+                .await
+                .map_err(|_| anyhow::anyhow!("{url}: no answer"))?
+                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            self.clients[i] = Some(c);
+        }
+        self.clients[i]
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no etcd client"))
+    }
+
+    /// The member in use failed: the next call goes to the next one.
+    fn rotate(&mut self) {
+        self.active = (self.active + 1) % self.urls.len().max(1);
+    }
 }
 
 struct Coordinator {
@@ -196,16 +251,31 @@ impl Coordinator {
         }
     }
 
-    async fn run(mut self, mut client: Client) {
+    async fn run(mut self, mut conns: Endpoints) {
         let mut tick = tokio::time::interval(ROUND);
         let mut last_keepalive = Instant::now();
-        let every = (self.cfg.lease_ttl / 3).max(ROUND);
+        // Renewing every round (a message on an open stream) keeps the
+        // deadline as far ahead as it can be: a leader election in etcd
+        // then rarely outlasts it.
+        let every = ROUND;
         loop {
             tick.tick().await;
             if last_keepalive.elapsed() >= every || self.keeper.is_none() {
                 last_keepalive = Instant::now();
-                if let Err(e) = self.keep_alive(&mut client).await {
-                    tracing::warn!("fleet: lease renewal failed: {e}");
+                // A failed renewal is tried at once on each other member.
+                for _ in 0..conns.urls.len() {
+                    let renewed = match conns.client().await {
+                        Ok(client) => self.keep_alive(client).await,
+                        Err(e) => Err(e),
+                    };
+                    match renewed {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!("fleet: lease renewal failed: {e}");
+                            self.keeper = None;
+                            conns.rotate();
+                        }
+                    }
                 }
             }
             if Instant::now() >= self.deadline {
@@ -222,8 +292,13 @@ impl Coordinator {
                 continue;
             }
             self.hand_deadline_to_keeper().await;
-            if let Err(e) = self.round(&mut client).await {
+            let round = match conns.client().await {
+                Ok(client) => self.round(client).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = round {
                 tracing::warn!("fleet: round failed: {e}");
+                conns.rotate();
             }
         }
     }
@@ -328,10 +403,11 @@ impl Coordinator {
                     mine.insert(name, token);
                 }
                 Ok(Ok(_)) => {}
-                // Ambiguous: maybe claimed, maybe not. Not retried here; the
-                // next round reads the owner key and decides from it.
-                Ok(Err(e)) => tracing::warn!(session = name.as_str(), "fleet: claim: {e}"),
-                Err(_) => tracing::warn!(session = name.as_str(), "fleet: claim: no answer"),
+                // Ambiguous: maybe claimed, maybe not. Not retried: the
+                // round ends (the next member is asked next), and the next
+                // round reads the owner key and decides from it.
+                Ok(Err(e)) => anyhow::bail!("claim of {name}: {e}"),
+                Err(_) => anyhow::bail!("claim of {name}: no answer"),
             }
         }
         if Instant::now() < self.deadline {

@@ -130,6 +130,19 @@ impl Cluster {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The index of the member that leads, from `etcdctl endpoint status`.
+    pub fn leader(&self) -> Option<usize> {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"])?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let leader_url = v.as_array()?.iter().find_map(|e| {
+            let s = &e["Status"];
+            (s["leader"] == s["header"]["member_id"] && !s["leader"].is_null())
+                .then(|| e["Endpoint"].as_str().map(str::to_string))
+                .flatten()
+        })?;
+        self.members.iter().position(|m| m.client_url == leader_url)
+    }
+
     /// The keys under `prefix` (keys only).
     pub fn keys(&self, prefix: &str) -> Option<Vec<String>> {
         let out = self.etcdctl(&["get", "--prefix", "--keys-only", prefix])?;
@@ -205,6 +218,12 @@ pub struct Fleet {
     pub cluster: Cluster,
     pub journal: PathBuf,
     pub manifests: Vec<(String, String)>,
+    /// `--lease-ttl` of the nodes started from now on.
+    pub lease_ttl: String,
+    /// Put this etcd member where each node starts talking (a node uses
+    /// its endpoints from a position its name hashes to), so that killing
+    /// it surely hits every node.
+    pub first_member: Option<usize>,
 }
 
 /// One node: its checkout, status folder and controller.
@@ -270,12 +289,30 @@ impl Fleet {
             nodes,
             journal,
             manifests,
+            lease_ttl: "3s".to_string(),
+            first_member: None,
         }
     }
 
     /// Starts node `i`'s controller (its keeper comes with it).
     pub fn start(&mut self, i: usize) {
-        let endpoints = self.cluster.endpoints();
+        let mut endpoints = self.cluster.endpoints();
+        if let Some(k) = self.first_member {
+            let n = self.cluster.members.len();
+            let name = &self.nodes[i].name;
+            let pos = (sessionlet::core::placement::weight(name, "etcd") % n as u64) as usize;
+            let mut urls: Vec<String> = self
+                .cluster
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != k)
+                .map(|(_, m)| m.client_url.clone())
+                .collect();
+            urls.insert(pos, self.cluster.members[k].client_url.clone());
+            endpoints = urls.join(",");
+        }
+        let ttl = self.lease_ttl.clone();
         let node = &mut self.nodes[i];
         node.controller = Some(Controller::start_with_status_dir(
             &node.dir,
@@ -288,7 +325,7 @@ impl Fleet {
                 "--node",
                 &node.name,
                 "--lease-ttl",
-                "3s",
+                &ttl,
                 "--fence-margin",
                 "1s",
                 "--etcd-prefix",
