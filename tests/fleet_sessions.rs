@@ -9,7 +9,7 @@ mod fleet_common;
 
 use std::time::Instant;
 
-use fleet_common::{have_etcd, wait, Fleet};
+use fleet_common::{have_etcd, metric, wait, Fleet};
 
 const SESSIONS: [&str; 6] = ["s-a", "s-b", "s-c", "s-d", "s-e", "s-f"];
 
@@ -48,7 +48,35 @@ fn every_session_runs_on_exactly_one_node() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let f = started_fleet(tmp.path(), &[]);
+    let all: Vec<(&str, &str)> = SESSIONS.iter().map(|s| (*s, "always")).collect();
+    let mut f = Fleet::new(tmp.path(), 3, &all);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let addr = format!("127.0.0.1:{port}");
+    f.start_with(0, &["--http-addr", &addr]);
+    f.start(1);
+    f.start(2);
+    for s in SESSIONS {
+        wait(&format!("{s} to start on some node"), || {
+            (!f.starts(s).is_empty()).then_some(())
+        });
+    }
+    // The metrics of node n1: members, what it owns and claimed, nothing unowned.
+    let on_n1 = SESSIONS
+        .iter()
+        .filter(|s| f.starts(s).first().map(String::as_str) == Some("n1"))
+        .count() as f64;
+    wait("n1's fleet metrics to settle", || {
+        let got = (
+            metric(&addr, "sessionlet_fleet_members")?,
+            metric(&addr, "sessionlet_fleet_owned_sessions")?,
+            metric(&addr, "sessionlet_fleet_claims_total")?,
+            metric(&addr, "sessionlet_fleet_unowned_sessions")?,
+        );
+        (got == (3.0, on_n1, on_n1, 0.0)).then_some(())
+    });
     // Each node has made passes after the claims: still one start each.
     for n in &f.nodes {
         let pid = n.controller.as_ref().map(|c| c.pid()).unwrap_or(0);

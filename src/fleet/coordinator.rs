@@ -287,6 +287,8 @@ impl Coordinator {
                         "fleet: lease not renewed in time; fencing (stopping every owned session)"
                     );
                     self.fenced = true;
+                    self.fleet.metrics.fences.inc();
+                    self.fleet.metrics.owned.set(0);
                     self.fleet.set_owned(BTreeMap::new());
                 }
                 continue;
@@ -400,6 +402,7 @@ impl Coordinator {
                 Ok(Ok(r)) if r.succeeded() => {
                     let token = r.header().map_or(0, |h| h.revision());
                     tracing::info!(session = name.as_str(), token, "fleet: claimed");
+                    self.fleet.metrics.claims.inc();
                     mine.insert(name, token);
                 }
                 Ok(Ok(_)) => {}
@@ -409,6 +412,20 @@ impl Coordinator {
                 Ok(Err(e)) => anyhow::bail!("claim of {name}: {e}"),
                 Err(_) => anyhow::bail!("claim of {name}: no answer"),
             }
+        }
+        // Work nobody runs is never silent: a gauge, and a warning.
+        let unowned = declared
+            .iter()
+            .filter(|s| {
+                !mine.contains_key(*s) && owners.get(*s).is_none_or(|o| !live.contains(&o.node))
+            })
+            .count();
+        let m = &self.fleet.metrics;
+        m.unowned.set(i64::try_from(unowned).unwrap_or(i64::MAX));
+        m.members.set(i64::try_from(live.len()).unwrap_or(i64::MAX));
+        m.owned.set(i64::try_from(mine.len()).unwrap_or(i64::MAX));
+        if unowned > 0 && live.is_empty() {
+            tracing::warn!(unowned, "fleet: sessions owned by no live node");
         }
         if Instant::now() < self.deadline {
             self.fleet.set_owned(mine);

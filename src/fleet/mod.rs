@@ -201,6 +201,22 @@ struct Shared {
     done: BTreeSet<String>,
 }
 
+/// The fleet's metrics (on `/metrics` with `--http-addr`). Cloning shares them.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Sessions this node owns.
+    pub owned: prometheus_client::metrics::gauge::Gauge,
+    /// Declared, unfinished sessions with no live owner, fleet-wide: non-zero
+    /// for longer than a claim round means work nobody runs.
+    pub unowned: prometheus_client::metrics::gauge::Gauge,
+    /// Live members seen.
+    pub members: prometheus_client::metrics::gauge::Gauge,
+    /// Claims this node won.
+    pub claims: prometheus_client::metrics::counter::Counter,
+    /// Times this node fenced itself (lease not renewed in time).
+    pub fences: prometheus_client::metrics::counter::Counter,
+}
+
 /// The handle the controller holds: which sessions this node owns. Cloning
 /// shares it.
 #[derive(Clone, Default)]
@@ -208,6 +224,8 @@ pub struct Fleet {
     node: String,
     shared: Arc<Mutex<Shared>>,
     changed: Arc<tokio::sync::Notify>,
+    /// The coordinator's metrics.
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -223,6 +241,36 @@ impl Fleet {
             node: node.to_string(),
             ..Fleet::default()
         }
+    }
+
+    /// Puts the fleet's metrics beside the controller's.
+    pub fn register_metrics(&self, m: &crate::telemetry::Metrics) {
+        let f = &self.metrics;
+        m.register_extra(
+            "fleet_owned_sessions",
+            "Sessions this node owns",
+            f.owned.clone(),
+        );
+        m.register_extra(
+            "fleet_unowned_sessions",
+            "Declared, unfinished sessions that no live node owns (fleet-wide)",
+            f.unowned.clone(),
+        );
+        m.register_extra(
+            "fleet_members",
+            "Live members of the fleet",
+            f.members.clone(),
+        );
+        m.register_extra(
+            "fleet_claims",
+            "Sessions this node claimed",
+            f.claims.clone(),
+        );
+        m.register_extra(
+            "fleet_fences",
+            "Times this node fenced itself (lease not renewed in time)",
+            f.fences.clone(),
+        );
     }
 
     /// This node's name.

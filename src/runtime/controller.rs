@@ -339,6 +339,9 @@ impl Controller {
         tracing::info!("memory limits: {}", c.memory_mode.describe());
         tracing::info!("containment: {}", containment(&c.memory_mode));
         c.remember_previous_statuses();
+        if let Some(fleet) = &c.opts.fleet {
+            fleet.register_metrics(&c.metrics);
+        }
         c.api_init();
         Ok(c)
     }

@@ -296,6 +296,11 @@ impl Fleet {
 
     /// Starts node `i`'s controller (its keeper comes with it).
     pub fn start(&mut self, i: usize) {
+        self.start_with(i, &[]);
+    }
+
+    /// Starts node `i`'s controller with extra flags.
+    pub fn start_with(&mut self, i: usize, extra: &[&str]) {
         let mut endpoints = self.cluster.endpoints();
         if let Some(k) = self.first_member {
             let n = self.cluster.members.len();
@@ -330,7 +335,11 @@ impl Fleet {
                 "1s",
                 "--etcd-prefix",
                 "/t/",
-            ],
+            ]
+            .iter()
+            .copied()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
         ));
     }
 
@@ -415,6 +424,20 @@ impl Fleet {
             }
         }
     }
+}
+
+/// One metric's value from `/metrics` at `addr` (HTTP/1.0: no chunking).
+pub fn metric(addr: &str, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == name).then(|| v.trim().parse().ok()).flatten()
+    })
 }
 
 /// Waits for `what`; the deadline is the tests' common one (no timing
