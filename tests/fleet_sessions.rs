@@ -77,6 +77,24 @@ fn every_session_runs_on_exactly_one_node() {
         );
         (got == (3.0, on_n1, on_n1, 0.0)).then_some(())
     });
+    // Every node's status file of every session names the owner; a node
+    // that does not own it says where it runs.
+    for n in &f.nodes {
+        for s in SESSIONS {
+            let owner = f.starts(s)[0].clone();
+            wait(
+                &format!("{}'s status of {s} to name {owner}", n.name),
+                || {
+                    let st = common::status(&n.status, s)?;
+                    let st = &st["status"];
+                    let elsewhere = owner == n.name
+                        || (st["reason"] == "OwnedElsewhere"
+                            && st["message"] == format!("runs on node {owner}").as_str());
+                    (st["node"] == owner.as_str() && elsewhere).then_some(())
+                },
+            );
+        }
+    }
     // Each node has made passes after the claims: still one start each.
     for n in &f.nodes {
         let pid = n.controller.as_ref().map(|c| c.pid()).unwrap_or(0);

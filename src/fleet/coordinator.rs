@@ -430,6 +430,7 @@ impl Coordinator {
         if Instant::now() < self.deadline {
             self.fleet.set_owned(mine);
         }
+        self.fleet.set_owners(owner_nodes);
         Ok(())
     }
 

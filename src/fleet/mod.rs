@@ -199,6 +199,8 @@ struct Shared {
     finished: BTreeSet<String>,
     /// Sessions finished on this node, for the coordinator to record.
     done: BTreeSet<String>,
+    /// Every owner key as last read: session → node.
+    owners: BTreeMap<String, String>,
 }
 
 /// The fleet's metrics (on `/metrics` with `--http-addr`). Cloning shares them.
@@ -322,6 +324,35 @@ impl Fleet {
             drop(s);
             self.changed.notify_one();
         }
+    }
+
+    /// Every session's owner as last read from etcd; a change rewrites
+    /// the status files (their `node`).
+    pub fn set_owners(&self, owners: BTreeMap<String, String>) {
+        let mut s = self.lock();
+        if s.owners != owners {
+            s.owners = owners;
+            drop(s);
+            self.changed.notify_one();
+        }
+    }
+
+    /// Names the owner in a session's status; a session owned by another
+    /// node says so instead of looking stuck in Pending.
+    pub fn annotate(&self, name: &str, status: &mut crate::api::status::SessionStatus) {
+        let s = self.lock();
+        let owner = s
+            .owned
+            .contains_key(name)
+            .then(|| self.node.clone())
+            .or_else(|| s.owners.get(name).cloned());
+        if let Some(o) = &owner {
+            if *o != self.node && status.phase == "Pending" {
+                status.reason = Some("OwnedElsewhere".into());
+                status.message = Some(format!("runs on node {o}"));
+            }
+        }
+        status.node = owner;
     }
 
     /// Sessions recorded as finished fleet-wide.

@@ -2279,6 +2279,9 @@ impl Controller {
                             .get(name)
                             .cloned()
                             .unwrap_or_default();
+                        if let Some(fleet) = &self.opts.fleet {
+                            fleet.annotate(name, &mut doc.status);
+                        }
                         session_docs.push(doc);
                         kinds.push(true);
                     }
