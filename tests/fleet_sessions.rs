@@ -357,3 +357,81 @@ fn the_etcd_leader_killed_moves_no_session_and_the_fleet_keeps_working() {
     });
     f.assert_no_overlap(&[]);
 }
+
+#[test]
+fn a_node_cut_off_from_etcd_fences_before_another_claims_and_rejoins() {
+    if !have_etcd("a_node_cut_off_from_etcd_fences_before_another_claims_and_rejoins") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let all: Vec<(&str, &str)> = SESSIONS.iter().map(|s| (*s, "always")).collect();
+    let mut f = Fleet::new(tmp.path(), 3, &all);
+    // n1 reaches etcd through member 0 alone: stopping it cuts n1 off.
+    f.only_member.insert(0, 0);
+    for i in 0..3 {
+        f.start(i);
+    }
+    for s in SESSIONS {
+        wait(&format!("{s} to start on some node"), || {
+            (!f.starts(s).is_empty()).then_some(())
+        });
+    }
+    // A session placement gives to n1, so that n1 surely runs one.
+    let members: std::collections::BTreeSet<String> =
+        f.nodes.iter().map(|n| n.name.clone()).collect();
+    let mine = (0..1000)
+        .map(|k| format!("for-n1-{k}"))
+        .find(|s| sessionlet::core::placement::pick(s, &members) == Some("n1"))
+        .expect("a name placed on n1");
+    f.add(&mine, "always");
+    wait(&format!("{mine} to start on n1"), || {
+        (f.starts(&mine).first().map(String::as_str) == Some("n1")).then_some(())
+    });
+    let mut names: Vec<String> = SESSIONS.iter().map(|s| s.to_string()).collect();
+    names.push(mine.clone());
+    let lost: Vec<String> = names
+        .iter()
+        .filter(|s| f.starts(s).last().map(String::as_str) == Some("n1"))
+        .cloned()
+        .collect();
+
+    f.cluster.members[0].kill();
+    let cut = Instant::now();
+    let fenced = f.nodes[0].status.join(".sessionlet/fenced.json");
+    wait("the cut-off node's keeper to fence", || {
+        std::fs::read_to_string(&fenced).ok()
+    });
+    let fenced_after = cut.elapsed();
+    for s in &lost {
+        wait(&format!("{s} to run on another node"), || {
+            let starts = f.starts(s);
+            (starts.len() == 2 && starts[1] != "n1").then_some(())
+        });
+    }
+    eprintln!(
+        "cut off: fenced after {fenced_after:?}, {} sessions elsewhere after {:?} (lease TTL 3s, margin 1s)",
+        lost.len(),
+        cut.elapsed()
+    );
+    f.assert_no_overlap(&["n1"]);
+
+    // etcd back: n1 rejoins with a new lease and restarts nothing it lost.
+    let starts_before: usize = names.iter().map(|s| f.starts(s).len()).sum();
+    f.cluster.members[0].restart();
+    let controller = f.nodes[0].controller.as_ref().expect("running");
+    let passes = common::controller_status_of(&f.nodes[0].status)
+        .and_then(|c| c["reconcileCount"].as_u64())
+        .unwrap_or(0);
+    wait("the node to rejoin with a new lease", || {
+        (controller
+            .log()
+            .matches("fleet: new membership lease")
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    common::wait_passes(&f.nodes[0].status, controller.pid(), passes + 3);
+    let starts_after: usize = names.iter().map(|s| f.starts(s).len()).sum();
+    assert_eq!(starts_before, starts_after, "{:?}", f.journal());
+    f.assert_no_overlap(&["n1"]);
+}

@@ -278,6 +278,20 @@ impl Coordinator {
                     }
                 }
             }
+            if self.fenced {
+                // Fenced and still no renewal: etcd may have expired the
+                // lease ("lease not found"). Join again: resume the lease if
+                // etcd still holds it, else take a new one (the old keys
+                // went with the old lease, so this node starts from nothing).
+                let joined = match conns.client().await {
+                    Ok(client) => self.join(client).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = joined {
+                    tracing::warn!("fleet: rejoining: {e}");
+                    conns.rotate();
+                }
+            }
             if Instant::now() >= self.deadline {
                 if !self.fenced {
                     // The lease may expire before etcd hears from us again:

@@ -224,6 +224,8 @@ pub struct Fleet {
     /// its endpoints from a position its name hashes to), so that killing
     /// it surely hits every node.
     pub first_member: Option<usize>,
+    /// Nodes (by index) that may talk to one etcd member only (by index).
+    pub only_member: std::collections::BTreeMap<usize, usize>,
 }
 
 /// One node: its checkout, status folder and controller.
@@ -291,6 +293,7 @@ impl Fleet {
             manifests,
             lease_ttl: "3s".to_string(),
             first_member: None,
+            only_member: Default::default(),
         }
     }
 
@@ -316,6 +319,9 @@ impl Fleet {
                 .collect();
             urls.insert(pos, self.cluster.members[k].client_url.clone());
             endpoints = urls.join(",");
+        }
+        if let Some(k) = self.only_member.get(&i) {
+            endpoints = self.cluster.members[*k].client_url.clone();
         }
         let ttl = self.lease_ttl.clone();
         let node = &mut self.nodes[i];
