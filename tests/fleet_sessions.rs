@@ -435,3 +435,41 @@ fn a_node_cut_off_from_etcd_fences_before_another_claims_and_rejoins() {
     assert_eq!(starts_before, starts_after, "{:?}", f.journal());
     f.assert_no_overlap(&["n1"]);
 }
+
+#[test]
+fn a_node_restarted_without_a_coordinator_is_not_fenced() {
+    if !have_etcd("a_node_restarted_without_a_coordinator_is_not_fenced") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let all: Vec<(&str, &str)> = SESSIONS.iter().map(|s| (*s, "always")).collect();
+    let mut f = Fleet::new(tmp.path(), 1, &all);
+    f.start(0);
+    for s in SESSIONS {
+        wait(&format!("{s} to start"), || {
+            (!f.starts(s).is_empty()).then_some(())
+        });
+    }
+    let before = f.journal();
+    // The coordinated controller dies; a plain one takes over the keeper,
+    // which holds the last fencing deadline.
+    if let Some(c) = f.nodes[0].controller.as_mut() {
+        c.kill();
+    }
+    let node = &mut f.nodes[0];
+    node.controller = Some(common::Controller::start_with_status_dir(
+        &node.dir,
+        Some(&node.status),
+        &[],
+    ));
+    let restarted = Instant::now();
+    let fenced = f.nodes[0].status.join(".sessionlet/fenced.json");
+    wait("three lease lengths to pass", || {
+        assert!(
+            !fenced.exists(),
+            "the keeper fenced a node that runs alone now"
+        );
+        (restarted.elapsed() > std::time::Duration::from_secs(9)).then_some(())
+    });
+    assert_eq!(f.journal(), before, "sessions were stopped or started");
+}

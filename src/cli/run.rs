@@ -128,12 +128,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     // Bad scale-out flags are refused before anything starts, too.
     let mut fleet_config = crate::fleet::validate(&args.fleet).map_err(|e| anyhow::anyhow!(e))?;
+    let keeper_socket = crate::runtime::keeper::socket_path(
+        &args
+            .status_dir
+            .as_ref()
+            .unwrap_or(&args.dir)
+            .join(".sessionlet"),
+    );
     if let Some(c) = fleet_config.as_mut() {
-        let status = args.status_dir.as_ref().unwrap_or(&args.dir);
-        c.keeper_socket = Some(crate::runtime::keeper::socket_path(
-            &status.join(".sessionlet"),
-        ));
+        c.keeper_socket = Some(keeper_socket.clone());
     }
+    let alone = fleet_config.is_none();
     let opts = Options {
         dir: args.dir,
         status_dir: args.status_dir,
@@ -163,6 +168,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Joins the fleet (etcd) before the controller starts anything.
         opts.fleet = crate::fleet::start(fleet_config).await?;
         let controller = Controller::new(opts)?;
+        if alone {
+            // A fencing deadline left by an earlier `--coordinator etcd`
+            // run must not kill this node's sessions (its keeper is up now).
+            let _ = crate::runtime::fence::disarm(&keeper_socket);
+        }
         controller.run(signals).await
     })?;
     Ok(match exit {

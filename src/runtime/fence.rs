@@ -27,6 +27,13 @@ impl Fence {
         self.fenced = false;
     }
 
+    /// No more deadlines: a controller without `--coordinator` took over,
+    /// and its sessions run whatever etcd says.
+    pub fn disarm(&mut self) {
+        self.deadline = None;
+        self.fenced = false;
+    }
+
     /// How long the keeper's poll may sleep before the fence must be looked
     /// at (`None`: no deadline pending).
     pub fn wait(&self) -> Option<Duration> {
@@ -87,12 +94,23 @@ pub fn kill_all(control_dir: &Path, pids: &[u32]) {
 /// Sends `within` to the keeper at `socket` (the coordinator's side). A
 /// short blocking exchange on its own connection: the keeper answers `ok`.
 pub fn send(socket: &Path, within: Duration) -> std::io::Result<()> {
+    let ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
+    exchange(socket, &serde_json::json!({"op": "fence", "withinMs": ms}))
+}
+
+/// Tells the keeper at `socket` to fence no more (a controller started
+/// without `--coordinator`: a deadline left by an earlier coordinated run
+/// would otherwise kill its sessions).
+pub fn disarm(socket: &Path) -> std::io::Result<()> {
+    exchange(socket, &serde_json::json!({"op": "fence"}))
+}
+
+fn exchange(socket: &Path, request: &serde_json::Value) -> std::io::Result<()> {
     use std::io::{BufRead, Write};
     let mut s = std::os::unix::net::UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_millis(500)))?;
     s.set_write_timeout(Some(Duration::from_millis(500)))?;
-    let ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
-    writeln!(s, "{}", serde_json::json!({"op": "fence", "withinMs": ms}))?;
+    writeln!(s, "{request}")?;
     let mut line = String::new();
     std::io::BufReader::new(s).read_line(&mut line)?;
     if line.contains("\"ok\"") {
@@ -119,5 +137,8 @@ mod tests {
         assert!(!f.refuses());
         assert!(!f.due());
         assert!(f.wait().is_some());
+        f.arm(Duration::ZERO);
+        f.disarm();
+        assert!(!f.due() && !f.refuses() && f.wait().is_none());
     }
 }

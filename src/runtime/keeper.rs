@@ -129,9 +129,10 @@ enum Request {
     Shutdown,
     /// Scale-out: the node's lease cannot expire within this many
     /// milliseconds; past that without a newer one, fence (see `fence.rs`).
+    /// Without `withinMs`: fence no more (a controller without a coordinator).
     Fence {
-        #[serde(rename = "withinMs")]
-        within_ms: u64,
+        #[serde(rename = "withinMs", default)]
+        within_ms: Option<u64>,
     },
 }
 
@@ -758,7 +759,10 @@ impl Server {
                 self.conn(id).is_some_and(|c| c.queue(&Reply::Ok).is_ok())
             }
             Request::Fence { within_ms } => {
-                self.fence.arm(Duration::from_millis(within_ms));
+                match within_ms {
+                    Some(ms) => self.fence.arm(Duration::from_millis(ms)),
+                    None => self.fence.disarm(),
+                }
                 self.conn(id).is_some_and(|c| c.queue(&Reply::Ok).is_ok())
             }
         }
