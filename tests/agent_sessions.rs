@@ -814,6 +814,8 @@ fn a_command_matching_a_forbidden_pattern_stops_the_session() {
     let st = &s["status"];
     assert_eq!(st["phase"], "Failed", "{s:#}");
     assert_eq!(st["reason"], "PolicyViolation", "{s:#}");
+    let ev = common::wait_event(&sb.dir, "toucher", "PolicyViolation");
+    assert_eq!(ev["type"], "Warning", "{ev}");
     assert_eq!(st["lastExit"]["reason"], "PolicyViolation", "{s:#}");
     let message = st["lastExit"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -859,6 +861,8 @@ fn an_agent_over_its_token_budget_is_stopped() {
     let st = &s["status"];
     assert_eq!(st["phase"], "Failed", "{s:#}");
     assert_eq!(st["reason"], "TokenBudgetExceeded", "{s:#}");
+    let ev = common::wait_event(&sb.dir, "spender", "TokenBudgetExceeded");
+    assert_eq!(ev["type"], "Warning", "{ev}");
     assert_eq!(st["lastExit"]["reason"], "TokenBudgetExceeded", "{s:#}");
     assert!(
         st["lastExit"]["message"]

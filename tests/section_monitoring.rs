@@ -505,6 +505,10 @@ fn a_session_over_its_memory_limit_is_oom_killed_in_its_cgroup_by_default() {
         "OOM",
         "{last}"
     );
+    // The event log says so too, as a Warning about this session.
+    let ev = common::wait_event(&dir, "hog", "OOMKilled");
+    assert_eq!(ev["type"], "Warning", "{ev}");
+    assert_eq!(ev["object"]["kind"], "Session", "{ev}");
     let dump = crash_dump_of(&dir, &s);
     assert_eq!(dump["exit"]["reason"], "OOMKilled", "{dump}");
     assert_eq!(

@@ -28,6 +28,10 @@ pub const DEFAULT_MAX_RETRIES: &str = "1";
 pub const RESUME_PROMPT: &str =
     "The previous run was interrupted. Continue the task from where you left off.";
 
+/// The prompt for continuing a conversation after its account's usage limit reset.
+pub const QUOTA_RESUME_PROMPT: &str =
+    "The usage limit has reset. Continue the task from where you left off.";
+
 /// Errors building an invocation.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgvError {
@@ -288,9 +292,10 @@ impl Profile for ClaudeProfile {
         }
         // Each rule is its own argv item: a rule may hold spaces and commas
         // (`Bash(git commit:*)`), which the CLI keeps together that way.
-        if !spec.allowed_tools.is_empty() {
+        let allowed = allowed_rules(req);
+        if !allowed.is_empty() {
             args.push("--allowedTools".into());
-            args.extend(spec.allowed_tools.iter().cloned());
+            args.extend(allowed);
         }
         let disallowed = self.disallowed_rules(req);
         if !disallowed.is_empty() {
@@ -327,7 +332,11 @@ impl Profile for ClaudeProfile {
         // variadic and would swallow a bare positional, and a prompt starting
         // with '-' would read as an option. A prompt too long for one argv
         // item goes to stdin instead (the CLI reads it from a pipe).
-        let stdin = if req.prompt.len() > ARGV_PROMPT_LIMIT {
+        let stdin = if spec.input == crate::api::agent::AgentInput::Stream {
+            // The prompt is the first message; more follow on the same pipe.
+            args.extend(["--input-format".into(), "stream-json".into()]);
+            Some(stream_user_message(req.prompt))
+        } else if req.prompt.len() > ARGV_PROMPT_LIMIT {
             Some(req.prompt.to_owned())
         } else {
             args.extend(["--".into(), req.prompt.to_owned()]);
@@ -375,6 +384,33 @@ impl Profile for ClaudeProfile {
     fn is_session_in_use(&self, stderr: &str) -> bool {
         stderr.contains("is already in use")
     }
+}
+
+/// One user message for `--input-format stream-json`, as a line.
+pub fn stream_user_message(text: &str) -> String {
+    let msg = serde_json::json!({
+        "type": "user",
+        "message": {"role": "user", "content": [{"type": "text", "text": text}]},
+    });
+    format!("{msg}\n")
+}
+
+/// The `--allowedTools` rules: `spec.agent.allowedTools`, then the charter's
+/// `resources.allowedTools` (the charter states them, so the CLI must enforce
+/// them too, not only read them in the system prompt), de-duplicated, in order.
+fn allowed_rules(req: &LaunchRequest<'_>) -> Vec<String> {
+    let charter = req
+        .charter
+        .and_then(|c| c.resources.as_ref())
+        .map(|r| r.allowed_tools.as_slice())
+        .unwrap_or_default();
+    let mut rules: Vec<String> = Vec::new();
+    for rule in req.spec.allowed_tools.iter().chain(charter) {
+        if !rules.contains(rule) {
+            rules.push(rule.clone());
+        }
+    }
+    rules
 }
 
 /// The appended system prompt: the rendered charter, then the user's text.
@@ -594,6 +630,45 @@ mod tests {
             values(&inv, "--disallowedTools"),
             ["Bash(rm -rf:*)", "Bash(git push:*)", "Bash(shutdown:*)"]
         );
+    }
+
+    #[test]
+    fn stream_input_sends_the_prompt_as_the_first_message() {
+        let s = AgentSpec {
+            input: crate::api::agent::AgentInput::Stream,
+            ..spec()
+        };
+        let inv = build(&s);
+        assert_eq!(values(&inv, "--input-format"), ["stream-json"]);
+        assert!(!inv.args.iter().any(|a| a == "do it"), "{:?}", inv.args);
+        let line = inv.stdin.expect("the first message");
+        let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(v["type"], "user");
+        assert_eq!(v["message"]["content"][0]["text"], "do it");
+        assert!(line.ends_with('\n'));
+    }
+
+    #[test]
+    fn charter_allowed_tools_become_allow_rules() {
+        let charter = Charter {
+            resources: Some(crate::api::agent::CharterResources {
+                allowed_tools: vec!["Read".into(), "Bash(git status:*)".into(), "Edit".into()],
+                ..Default::default()
+            }),
+            ..Charter::default()
+        };
+        let s = AgentSpec {
+            allowed_tools: vec!["Edit".into()],
+            ..spec()
+        };
+        let inv = build_with(&s, Some(&charter), None, &BTreeMap::new(), new_conv());
+        assert_eq!(
+            values(&inv, "--allowedTools"),
+            ["Edit", "Read", "Bash(git status:*)"]
+        );
+        // Without a charter nothing is added.
+        let inv = build_with(&spec(), None, None, &BTreeMap::new(), new_conv());
+        assert!(values(&inv, "--allowedTools").is_empty());
     }
 
     #[test]

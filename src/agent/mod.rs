@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use argv::{
     load_prompt, profile, ArgvError, ClaudeProfile, Conversation, Invocation, LaunchRequest,
-    Profile, RESUME_PROMPT,
+    Profile, QUOTA_RESUME_PROMPT, RESUME_PROMPT,
 };
 pub use charter::render as render_charter;
 pub use policy::{load_policy_file, Policy, PolicyError, RuleKind, Violation};

@@ -267,6 +267,39 @@ pub struct AgentStatus {
     /// Wall time of the run as the CLI measured it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// The last `rate_limit_event` (a subscriber's usage limit): `allowed`
+    /// and `allowed_warning` are informational, `rejected` parks the session
+    /// until `resetsAt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitInfo>,
+    /// The CLI's own retry delay of its last API retry (its reading of the
+    /// API's `retry-after`), milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_retry_delay_ms: Option<u64>,
+}
+
+/// What a `rate_limit_event` said (`rate_limit_info`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RateLimitInfo {
+    /// `allowed`, `allowed_warning` or `rejected`.
+    pub status: String,
+    /// When the window resets, seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<i64>,
+    /// `five_hour`, `seven_day`, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_type: Option<String>,
+    /// The share of the window used (0 to 1), when the CLI reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub utilization: Option<f64>,
+}
+
+impl RateLimitInfo {
+    /// True for a rejection (the usage limit was reached).
+    pub fn rejected(&self) -> bool {
+        self.status == "rejected"
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -324,6 +357,10 @@ pub struct Tally {
     files_seen: HashSet<String>,
     malformed_lines: u64,
     last_tokens: u64,
+    /// Tool calls (any tool) whose result has not come back yet.
+    open_tools: HashSet<String>,
+    /// The last `system` `status` event said `compacting`.
+    compacting: bool,
 }
 
 impl Tally {
@@ -360,6 +397,8 @@ impl Tally {
             "user" => self.on_user(&event),
             "result" => self.on_result(&event, &mut signals),
             "stream_event" => self.on_stream_event(&event),
+            "rate_limit_event" => self.on_rate_limit(&event),
+            // Unknown event types are ignored, never fatal.
             _ => {}
         }
         self.push_tokens(&mut signals);
@@ -417,6 +456,38 @@ impl Tally {
         retry_kind_reason(kind)
     }
 
+    /// The usage-limit rejection of this run, if it hit one: the last
+    /// `rate_limit_event` said `rejected` and gave a reset time.
+    pub fn usage_limit(&self) -> Option<&RateLimitInfo> {
+        self.status
+            .rate_limit
+            .as_ref()
+            .filter(|r| r.rejected() && r.resets_at.is_some())
+    }
+
+    /// Whether the agent is busy without writing: a tool call is running
+    /// (a `tool_use` without its `tool_result` yet), or the CLI said it is
+    /// compacting its context. Such silence is not staleness.
+    pub fn busy(&self) -> bool {
+        self.final_result.is_none() && (self.compacting || !self.open_tools.is_empty())
+    }
+
+    fn on_rate_limit(&mut self, event: &Value) {
+        let Some(info) = event.get("rate_limit_info") else {
+            return;
+        };
+        let utilization = info
+            .get("utilization")
+            .and_then(Value::as_f64)
+            .or_else(|| info.get("utilisation").and_then(Value::as_f64));
+        self.status.rate_limit = Some(RateLimitInfo {
+            status: str_at(info, &["status"]).unwrap_or("unknown").to_owned(),
+            resets_at: info.get("resetsAt").and_then(Value::as_i64),
+            rate_limit_type: str_at(info, &["rateLimitType"]).map(str::to_owned),
+            utilization,
+        });
+    }
+
     fn mark_began(&mut self, signals: &mut Vec<Signal>) {
         if !self.began {
             self.began = true;
@@ -440,6 +511,14 @@ impl Tally {
             "api_retry" => {
                 self.status.api_retries += 1;
                 self.status.last_retry_error = str_at(event, &["error"]).map(str::to_owned);
+                self.status.last_retry_delay_ms = event
+                    .get("retry_delay_ms")
+                    .and_then(Value::as_f64)
+                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                    .map(|ms| ms.round() as u64);
+            }
+            "status" => {
+                self.compacting = str_at(event, &["status"]) == Some("compacting");
             }
             _ => {}
         }
@@ -496,6 +575,9 @@ impl Tally {
             if !self.seen_tools.insert(id.to_owned()) {
                 continue;
             }
+            if self.final_result.is_none() {
+                self.open_tools.insert(id.to_owned());
+            }
             let input = block.get("input").unwrap_or(&Value::Null);
             if name == "Bash" {
                 self.status.commands_executed += 1;
@@ -529,6 +611,7 @@ impl Tally {
             let Some(id) = str_at(block, &["tool_use_id"]) else {
                 continue;
             };
+            self.open_tools.remove(id);
             let is_error = block
                 .get("is_error")
                 .and_then(Value::as_bool)
@@ -681,6 +764,8 @@ impl Tally {
             text: text.as_deref().unwrap_or_default(),
         });
         self.final_result = Some(Final { outcome });
+        self.open_tools.clear();
+        self.compacting = false;
         // Results end a turn: a further init (stream-json input) starts anew.
         self.last_assistant_error = None;
         signals.push(Signal::Finished { outcome });
@@ -962,6 +1047,10 @@ mod tests {
         e("err_resume_unknown_session.stream-json.jsonl", failed(SessionNotFound), false, 0, (0, 0), Some(0.0), (0, 0), 0),
         e("synthetic_unknown_events.stream-json.jsonl", Success, true, 2, (1010, 202), Some(0.5), (1, 1), 1),
         e("synthetic_no_init_killed.stream-json.jsonl", Abnormal, true, 1, (300, 1), None, (1, 0), 0),
+        e("ulimit_oauth_print.stream-json.jsonl", failed(RateLimited), true, 1, (0, 0), Some(0.0), (0, 0), 0),
+        e("ulimit_oauth_stdin.stream-json.jsonl", failed(RateLimited), true, 1, (0, 0), Some(0.0), (0, 0), 0),
+        e("ulimit_apikey_print.stream-json.jsonl", failed(RateLimited), true, 1, (0, 0), Some(0.0), (0, 0), 1),
+        e("uwarn_oauth_print.stream-json.jsonl", Success, true, 1, (120, 12), Some(0.0009000000000000001), (0, 0), 0),
     ];
 
     /// Files in the fixture folder that are not CLI output.
@@ -1121,6 +1210,51 @@ mod tests {
         assert_eq!(d[0].detail, "http://example.invalid/");
         // Parentheses cannot go inside a rule: the tool name instead.
         assert_eq!(d[1].suggested_rule, "Bash");
+    }
+
+    #[test]
+    fn usage_limits_are_recorded_and_only_rejections_park() {
+        let (tally, _) = run("ulimit_oauth_print.stream-json.jsonl");
+        let limit = tally.usage_limit().expect("a rejection");
+        assert_eq!(limit.resets_at, Some(1796164384));
+        assert_eq!(limit.rate_limit_type.as_deref(), Some("five_hour"));
+        // Informational events are kept in the status but are no rejection.
+        let (tally, _) = run("uwarn_oauth_print.stream-json.jsonl");
+        assert_eq!(tally.outcome(), Success);
+        assert!(tally.usage_limit().is_none());
+        let info = tally.status().rate_limit.as_ref().expect("recorded");
+        assert_eq!(info.status, "allowed");
+        assert!(info.resets_at.is_some());
+        // An API key's 429 has no reset time: no rejection, but the CLI's
+        // retry delay is kept.
+        let (tally, _) = run("ulimit_apikey_print.stream-json.jsonl");
+        assert!(tally.usage_limit().is_none());
+        assert_eq!(tally.status().last_retry_delay_ms, Some(549));
+        // A rejection without a reset time is not a park either.
+        let mut t = Tally::new();
+        t.feed(r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected"}}"#);
+        assert!(t.usage_limit().is_none());
+        t.feed(r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed_warning","resetsAt":5,"utilization":0.92}}"#);
+        assert_eq!(
+            t.status().rate_limit.as_ref().and_then(|r| r.utilization),
+            Some(0.92)
+        );
+    }
+
+    #[test]
+    fn running_tools_and_compacting_are_busy() {
+        let mut t = Tally::new();
+        assert!(!t.busy());
+        t.feed(r#"{"type":"assistant","message":{"id":"m1","model":"x","content":[{"type":"tool_use","id":"t1","name":"Read","input":{}}]}}"#);
+        assert!(t.busy(), "a tool call without its result is busy");
+        t.feed(
+            r#"{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t1"}]}}"#,
+        );
+        assert!(!t.busy());
+        t.feed(r#"{"type":"system","subtype":"status","status":"compacting"}"#);
+        assert!(t.busy(), "compacting is busy");
+        t.feed(r#"{"type":"system","subtype":"status","status":null}"#);
+        assert!(!t.busy());
     }
 
     #[test]

@@ -195,7 +195,8 @@ pub(super) static RULES: &[Rule] = &[
         root_cause: "The controller stopped the session ({stop_reason}): the session as a whole, \
                      retries included, ran past its active deadline.",
         recommendation: "Raise activeDeadline, or find out why the attempts take so long or keep \
-                         failing and retrying.",
+                         failing and retrying (sessionlet events NAME lists every attempt, \
+                         its exit and its backoff).",
         confidence: 0.95,
         fixes: &[
             "Raise activeDeadline in the session manifest.",

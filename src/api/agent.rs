@@ -71,6 +71,36 @@ pub struct AgentSpec {
     /// Further CLI arguments, appended as they are.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_args: Vec<String>,
+    /// The account whose usage limit the run counts against. Sessions of
+    /// one account wait for its reset together. Default: a hash of the
+    /// session's credential (never the credential itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// `argv` (default): the prompt is an argument and stdin is closed.
+    /// `stream`: the CLI reads stream-json messages on stdin; the prompt is
+    /// the first, `sessionlet send NAME TEXT` appends more.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub input: AgentInput,
+    /// With `input: stream`: stdin is closed (the CLI then ends) once the
+    /// agent finished its turn and no message came for this long. Unset:
+    /// the conversation stays open until the session is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_after_idle: Option<Duration>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// How the task reaches the CLI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentInput {
+    /// The prompt as an argument; no further input.
+    #[default]
+    Argv,
+    /// Stream-json user messages on stdin, kept open for `sessionlet send`.
+    Stream,
 }
 
 fn yes() -> bool {
@@ -97,6 +127,9 @@ impl Default for AgentSpec {
             mcp_config: None,
             resume: true,
             extra_args: Vec::new(),
+            account: None,
+            input: AgentInput::Argv,
+            close_after_idle: None,
         }
     }
 }

@@ -184,6 +184,10 @@ pub struct SessionSpec {
     /// Working directory; relative paths resolve against the manifest's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<PathBuf>,
+    /// A Git worktree of its own, made before the first attempt in the
+    /// status folder (`NAME.workspace/`): the session runs there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<Workspace>,
     /// Variables read from dotenv files at every spawn, before `env`. Their
     /// values are never written or printed anywhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -193,9 +197,11 @@ pub struct SessionSpec {
     /// here: use `envFrom` or `--pass-env`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Written to the session's stdin, which is then closed. Otherwise stdin is /dev/null.
+    /// Text written to the session's stdin, which is then closed; or
+    /// `{pipe: true}`: stdin stays open (the keeper holds it) for
+    /// `sessionlet send`. Otherwise stdin is /dev/null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stdin: Option<String>,
+    pub stdin: Option<Stdin>,
     /// When an exited session runs again. Default OnFailure.
     #[serde(default)]
     pub restart_policy: RestartPolicy,
@@ -246,6 +252,22 @@ pub struct SessionSpec {
     /// Run with this group (only when the controller runs as root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Webhooks: an HTTP POST of JSON to each `url` for the events in its `on`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
+}
+
+/// One `spec.notify` entry: a webhook.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Notify {
+    /// Where to POST: `http://HOST[:PORT][/PATH]`.
+    pub url: String,
+    /// Phases the session enters (`Failed`, `Completed`, `TimedOut`…) and
+    /// event reasons (`BackOff`, `OOMKilled`…) to be told about. Default:
+    /// Completed, Failed, TimedOut.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<String>,
 }
 
 fn default_grace() -> Duration {
@@ -281,6 +303,11 @@ pub struct PoolSpec {
     /// Sessions allowed to wait; past this the newest is Failed (QueueFull). Default 100.
     #[serde(default = "default_max_queue")]
     pub max_queue: u32,
+    /// What the pool's agent members may spend together: at the budget,
+    /// running members are stopped (BudgetExceeded) and none starts until
+    /// the period rolls over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 impl Default for PoolSpec {
@@ -290,8 +317,85 @@ impl Default for PoolSpec {
             template: None,
             max_concurrent: None,
             max_queue: default_max_queue(),
+            budget: None,
         }
     }
+}
+
+/// `spec.stdin`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Stdin {
+    /// Written to stdin, which is then closed.
+    Text(String),
+    /// `{pipe: true}`: stdin stays open for `sessionlet send` (each message
+    /// is written as a line); `{pipe: false}` is /dev/null.
+    Pipe(StdinPipe),
+}
+
+/// `spec.stdin: {pipe: true}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StdinPipe {
+    /// Keep stdin open for `sessionlet send`.
+    pub pipe: bool,
+}
+
+impl Stdin {
+    /// The text to write first, if any.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Stdin::Text(t) => Some(t),
+            Stdin::Pipe(_) => None,
+        }
+    }
+    /// Whether stdin stays open for `sessionlet send`.
+    pub fn pipe(&self) -> bool {
+        matches!(self, Stdin::Pipe(StdinPipe { pipe: true }))
+    }
+}
+
+/// `spec.workspace`: a Git worktree per session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Workspace {
+    /// The repository (a path, relative to the manifest's directory).
+    pub repo: PathBuf,
+    /// The session's branch, made from `base` when missing. Default
+    /// `sessionlet/NAME`; pool replicas add `-ORDINAL` to a given branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Where a new branch starts. Default the repository's `HEAD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+}
+
+/// A spending budget of agent sessions (`Pool.spec.budget`, `--account-budget`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Budget {
+    /// Cost in USD (the CLI's `total_cost_usd`, all attempts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    pub max_cost_usd: Option<f64>,
+    /// Input plus output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tokens: Option<u64>,
+    /// `day` (the UTC day; spend starts again at midnight UTC) or `total`. Default day.
+    #[serde(default)]
+    pub per: BudgetPeriod,
+}
+
+/// The period a budget covers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    /// The UTC day.
+    #[default]
+    Day,
+    /// Ever (until the pool is deleted).
+    Total,
 }
 
 fn default_max_queue() -> u32 {

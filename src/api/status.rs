@@ -128,6 +128,20 @@ pub struct Usage {
     pub cpu_seconds: f64,
 }
 
+/// `status.quota`: an agent waiting for its account's usage limit to reset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaStatus {
+    /// When the limit resets.
+    pub resets_at: DateTime<Utc>,
+    /// `five_hour`, `seven_day`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_type: Option<String>,
+    /// The account: `agent.account`, or `sha256:` and the start of a hash of
+    /// the credential (never the credential).
+    pub account: String,
+}
+
 /// The `status` of a SessionStatus.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -173,6 +187,9 @@ pub struct SessionStatus {
     /// While Recovering: when the next attempt starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_restart_at: Option<DateTime<Utc>>,
+    /// While WaitingForQuota: the account's usage limit and when it resets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaStatus>,
     /// While being stopped (`get` shows Terminating): when SIGKILL follows,
     /// the end of the `terminationGracePeriod` (past once it was sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,6 +209,10 @@ pub struct SessionStatus {
     /// Agent runs: conversation, tokens, cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<serde_json::Value>,
+    /// `spec.workspace`: the worktree, its branch, whether it is dirty, and
+    /// (after a deletion) whether it was removed or kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<serde_json::Value>,
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -273,6 +294,10 @@ pub struct PoolStatus {
     /// Agent totals over members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<serde_json::Value>,
+    /// With `spec.budget`: the spend of the current period (kept here, so a
+    /// new controller goes on from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<serde_json::Value>,
     /// The manifest's problems, when invalid.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,

@@ -1,5 +1,5 @@
 //! `sessionlet-bench`: how fast and how cheap sessionlet is, side by side
-//! with the raw fork+exec floor, supervisord and runit, in one run.
+//! with the raw fork+exec floor, supervisord, runit and s6, in one run.
 //!
 //! ```text
 //! cargo run --release --bin sessionlet-bench -- [--quick] [--out bench/results.json]
@@ -29,7 +29,7 @@ mod scale;
 #[path = "sessionlet_bench/stats.rs"]
 mod stats;
 
-use peers::{Peer, Raw, Runit, Sessionlet, Supervisord};
+use peers::{Peer, Raw, Runit, Sessionlet, Supervisord, S6};
 use procfs::Tracker;
 use stats::{Figure, Show};
 
@@ -55,7 +55,7 @@ struct Args {
     /// Only these workloads (comma-separated): drop, crash, cold, footprint, scale.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Only these peers besides sessionlet (comma-separated): raw, supervisord, runit.
+    /// Only these peers besides sessionlet (comma-separated): raw, supervisord, runit, s6.
     #[arg(long, value_delimiter = ',')]
     peers: Option<Vec<String>>,
     /// Manifest drops and crashes per peer (default 60; --quick 20).
@@ -81,6 +81,11 @@ struct Args {
     /// change costs, as a ratio, on a machine that may be busy.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// Also measure holding this many manifests of sessions that exit at
+    /// once (the controller's time to finish them all and its memory then);
+    /// the full run's point is 100000 (`--held 100000`, about 15 minutes).
+    #[arg(long)]
+    held: Option<usize>,
     /// Idle window for CPU and status churn, seconds (default 30; --quick 10).
     #[arg(long)]
     idle_seconds: Option<u64>,
@@ -882,6 +887,39 @@ impl Bench {
 
     /// Workload 6: sessionlet alone (the peers are not reconcilers of a directory).
     fn scale(&mut self) -> Result<()> {
+        if self.args.held.is_some() {
+            let root = self.fresh_dir(&["held"])?;
+            let started = self.started;
+            if let Some(n) = self.args.held {
+                let held = scale::held(
+                    &self.sessionlet_bin,
+                    &root,
+                    n,
+                    Duration::from_secs(1800),
+                    &self.args.sessionlet_args,
+                    &|m| log(started, m),
+                )?;
+                let mut f = Figure::new(
+                    "held_manifests_pss",
+                    &format!("{n} manifests held (all Completed): controller PSS"),
+                    "MB",
+                    Show::Single,
+                )
+                .goal(150.0, "≤ 150 MB");
+                match held.pss_kb {
+                    Some(kb) => f.set("sessionlet", vec![kb as f64 / 1024.0], 0),
+                    None => f.skip("sessionlet", "not measured"),
+                }
+                f.detail = json!({
+                    "sessions": held.sessions,
+                    "startToAllCompletedSeconds": held.start_to_done_s,
+                    "controllerRssKiB": held.rss_kb,
+                    "controllerPssKiB": held.pss_kb,
+                    "keeperPssKiB": held.keeper_pss_kb,
+                });
+                self.figures.push(f);
+            }
+        }
         if !self.wants("scale") {
             return Ok(());
         }
@@ -1215,6 +1253,27 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
             }
         }
     }
+    if wanted("s6") {
+        match (peers::which("s6-svscan"), peers::which("s6-svscanctl")) {
+            (Some(scan), Some(ctl)) => {
+                let v = std::process::Command::new("dpkg-query")
+                    .args(["-W", "-f", "${Version}", "s6"])
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+                info.insert("s6".into(), json!({"path": scan, "version": v}));
+                peer_list.push(Box::new(S6::new(scan, ctl)));
+            }
+            _ => {
+                skipped.push(("s6".to_string(), "skipped: not installed".to_string()));
+                info.insert(
+                    "s6".into(),
+                    json!({"skipped": "not installed (apt-get install s6)"}),
+                );
+            }
+        }
+    }
     for (p, why) in &skipped {
         log(started, &format!("{p}: {why}"));
     }
@@ -1254,6 +1313,7 @@ fn run(args: Args, root: PathBuf, started: Instant) -> Result<Value> {
         "raw-spawn",
         "supervisord",
         "runit",
+        "s6",
     ];
     all_peers.sort_by_key(|p| order.iter().position(|o| o == p).unwrap_or(99));
     let refs: Vec<&str> = all_peers.iter().map(String::as_str).collect();

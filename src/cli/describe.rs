@@ -152,6 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     writeln!(out, "  stdout: {}", args.dir.join(&l.stdout).display())?;
                     writeln!(out, "  stderr: {}", args.dir.join(&l.stderr).display())?;
                 }
+                super::events::write_recent(&mut out, &args.dir, &s.metadata.name)?;
                 return Ok(ExitCode::SUCCESS);
             }
             Found::Pool(p) if p.metadata.name == args.name => {
@@ -212,6 +213,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     m.crashed,
                     m.average_run_seconds.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".into())
                 )?;
+                super::events::write_recent(&mut out, &args.dir, &p.metadata.name)?;
                 return Ok(ExitCode::SUCCESS);
             }
             _ => {}

@@ -126,7 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut rows = vec![if wide {
         [
             "NAME", "PHASE", "RESTARTS", "AGE", "PID", "REASON", "MEMORY", "CPU", "TURNS",
-            "TOKENS", "COST", "MANIFEST",
+            "TOKENS", "COST", "BRANCH", "DIRTY", "MANIFEST",
         ]
         .map(String::from)
         .to_vec()
@@ -193,6 +193,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                             .map(|v| format!("${v:.4}"))
                             .unwrap_or_else(|| "-".into()),
                     );
+                    let ws = st.workspace.as_ref();
+                    row.push(
+                        ws.and_then(|w| w["branch"].as_str())
+                            .unwrap_or("-")
+                            .to_string(),
+                    );
+                    row.push(match ws.map(|w| &w["dirty"]) {
+                        Some(serde_json::Value::Bool(true)) => "yes".into(),
+                        Some(serde_json::Value::Bool(false)) => "no".into(),
+                        _ => "-".into(),
+                    });
                     row.push(s.metadata.manifest.clone());
                 }
                 rows.push(row);
@@ -233,11 +244,54 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         writeln!(out)?;
         print_table(&mut out, &pools)?;
     }
+    let accounts = account_rows(&args.dir, now);
+    if accounts.len() > 1 && args.names.is_empty() && selector.is_none() {
+        writeln!(out)?;
+        print_table(&mut out, &accounts)?;
+    }
     if args.watch {
         drop(out);
         return super::get_watch::run(&args);
     }
     Ok(failed)
+}
+
+/// The agent accounts the controller status lists (`extra.accounts`):
+/// ACCOUNT, STATE (`WaitingForQuota (resets in 2h)`), SESSIONS, RUNNING, WAITING.
+fn account_rows(dir: &std::path::Path, now: chrono::DateTime<Utc>) -> Vec<Vec<String>> {
+    let mut rows = vec![["ACCOUNT", "STATE", "SESSIONS", "RUNNING", "WAITING"]
+        .map(String::from)
+        .to_vec()];
+    let path = dir.join(".sessionlet/controller.status.yaml");
+    let Some(doc) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| codec::from_yaml::<serde_json::Value>(&t).ok())
+    else {
+        return rows;
+    };
+    let Some(accounts) = doc["extra"]["accounts"].as_object() else {
+        return rows;
+    };
+    for (name, a) in accounts {
+        let state = a["state"].as_str().unwrap_or("-");
+        let resets = a["resetsAt"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .filter(|t| *t > now);
+        let n = |k: &str| a[k].as_u64().unwrap_or(0).to_string();
+        rows.push(vec![
+            name.clone(),
+            match resets {
+                Some(t) => format!("{state}(resets-in-{})", human_age(t - now)),
+                None => state.to_string(),
+            },
+            n("sessions"),
+            n("running"),
+            n("waiting"),
+        ]);
+    }
+    rows
 }
 
 /// The PHASE column: the phase, `Terminating (kill in 8s)` for a session

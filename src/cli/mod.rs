@@ -8,6 +8,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod describe;
 pub mod down;
+pub mod events;
 pub mod extras;
 pub mod get;
 pub mod get_watch;
@@ -17,6 +18,7 @@ pub mod read;
 pub mod restart;
 pub mod run;
 pub mod schema;
+pub mod send;
 pub mod status;
 pub mod stop;
 pub mod validate;
@@ -41,13 +43,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller on a directory of manifests.
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// List sessions and pools from their status files.
     Get(get::Args),
     /// Show everything about one session or pool.
     Describe(describe::Args),
     /// Print a session's output.
     Logs(logs::Args),
+    /// List events (spawned, exited, restarts, timeouts...), as `kubectl get events`.
+    Events(events::Args),
     /// The long-lived parent of all sessions (started by `run`; not for people).
     #[command(hide = true)]
     Keeper(KeeperArgs),
@@ -65,6 +69,8 @@ pub enum Command {
     Stop(stop::Args),
     /// The running controller's own status and health.
     Status(status::Args),
+    /// Send a message to a running session's input (`agent.input: stream`).
+    Send(send::Args),
     /// Print a shell completion script (bash, zsh or fish).
     Completion(extras::CompletionArgs),
     /// Print the man page, or write every man page in a folder.
@@ -123,11 +129,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             // Named crash points armed by the FAILPOINTS variable (tests only).
             #[cfg(feature = "failpoints")]
             let _failpoints = fail::FailScenario::setup();
-            run::run(args)
+            run::run(*args)
         }
         Command::Get(args) => get::run(args),
         Command::Describe(args) => describe::run(args),
         Command::Logs(args) => logs::run(args),
+        Command::Events(args) => events::run(args),
         Command::Keeper(args) => {
             crate::runtime::keeper::serve(&args.control_dir)?;
             Ok(ExitCode::SUCCESS)
@@ -142,6 +149,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restart(args) => restart::run(args),
         Command::Stop(args) => stop::run(args),
         Command::Status(args) => status::run(args),
+        Command::Send(args) => send::run(args),
         Command::Completion(args) => extras::completion(args),
         Command::Man(args) => extras::man(args),
     }

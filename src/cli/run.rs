@@ -67,6 +67,12 @@ pub struct Args {
     /// otherwise get only PATH, HOME, LANG, TZ and USER, `spec.envFrom` and `spec.env`.
     #[arg(long = "pass-env", value_name = "NAME", value_parser = parse_pass_env)]
     pub pass_env: Vec<String>,
+    /// A budget of an agent account (repeatable), as
+    /// `ACCOUNT:maxCostUsd=5,maxTokens=1000000,per=day` (`per`: day or total,
+    /// default day): at it, the account's running sessions are stopped
+    /// (BudgetExceeded) and none starts until the period rolls over.
+    #[arg(long = "account-budget", value_name = "ACCOUNT:LIMITS", value_parser = parse_account_budget)]
+    pub account_budgets: Vec<(String, crate::api::manifest::Budget)>,
     /// The controller's log on stderr: `text` for people (colours only on a
     /// terminal, never with NO_COLOR set), `json` for one JSON object a line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -84,6 +90,48 @@ pub struct Args {
     /// Scale-out over etcd (`--coordinator etcd`); boxed, as the rarely used part.
     #[command(flatten)]
     pub fleet: Box<crate::fleet::Flags>,
+    /// POST a JSON notification to this URL (http://HOST:PORT/PATH) when any
+    /// session ends (Completed, Failed, TimedOut); repeatable. Sessions add
+    /// their own with `spec.notify`.
+    #[arg(long = "notify", value_name = "URL", value_parser = parse_notify_url)]
+    pub notify: Vec<String>,
+    /// Sign every notification: the header `X-Sessionlet-Signature:
+    /// sha256=HEX` is the HMAC-SHA256 of the body with this file's content
+    /// (trailing newline removed) as the key.
+    #[arg(long, value_name = "FILE")]
+    pub notify_secret_file: Option<PathBuf>,
+    /// How long a notification is retried (exponential backoff) before it
+    /// counts as failed.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub notify_retry_for: Duration,
+    /// Rotate the events file (.sessionlet/events.jsonl) past this size; one
+    /// older file is kept.
+    #[arg(long, default_value = "1Mi", value_parser = parse_quantity)]
+    pub max_events_size: u64,
+}
+
+fn parse_notify_url(s: &str) -> Result<String, String> {
+    crate::events::webhook::parse_url(s).map(|_| s.to_string())
+}
+
+/// The key in a `--notify-secret-file`: its content without the trailing newline.
+fn read_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let mut key = std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "--notify-secret-file {}: {e}; give a file holding the shared secret",
+            path.display()
+        )
+    })?;
+    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        key.pop();
+    }
+    if key.is_empty() {
+        anyhow::bail!(
+            "--notify-secret-file {}: the file is empty; put the shared secret in it",
+            path.display()
+        );
+    }
+    Ok(key)
 }
 
 /// The format of the controller's log.
@@ -114,6 +162,10 @@ fn parse_quantity(s: &str) -> Result<u64, String> {
     s.parse::<crate::api::Quantity>()
         .map(|q| q.0)
         .map_err(|e| e.to_string())
+}
+
+fn parse_account_budget(s: &str) -> Result<(String, crate::api::manifest::Budget), String> {
+    crate::runtime::budget::parse_account_budget(s)
 }
 
 fn parse_pass_env(s: &str) -> Result<String, String> {
@@ -154,8 +206,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         http_token_file: args.http_token_file,
         policy: args.policy,
         pass_env: args.pass_env,
+        account_budgets: args.account_budgets,
         gc_delete_manifests: args.gc_delete_manifests,
         tombstone_ttl: args.tombstone_ttl,
+        notify: args.notify,
+        notify_secret: args
+            .notify_secret_file
+            .as_deref()
+            .map(read_secret)
+            .transpose()?,
+        notify_retry_for: args.notify_retry_for,
+        max_events_size: args.max_events_size,
         ..Options::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -14,6 +14,20 @@ pub struct Desired {
     pub sessions: BTreeMap<String, DesiredSession>,
     /// Pools by name.
     pub pools: BTreeMap<String, DesiredPool>,
+    /// The account of each agent session (`agent.account`, or a hash of its
+    /// credential), filled in by the shell: sessions of one account park
+    /// together on its usage limit (core::quota).
+    pub accounts: BTreeMap<String, String>,
+    /// Each pool's `spec.budget`.
+    pub budgets: BTreeMap<String, crate::api::manifest::Budget>,
+    /// What each pool with a budget spent in the current period (ended
+    /// attempts and the running ones so far), filled in by the shell before
+    /// every pass (core::budget).
+    pub spend: BTreeMap<String, super::budget::Spend>,
+    /// Budgets of agent accounts (`--account-budget`).
+    pub account_budgets: BTreeMap<String, crate::api::manifest::Budget>,
+    /// What each account with a budget spent in the current period.
+    pub account_spend: BTreeMap<String, super::budget::Spend>,
 }
 
 /// One session the manifests ask for.

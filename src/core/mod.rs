@@ -4,6 +4,7 @@
 //! decide everything the controller does; the runtime performs the plan.
 
 pub mod backoff;
+pub mod budget;
 pub mod change;
 pub mod desired;
 pub mod gc;
@@ -13,6 +14,7 @@ pub mod phase;
 pub mod placement;
 pub mod plan;
 pub mod preview;
+pub mod quota;
 pub mod reconcile;
 pub mod requests;
 pub mod signals;

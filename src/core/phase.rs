@@ -13,6 +13,9 @@ pub enum Phase {
     Running,
     /// Waiting out the backoff before the next attempt.
     Recovering,
+    /// An agent's account reached its usage limit: waiting for the reset
+    /// (not a failure), then resuming the conversation.
+    WaitingForQuota,
     /// Ended successfully, will not run again.
     Completed,
     /// Ended in failure with no retry left.
@@ -34,11 +37,12 @@ impl Phase {
         )
     }
     /// All phases, in display order.
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Pending,
         Phase::Queued,
         Phase::Running,
         Phase::Recovering,
+        Phase::WaitingForQuota,
         Phase::Completed,
         Phase::Failed,
         Phase::TimedOut,
@@ -52,6 +56,7 @@ impl Phase {
             Phase::Queued => "Queued",
             Phase::Running => "Running",
             Phase::Recovering => "Recovering",
+            Phase::WaitingForQuota => "WaitingForQuota",
             Phase::Completed => "Completed",
             Phase::Failed => "Failed",
             Phase::TimedOut => "TimedOut",
@@ -122,6 +127,12 @@ pub enum Reason {
     StoppedByRequest,
     /// Restarted through the API (`sessionlet restart`): a new attempt, not a failure.
     RestartRequested,
+    /// An agent's account reached its usage limit (waits for the reset).
+    UsageLimited,
+    /// The usage limit reset: the conversation continues.
+    Resumed,
+    /// A pool's or an account's budget (cost or tokens) was reached.
+    BudgetExceeded,
 }
 
 impl Reason {

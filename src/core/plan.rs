@@ -57,6 +57,21 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The session the action is about.
+    pub fn session(&self) -> &str {
+        match self {
+            Action::Spawn { name, .. }
+            | Action::Signal { name, .. }
+            | Action::WriteCrashDump { name, .. }
+            | Action::WriteStatus { name }
+            | Action::Forget { name }
+            | Action::Tombstone { name, .. }
+            | Action::CollectGarbage { name } => name,
+        }
+    }
+}
+
 /// What to do now, and when to look again.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {

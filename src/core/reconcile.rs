@@ -189,6 +189,18 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
             }
             let min_delay = verdict.as_ref().and_then(|v| v.min_delay);
             let no_retry = verdict.as_ref().is_some_and(|v| !v.retry);
+            let quota = verdict.as_ref().and_then(|v| v.quota.as_ref());
+            if let (Some(hit), None, Some(_)) = (quota, &running.stop, spec) {
+                // Not a failure: no crash dump, no count, no backoff.
+                rec.last_exit = Some(exit);
+                let account = desired
+                    .accounts
+                    .get(&name)
+                    .map_or("default", String::as_str);
+                super::quota::wait_for_reset(&name, rec, hit, account, now);
+                state.dirty.insert(name);
+                return;
+            }
             finish_attempt(
                 &name,
                 rec,
@@ -319,6 +331,7 @@ fn finish_attempt(
                 | Reason::ControllerStopped
                 | Reason::StoppedByRequest
                 | Reason::RestartRequested
+                | Reason::BudgetExceeded
         );
     if failed {
         exit.crash_dump = Some(crash_dump_name(name, &exit));
@@ -370,6 +383,12 @@ fn finish_attempt(
                 estimated_wait_seconds: None,
                 queued_at: None,
             });
+            return;
+        }
+        Some(Reason::BudgetExceeded) => {
+            // Not a failure: it waits for the budget's next period.
+            rec.run = Run::Idle;
+            rec.wait = Some(super::budget::wait(exit.message.clone()));
             return;
         }
         Some(Reason::DeadlineExceeded) => {
@@ -482,6 +501,16 @@ pub(super) fn begin_stop(
         killed: false,
         escalated: false,
     });
+}
+
+/// Stops a member of a pool whose budget is spent (core::budget).
+pub(crate) fn begin_budget_stop(
+    r: &mut Running,
+    d: &DesiredSession,
+    message: String,
+    now: DateTime<Utc>,
+) {
+    begin_stop(r, d, Reason::BudgetExceeded, message, now);
 }
 
 /// Compares the desired state with the state and plans what is missing.
@@ -603,6 +632,7 @@ pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Pl
         }
     }
 
+    super::budget::enforce(desired, state, now, &mut plan);
     start_candidates(desired, state, candidates, now, &mut plan);
 
     for name in std::mem::take(&mut state.dirty) {
@@ -832,7 +862,7 @@ fn escalate(
 }
 
 /// The first signal of a stop: SIGINT for agent runs, else the stop signal.
-pub(super) fn first_signal(spec: &crate::api::SessionSpec) -> Signal {
+pub(crate) fn first_signal(spec: &crate::api::SessionSpec) -> Signal {
     if spec.agent.is_some() {
         Signal::SIGINT
     } else {
@@ -885,10 +915,39 @@ fn start_candidates(
     }
     let mut queued: std::collections::BTreeMap<&str, Vec<&DesiredSession>> = Default::default();
     for d in candidates {
+        let park = desired
+            .accounts
+            .get(&d.name)
+            .and_then(|a| super::quota::parked_until(state, a, now))
+            .cloned();
         let Some(rec) = state.sessions.get_mut(&d.name) else {
             continue;
         };
         let before = rec.clone();
+        if let Some(park) = park {
+            // Its account waits for its usage limit: starting it now would
+            // only be rejected the same way.
+            super::quota::hold(rec, &park);
+            plan.wake(park.resets_at);
+            if *rec != before {
+                state.dirty.insert(d.name.clone());
+            }
+            continue;
+        }
+        if let Some((message, renews)) = super::budget::hold_for(desired, d, now) {
+            // The pool's budget is spent: nothing starts until it renews.
+            if matches!(rec.run, Run::Backoff { .. }) {
+                rec.run = Run::Idle;
+            }
+            rec.wait = Some(super::budget::wait(message));
+            if let Some(t) = renews {
+                plan.wake(t);
+            }
+            if *rec != before {
+                state.dirty.insert(d.name.clone());
+            }
+            continue;
+        }
         match d.pool() {
             Some(pool) => match desired.pools.get(pool) {
                 None => {
@@ -1019,6 +1078,7 @@ fn spawn(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Pl
     rec.outcome = None;
     rec.wait = None;
     rec.verdict = None;
+    rec.quota = None;
     rec.last_spec = Some((d.spec.clone(), d.pool().map(str::to_string)));
     rec.run_hash = change::run_hash(&d.spec);
     rec.restarted_at = d.restarted_at.clone();

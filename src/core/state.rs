@@ -73,6 +73,8 @@ pub struct Record {
     pub run_hash: u64,
     /// The `sessionlet.dev/restartedAt` annotation it was started with.
     pub restarted_at: Option<String>,
+    /// Set while waiting for an account's usage limit to reset (core::quota).
+    pub quota: Option<super::quota::QuotaWait>,
 }
 
 /// An attempt's outcome judged from what it wrote, not only its exit code.
@@ -86,6 +88,9 @@ pub struct Verdict {
     pub min_delay: Option<std::time::Duration>,
     /// False when another attempt would fail the same way (an auth failure).
     pub retry: bool,
+    /// The account's usage limit rejected the run: wait for the reset
+    /// instead of failing (core::quota).
+    pub quota: Option<super::quota::QuotaHit>,
 }
 
 /// What the process of a session is doing.

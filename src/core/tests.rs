@@ -16,6 +16,9 @@ use proptest::prelude::*;
 use super::*;
 use crate::api::{Backoff, Duration, Priority, RestartPolicy, SessionSpec, SignalName};
 
+// Agent accounts, quota and budgets (core::quota, core::budget).
+mod agents;
+
 // ---------------------------------------------------------------------------
 // A tiny world: builders, a fixed clock and a simulated shell.
 // ---------------------------------------------------------------------------
@@ -1585,6 +1588,7 @@ fn verdict(reason: Reason, retry: bool, min_delay: Option<u64>) -> super::state:
         message: format!("{reason:?}"),
         min_delay: min_delay.map(std::time::Duration::from_secs),
         retry,
+        quota: None,
     }
 }
 
@@ -2463,6 +2467,7 @@ impl Sim {
                         message: "judged".into(),
                         min_delay: min.map(std::time::Duration::from_secs),
                         retry,
+                        quota: None,
                     };
                     if let Some(m) = min {
                         self.min_delays
@@ -2877,6 +2882,12 @@ fn edits() -> Vec<(&'static str, Edit)> {
             s.command = Some(vec!["sleep".into(), "2".into()])
         }),
         ("workingDir", |s| s.working_dir = Some("/tmp".into())),
+        ("workspace", |s| {
+            s.workspace = Some(crate::api::manifest::Workspace {
+                repo: "/repo".into(),
+                ..Default::default()
+            })
+        }),
         ("env", |s| {
             s.env.insert("MODE".into(), "new".into());
         }),
@@ -2885,7 +2896,9 @@ fn edits() -> Vec<(&'static str, Edit)> {
                 file: "secrets.env".into(),
             })
         }),
-        ("stdin", |s| s.stdin = Some("hello".into())),
+        ("stdin", |s| {
+            s.stdin = Some(crate::api::manifest::Stdin::Text("hello".into()))
+        }),
         ("user", |s| s.user = Some("nobody".into())),
         ("group", |s| s.group = Some("nogroup".into())),
         ("resources.maxMemory", |s| {
@@ -2909,6 +2922,12 @@ fn edits() -> Vec<(&'static str, Edit)> {
         ("stopSignal", |s| s.stop_signal = SignalName(Signal::SIGINT)),
         ("resources.maxCpuTime", |s| {
             s.resources.max_cpu_time = Some(secs(100))
+        }),
+        ("notify", |s| {
+            s.notify = vec![crate::api::Notify {
+                url: "http://127.0.0.1:9/hook".into(),
+                on: vec!["Failed".into()],
+            }]
         }),
     ]
 }

@@ -356,8 +356,101 @@ fn session_spec_rules(spec_key: Pos, spec: &Node, path: &str, out: &mut Vec<Find
             }
         }
     }
+    workspace_rule(spec, path, out);
     forbidden_patterns_rule(spec, path, out);
     backoff_rule(spec, path, out);
+    notify_rule(spec, path, out);
+}
+
+/// Webhooks: `url` must be one sessionlet can POST to, and every `on`
+/// value a phase or reason it emits (a typo would silently never fire).
+fn notify_rule(spec: &Node, path: &str, out: &mut Vec<Finding>) {
+    let Some((
+        _,
+        Node {
+            value: Value::Seq(items),
+            ..
+        },
+    )) = entry(spec, "notify")
+    else {
+        return;
+    };
+    let accepted = crate::events::webhook::accepted_on();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = join_index(&join_key(path, "notify"), i);
+        if let Some((_, url)) = entry(item, "url") {
+            if let Some(u) = as_str(url) {
+                if let Err(why) = crate::events::webhook::parse_url(u) {
+                    out.push(finding(url.pos, &join_key(&item_path, "url"), why));
+                }
+            }
+        }
+        if let Some((
+            _,
+            Node {
+                value: Value::Seq(on),
+                ..
+            },
+        )) = entry(item, "on")
+        {
+            for (j, v) in on.iter().enumerate() {
+                let Some(name) = as_str(v) else { continue };
+                if accepted.iter().any(|a| a == name) {
+                    continue;
+                }
+                let hint = did_you_mean(name, accepted.iter().map(String::as_str))
+                    .map(|d| format!("did you mean {d:?}? "))
+                    .unwrap_or_default();
+                out.push(finding(
+                    v.pos,
+                    &join_index(&join_key(&item_path, "on"), j),
+                    format!(
+                        "unknown phase or reason {name:?}; {hint}accepted: {}",
+                        accepted.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// `spec.workspace`: names Git would refuse (or read as options) are
+/// reported here, with their line, rather than at the first spawn. Whether
+/// `repo` is a repository is checked at spawn time (it may appear later).
+fn workspace_rule(spec: &Node, path: &str, out: &mut Vec<Finding>) {
+    let Some((_, ws)) = entry(spec, "workspace") else {
+        return;
+    };
+    let ws_path = join_key(path, "workspace");
+    if let Some((_, repo)) = entry(ws, "repo") {
+        if as_str(repo).is_some_and(|r| r.trim().is_empty()) {
+            out.push(finding(
+                repo.pos,
+                &join_key(&ws_path, "repo"),
+                "the repository path is empty; name a Git repository, e.g. repo: ../app".into(),
+            ));
+        }
+    }
+    for field in ["branch", "base"] {
+        let Some((_, node)) = entry(ws, field) else {
+            continue;
+        };
+        let Some(v) = as_str(node) else { continue };
+        if let Some(problem) = crate::runtime::workspace::ref_problem(v) {
+            out.push(finding(
+                node.pos,
+                &join_key(&ws_path, field),
+                format!(
+                    "{problem}; e.g. {field}: {}",
+                    if field == "branch" {
+                        "agent/fix-tests"
+                    } else {
+                        "main"
+                    }
+                ),
+            ));
+        }
+    }
 }
 
 /// Rule 3, last part: forbidden patterns must compile, or the guard built
@@ -814,6 +907,22 @@ mod tests {
     }
 
     #[test]
+    fn notify_urls_and_on_values_are_checked() {
+        let c = check(
+            "apiVersion: sessionlet.dev/v1alpha1\nkind: Session\nmetadata: {name: a}\nspec:\n  command: [/bin/true]\n  notify:\n  - url: https://x/\n    on: [Failed, Faild]\n  - url: http://127.0.0.1:9/ok\n",
+            "a",
+        );
+        let m = messages(&c);
+        assert_eq!(m.len(), 2, "{m:#?}");
+        assert!(
+            m[0].starts_with("7:10 spec.notify[0].url: https is not supported"),
+            "{m:#?}"
+        );
+        assert!(m[1].starts_with("8:18 spec.notify[0].on[1]: unknown phase or reason \"Faild\"; did you mean \"Failed\"?"), "{m:#?}");
+        assert!(m[1].contains("accepted: Pending, Queued"), "{m:#?}");
+    }
+
+    #[test]
     fn an_unknown_kind_still_reports_the_api_version() {
         let c = check("apiVersion: v1\nkind: Job\nspec: {}\n", "x");
         assert_eq!(
@@ -872,6 +981,28 @@ mod tests {
         assert_eq!(
             messages(&c),
             ["3:5 spec: expected a mapping, found nothing (null)"]
+        );
+    }
+
+    #[test]
+    fn workspace_names_git_would_refuse_are_reported_with_their_line() {
+        let c = check(
+            "apiVersion: sessionlet.dev/v1alpha1\nkind: Session\nspec:\n  command: [x]\n  workspace:\n    repo: \"\"\n    branch: -f\n    base: a..b\n",
+            "x",
+        );
+        let m = messages(&c);
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert!(
+            m[0].starts_with("6:11 spec.workspace.repo: the repository path is empty"),
+            "{m:?}"
+        );
+        assert!(
+            m[1].starts_with("7:13 spec.workspace.branch: cannot start with '-'"),
+            "{m:?}"
+        );
+        assert!(
+            m[2].starts_with("8:11 spec.workspace.base: is not a valid Git ref name"),
+            "{m:?}"
         );
     }
 

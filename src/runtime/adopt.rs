@@ -52,6 +52,11 @@ pub fn record_from_status(st: &SessionStatus) -> Option<Record> {
         Phase::Recovering => Run::Backoff {
             until: st.next_restart_at?,
         },
+        // Waiting out its own rejection (Backoff), or held by its account's.
+        Phase::WaitingForQuota => match st.next_restart_at {
+            Some(until) => Run::Backoff { until },
+            None => Run::Idle,
+        },
         Phase::Completed | Phase::Failed | Phase::TimedOut | Phase::Cancelled => Run::Done,
         Phase::Pending | Phase::Queued => Run::Idle,
     };
@@ -80,6 +85,11 @@ pub fn record_from_status(st: &SessionStatus) -> Option<Record> {
         // From the status's metadata (`runHash`, `restartedAt`), by the caller.
         run_hash: 0,
         restarted_at: None,
+        quota: st.quota.as_ref().map(|q| crate::core::quota::QuotaWait {
+            resets_at: q.resets_at,
+            limit_type: q.limit_type.clone(),
+            account: q.account.clone(),
+        }),
     })
 }
 

@@ -55,6 +55,78 @@ pub struct AgentRun {
     pub outcome: Option<Outcome>,
     /// True when the last conversation cannot be resumed (the CLI lost it).
     lost: bool,
+    /// The next attempt continues this conversation whatever the last
+    /// outcome says (restored from the status of a session waiting for quota).
+    resume_next: Option<Uuid>,
+    /// The next attempt follows a usage-limit reset: its continuation prompt says so.
+    after_quota: bool,
+    /// Cost and tokens of the earlier attempts of the current conversation.
+    prior: Totals,
+    /// The last attempt's totals when its tally is gone (restored from a status).
+    restored_last: Option<Totals>,
+    /// The last time the agent was seen busy without writing (a running
+    /// tool call, compacting): silence counts from then, not from its last output.
+    busy_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// With stream input: when the agent ended its last turn (its `result`),
+    /// unless a message was sent since.
+    turn_ended_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Since when an agent counts as silent for `staleAfter`: its last output,
+/// or the last time it was seen busy (a tool call running, the context
+/// compacting), whichever is later; `now` while it is busy.
+pub fn silent_since(
+    last_output: chrono::DateTime<chrono::Utc>,
+    busy: bool,
+    busy_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    if busy {
+        return now;
+    }
+    busy_seen_at.map_or(last_output, |b| b.max(last_output))
+}
+
+/// Cost and tokens, summed over the attempts of one conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    /// USD.
+    pub cost_usd: f64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+}
+
+impl Totals {
+    fn of(s: &agent::AgentStatus) -> Totals {
+        Totals {
+            cost_usd: s.cost_usd.unwrap_or(0.0),
+            input_tokens: s.input_tokens,
+            output_tokens: s.output_tokens,
+        }
+    }
+    fn plus(self, o: Totals) -> Totals {
+        Totals {
+            cost_usd: self.cost_usd + o.cost_usd,
+            input_tokens: self.input_tokens.saturating_add(o.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(o.output_tokens),
+        }
+    }
+    fn minus(self, o: Totals) -> Totals {
+        Totals {
+            cost_usd: (self.cost_usd - o.cost_usd).max(0.0),
+            input_tokens: self.input_tokens.saturating_sub(o.input_tokens),
+            output_tokens: self.output_tokens.saturating_sub(o.output_tokens),
+        }
+    }
+    fn from_json(v: &serde_json::Value, cost: &str, input: &str, output: &str) -> Totals {
+        Totals {
+            cost_usd: v[cost].as_f64().unwrap_or(0.0),
+            input_tokens: v[input].as_u64().unwrap_or(0),
+            output_tokens: v[output].as_u64().unwrap_or(0),
+        }
+    }
 }
 
 /// What to act on after reading new output.
@@ -117,7 +189,9 @@ impl Agents {
             return Err(fail(Reason::SpawnFailed, "not an agent session".into()));
         };
         let run = self.runs.entry(name.to_string()).or_default();
+        let forced = run.resume_next.take().filter(|_| agent_spec.resume);
         let resume = match (run.session_id, &run.outcome) {
+            _ if forced.is_some() => forced,
             (Some(id), Some(outcome)) if !run.lost => {
                 let approvals_changed = generation != run.generation
                     && !run.tally.status().permission_denials.is_empty();
@@ -130,7 +204,11 @@ impl Agents {
         let (conversation, prompt) = match resume {
             Some(session_id) => (
                 Conversation::Resume { session_id },
-                agent::RESUME_PROMPT.to_string(),
+                if run.after_quota {
+                    agent::QUOTA_RESUME_PROMPT.to_string()
+                } else {
+                    agent::RESUME_PROMPT.to_string()
+                },
             ),
             None => (
                 Conversation::New {
@@ -155,6 +233,20 @@ impl Agents {
             .map_err(|e| fail(Reason::SpawnFailed, e.to_string()))?;
         let mut argv = vec![inv.program.clone()];
         argv.extend(inv.args.iter().cloned());
+        // The conversation's cost and tokens: a resumed attempt adds to
+        // those of the attempts before it, a new conversation starts at 0.
+        let last = match run.restored_last.take() {
+            Some(t) => t,
+            None => Totals::of(run.tally.status()),
+        };
+        run.prior = if resume.is_some() {
+            run.prior.plus(last)
+        } else {
+            Totals::default()
+        };
+        run.after_quota = false;
+        run.busy_seen_at = None;
+        run.turn_ended_at = None;
         run.session_id = Some(conversation.session_id());
         run.tally = Tally::new();
         run.offset = 0;
@@ -187,6 +279,46 @@ impl Agents {
         run.generation = generation;
         run.offset = 0;
         run.tally = Tally::new();
+        // Its output file is read again from the start.
+        run.restored_last = None;
+    }
+
+    /// Restores what an earlier controller's status says of an agent session
+    /// that is not running: its conversation (resumed next when it was
+    /// waiting for quota) and the cost and tokens of its attempts.
+    pub fn restore(&mut self, name: &str, status: &serde_json::Value) {
+        let agent = &status["agent"];
+        if !agent.is_object() {
+            return;
+        }
+        let run = self.runs.entry(name.to_string()).or_default();
+        let sid = agent["sessionId"].as_str().and_then(|s| s.parse().ok());
+        run.session_id = sid.or(run.session_id);
+        if let Some(a) = agent["attempts"].as_array() {
+            run.attempts = a
+                .iter()
+                .filter_map(|n| {
+                    Some(AttemptNote {
+                        attempt: u32::try_from(n["attempt"].as_u64()?).ok()?,
+                        session_id: n["sessionId"].as_str()?.parse().ok()?,
+                        resumed: n["resumed"].as_bool().unwrap_or(false),
+                    })
+                })
+                .collect();
+        }
+        let prior = Totals::from_json(
+            agent,
+            "priorCostUsd",
+            "priorInputTokens",
+            "priorOutputTokens",
+        );
+        let total = Totals::from_json(agent, "costUsd", "inputTokens", "outputTokens");
+        run.prior = prior;
+        run.restored_last = Some(total.minus(prior));
+        if status["quota"].is_object() {
+            run.resume_next = run.session_id;
+            run.after_quota = true;
+        }
     }
 
     /// Reads what the agent wrote since the last read, and says what to do.
@@ -241,7 +373,10 @@ impl Agents {
                             }
                         }
                     }
-                    agent::Signal::Began { .. } | agent::Signal::Finished { .. } => {}
+                    agent::Signal::Finished { .. } => {
+                        run.turn_ended_at = Some(chrono::Utc::now());
+                    }
+                    agent::Signal::Began { .. } => {}
                 }
             }
         }
@@ -264,6 +399,34 @@ impl Agents {
             .as_deref()
             .map(|t| t.chars().take(300).collect::<String>())
             .unwrap_or_default();
+        let quota = run.tally.usage_limit().and_then(|limit| {
+            let resets_at = chrono::DateTime::from_timestamp(limit.resets_at?, 0)?;
+            Some(crate::core::quota::QuotaHit {
+                resets_at,
+                limit_type: limit.rate_limit_type.clone(),
+            })
+        });
+        if let Some(hit) = quota {
+            run.outcome = Some(outcome);
+            run.after_quota = true;
+            return Some(Verdict {
+                reason: Reason::UsageLimited,
+                message: format!(
+                    "the account reached its usage limit{}; it resets at {}",
+                    hit.limit_type
+                        .as_deref()
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default(),
+                    hit.resets_at.to_rfc3339()
+                ),
+                min_delay: None,
+                retry: true,
+                quota: Some(hit),
+            });
+        }
+        let retry_after = status
+            .last_retry_delay_ms
+            .map(std::time::Duration::from_millis);
         let verdict = match &outcome {
             Outcome::Success => Verdict {
                 reason: Reason::Completed,
@@ -277,25 +440,38 @@ impl Agents {
                 ),
                 min_delay: None,
                 retry: true,
+                quota: None,
             },
             Outcome::Failed { reason } => {
                 let hint = agent::restart_hint(&outcome, run.tally.last_retry_reason());
                 Verdict {
                     reason: Reason::AgentFailed,
                     message: format!(
-                        "the agent failed: {}{}",
+                        "the agent failed: {}{}{}",
                         reason.as_str(),
                         if text.is_empty() {
                             String::new()
                         } else {
                             format!(": {text}")
+                        },
+                        match (reason, retry_after) {
+                            (agent::FailureReason::RateLimited, Some(d)) => {
+                                format!(" (the CLI's retry-after: {} ms)", d.as_millis())
+                            }
+                            _ => String::new(),
                         }
                     ),
+                    // A rate limit without a reset time (an API key's 429):
+                    // the backoff, at least the floor, and at least what
+                    // the API asked for (the CLI's retry delay).
                     min_delay: match hint {
-                        RestartHint::WaitLonger { min_delay, .. } => Some(min_delay),
+                        RestartHint::WaitLonger { min_delay, .. } => {
+                            Some(retry_after.map_or(min_delay, |r| r.max(min_delay)))
+                        }
                         _ => None,
                     },
                     retry: hint != RestartHint::DoNotRetry,
+                    quota: None,
                 }
             }
             Outcome::Abnormal => {
@@ -308,6 +484,7 @@ impl Agents {
                         _ => None,
                     },
                     retry: true,
+                    quota: None,
                 }
             }
         };
@@ -331,11 +508,66 @@ impl Agents {
                 obj.insert("sessionId".into(), serde_json::json!(id));
             }
             obj.insert("attempts".into(), serde_json::json!(run.attempts));
+            // costUsd and tokens cover every attempt of the conversation;
+            // the prior* figures let a new controller add up the same way.
+            let this = Totals::of(run.tally.status());
+            let this = run.restored_last.map_or(this, |r| r.plus(this));
+            let sum = run.prior.plus(this);
+            if run.prior != Totals::default() || run.restored_last.is_some() {
+                obj.insert("costUsd".into(), serde_json::json!(sum.cost_usd));
+                obj.insert("inputTokens".into(), serde_json::json!(sum.input_tokens));
+                obj.insert("outputTokens".into(), serde_json::json!(sum.output_tokens));
+                obj.insert("attemptCostUsd".into(), serde_json::json!(this.cost_usd));
+                obj.insert("priorCostUsd".into(), serde_json::json!(run.prior.cost_usd));
+                obj.insert(
+                    "priorInputTokens".into(),
+                    serde_json::json!(run.prior.input_tokens),
+                );
+                obj.insert(
+                    "priorOutputTokens".into(),
+                    serde_json::json!(run.prior.output_tokens),
+                );
+            }
             if let Some(o) = &run.outcome {
                 obj.insert("outcome".into(), serde_json::json!(format!("{o:?}")));
             }
         }
         Some(v)
+    }
+
+    /// Since when `name` counts as silent (see [`silent_since`]); plain
+    /// commands and unknown sessions: their last output.
+    pub fn silent_since(
+        &mut self,
+        name: &str,
+        last_output: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        let Some(run) = self.runs.get_mut(name) else {
+            return last_output;
+        };
+        let busy = run.tally.busy();
+        if busy {
+            run.busy_seen_at = Some(now);
+        }
+        silent_since(last_output, busy, run.busy_seen_at, now)
+    }
+
+    /// When `name` ended its last turn with no message sent since (stream input).
+    pub fn idle_since(&self, name: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.runs.get(name)?.turn_ended_at
+    }
+
+    /// A message was written to `name`'s input: it works on a new turn.
+    pub fn message_sent(&mut self, name: &str) {
+        if let Some(run) = self.runs.get_mut(name) {
+            run.turn_ended_at = None;
+        }
+    }
+
+    /// The cost and tokens of `name`'s current (or last) attempt alone.
+    pub fn attempt_totals(&self, name: &str) -> Option<Totals> {
+        self.runs.get(name).map(|r| Totals::of(r.tally.status()))
     }
 
     /// The stdout file followed for `name`.
@@ -359,5 +591,48 @@ impl Agents {
     /// Forgets a session.
     pub fn forget(&mut self, name: &str) {
         self.runs.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn busy_time_is_not_silence() {
+        let t = |s| Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, s).unwrap();
+        // Busy now: not silent at all.
+        assert_eq!(silent_since(t(0), true, None, t(50)), t(50));
+        // Idle after a tool call that ended (was last seen) at 40: silent since 40.
+        assert_eq!(silent_since(t(0), false, Some(t(40)), t(50)), t(40));
+        // Output after the busy time: the output counts.
+        assert_eq!(silent_since(t(45), false, Some(t(40)), t(50)), t(45));
+        // Never busy: the last output.
+        assert_eq!(silent_since(t(10), false, None, t(50)), t(10));
+    }
+
+    #[test]
+    fn a_running_tool_keeps_an_agent_from_going_silent() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.log");
+        std::fs::write(
+            &out,
+            concat!(
+                r#"{"type":"assistant","message":{"id":"m","model":"x","content":[{"type":"tool_use","id":"t","name":"Bash","input":{"command":"sleep 600"}}]}}"#,
+                "\n"
+            ),
+        )
+        .unwrap();
+        let mut agents = Agents::default();
+        agents.adopt("a", &out, None, 1);
+        let spec = SessionSpec {
+            agent: Some(Default::default()),
+            ..SessionSpec::default()
+        };
+        agents.read("a", &spec);
+        let t = |s| Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, s).unwrap();
+        assert_eq!(agents.silent_since("a", t(0), t(30)), t(30));
+        assert_eq!(agents.silent_since("plain", t(0), t(30)), t(0));
     }
 }

@@ -593,6 +593,9 @@ impl Catalog {
         }
         for (name, pool, hash) in pools {
             let k = self.identify("Pool", &name, hash, now);
+            if let Some(b) = &pool.spec.budget {
+                desired.budgets.insert(name.clone(), b.clone());
+            }
             desired.pools.insert(
                 name.clone(),
                 DesiredPool {

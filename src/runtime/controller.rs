@@ -20,6 +20,7 @@ use super::render::{self, Extras, Transitions};
 use super::{crash_dump, lock, watch};
 
 mod api_link;
+mod event_hooks;
 use crate::api::status::{ControllerStatus, LogPaths, SessionStatusDoc};
 use crate::core::{self, Action, Desired, Event, Phase, Reason, Run, State};
 use crate::manifest::codec;
@@ -63,6 +64,8 @@ pub struct Options {
     /// Variables of the controller's environment passed to every session
     /// (`--pass-env`, names or `*` globs).
     pub pass_env: Vec<String>,
+    /// Budgets of agent accounts (`--account-budget`).
+    pub account_budgets: Vec<(String, crate::api::manifest::Budget)>,
     /// Drain from the first pass: stop every session (those adopted from
     /// the keeper included), start nothing, and exit (`sessionlet down`).
     pub drain: bool,
@@ -74,6 +77,14 @@ pub struct Options {
     /// Scale-out: the sessions this node owns (`--coordinator etcd`); `None`
     /// runs every declared session.
     pub fleet: Option<crate::fleet::Fleet>,
+    /// Webhooks every session gets (`--notify`).
+    pub notify: Vec<String>,
+    /// Signs webhook bodies (`--notify-secret-file`, its content).
+    pub notify_secret: Option<Vec<u8>>,
+    /// How long a webhook delivery is retried in total.
+    pub notify_retry_for: Duration,
+    /// The events file is rotated past this size (`--max-events-size`).
+    pub max_events_size: u64,
 }
 
 impl Default for Options {
@@ -95,10 +106,15 @@ impl Default for Options {
             http_token_file: None,
             policy: None,
             pass_env: Vec::new(),
+            account_budgets: Vec::new(),
             drain: false,
             gc_delete_manifests: false,
             tombstone_ttl: Duration::from_secs(3600),
             fleet: None,
+            notify: Vec::new(),
+            notify_secret: None,
+            notify_retry_for: Duration::from_secs(60),
+            max_events_size: crate::events::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -222,6 +238,12 @@ pub struct Controller {
     metrics: std::sync::Arc<crate::telemetry::Metrics>,
     health: Health,
     agents: super::agents::Agents,
+    /// What pools with a budget spent (runtime::budget).
+    ledger: super::budget::Ledger,
+    /// Sessions' Git worktrees (runtime::workspace).
+    workspaces: super::workspace::Workspaces,
+    /// Sessions' input (runtime::inbox).
+    inputs: super::inbox::Inputs,
     /// A second signal killed every session; the loop waits for their exits.
     forced: bool,
     /// Pids found gone without an exit report at the last resync.
@@ -232,8 +254,8 @@ pub struct Controller {
     /// resync looks for sessions that ended unreported.
     keeper_events_open: bool,
     agent_watcher: Option<std::sync::Mutex<notify::RecommendedWatcher>>,
-    /// Lifecycle events: the file in the control folder and the live feed.
-    events: crate::events::EventLog,
+    /// Events: derived from status renders, kept in the control folder, live to subscribers.
+    pub(crate) events: crate::events::EventLog,
     /// The local API's hub and command channel (api_link).
     api: Option<api_link::ApiLink>,
     _lock: lock::Lock,
@@ -281,7 +303,8 @@ impl Controller {
         let welcome = std::mem::take(&mut keeper.welcome);
         let keeper_pid = welcome.keeper_pid;
         let collected = super::collected::load(&layout.control_dir());
-        let layout_control_dir = layout.control_dir();
+        let events =
+            crate::events::EventLog::with_bound(&layout.control_dir(), opts.max_events_size);
         let mut c = Controller {
             opts,
             layout,
@@ -321,16 +344,20 @@ impl Controller {
             metrics: std::sync::Arc::new(crate::telemetry::Metrics::new(resync_interval)),
             health: Health::default(),
             agents: super::agents::Agents::default(),
+            ledger: Default::default(),
+            workspaces: Default::default(),
+            inputs: Default::default(),
             forced: false,
             suspects: BTreeSet::new(),
             log_guard: super::log_guard::LogGuard::new(!poll),
             keeper_events_open: true,
             agent_watcher: None,
-            events: crate::events::EventLog::new(&layout_control_dir),
+            events,
             api: None,
             _lock: lock,
         };
         c.agents.global = global_policy;
+        c.start_events();
         let key = format!(
             "{:016x}",
             super::catalog::spec_hash(&c.layout.control_dir().to_string_lossy())
@@ -494,11 +521,14 @@ impl Controller {
                 .adopt(&name, &child.stdout, None, child.identity.generation);
         }
         self.mark_dirty(&name);
+        self.adopted_event(&name, child.pid, child.identity.attempt);
         tracing::info!(session = %name, pid = child.pid, attempt = child.identity.attempt, "adopted a running session from the keeper");
     }
 
     fn read_previous_statuses(&mut self, to_adopt: &mut Vec<(String, String, serde_json::Value)>) {
+        self.ledger.restore_kept(&self.layout.control_dir());
         for p in super::adopt::previous_statuses(&self.layout.status_dir, Utc::now()) {
+            self.seed_events(p.kind, &p.doc);
             if !p.invalid {
                 // The file this status belongs to holds the name: a newcomer loses.
                 self.catalog.remember_holder(p.kind, &p.name, &p.stem);
@@ -517,6 +547,8 @@ impl Controller {
         let Some((status, mut rec)) = super::adopt::restore_record(doc) else {
             return;
         };
+        self.agents.restore(name, &doc["status"]);
+        self.workspaces.restore(name, &doc["status"]);
         if let Some(e) = &status.last_exit {
             if let Some(a) = &e.analysis {
                 self.analyses
@@ -598,6 +630,7 @@ impl Controller {
                         status.observed_generation,
                     );
                 }
+                self.adopted_event(name, pid, rec.attempt);
                 tracing::info!(session = name, pid, "adopted a running session");
             } else if keeper_knows {
                 rec.run = Run::Idle;
@@ -660,6 +693,22 @@ impl Controller {
             }
         }
         self.watch_adopted_agents();
+        // `sessionlet send` drops messages in the inbox: watching it wakes
+        // the loop, whose pass hands them to the keeper at once.
+        let inbox = self.layout.control_dir().join("inbox");
+        if let (Some(w), Ok(())) = (&self.agent_watcher, create_dir(&inbox)) {
+            use notify::Watcher;
+            if let Err(e) = w
+                .lock()
+                .map_err(|_| notify::Error::generic("watcher lock poisoned"))
+                .and_then(|mut w| w.watch(&inbox, notify::RecursiveMode::Recursive))
+            {
+                tracing::warn!(
+                    "cannot watch {} ({e}); messages are delivered at each resync",
+                    inbox.display()
+                );
+            }
+        }
         self.guard_logs_at_start();
         let mut log_changes = self
             .log_guard
@@ -811,6 +860,15 @@ impl Controller {
                 _ = resync.tick() => {
                     resync_due = true;
                     self.reap();
+                    if self.keeper_tx.is_none() {
+                        // A keeper that could not be started (or reached)
+                        // after the last one died: try again at each resync,
+                        // so that spawning works again once it can.
+                        if let Some(rx) = self.reconnect_keeper() {
+                            from_keeper = rx;
+                            self.keeper_events_open = true;
+                        }
+                    }
                     self.check_status_dir();
                     // Only logs guarded without inotify (--poll).
                     for name in self.log_guard.check_all() {
@@ -1171,6 +1229,7 @@ impl Controller {
                 }
             }
             self.watches.remove(&name);
+            self.workspaces.check(&name);
             if let Some(spec) = self
                 .desired
                 .sessions
@@ -1183,7 +1242,15 @@ impl Controller {
                     .get(&name)
                     .map(|l| tail_lines(&l.stderr, 50))
                     .unwrap_or_default();
-                if let Some(verdict) = self.agents.judge(&name, &spec, &stderr_tail) {
+                let verdict = self.agents.judge(&name, &spec, &stderr_tail);
+                super::budget::charge(
+                    &mut self.ledger,
+                    &self.desired,
+                    &self.agents,
+                    &name,
+                    Utc::now(),
+                );
+                if let Some(verdict) = verdict {
                     let ev = Event::Judged {
                         name: name.clone(),
                         pid,
@@ -1455,6 +1522,8 @@ impl Controller {
                 .and_then(|l| check_output(&l.stdout, &l.stderr))
                 .filter(|t| *t >= started_at)
                 .unwrap_or(started_at);
+            // A running tool call or compaction is not silence (agents only).
+            let activity = self.agents.silent_since(&name, activity, now);
             let before = self.watches.get(&name).cloned().unwrap_or_default();
             let mut w = before.clone();
             w.usage.memory_bytes = sample.memory_bytes;
@@ -1608,6 +1677,12 @@ impl Controller {
         {
             return false;
         }
+        // Messages for running sessions' input are delivered at each pass.
+        if let Some(tx) = &self.keeper_tx {
+            let running = super::inbox::running(&self.state, &self.desired);
+            self.inputs
+                .pump(&self.layout, &running, tx, &mut self.agents, now);
+        }
         self.expire_tombstones(now);
         // A resync that found nothing to do still counts as a pass of the
         // loop (for /healthz and `reconcileCount`).
@@ -1622,22 +1697,42 @@ impl Controller {
     fn pass(&mut self, rescan: bool) -> Option<DateTime<Utc>> {
         let started = Instant::now();
         let now = Utc::now();
-        if rescan {
-            self.rescan_catalog(now);
-        }
+        let catalog_changed = rescan && self.rescan_catalog(now);
         let mut wake = None;
+        super::budget::fill(
+            &self.ledger,
+            &mut self.desired,
+            &self.state,
+            &self.agents,
+            now,
+        );
+        if let Some(tx) = &self.keeper_tx {
+            let running = super::inbox::running(&self.state, &self.desired);
+            self.inputs
+                .pump(&self.layout, &running, tx, &mut self.agents, now);
+        }
+        // The sessions the plans act on: the only records that can have
+        // changed (every change of a record ends in a status write).
+        let mut touched: BTreeSet<String> = BTreeSet::new();
         for _ in 0..8 {
             let plan = core::reconcile(&self.desired, &mut self.state, now);
             wake = plan.wake_at;
             if plan.is_idle() {
                 break;
             }
+            touched.extend(plan.actions.iter().map(|a| a.session().to_string()));
             if !self.execute(plan.actions, now) {
                 break;
             }
         }
-        self.story
-            .tell(&self.state, &self.desired, &self.catalog, Utc::now());
+        self.story.tell(
+            &self.state,
+            &self.desired,
+            &self.catalog,
+            &touched,
+            catalog_changed,
+            Utc::now(),
+        );
         self.expire_tombstones(Utc::now());
         self.write_statuses(now);
         self.api_save_stopped();
@@ -1646,8 +1741,12 @@ impl Controller {
         self.last_reconcile = started.elapsed();
         self.health.pass(self.last_reconcile);
         self.update_metrics();
-        if self.spawning.is_empty() {
-            // With spawns in flight, the answers' pass writes it.
+        // With spawns in flight, the answers' pass writes it; during a long
+        // burst of spawns (a cold start) at most once a second.
+        let recent = self
+            .controller_status_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+        if self.spawning.is_empty() || !recent {
             self.write_controller_status(false);
         }
         wake
@@ -1679,7 +1778,11 @@ impl Controller {
                 Action::Signal { name, pid, signal } => self.signal_session(&name, pid, signal),
                 Action::WriteCrashDump { name, exit } => self.write_crash_dump(&name, &exit, now),
                 Action::WriteStatus { name } => self.mark_dirty(&name),
-                Action::Tombstone { name, record } => self.write_tombstone(&name, &record, now),
+                Action::Tombstone { name, record } => {
+                    // Before the tombstone, which then says what became of the worktree.
+                    self.workspaces.release(&name);
+                    self.write_tombstone(&name, &record, now)
+                }
                 Action::Forget { name } => self.forget(&name),
                 Action::CollectGarbage { name } => {
                     self.collect_garbage(&name);
@@ -1738,9 +1841,20 @@ impl Controller {
             Some(w) => self.layout.manifest_dir.join(w),
             None => self.layout.manifest_dir.clone(),
         };
+        let cwd = super::workspace::cwd_for(
+            &mut self.workspaces,
+            d,
+            cwd,
+            &self.layout.manifest_dir,
+            &self.layout.status_dir,
+        )?;
         let spec = spec.clone();
         let mut extra_env: Vec<(String, String)> = Vec::new();
-        let mut stdin_text = spec.stdin.clone();
+        let mut stdin_text = spec
+            .stdin
+            .as_ref()
+            .and_then(|s| s.text())
+            .map(str::to_string);
         let argv = if spec.agent.is_some() {
             let launch = self.agents.launch(
                 name,
@@ -1807,6 +1921,7 @@ impl Controller {
                 &self.layout.manifest_dir,
             )?,
             stdin,
+            stdin_pipe: super::inbox::wants_pipe(&spec),
             stdout: stdout.clone(),
             stderr: stderr.clone(),
             user,
@@ -2063,10 +2178,14 @@ impl Controller {
     fn forget(&mut self, name: &str) {
         let keep_logs = self.tombstones.contains_key(name);
         self.transitions.forget(name);
+        self.removed_event(name);
+        self.events.forget("Session", name);
         self.log_guard.forget(name);
         self.watches.remove(name);
         self.analyses.remove(name);
         self.agents.forget(name);
+        self.workspaces.release(name);
+        self.workspaces.forget(name);
         self.metrics.restarts.remove(&SessionLabel {
             session: name.to_string(),
         });
@@ -2106,6 +2225,11 @@ impl Controller {
     /// The manifests' desired state, without the sessions collected with
     /// their current spec (core::gc).
     fn set_desired(&mut self, mut desired: Desired) {
+        super::accounts::fill(&mut desired, &self.opts.pass_env, &self.layout.manifest_dir);
+        desired.account_budgets = self.opts.account_budgets.iter().cloned().collect();
+        // The spend stays known until the next pass recomputes it.
+        desired.spend = std::mem::take(&mut self.desired.spend);
+        desired.account_spend = std::mem::take(&mut self.desired.account_spend);
         let catalog = &self.catalog;
         let changed = core::gc::apply(&mut desired, &mut self.collected, |n| {
             catalog.known("Session", n).map(|k| k.spec_hash)
@@ -2144,6 +2268,10 @@ impl Controller {
                 name,
                 "status, logs and crash dumps removed; the manifest stays and this spec will not run again",
             );
+            self.collected_event(
+                name,
+                "status, logs and crash dumps removed; the manifest stays",
+            );
             return;
         }
         let Some(stem) = self.catalog.session_file.get(name).cloned() else {
@@ -2161,6 +2289,7 @@ impl Controller {
                 return;
             }
             super::story::collected(name, "manifest deleted (--gc-delete-manifests)");
+            self.collected_event(name, "manifest deleted (--gc-delete-manifests)");
             // Rescan at once so the session is forgotten in this pass.
             if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, Utc::now()) {
                 self.set_desired(desired);
@@ -2282,6 +2411,7 @@ impl Controller {
                         if let Some(fleet) = &self.opts.fleet {
                             fleet.annotate(name, &mut doc.status);
                         }
+                        self.session_events(&doc, &path);
                         session_docs.push(doc);
                         kinds.push(true);
                     }
@@ -2300,12 +2430,15 @@ impl Controller {
                         );
                         doc.status.errors = view.stale_problems.clone();
                         doc.status.agent = self.pool_agent_totals(name);
+                        doc.status.budget =
+                            super::budget::status(&self.ledger, &self.desired, name, now);
                         doc.metadata.labels = self
                             .catalog
                             .pool_labels
                             .get(name)
                             .cloned()
                             .unwrap_or_default();
+                        self.pool_events(&doc);
                         pool_docs.push(doc);
                         kinds.push(false);
                     }
@@ -2321,6 +2454,9 @@ impl Controller {
                             format!("the manifest does not validate ({} problem(s)); fix it and save again", problems.len()),
                             problems.clone(),
                         ));
+                        if let Some(doc) = session_docs.last() {
+                            self.session_events(doc, &path);
+                        }
                         kinds.push(true);
                     }
                     Entry::Duplicate {
@@ -2336,6 +2472,9 @@ impl Controller {
                             super::catalog::duplicate_message(kind, name, winner, *held),
                             Vec::new(),
                         ));
+                        if let Some(doc) = session_docs.last() {
+                            self.session_events(doc, &path);
+                        }
                         kinds.push(true);
                     }
                 }
@@ -2507,6 +2646,7 @@ impl Controller {
             stale: watch.is_some_and(|w| w.stale),
             analysis: self.analyses.get(name).cloned(),
             agent: self.agents.status(name),
+            workspace: self.workspaces.status(name),
         }
     }
 
@@ -2591,6 +2731,13 @@ impl Controller {
             extra: self.health_figures(),
             updated_at: None,
         };
+        super::accounts::add_to_status(&mut status.extra, &self.desired, &self.state, Utc::now());
+        super::budget::add_account_budgets(
+            &mut status.extra,
+            &self.ledger,
+            &self.desired,
+            Utc::now(),
+        );
         // Counters alone rewrite the file at most once a resync interval.
         let mut for_hash = status.clone();
         for_hash.extra.remove("reconcileMillis");

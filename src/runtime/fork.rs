@@ -56,6 +56,8 @@ pub struct Forked {
     release: Option<File>,
     report: File,
     program: String,
+    /// The write end of the child's stdin pipe (`SpawnRequest::stdin_pipe`).
+    pub stdin: Option<File>,
 }
 
 /// What became of an `exec`.
@@ -147,6 +149,8 @@ struct Prepared {
     envp: Vec<CString>,
     cwd: CString,
     stdin: OwnedFd,
+    /// The write end, for the parent, when stdin is a pipe.
+    stdin_w: Option<File>,
     stdout: OwnedFd,
     stderr: OwnedFd,
     cgroup_procs: Option<CString>,
@@ -228,7 +232,14 @@ fn prepare(req: &SpawnRequest) -> Result<Prepared, SpawnError> {
     };
     let stdout = open_log(&req.stdout)?;
     let stderr = open_log(&req.stderr)?;
+    let mut stdin_w = None;
     let stdin: OwnedFd = match &req.stdin {
+        // Both ends close on exec; the child's dup2 onto 0 keeps its copy.
+        _ if req.stdin_pipe => {
+            let (r, w) = pipe()?;
+            stdin_w = Some(w);
+            OwnedFd::from(r)
+        }
         Some(p) => File::open(p).map(OwnedFd::from).map_err(|e| {
             fail(
                 Reason::SpawnFailed,
@@ -255,6 +266,7 @@ fn prepare(req: &SpawnRequest) -> Result<Prepared, SpawnError> {
         envp,
         cwd: cstring(req.cwd.as_os_str().as_bytes(), "the working directory")?,
         stdin,
+        stdin_w,
         stdout,
         stderr,
         cgroup_procs: match &req.cgroup_procs {
@@ -283,7 +295,8 @@ fn pipe() -> Result<(File, File), SpawnError> {
 ///
 /// Must be called from a single-threaded process (the keeper).
 pub fn fork(req: &SpawnRequest) -> Result<Forked, SpawnError> {
-    let p = prepare(req)?;
+    let mut p = prepare(req)?;
+    let stdin_w = p.stdin_w.take();
     let (release_r, release_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
     let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
@@ -323,6 +336,7 @@ pub fn fork(req: &SpawnRequest) -> Result<Forked, SpawnError> {
         release: Some(release_w),
         report: report_r,
         program: req.argv.first().cloned().unwrap_or_default(),
+        stdin: stdin_w,
     })
 }
 

@@ -52,7 +52,7 @@ use crate::core::ExitStatus;
 
 /// The protocol spoken on the socket; a keeper and a controller of
 /// different protocols refuse each other.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 
 /// How long a keeper may take to answer the greeting.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,6 +133,16 @@ enum Request {
     Fence {
         #[serde(rename = "withinMs", default)]
         within_ms: Option<u64>,
+    },
+    /// Appends `data` to child `pid`'s stdin pipe (no reply).
+    Write {
+        pid: u32,
+        data: String,
+    },
+    /// Closes child `pid`'s stdin pipe once what was written is flushed
+    /// (no reply): the child reads end-of-file.
+    CloseStdin {
+        pid: u32,
     },
 }
 
@@ -380,6 +390,37 @@ struct Server {
     ever_connected: bool,
     shutdown: bool,
     fence: super::fence::Fence,
+    /// The write ends of children's stdin pipes, held here so that a
+    /// controller restart does not close a session's input.
+    stdins: BTreeMap<u32, StdinPipe>,
+}
+
+/// A child's stdin pipe: what is not written yet, and whether to close it
+/// after.
+struct StdinPipe {
+    file: std::fs::File,
+    pending: Vec<u8>,
+    close: bool,
+}
+
+impl StdinPipe {
+    /// Writes what the pipe takes without blocking; false once it must be
+    /// dropped (closed on request and flushed, or the reader is gone).
+    fn flush(&mut self) -> bool {
+        while !self.pending.is_empty() {
+            match self.file.write(&self.pending) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                // EPIPE: the child closed its stdin or ended.
+                Err(_) => return false,
+            }
+        }
+        !self.close
+    }
 }
 
 /// Runs the keeper until it has no children and no controller.
@@ -427,6 +468,7 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
         ever_connected: false,
         shutdown: false,
         fence: super::fence::Fence::default(),
+        stdins: BTreeMap::new(),
     };
     server.load_records();
     // Ready: the controller that started us waits for this line.
@@ -507,6 +549,7 @@ impl Server {
     /// reports it to every controller.
     fn record_exit(&mut self, child: Child, status: Option<ExitStatus>) {
         let pid = child.pid;
+        self.stdins.remove(&pid);
         let path = exits_dir(&self.control).join(format!("{pid}.json"));
         let rec = match read_json::<ExitRecord>(&path) {
             Some(r) if r.child.start_ticks == child.start_ticks => r,
@@ -553,6 +596,13 @@ impl Server {
             let conn_ids: Vec<u64> = self.conns.iter().map(|c| c.id).collect();
             let pending_pids: Vec<u32> = self.pending.keys().copied().collect();
             let orphan_pids: Vec<u32> = self.orphans.keys().copied().collect();
+            // Stdin pipes the child has not drained yet: written when they take more.
+            let full_stdins: Vec<u32> = self
+                .stdins
+                .iter()
+                .filter(|(_, p)| !p.pending.is_empty())
+                .map(|(pid, _)| *pid)
+                .collect();
             let revents = {
                 let mut fds = vec![
                     PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -572,6 +622,11 @@ impl Server {
                 }
                 for fd in self.orphans.values() {
                     fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                }
+                for pid in &full_stdins {
+                    if let Some(p) = self.stdins.get(pid) {
+                        fds.push(PollFd::new(p.file.as_fd(), PollFlags::POLLOUT));
+                    }
                 }
                 // Nobody came within a minute of the start: give up.
                 let idle = !self.ever_connected && self.children.is_empty();
@@ -614,6 +669,13 @@ impl Server {
                     if let Some(child) = self.children.remove(pid) {
                         self.record_exit(child, None);
                     }
+                }
+            }
+            let n_orphans = orphan_pids.len();
+            for (i, pid) in full_stdins.iter().enumerate() {
+                let at = 2 + n_conns + n_pending + n_orphans + i;
+                if revents.get(at).is_some_and(|r| !r.is_empty()) {
+                    self.flush_stdin(*pid);
                 }
             }
             if !revents[0].is_empty() {
@@ -765,6 +827,20 @@ impl Server {
                 }
                 self.conn(id).is_some_and(|c| c.queue(&Reply::Ok).is_ok())
             }
+            Request::Write { pid, data } => {
+                if let Some(p) = self.stdins.get_mut(&pid) {
+                    p.pending.extend_from_slice(data.as_bytes());
+                }
+                self.flush_stdin(pid);
+                true
+            }
+            Request::CloseStdin { pid } => {
+                if let Some(p) = self.stdins.get_mut(&pid) {
+                    p.close = true;
+                }
+                self.flush_stdin(pid);
+                true
+            }
         }
     }
 
@@ -832,8 +908,39 @@ impl Server {
             });
         }
         self.children.insert(pid, child);
+        if let Some(file) = forked.stdin.take() {
+            // Never block the keeper on a child that does not read.
+            let _ = nix::fcntl::fcntl(
+                &file,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            );
+            // The first input (an agent's first message) comes as a file.
+            let pending = req
+                .stdin
+                .as_ref()
+                .and_then(|p| std::fs::read(p).ok())
+                .unwrap_or_default();
+            self.stdins.insert(
+                pid,
+                StdinPipe {
+                    file,
+                    pending,
+                    close: false,
+                },
+            );
+            self.flush_stdin(pid);
+        }
         self.pending.insert(pid, Pending { tag, conn, forked });
         None
+    }
+
+    /// Writes what a stdin pipe holds; drops it when it is done or broken.
+    fn flush_stdin(&mut self, pid: u32) {
+        if let Some(p) = self.stdins.get_mut(&pid) {
+            if !p.flush() {
+                self.stdins.remove(&pid);
+            }
+        }
     }
 
     /// The exec of `pid` reported: answer its spawn.
@@ -1220,6 +1327,16 @@ impl KeeperTx {
     /// Acknowledges an exit once its status is saved.
     pub fn ack(&self, pid: u32) -> bool {
         self.send(&Request::Ack { pid })
+    }
+
+    /// Appends `data` to child `pid`'s stdin pipe (which the keeper holds).
+    pub fn write_stdin(&self, pid: u32, data: String) -> bool {
+        self.send(&Request::Write { pid, data })
+    }
+
+    /// Closes child `pid`'s stdin pipe once its pending input is written.
+    pub fn close_stdin(&self, pid: u32) -> bool {
+        self.send(&Request::CloseStdin { pid })
     }
 
     /// Tells the keeper to exit once its last child is gone; waits

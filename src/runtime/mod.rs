@@ -1,7 +1,9 @@
 //! The imperative shell: watching, processes, files, clocks and signals.
 
+pub mod accounts;
 pub mod adopt;
 pub mod agents;
+pub mod budget;
 pub mod catalog;
 pub mod cgroup;
 pub mod collected;
@@ -11,6 +13,7 @@ pub mod crash_dump;
 pub mod fence;
 pub mod files;
 pub mod fork;
+pub mod inbox;
 pub mod keeper;
 pub mod layout;
 pub mod lock;
@@ -23,5 +26,6 @@ pub mod story;
 pub mod tombstone;
 pub mod trust;
 pub mod watch;
+pub mod workspace;
 
 pub use controller::{Controller, Exit, Options, Signals};

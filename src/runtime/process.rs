@@ -21,8 +21,14 @@ pub struct SpawnRequest {
     pub cwd: PathBuf,
     /// The whole environment of the child (nothing is inherited).
     pub env: Vec<(String, String)>,
-    /// A file read as stdin; `None` is /dev/null.
+    /// A file read as stdin; `None` is /dev/null. With `stdin_pipe`, the
+    /// text the keeper writes into the pipe first.
     pub stdin: Option<PathBuf>,
+    /// Stdin is a pipe whose write end the keeper holds (so that a
+    /// controller restart does not close it): `sessionlet send` appends to
+    /// it, and it closes when asked or when the child ends.
+    #[serde(default)]
+    pub stdin_pipe: bool,
     /// Standard output file (appended to).
     pub stdout: PathBuf,
     /// Standard error file (appended to).

@@ -34,6 +34,8 @@ pub struct Extras {
     pub analysis: Option<(u32, serde_json::Value)>,
     /// Agent runs: the status's `agent` block.
     pub agent: Option<serde_json::Value>,
+    /// `spec.workspace`: the status's `workspace` block.
+    pub workspace: Option<serde_json::Value>,
 }
 
 /// Remembers when each condition last changed, so `lastTransitionTime` is true.
@@ -106,6 +108,7 @@ pub fn phase_only(rec: &Record) -> Phase {
     match &rec.run {
         Run::Starting { .. } => Phase::Pending,
         Run::Running(_) => Phase::Running,
+        Run::Backoff { .. } if rec.quota.is_some() => Phase::WaitingForQuota,
         Run::Backoff { .. } => Phase::Recovering,
         Run::Idle => rec.wait.as_ref().map_or(Phase::Pending, |w| w.phase),
         Run::Done => rec.outcome.as_ref().map_or(Phase::Completed, |o| o.phase),
@@ -124,6 +127,21 @@ pub fn phase_of(rec: &Record) -> (Phase, Option<Reason>, Option<String>) {
             ),
             None => (Phase::Running, None, None),
         },
+        Run::Backoff { until } if rec.quota.is_some() => {
+            let q = rec.quota.as_ref();
+            (
+                Phase::WaitingForQuota,
+                Some(Reason::UsageLimited),
+                Some(format!(
+                    "account {} reached its usage limit{}; resumes the conversation at {}",
+                    q.map(|q| q.account.as_str()).unwrap_or_default(),
+                    q.and_then(|q| q.limit_type.as_deref())
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default(),
+                    until.to_rfc3339()
+                )),
+            )
+        }
         Run::Backoff { until } => {
             let (reason, msg) = rec
                 .last_exit
@@ -275,6 +293,11 @@ pub fn session_status(
                 Run::Backoff { until } => Some(until),
                 _ => None,
             },
+            quota: rec.quota.as_ref().map(|q| crate::api::status::QuotaStatus {
+                resets_at: q.resets_at,
+                limit_type: q.limit_type.clone(),
+                account: q.account.clone(),
+            }),
             kill_at: match &rec.run {
                 Run::Running(r) => r.stop.as_ref().map(|s| s.kill_at),
                 _ => None,
@@ -284,6 +307,7 @@ pub fn session_status(
             usage: if running { extras.usage.clone() } else { None },
             last_activity_at: if running { extras.last_activity } else { None },
             agent: extras.agent.clone(),
+            workspace: extras.workspace.clone(),
             conditions,
             logs: extras.logs.clone(),
             errors: stale_problems.to_vec(),
@@ -432,6 +456,7 @@ pub fn pool_status(
             conditions,
             observed_generation: pool.map_or(0, |p| p.generation),
             agent: None,
+            budget: None,
             errors: Vec::new(),
             updated_at: None,
         },

@@ -30,40 +30,54 @@ impl Story {
         self.problems = problems(catalog);
     }
 
-    /// Logs what changed since the last snapshot and takes a new one.
+    /// Logs what changed since the last snapshot and takes a new one: of
+    /// the sessions in `touched` (the names the pass's plans acted on; a
+    /// record changes only through them), and of the files and pools when
+    /// `catalog_changed`. The cost follows what changed, not the number of
+    /// sessions.
     pub fn tell(
         &mut self,
         state: &State,
         desired: &Desired,
         catalog: &Catalog,
+        touched: &std::collections::BTreeSet<String>,
+        catalog_changed: bool,
         now: DateTime<Utc>,
     ) {
-        let problems = problems(catalog);
-        for (stem, list) in lifecycle::new_problems(&self.problems, &problems) {
-            let file = catalog
-                .views
-                .get(&stem)
-                .map(|v| v.path.display().to_string())
-                .unwrap_or(stem);
-            for p in list {
-                tracing::warn!(event = "manifest-invalid", file = %file, "manifest invalid: {p}");
+        if catalog_changed {
+            let problems = problems(catalog);
+            for (stem, list) in lifecycle::new_problems(&self.problems, &problems) {
+                let file = catalog
+                    .views
+                    .get(&stem)
+                    .map(|v| v.path.display().to_string())
+                    .unwrap_or(stem);
+                for p in list {
+                    tracing::warn!(event = "manifest-invalid", file = %file, "manifest invalid: {p}");
+                }
             }
+            self.problems = problems;
+            let pools = pools(desired);
+            for (pool, was, now) in lifecycle::pool_scalings(&self.pools, &pools) {
+                tracing::info!(event = "pool-scaled", pool = %pool, from = was, to = now, "pool {pool} scaled from {was} to {now} replicas");
+            }
+            self.pools = pools;
         }
-        self.problems = problems;
-        let pools = pools(desired);
-        for (pool, was, now) in lifecycle::pool_scalings(&self.pools, &pools) {
-            tracing::info!(event = "pool-scaled", pool = %pool, from = was, to = now, "pool {pool} scaled from {was} to {now} replicas");
-        }
-        self.pools = pools;
-        let names: std::collections::BTreeSet<&String> =
-            self.sessions.keys().chain(state.sessions.keys()).collect();
-        for name in names {
-            for e in lifecycle::lifecycle(self.sessions.get(name), state.sessions.get(name), now) {
+        for name in touched {
+            let next = state.sessions.get(name);
+            for e in lifecycle::lifecycle(self.sessions.get(name), next, now) {
                 log(name, &e);
             }
-        }
-        if self.sessions != state.sessions {
-            self.sessions = state.sessions.clone();
+            match next {
+                Some(rec) => {
+                    if self.sessions.get(name) != Some(rec) {
+                        self.sessions.insert(name.clone(), rec.clone());
+                    }
+                }
+                None => {
+                    self.sessions.remove(name);
+                }
+            }
         }
     }
 }

@@ -38,6 +38,13 @@ pub struct PoolLabel {
     pub pool: String,
 }
 
+/// A label set with one `result` (webhooks: `sent`, `failed`, `dropped`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// The result.
+    pub result: String,
+}
+
 /// Every metric, plus the liveness facts `/healthz` needs.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -62,6 +69,10 @@ pub struct Metrics {
     /// Manifest files that do not validate (refused, or running on their
     /// last good spec).
     pub invalid_manifests: Gauge,
+    /// Webhook notifications by result (sent, failed, dropped).
+    pub notifications: Family<ResultLabel, Counter>,
+    /// Events recorded, by type (Normal, Warning).
+    pub events: Family<ResultLabel, Counter>,
     /// Unix time (ms) of the last completed pass.
     pub last_pass_ms: AtomicI64,
     /// True once the first pass completed.
@@ -122,8 +133,22 @@ impl Metrics {
             "Manifest files that do not validate (refused, or kept running on their last good spec)",
             invalid_manifests.clone(),
         );
+        let notifications = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "notifications",
+            "Webhook notifications by result: sent, failed (after retries), dropped (queue full)",
+            notifications.clone(),
+        );
+        let events = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "events",
+            "Events recorded, by result: the event type (Normal, Warning) or write_error",
+            events.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            notifications,
+            events,
             sessions,
             restarts,
             exits,

@@ -70,6 +70,14 @@ pub enum Scenario {
     Drop,
     /// Accepts the request and never answers (until the server is dropped).
     Hang,
+    /// A subscriber's usage limit (HTTP 429 with the
+    /// `anthropic-ratelimit-unified-*` headers), resetting this many seconds
+    /// after the scenario's first request; afterwards it answers as
+    /// [`Scenario::Text`], so a resumed conversation can finish. `ulimit` is
+    /// an hour, `ulimit-N` N seconds (as `fake_anthropic_api.py`).
+    UsageLimit(u64),
+    /// A normal answer carrying an `allowed_warning` usage header (92% used).
+    UsageWarn,
 }
 
 impl Scenario {
@@ -90,6 +98,9 @@ impl Scenario {
             Scenario::SseError => "sse_error".into(),
             Scenario::Drop => "drop".into(),
             Scenario::Hang => "hang".into(),
+            Scenario::UsageLimit(3600) => "ulimit".into(),
+            Scenario::UsageLimit(n) => format!("ulimit-{n}"),
+            Scenario::UsageWarn => "uwarn".into(),
         }
     }
 
@@ -110,6 +121,11 @@ impl Scenario {
             "sse_error" => Scenario::SseError,
             "drop" => Scenario::Drop,
             "hang" => Scenario::Hang,
+            "ulimit" => Scenario::UsageLimit(3600),
+            "uwarn" => Scenario::UsageWarn,
+            other if other.starts_with("ulimit-") => {
+                Scenario::UsageLimit(other["ulimit-".len()..].parse().ok()?)
+            }
             other => {
                 let cmds = pct_decode(other.strip_prefix("cmd_")?);
                 Scenario::Commands(cmds.split('\n').map(str::to_owned).collect())
@@ -197,6 +213,9 @@ struct Shared {
     messages: AtomicUsize,
     shutting_down: AtomicBool,
     next_id: AtomicU64,
+    /// Per usage-limit scenario name: when its limit resets (epoch seconds),
+    /// fixed by its first request.
+    resets: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// A running fake API. Dropping it stops the server.
@@ -229,6 +248,7 @@ impl FakeApi {
             messages: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            resets: Mutex::new(std::collections::HashMap::new()),
         });
         let s = shared.clone();
         let acceptor = std::thread::Builder::new()
@@ -382,6 +402,39 @@ fn handle(mut stream: TcpStream, s: &Shared) {
             "fake: no such endpoint",
         );
     }
+    let mut scenario = scenario;
+    if let Scenario::UsageLimit(secs) = scenario {
+        let now = epoch_seconds();
+        let reset_at = s
+            .resets
+            .lock()
+            .map(|mut m| *m.entry(scenario.name()).or_insert(now + secs))
+            .unwrap_or(now + secs);
+        if now >= reset_at {
+            scenario = Scenario::Text;
+        } else {
+            let reset = reset_at.to_string();
+            let body = json!({"type": "error", "error": {"type": "rate_limit_error", "message": "fake: unified limit"}});
+            return respond_json(
+                &mut stream,
+                429,
+                &body,
+                &[
+                    ("anthropic-ratelimit-unified-status", "rejected"),
+                    ("anthropic-ratelimit-unified-reset", &reset),
+                    (
+                        "anthropic-ratelimit-unified-representative-claim",
+                        "five_hour",
+                    ),
+                    ("anthropic-ratelimit-unified-overage-status", "rejected"),
+                    (
+                        "anthropic-ratelimit-unified-overage-disabled-reason",
+                        "org_level_disabled",
+                    ),
+                ],
+            );
+        }
+    }
     if let Some((code, kind, message)) = scenario.error() {
         let extra: &[(&str, &str)] = if code == 429 {
             &[("retry-after", "1")]
@@ -421,9 +474,21 @@ fn handle(mut stream: TcpStream, s: &Shared) {
         return respond_json(&mut stream, 200, &message, &[]);
     }
 
+    let warn = if scenario == Scenario::UsageWarn {
+        let reset = epoch_seconds() + 1800;
+        format!(
+            "anthropic-ratelimit-unified-status: allowed_warning\r\n\
+             anthropic-ratelimit-unified-reset: {reset}\r\n\
+             anthropic-ratelimit-unified-representative-claim: five_hour\r\n\
+             anthropic-ratelimit-unified-5h-utilization: 0.92\r\n\
+             anthropic-ratelimit-unified-5h-reset: {reset}\r\n"
+        )
+    } else {
+        String::new()
+    };
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
-         Cache-Control: no-cache\r\nrequest-id: req_{msg_id}\r\nConnection: close\r\n\r\n"
+         Cache-Control: no-cache\r\n{warn}request-id: req_{msg_id}\r\nConnection: close\r\n\r\n"
     );
     let mut w = std::io::BufWriter::new(&stream);
     let send = |w: &mut std::io::BufWriter<&TcpStream>, event: &str, data: Value| {
@@ -513,6 +578,13 @@ fn handle(mut stream: TcpStream, s: &Shared) {
     drop(w);
     let _ = result;
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Seconds since the epoch.
+fn epoch_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The reply's content blocks and stop reason.

@@ -406,3 +406,29 @@ pub fn live_copies(tag: &str) -> Vec<u32> {
     }
     out
 }
+
+/// The events kept for `name` (both files of the rotated log, oldest first).
+#[allow(dead_code)]
+pub fn events_of(status_dir: &Path, name: &str) -> Vec<Value> {
+    let control = status_dir.join(".sessionlet");
+    let mut out = Vec::new();
+    for f in ["events.1.jsonl", "events.jsonl"] {
+        let text = std::fs::read_to_string(control.join(f)).unwrap_or_default();
+        out.extend(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|e| e["object"]["name"] == name),
+        );
+    }
+    out
+}
+
+/// Waits until `name` has an event with `reason`; returns it.
+#[allow(dead_code)]
+pub fn wait_event(status_dir: &Path, name: &str, reason: &str) -> Value {
+    wait_for(&format!("{name}: a {reason} event"), || {
+        events_of(status_dir, name)
+            .into_iter()
+            .find(|e| e["reason"] == reason)
+    })
+}

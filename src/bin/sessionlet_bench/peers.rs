@@ -575,6 +575,107 @@ impl Peer for Runit {
     }
 }
 
+/// s6: `s6-svscan` on a scan folder, one `s6-supervise` per service; a
+/// service is added by renaming a prepared service folder into the scan
+/// folder, then `s6-svscanctl -a` (rescan now), which the commit times.
+pub struct S6 {
+    /// s6-svscan.
+    pub svscan: PathBuf,
+    /// s6-svscanctl.
+    pub svscanctl: PathBuf,
+    dir: PathBuf,
+    staged: Option<(PathBuf, PathBuf)>,
+    pid: Option<u32>,
+}
+
+impl S6 {
+    /// A peer using these binaries.
+    pub fn new(svscan: PathBuf, svscanctl: PathBuf) -> Self {
+        S6 {
+            svscan,
+            svscanctl,
+            dir: PathBuf::new(),
+            staged: None,
+            pid: None,
+        }
+    }
+}
+
+impl Peer for S6 {
+    fn name(&self) -> &'static str {
+        "s6"
+    }
+    fn prepare(&mut self, dir: &Path, tags: &[u64]) -> Result<()> {
+        self.dir = dir.to_path_buf();
+        std::fs::create_dir_all(dir.join("scan"))?;
+        std::fs::create_dir_all(dir.join("stage"))?;
+        for &t in tags {
+            Runit::service(&dir.join("scan").join(session_name(t)), t)?;
+        }
+        Ok(())
+    }
+    fn start(&mut self) -> Result<()> {
+        let child = Command::new(&self.svscan)
+            .arg(self.dir.join("scan"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.dir.join("stderr.log"))?)
+            .spawn()
+            .context("start s6-svscan")?;
+        self.pid = Some(child.id());
+        Ok(())
+    }
+    fn session_parents(&mut self, tracker: &Tracker) -> Vec<u32> {
+        // s6-svscan -> s6-supervise -> sleep, as runit.
+        let Some(p) = self.pid else {
+            return Vec::new();
+        };
+        procfs::children(p)
+            .into_iter()
+            .filter(|r| tracker.by_parent.get(r).is_none_or(|s| s.is_empty()))
+            .collect()
+    }
+    fn stage(&mut self, tag: u64) -> Result<()> {
+        let name = session_name(tag);
+        let staged = self.dir.join("stage").join(&name);
+        Runit::service(&staged, tag)?;
+        self.staged = Some((staged, self.dir.join("scan").join(name)));
+        Ok(())
+    }
+    fn commit(&mut self) -> Result<()> {
+        let (from, to) = self.staged.take().context("nothing staged")?;
+        std::fs::rename(&from, &to)?;
+        let status = Command::new(&self.svscanctl)
+            .arg("-a")
+            .arg(self.dir.join("scan"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("run s6-svscanctl -a")?;
+        if !status.success() {
+            anyhow::bail!("s6-svscanctl -a failed: {status}");
+        }
+        Ok(())
+    }
+    fn supervisor_pids(&self) -> Vec<(String, u32)> {
+        let Some(p) = self.pid else {
+            return Vec::new();
+        };
+        let mut v = vec![("s6-svscan".to_string(), p)];
+        for c in procfs::children(p) {
+            v.push(("s6-supervise".to_string(), c));
+        }
+        v
+    }
+    fn healthy(&self) -> bool {
+        self.pid.is_some_and(procfs::alive)
+    }
+    fn reset(&mut self) {
+        self.pid = None;
+    }
+}
+
 // ------------------------------------------------------------------ detection
 
 /// Finds an executable on PATH.

@@ -575,3 +575,72 @@ fn line_time(line: &str) -> Option<SystemTime> {
     let t = chrono::DateTime::parse_from_rfc3339(clean.trim()).ok()?;
     Some(SystemTime::from(t.with_timezone(&chrono::Utc)))
 }
+
+/// What holding many manifests costs (the 100,000-manifest point).
+pub struct Held {
+    /// Manifests written before the controller started.
+    pub sessions: usize,
+    /// Controller start until every session Completed, seconds (`None`: not within the limit).
+    pub start_to_done_s: Option<f64>,
+    /// The controller's RSS and PSS once every session finished, KiB.
+    pub rss_kb: Option<u64>,
+    pub pss_kb: Option<u64>,
+    /// The keeper's PSS then, KiB.
+    pub keeper_pss_kb: Option<u64>,
+}
+
+/// Starts a controller on `sessions` manifests of sessions that exit at once
+/// and measures the time until all Completed and the memory it then holds.
+pub fn held(
+    bin: &Path,
+    root: &Path,
+    sessions: usize,
+    limit: Duration,
+    extra: &[String],
+    log: &dyn Fn(&str),
+) -> Result<Held> {
+    let width = sessions.to_string().len().max(5);
+    let dir = root.join("held");
+    std::fs::create_dir_all(&dir)?;
+    for i in 0..sessions {
+        let n = format!("h{i:0width$}");
+        std::fs::write(dir.join(format!("{n}.yaml")), manifest(&n, None))?;
+    }
+    let log_path = root.join("held.log");
+    let t0 = Instant::now();
+    let ctrl = start_controller(bin, &dir, None, &log_path, Duration::from_secs(10), extra)?;
+    log(&format!(
+        "scale: controller started with {sessions} manifests present (memory point)"
+    ));
+    let mut out = Held {
+        sessions,
+        start_to_done_s: None,
+        rss_kb: None,
+        pss_kb: None,
+        keeper_pss_kb: None,
+    };
+    let mut last_report = Instant::now();
+    while t0.elapsed() < limit {
+        check(ctrl)?;
+        let (total, done) = progress(&dir);
+        if total == sessions as u64 && done == total {
+            out.start_to_done_s = Some(t0.elapsed().as_secs_f64());
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(30) {
+            log(&format!(
+                "scale: {done}/{total} of {sessions} finished so far"
+            ));
+            last_report = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    out.rss_kb = procfs::rss_kb(ctrl);
+    out.pss_kb = procfs::pss_kb(ctrl);
+    out.keeper_pss_kb = procfs::children(ctrl)
+        .first()
+        .and_then(|k| procfs::pss_kb(*k));
+    restart(ctrl);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(out)
+}
