@@ -11,6 +11,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod core;
 pub mod events;
+pub mod fleet;
 pub mod manifest;
 pub mod runtime;
 pub mod telemetry;

@@ -225,6 +225,9 @@ pub struct SessionStatus {
     /// When this status was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<DateTime<Utc>>,
+    /// Scale-out (`--coordinator etcd`): the node that owns the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A session's place in its pool's queue.

@@ -87,6 +87,9 @@ pub struct Args {
     /// stopped) and its logs (0 removes them at once).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub tombstone_ttl: Duration,
+    /// Scale-out over etcd (`--coordinator etcd`); boxed, as the rarely used part.
+    #[command(flatten)]
+    pub fleet: Box<crate::fleet::Flags>,
     /// POST a JSON notification to this URL (http://HOST:PORT/PATH) when any
     /// session ends (Completed, Failed, TimedOut); repeatable. Sessions add
     /// their own with `spec.notify`.
@@ -175,6 +178,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(f) = &args.http_token_file {
         crate::apiserver::auth::load_token(f).map_err(|e| anyhow::anyhow!(e))?;
     }
+    // Bad scale-out flags are refused before anything starts, too.
+    let mut fleet_config = crate::fleet::validate(&args.fleet).map_err(|e| anyhow::anyhow!(e))?;
+    let keeper_socket = crate::runtime::keeper::socket_path(
+        &args
+            .status_dir
+            .as_ref()
+            .unwrap_or(&args.dir)
+            .join(".sessionlet"),
+    );
+    if let Some(c) = fleet_config.as_mut() {
+        c.keeper_socket = Some(keeper_socket.clone());
+    }
+    let alone = fleet_config.is_none();
     let opts = Options {
         dir: args.dir,
         status_dir: args.status_dir,
@@ -209,7 +225,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let exit = runtime.block_on(async {
         // Handlers first: a SIGTERM during startup still means a drain.
         let signals = Signals::install()?;
+        let mut opts = opts;
+        // Joins the fleet (etcd) before the controller starts anything.
+        opts.fleet = crate::fleet::start(fleet_config).await?;
         let controller = Controller::new(opts)?;
+        if alone {
+            // A fencing deadline left by an earlier `--coordinator etcd`
+            // run must not kill this node's sessions (its keeper is up now).
+            let _ = crate::runtime::fence::disarm(&keeper_socket);
+        }
         controller.run(signals).await
     })?;
     Ok(match exit {

@@ -11,6 +11,7 @@ pub mod gc;
 pub mod lifecycle;
 pub mod names;
 pub mod phase;
+pub mod placement;
 pub mod plan;
 pub mod preview;
 pub mod quota;

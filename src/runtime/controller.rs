@@ -74,6 +74,9 @@ pub struct Options {
     pub gc_delete_manifests: bool,
     /// How long a forgotten session's tombstone status and logs are kept (0: not at all).
     pub tombstone_ttl: Duration,
+    /// Scale-out: the sessions this node owns (`--coordinator etcd`); `None`
+    /// runs every declared session.
+    pub fleet: Option<crate::fleet::Fleet>,
     /// Webhooks every session gets (`--notify`).
     pub notify: Vec<String>,
     /// Signs webhook bodies (`--notify-secret-file`, its content).
@@ -107,6 +110,7 @@ impl Default for Options {
             drain: false,
             gc_delete_manifests: false,
             tombstone_ttl: Duration::from_secs(3600),
+            fleet: None,
             notify: Vec::new(),
             notify_secret: None,
             notify_retry_for: Duration::from_secs(60),
@@ -366,6 +370,9 @@ impl Controller {
         tracing::info!("memory limits: {}", c.memory_mode.describe());
         tracing::info!("containment: {}", containment(&c.memory_mode));
         c.remember_previous_statuses();
+        if let Some(fleet) = &c.opts.fleet {
+            fleet.register_metrics(&c.metrics);
+        }
         c.api_init();
         Ok(c)
     }
@@ -754,6 +761,7 @@ impl Controller {
         // The periodic resync's tick (handled by `quiet_resync` first).
         let mut resync_due = false;
         let mut last_wake: Option<DateTime<Utc>> = None;
+        let fleet = self.opts.fleet.clone();
         loop {
             if rescan {
                 // This rescan reads every write so far.
@@ -766,6 +774,9 @@ impl Controller {
             };
             last_wake = wake_at;
             rescan = false;
+            if let Some(f) = &fleet {
+                f.note_state(&self.state);
+            }
             if let Some(exit) = self.finished() {
                 if matches!(exit, Exit::SomeFailed) {
                     super::story::failures(&self.desired, &self.state, &self.catalog);
@@ -839,6 +850,13 @@ impl Controller {
                     }
                 }
                 _ = tokio::time::sleep(sleep) => {}
+                // Scale-out: this node gained or lost sessions.
+                _ = crate::fleet::changed(fleet.as_ref()) => {
+                    if let Some(desired) = fleet.as_ref().and_then(crate::fleet::Fleet::declared_state) {
+                        self.set_desired(desired);
+                        self.dirty_stems.extend(self.catalog.views.keys().cloned());
+                    }
+                }
                 _ = usage_tick.tick(), if sampling => {
                     self.read_agents();
                     self.sample_usage();
@@ -2240,6 +2258,10 @@ impl Controller {
         if changed {
             self.save_collected();
         }
+        // Scale-out: sessions owned by another node are not desired here.
+        if let Some(fleet) = &self.opts.fleet {
+            desired = fleet.filter(desired);
+        }
         self.desired = desired;
     }
 
@@ -2407,6 +2429,9 @@ impl Controller {
                             .get(name)
                             .cloned()
                             .unwrap_or_default();
+                        if let Some(fleet) = &self.opts.fleet {
+                            fleet.annotate(name, &mut doc.status);
+                        }
                         self.session_events(&doc, &path);
                         session_docs.push(doc);
                         kinds.push(true);

@@ -52,7 +52,7 @@ use crate::core::ExitStatus;
 
 /// The protocol spoken on the socket; a keeper and a controller of
 /// different protocols refuse each other.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 
 /// How long a keeper may take to answer the greeting.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -127,6 +127,13 @@ enum Request {
         pid: u32,
     },
     Shutdown,
+    /// Scale-out: the node's lease cannot expire within this many
+    /// milliseconds; past that without a newer one, fence (see `fence.rs`).
+    /// Without `withinMs`: fence no more (a controller without a coordinator).
+    Fence {
+        #[serde(rename = "withinMs", default)]
+        within_ms: Option<u64>,
+    },
     /// Appends `data` to child `pid`'s stdin pipe (no reply).
     Write {
         pid: u32,
@@ -382,6 +389,7 @@ struct Server {
     next_conn: u64,
     ever_connected: bool,
     shutdown: bool,
+    fence: super::fence::Fence,
     /// The write ends of children's stdin pipes, held here so that a
     /// controller restart does not close a session's input.
     stdins: BTreeMap<u32, StdinPipe>,
@@ -459,6 +467,7 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
         next_conn: 1,
         ever_connected: false,
         shutdown: false,
+        fence: super::fence::Fence::default(),
         stdins: BTreeMap::new(),
     };
     server.load_records();
@@ -621,10 +630,13 @@ impl Server {
                 }
                 // Nobody came within a minute of the start: give up.
                 let idle = !self.ever_connected && self.children.is_empty();
-                let timeout = if idle {
-                    PollTimeout::from(60_000u16)
-                } else {
-                    PollTimeout::NONE
+                let timeout = match (idle, self.fence.wait()) {
+                    // A fencing deadline wakes the keeper in time.
+                    (_, Some(d)) => PollTimeout::from(
+                        u16::try_from(d.as_millis().min(60_000)).unwrap_or(60_000),
+                    ),
+                    (true, None) => PollTimeout::from(60_000u16),
+                    (false, None) => PollTimeout::NONE,
                 };
                 match poll(&mut fds, timeout) {
                     Ok(0) if idle => return Ok(()),
@@ -635,6 +647,10 @@ impl Server {
                     .map(|f| f.revents().unwrap_or(PollFlags::empty()))
                     .collect::<Vec<_>>()
             };
+            if self.fence.due() {
+                let pids: Vec<u32> = self.children.keys().copied().collect();
+                super::fence::kill_all(&self.control, &pids);
+            }
             let n_conns = conn_ids.len();
             let n_pending = pending_pids.len();
             // Exec outcomes first: a spawn's reply must precede its exit.
@@ -804,6 +820,13 @@ impl Server {
                 self.shutdown = true;
                 self.conn(id).is_some_and(|c| c.queue(&Reply::Ok).is_ok())
             }
+            Request::Fence { within_ms } => {
+                match within_ms {
+                    Some(ms) => self.fence.arm(Duration::from_millis(ms)),
+                    None => self.fence.disarm(),
+                }
+                self.conn(id).is_some_and(|c| c.queue(&Reply::Ok).is_ok())
+            }
             Request::Write { pid, data } => {
                 if let Some(p) = self.stdins.get_mut(&pid) {
                     p.pending.extend_from_slice(data.as_bytes());
@@ -830,6 +853,15 @@ impl Server {
         identity: Identity,
         req: &SpawnRequest,
     ) -> Option<Reply> {
+        if self.fence.refuses() {
+            return Some(Reply::SpawnFailed {
+                tag,
+                error: SpawnError {
+                    reason: crate::core::Reason::SpawnFailed,
+                    message: super::fence::REFUSED.to_string(),
+                },
+            });
+        }
         let mut forked = match fork::fork(req) {
             Ok(f) => f,
             Err(error) => return Some(Reply::SpawnFailed { tag, error }),

@@ -312,6 +312,7 @@ pub fn session_status(
             logs: extras.logs.clone(),
             errors: stale_problems.to_vec(),
             updated_at: None,
+            node: None,
         },
     }
 }

@@ -165,6 +165,18 @@ impl Metrics {
         }
     }
 
+    /// Registers a metric owned elsewhere (the scale-out coordinator's).
+    pub fn register_extra(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.register(name, help, metric);
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

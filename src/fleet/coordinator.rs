@@ -1,0 +1,477 @@
+//! The etcd coordinator (feature `etcd`): membership, claims, fencing.
+//!
+//! Keys, under `--etcd-prefix`:
+//! - `members/<node>`: the node's name, put with its lease.
+//! - `owners/<session>`: the owning node, put with the owner's lease in a
+//!   transaction that succeeds only while the key does not exist
+//!   (`create_revision == 0`); that create revision is the fencing token.
+//! - `status/<session>`: the outcome once the session is finished, written
+//!   only while the writer's token is the owner key's create revision (a
+//!   stale owner's write fails). No lease: a finished session stays finished
+//!   after its node is gone, so no new owner runs it again.
+//!
+//! Every call has a deadline. A failed claim is never repeated blindly: the
+//! next round reads the owner keys again and claims only what is still free
+//! (and the claim's compare makes a repeat harmless in any case).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, Txn, TxnOp,
+};
+use tokio::time::{timeout, Instant};
+
+use super::{Config, Fleet};
+
+/// How often the coordinator reads the fleet's state and claims.
+const ROUND: Duration = Duration::from_millis(500);
+/// At most this many claims a round, so one round stays short.
+const CLAIMS_PER_ROUND: usize = 200;
+
+/// Joins the fleet: connects, resumes this node's lease (a controller
+/// restarted within the lease keeps its sessions) or grants a new one, reads
+/// what this node owns, and keeps all that up to date in a task on the
+/// current runtime.
+pub async fn start(cfg: Config) -> anyhow::Result<Fleet> {
+    let mut conns = Endpoints::new(&cfg);
+    let fleet = Fleet::new(&cfg.node);
+    let mut c = Coordinator {
+        member_key: format!("{}members/{}", cfg.prefix, cfg.node),
+        lease: 0,
+        keeper: None,
+        deadline: Instant::now(),
+        fenced: false,
+        recorded: BTreeSet::new(),
+        fleet: fleet.clone(),
+        cfg,
+    };
+    // The first calls retry until the lease's length: etcd may be electing.
+    let until = Instant::now() + c.cfg.lease_ttl;
+    loop {
+        let joined = match conns.client().await {
+            Ok(client) => c.join(client).await,
+            Err(e) => Err(e),
+        };
+        match joined {
+            Ok(()) => break,
+            Err(e) if Instant::now() < until => {
+                tracing::warn!("joining the fleet: {e}; retrying");
+                conns.rotate();
+                tokio::time::sleep(ROUND).await;
+            }
+            Err(e) => anyhow::bail!(
+                "cannot join the fleet over etcd (--etcd-endpoints {}): {e}",
+                c.cfg.endpoints.join(",")
+            ),
+        }
+    }
+    if let Ok(client) = conns.client().await {
+        if let Err(e) = c.round(client).await {
+            tracing::warn!("first fleet round: {e}");
+        }
+    }
+    tracing::info!(
+        node = c.cfg.node.as_str(),
+        lease = c.lease,
+        owned = c.fleet.owned().len(),
+        "joined the fleet"
+    );
+    tokio::spawn(async move { c.run(conns).await });
+    Ok(fleet)
+}
+
+/// One client per etcd member, and the one in use. etcd-client does not
+/// fail over by itself (with one member of three down, about a quarter of
+/// its calls fail): after a failure the next call goes to the next member.
+struct Endpoints {
+    urls: Vec<String>,
+    opts: ConnectOptions,
+    clients: Vec<Option<Client>>,
+    active: usize,
+    call: Duration,
+}
+
+impl Endpoints {
+    fn new(cfg: &Config) -> Self {
+        let call = cfg.lease_ttl / 4;
+        Endpoints {
+            urls: cfg.endpoints.clone(),
+            opts: ConnectOptions::new()
+                .with_connect_timeout(call)
+                .with_timeout(call),
+            clients: cfg.endpoints.iter().map(|_| None).collect(),
+            // Nodes start on different members, spreading the load.
+            active: usize::try_from(
+                crate::core::placement::weight(&cfg.node, "etcd")
+                    % u64::try_from(cfg.endpoints.len().max(1)).unwrap_or(1),
+            )
+            .unwrap_or(0),
+            call,
+        }
+    }
+
+    /// The client of the member in use, connected on first use.
+    async fn client(&mut self) -> anyhow::Result<&mut Client> {
+        let i = self.active;
+        if self.clients[i].is_none() {
+            let url = &self.urls[i];
+            let c = timeout(self.call, Client::connect([url], Some(self.opts.clone())))
+                .await
+                .map_err(|_| anyhow::anyhow!("{url}: no answer"))?
+                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            self.clients[i] = Some(c);
+        }
+        self.clients[i]
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no etcd client"))
+    }
+
+    /// The member in use failed: the next call goes to the next one.
+    fn rotate(&mut self) {
+        self.active = (self.active + 1) % self.urls.len().max(1);
+    }
+}
+
+struct Coordinator {
+    cfg: Config,
+    member_key: String,
+    lease: i64,
+    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    /// Before this instant the lease cannot have expired (less the margin).
+    deadline: Instant,
+    /// Past the deadline without renewal: this node gave up its sessions.
+    fenced: bool,
+    /// Finished sessions whose outcome is in etcd already.
+    recorded: BTreeSet<String>,
+    fleet: Fleet,
+}
+
+/// One owner key as read.
+struct Owner {
+    node: String,
+    token: i64,
+    lease: i64,
+}
+
+impl Coordinator {
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}{kind}/{name}", self.cfg.prefix)
+    }
+
+    fn call_timeout(&self) -> Duration {
+        self.cfg.lease_ttl / 4
+    }
+
+    /// Resumes the lease named by this node's member key while etcd still
+    /// holds it, else grants a new one and puts the member key with it.
+    async fn join(&mut self, client: &mut Client) -> anyhow::Result<()> {
+        let t = self.call_timeout();
+        let sent = Instant::now();
+        let got = timeout(t, client.get(self.member_key.as_str(), None)).await??;
+        let mut lease = got.kvs().first().map_or(0, |kv| kv.lease());
+        let mut ttl = 0;
+        if lease != 0 {
+            let live = timeout(t, client.lease_time_to_live(lease, None)).await??;
+            ttl = live.ttl();
+            if ttl <= 0 {
+                lease = 0;
+            }
+        }
+        if lease == 0 {
+            let secs = i64::try_from(self.cfg.lease_ttl.as_secs()).unwrap_or(i64::MAX);
+            let granted = timeout(t, client.lease_grant(secs, None)).await??;
+            lease = granted.id();
+            ttl = granted.ttl();
+            let put = PutOptions::new().with_lease(lease);
+            timeout(
+                t,
+                client.put(self.member_key.as_str(), self.cfg.node.as_str(), Some(put)),
+            )
+            .await??;
+            tracing::info!(lease, "fleet: new membership lease");
+        } else {
+            tracing::info!(lease, ttl, "fleet: resumed the membership lease");
+        }
+        self.lease = lease;
+        self.keeper = None;
+        self.renewed(sent, ttl);
+        Ok(())
+    }
+
+    /// A renewal sent at `sent` returned `ttl` seconds: etcd expires the
+    /// lease no earlier than `sent + ttl`.
+    fn renewed(&mut self, sent: Instant, ttl: i64) {
+        let ttl = Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+        self.deadline = sent + ttl.saturating_sub(self.cfg.fence_margin);
+        if self.fenced {
+            tracing::info!("fleet: lease renewed again; claiming sessions again");
+            self.fenced = false;
+        }
+    }
+
+    async fn keep_alive(&mut self, client: &mut Client) -> anyhow::Result<()> {
+        let t = self.call_timeout();
+        if self.keeper.is_none() {
+            self.keeper = Some(timeout(t, client.lease_keep_alive(self.lease)).await??);
+        }
+        let Some((keeper, stream)) = self.keeper.as_mut() else {
+            return Ok(());
+        };
+        let sent = Instant::now();
+        let res = async {
+            keeper.keep_alive().await?;
+            stream.message().await
+        };
+        match timeout(t, res).await {
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                self.renewed(sent, r.ttl());
+                Ok(())
+            }
+            Ok(Ok(Some(_))) => {
+                // The lease expired: our keys went with it. Join anew.
+                self.keeper = None;
+                tracing::warn!("fleet: the membership lease expired; joining again");
+                self.fleet.set_owned(BTreeMap::new());
+                self.join(client).await
+            }
+            Ok(Ok(None)) => {
+                self.keeper = None;
+                anyhow::bail!("keepalive stream closed")
+            }
+            Ok(Err(e)) => {
+                self.keeper = None;
+                Err(e.into())
+            }
+            Err(_) => {
+                self.keeper = None;
+                anyhow::bail!("keepalive: no answer within {t:?}")
+            }
+        }
+    }
+
+    async fn run(mut self, mut conns: Endpoints) {
+        let mut tick = tokio::time::interval(ROUND);
+        let mut last_keepalive = Instant::now();
+        // Renewing every round (a message on an open stream) keeps the
+        // deadline as far ahead as it can be: a leader election in etcd
+        // then rarely outlasts it.
+        let every = ROUND;
+        loop {
+            tick.tick().await;
+            if last_keepalive.elapsed() >= every || self.keeper.is_none() {
+                last_keepalive = Instant::now();
+                // A failed renewal is tried at once on each other member.
+                for _ in 0..conns.urls.len() {
+                    let renewed = match conns.client().await {
+                        Ok(client) => self.keep_alive(client).await,
+                        Err(e) => Err(e),
+                    };
+                    match renewed {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!("fleet: lease renewal failed: {e}");
+                            self.keeper = None;
+                            conns.rotate();
+                        }
+                    }
+                }
+            }
+            if self.fenced {
+                // Fenced and still no renewal: etcd may have expired the
+                // lease ("lease not found"). Join again: resume the lease if
+                // etcd still holds it, else take a new one (the old keys
+                // went with the old lease, so this node starts from nothing).
+                let joined = match conns.client().await {
+                    Ok(client) => self.join(client).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = joined {
+                    tracing::warn!("fleet: rejoining: {e}");
+                    conns.rotate();
+                }
+            }
+            if Instant::now() >= self.deadline {
+                if !self.fenced {
+                    // The lease may expire before etcd hears from us again:
+                    // stop every session now, before another node can claim.
+                    tracing::error!(
+                        owned = self.fleet.owned().len(),
+                        "fleet: lease not renewed in time; fencing (stopping every owned session)"
+                    );
+                    self.fenced = true;
+                    self.fleet.metrics.fences.inc();
+                    self.fleet.metrics.owned.set(0);
+                    self.fleet.set_owned(BTreeMap::new());
+                }
+                continue;
+            }
+            self.hand_deadline_to_keeper().await;
+            let round = match conns.client().await {
+                Ok(client) => self.round(client).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = round {
+                tracing::warn!("fleet: round failed: {e}");
+                conns.rotate();
+            }
+        }
+    }
+
+    /// Tells the keeper how long the lease surely holds: past that without
+    /// a newer deadline it kills every session (the node fences itself even
+    /// when this controller is stopped or stuck).
+    async fn hand_deadline_to_keeper(&self) {
+        let Some(socket) = self.cfg.keeper_socket.clone() else {
+            return;
+        };
+        let within = self.deadline.saturating_duration_since(Instant::now());
+        let sent =
+            tokio::task::spawn_blocking(move || crate::runtime::fence::send(&socket, within)).await;
+        match sent {
+            Ok(Ok(())) => {}
+            // Before the keeper is up, or while it restarts.
+            Ok(Err(e)) => tracing::debug!("fleet: cannot hand the deadline to the keeper: {e}"),
+            Err(e) => tracing::debug!("fleet: cannot hand the deadline to the keeper: {e}"),
+        }
+    }
+
+    /// Reads members, owners and outcomes; records finished sessions;
+    /// claims what placement gives this node.
+    async fn round(&mut self, client: &mut Client) -> anyhow::Result<()> {
+        let t = self.call_timeout();
+        let members = self.list(client, "members").await?;
+        let live: BTreeSet<String> = members.into_keys().collect();
+        let owners: BTreeMap<String, Owner> = self
+            .list(client, "owners")
+            .await?
+            .into_iter()
+            .map(|(name, (node, token, lease))| (name, Owner { node, token, lease }))
+            .collect();
+        let finished: BTreeSet<String> = self.list(client, "status").await?.into_keys().collect();
+        self.fleet.set_finished(finished.clone());
+
+        let mut mine: BTreeMap<String, i64> = owners
+            .iter()
+            .filter(|(_, o)| o.node == self.cfg.node && o.lease == self.lease)
+            .map(|(n, o)| (n.clone(), o.token))
+            .collect();
+
+        // Outcomes of sessions finished here, fenced by their tokens.
+        for name in self.fleet.take_done() {
+            let Some(token) = mine.get(&name).copied() else {
+                continue;
+            };
+            if self.recorded.contains(&name) || finished.contains(&name) {
+                continue;
+            }
+            let owner_key = self.key("owners", &name);
+            let value = serde_json::json!({"node": self.cfg.node, "token": token, "done": true});
+            let txn = Txn::new()
+                .when([Compare::create_revision(owner_key, CompareOp::Equal, token)])
+                .and_then([TxnOp::put(
+                    self.key("status", &name),
+                    value.to_string(),
+                    None,
+                )]);
+            match timeout(t, client.txn(txn)).await {
+                Ok(Ok(r)) if r.succeeded() => {
+                    self.recorded.insert(name);
+                }
+                Ok(Ok(_)) => tracing::warn!(
+                    session = name.as_str(),
+                    "fleet: not the owner any more; outcome not recorded"
+                ),
+                // Retried next round (a repeat of this write is harmless).
+                Ok(Err(e)) => tracing::warn!(session = name.as_str(), "fleet: {e}"),
+                Err(_) => tracing::warn!(session = name.as_str(), "fleet: no answer"),
+            }
+        }
+
+        let declared: BTreeSet<String> = self
+            .fleet
+            .declared()
+            .into_iter()
+            .filter(|s| !finished.contains(s))
+            .collect();
+        let owner_nodes: BTreeMap<String, String> = owners
+            .iter()
+            .map(|(n, o)| (n.clone(), o.node.clone()))
+            .collect();
+        let claims =
+            crate::core::placement::to_claim(&self.cfg.node, &declared, &owner_nodes, &live);
+        for name in claims.into_iter().take(CLAIMS_PER_ROUND) {
+            if owners.contains_key(&name) {
+                // Owned by a node whose member key is gone: its owner key
+                // goes with its lease; claim once it has.
+                continue;
+            }
+            let key = self.key("owners", &name);
+            let put = PutOptions::new().with_lease(self.lease);
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), self.cfg.node.as_str(), Some(put))]);
+            match timeout(t, client.txn(txn)).await {
+                Ok(Ok(r)) if r.succeeded() => {
+                    let token = r.header().map_or(0, |h| h.revision());
+                    tracing::info!(session = name.as_str(), token, "fleet: claimed");
+                    self.fleet.metrics.claims.inc();
+                    mine.insert(name, token);
+                }
+                Ok(Ok(_)) => {}
+                // Ambiguous: maybe claimed, maybe not. Not retried: the
+                // round ends (the next member is asked next), and the next
+                // round reads the owner key and decides from it.
+                Ok(Err(e)) => anyhow::bail!("claim of {name}: {e}"),
+                Err(_) => anyhow::bail!("claim of {name}: no answer"),
+            }
+        }
+        // Work nobody runs is never silent: a gauge, and a warning.
+        let unowned = declared
+            .iter()
+            .filter(|s| {
+                !mine.contains_key(*s) && owners.get(*s).is_none_or(|o| !live.contains(&o.node))
+            })
+            .count();
+        let m = &self.fleet.metrics;
+        m.unowned.set(i64::try_from(unowned).unwrap_or(i64::MAX));
+        m.members.set(i64::try_from(live.len()).unwrap_or(i64::MAX));
+        m.owned.set(i64::try_from(mine.len()).unwrap_or(i64::MAX));
+        if unowned > 0 && live.is_empty() {
+            tracing::warn!(unowned, "fleet: sessions owned by no live node");
+        }
+        if Instant::now() < self.deadline {
+            self.fleet.set_owned(mine);
+        }
+        self.fleet.set_owners(owner_nodes);
+        Ok(())
+    }
+
+    /// Keys under `kind/`: name → (value, create revision, lease).
+    async fn list(
+        &self,
+        client: &mut Client,
+        kind: &str,
+    ) -> anyhow::Result<BTreeMap<String, (String, i64, i64)>> {
+        let prefix = self.key(kind, "");
+        let got = timeout(
+            self.call_timeout(),
+            client.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await??;
+        let mut out = BTreeMap::new();
+        for kv in got.kvs() {
+            let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) else {
+                continue;
+            };
+            if let Some(name) = k.strip_prefix(prefix.as_str()) {
+                out.insert(
+                    name.to_string(),
+                    (v.to_string(), kv.create_revision(), kv.lease()),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
