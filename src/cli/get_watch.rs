@@ -272,7 +272,7 @@ fn pool_key(p: &PoolStatusDoc) -> String {
 }
 
 fn wanted_pool(args: &Args, p: &PoolStatusDoc) -> bool {
-    args.names.is_empty() || args.names.iter().any(|n| *n == p.metadata.name)
+    args.names.is_empty() || args.names.contains(&p.metadata.name)
 }
 
 /// The pool fields whose change is worth a line.
