@@ -535,15 +535,8 @@ impl Peer for Runit {
         Ok(())
     }
     fn session_parents(&mut self, tracker: &Tracker) -> Vec<u32> {
-        // Sessions are grandchildren: runsvdir -> runsv -> sleep. Only runsv
-        // processes without a running session are read.
-        let Some(p) = self.pid else {
-            return Vec::new();
-        };
-        procfs::children(p)
-            .into_iter()
-            .filter(|r| tracker.by_parent.get(r).is_none_or(|s| s.is_empty()))
-            .collect()
+        // Sessions are grandchildren: runsvdir -> runsv -> sleep.
+        idle_supervisors(self.pid, tracker)
     }
     fn stage(&mut self, tag: u64) -> Result<()> {
         let name = session_name(tag);
@@ -558,14 +551,7 @@ impl Peer for Runit {
         Ok(())
     }
     fn supervisor_pids(&self) -> Vec<(String, u32)> {
-        let Some(p) = self.pid else {
-            return Vec::new();
-        };
-        let mut v = vec![("runsvdir".to_string(), p)];
-        for c in procfs::children(p) {
-            v.push(("runsv".to_string(), c));
-        }
-        v
+        scanner_tree(self.pid, "runsvdir", "runsv")
     }
     fn healthy(&self) -> bool {
         self.pid.is_some_and(procfs::alive)
@@ -627,13 +613,7 @@ impl Peer for S6 {
     }
     fn session_parents(&mut self, tracker: &Tracker) -> Vec<u32> {
         // s6-svscan -> s6-supervise -> sleep, as runit.
-        let Some(p) = self.pid else {
-            return Vec::new();
-        };
-        procfs::children(p)
-            .into_iter()
-            .filter(|r| tracker.by_parent.get(r).is_none_or(|s| s.is_empty()))
-            .collect()
+        idle_supervisors(self.pid, tracker)
     }
     fn stage(&mut self, tag: u64) -> Result<()> {
         let name = session_name(tag);
@@ -659,14 +639,7 @@ impl Peer for S6 {
         Ok(())
     }
     fn supervisor_pids(&self) -> Vec<(String, u32)> {
-        let Some(p) = self.pid else {
-            return Vec::new();
-        };
-        let mut v = vec![("s6-svscan".to_string(), p)];
-        for c in procfs::children(p) {
-            v.push(("s6-supervise".to_string(), c));
-        }
-        v
+        scanner_tree(self.pid, "s6-svscan", "s6-supervise")
     }
     fn healthy(&self) -> bool {
         self.pid.is_some_and(procfs::alive)
@@ -674,6 +647,31 @@ impl Peer for S6 {
     fn reset(&mut self) {
         self.pid = None;
     }
+}
+
+/// The per-service supervisors (children of a directory scanner such as
+/// runsvdir or s6-svscan) that have no running session yet: only those are
+/// read for new sessions.
+fn idle_supervisors(scanner: Option<u32>, tracker: &Tracker) -> Vec<u32> {
+    let Some(p) = scanner else {
+        return Vec::new();
+    };
+    procfs::children(p)
+        .into_iter()
+        .filter(|r| tracker.by_parent.get(r).is_none_or(|s| s.is_empty()))
+        .collect()
+}
+
+/// A scanner and its per-service supervisors, named, for memory and CPU.
+fn scanner_tree(scanner: Option<u32>, top: &str, each: &str) -> Vec<(String, u32)> {
+    let Some(p) = scanner else {
+        return Vec::new();
+    };
+    let mut v = vec![(top.to_string(), p)];
+    for c in procfs::children(p) {
+        v.push((each.to_string(), c));
+    }
+    v
 }
 
 // ------------------------------------------------------------------ detection
