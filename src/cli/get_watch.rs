@@ -165,41 +165,26 @@ impl Printed {
         if !wanted_pool(args, p) {
             return Ok(());
         }
-        let key = pool_row(p);
-        let name = pool_key(p);
-        if self.rows.get(&name) == Some(&key) {
-            return Ok(());
-        }
-        self.rows.insert(name, key);
-        let mut out = std::io::stdout().lock();
-        match args.output {
-            Some(Output::Json) | Some(Output::Yaml) => writeln!(out, "{doc}")?,
-            _ => {
-                let st = &p.status;
-                writeln!(
-                    out,
-                    "pool/{:<19} READY {}/{} RUNNING {} QUEUED {} CAPACITY {}",
-                    p.metadata.name,
-                    st.ready_replicas,
-                    st.replicas,
-                    st.running,
-                    st.queued,
-                    st.capacity
-                        .map(|c| c.to_string())
-                        .unwrap_or_else(|| "-".into())
-                )?
-            }
-        }
-        out.flush()?;
-        Ok(())
+        self.emit(args, pool_key(p), pool_row(p), doc, || pool_line(p))
     }
 
     fn show(&mut self, args: &Args, s: &SessionStatusDoc, doc: &Value) -> anyhow::Result<()> {
         if !wanted(args, s) {
             return Ok(());
         }
-        let key = key_row(s);
-        let name = name_of(s);
+        self.emit(args, name_of(s), key_row(s), doc, || line(s))
+    }
+
+    /// Prints one line (or the document with `-o json|yaml`) when the row
+    /// of `name` differs from the one printed last.
+    fn emit(
+        &mut self,
+        args: &Args,
+        name: String,
+        key: Row,
+        doc: &Value,
+        text: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
         if self.rows.get(&name) == Some(&key) {
             return Ok(());
         }
@@ -207,7 +192,7 @@ impl Printed {
         let mut out = std::io::stdout().lock();
         match args.output {
             Some(Output::Json) | Some(Output::Yaml) => writeln!(out, "{doc}")?,
-            _ => writeln!(out, "{}", line(s))?,
+            _ => writeln!(out, "{}", text())?,
         }
         // A pipe reader sees each change as it happens.
         out.flush()?;
@@ -285,4 +270,20 @@ fn pool_row(p: &PoolStatusDoc) -> Row {
         st.queued.to_string(),
         format!("{:?}", st.capacity),
     ]
+}
+
+/// One watch line of a pool.
+fn pool_line(p: &PoolStatusDoc) -> String {
+    let st = &p.status;
+    format!(
+        "pool/{:<19} READY {}/{} RUNNING {} QUEUED {} CAPACITY {}",
+        p.metadata.name,
+        st.ready_replicas,
+        st.replicas,
+        st.running,
+        st.queued,
+        st.capacity
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into())
+    )
 }
