@@ -3,19 +3,20 @@
 
 use std::path::Path;
 
-use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 /// What an event asks of the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
-    /// A change is complete (a file closed after writing, renamed in or
-    /// out, deleted, its owner or mode changed): rescan at once.
+    /// A change is complete (a file closed after writing, renamed into
+    /// place, its owner or mode changed): rescan at once.
     Now,
     /// A file is being written (created, or data written and not closed
-    /// yet): rescan when it closes, or after a short quiet time for a
-    /// writer that keeps it open.
+    /// yet), or a manifest went away (deleted, renamed out), which an editor
+    /// does right before writing its replacement: rescan when the next
+    /// finished change arrives, or after a short quiet time.
     Settle,
 }
 
@@ -30,18 +31,32 @@ pub fn classify(event: &notify::Result<notify::Event>) -> Option<Wake> {
     if event.need_rescan() {
         return Some(Wake::Now);
     }
+    let declares = |p: &Path| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        name.starts_with("..") || crate::manifest::is_manifest_name(name)
+    };
+    if !event.paths.iter().any(|p| declares(p)) {
+        return None;
+    }
     let wake = match event.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Wake::Now,
         EventKind::Access(_) => return None,
         EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_)) => Wake::Settle,
         EventKind::Modify(ModifyKind::Any) | EventKind::Modify(ModifyKind::Other) => Wake::Settle,
+        // Vim saves by renaming the manifest to a backup and writing a new
+        // one: reading at the rename would stop the session for nothing.
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+            Wake::Settle
+        }
+        // A rename pair is finished when it lands on a manifest (an atomic
+        // save); one that only takes a manifest away waits like a delete.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => match event.paths.last() {
+            Some(to) if declares(to) => Wake::Now,
+            _ => Wake::Settle,
+        },
         _ => Wake::Now,
     };
-    let concerns_manifests = event.paths.iter().any(|p| {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        name.starts_with("..") || crate::manifest::is_manifest_name(name)
-    });
-    concerns_manifests.then_some(wake)
+    Some(wake)
 }
 
 /// True when an event may change what the directory declares.
@@ -65,7 +80,7 @@ pub fn watch(dir: &Path, tx: mpsc::Sender<Wake>) -> notify::Result<notify::Recom
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
 
     fn ev(kind: EventKind, path: &str) -> notify::Result<notify::Event> {
         Ok(notify::Event::new(kind).add_path(path.into()))
@@ -108,7 +123,24 @@ mod tests {
         let moved = EventKind::Modify(ModifyKind::Name(RenameMode::To));
         assert_eq!(classify(&ev(moved, "/d/a.yaml")), Some(Wake::Now));
         let removed = EventKind::Remove(notify::event::RemoveKind::File);
-        assert_eq!(classify(&ev(removed, "/d/a.yaml")), Some(Wake::Now));
+        assert_eq!(classify(&ev(removed, "/d/a.yaml")), Some(Wake::Settle));
+        let moved_out = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+        assert_eq!(classify(&ev(moved_out, "/d/a.yaml")), Some(Wake::Settle));
+        let pair = |from: &str, to: &str| {
+            Ok(
+                notify::Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+                    .add_path(from.into())
+                    .add_path(to.into()),
+            )
+        };
+        assert_eq!(
+            classify(&pair("/d/.a.yaml.swp", "/d/a.yaml")),
+            Some(Wake::Now)
+        );
+        assert_eq!(
+            classify(&pair("/d/a.yaml", "/d/a.yaml~")),
+            Some(Wake::Settle)
+        );
         let chmod = EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any));
         assert_eq!(classify(&ev(chmod, "/d/a.yaml")), Some(Wake::Now));
         let created = EventKind::Create(CreateKind::File);
