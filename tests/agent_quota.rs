@@ -266,7 +266,7 @@ fn a_resumed_conversation_sums_its_cost_and_the_charter_tools_reach_the_argv() {
     let sb = Sandbox::new();
     let _keeper = KeeperGuard(sb.dir.clone());
     let spec = format!(
-        "{}charter:\n  resources:\n    allowedTools: [\"Bash(sleep:*)\"]\n{}workingDir: {}\nrestartPolicy: OnFailure\nmaxRetries: 2\ntimeout: 20s\nterminationGracePeriod: 20s\nbackoff:\n  initialDelay: 1s\n",
+        "{}charter:\n  resources:\n    allowedTools: [\"Bash(sleep:*)\"]\n{}workingDir: {}\nrestartPolicy: OnFailure\nmaxRetries: 5\ntimeout: 20s\nterminationGracePeriod: 20s\nbackoff:\n  initialDelay: 1s\n",
         agent_yaml(&bin, "sleep a while", ""),
         sb.env_yaml(&fake.base_url()),
         q(&sb.work.display().to_string()),
@@ -294,11 +294,13 @@ fn a_resumed_conversation_sums_its_cost_and_the_charter_tools_reach_the_argv() {
     let s = wait_done(&sb, "summed");
     let st = &s["status"];
     assert_eq!(st["phase"], "Completed", "{s:#}");
-    // Attempt 2 normally; on a loaded machine the first attempt's timeout
-    // may come before the CLI reached its tool call, and one more resume
-    // follows. What matters: the last attempt resumed the conversation.
+    // Attempt 2 normally; on a loaded machine an attempt's timeout may come
+    // before the CLI saved its tool call, and the resume asks for the same
+    // call again (seen: three attempts in a row under a full CI run), so the
+    // retries leave room. What matters: the last attempt resumed the
+    // conversation and the costs add up.
     let attempt = st["attempt"].as_u64().unwrap_or(0);
-    assert!((2..=3).contains(&attempt), "{s:#}");
+    assert!((2..=6).contains(&attempt), "{s:#}");
     let last = usize::try_from(attempt - 1).unwrap_or(0);
     assert_eq!(st["agent"]["attempts"][last]["resumed"], true, "{s:#}");
     let a = &st["agent"];

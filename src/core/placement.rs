@@ -91,6 +91,49 @@ pub fn to_claim(
         .collect()
 }
 
+/// Pools whose members must all run on one node, by member: a pool with a
+/// `maxConcurrent` or a `budget` decides across its members (capacity, the
+/// queue and its order, `maxQueue`, the budget's spend), and those
+/// decisions hold fleet-wide only when one node makes them. The pool is then
+/// placed as one unit (its own owner key, claimed like a session), and its
+/// members follow it. Other pools' replicas are placed one by one.
+pub fn grouped(desired: &crate::core::Desired) -> BTreeMap<String, String> {
+    let decides = |pool: &str| {
+        desired
+            .pools
+            .get(pool)
+            .is_some_and(|p| p.max_concurrent.is_some())
+            || desired.budgets.contains_key(pool)
+    };
+    desired
+        .sessions
+        .values()
+        .filter_map(|d| {
+            let pool = d.pool()?;
+            decides(pool).then(|| (d.name.clone(), pool.to_string()))
+        })
+        .collect()
+}
+
+/// The members of grouped pools (`members`: member → pool) that `node`
+/// should claim now: those with no live owner whose pool `node` holds
+/// (`pool_owners`: pool → node). A member still owned by another live node
+/// (its pool became grouped while it ran there) stays where it is.
+pub fn members_to_claim(
+    node: &str,
+    members: &BTreeMap<String, String>,
+    pool_owners: &BTreeMap<String, String>,
+    owners: &BTreeMap<String, String>,
+    live: &BTreeSet<String>,
+) -> Vec<String> {
+    members
+        .iter()
+        .filter(|(s, _)| owners.get(*s).is_none_or(|o| !live.contains(o)))
+        .filter(|(_, pool)| pool_owners.get(*pool).is_some_and(|o| o == node))
+        .map(|(s, _)| s.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +172,57 @@ mod tests {
             // 100 expected each; a hash this skewed would be broken.
             assert!((50..=150).contains(&count), "{n} got {count} of 300");
         }
+    }
+
+    #[test]
+    fn pools_that_decide_across_members_are_placed_as_one_unit() {
+        use crate::core::{Desired, DesiredPool, DesiredSession};
+        let mut d = Desired::default();
+        for (name, cap) in [("capped", Some(2)), ("open", None), ("budgeted", None)] {
+            d.pools.insert(
+                name.into(),
+                DesiredPool {
+                    name: name.into(),
+                    replicas: 0,
+                    max_concurrent: cap,
+                    max_queue: 10,
+                    generation: 1,
+                },
+            );
+        }
+        let budget: crate::api::manifest::Budget =
+            serde_json::from_value(serde_json::json!({"maxCostUsd": 1.0})).expect("a budget");
+        d.budgets.insert("budgeted".into(), budget);
+        for (name, pool) in [
+            ("a", Some("capped")),
+            ("b", Some("open")),
+            ("c", Some("budgeted")),
+            ("d", None),
+        ] {
+            let mut spec = serde_json::json!({"command": ["true"]});
+            if let Some(p) = pool {
+                spec["pool"] = p.into();
+            }
+            d.sessions.insert(
+                name.into(),
+                DesiredSession {
+                    name: name.into(),
+                    spec: std::sync::Arc::new(serde_json::from_value(spec).expect("a spec")),
+                    generation: 1,
+                    first_seen: chrono::Utc::now(),
+                    replica: None,
+                    restarted_at: None,
+                },
+            );
+        }
+        let g = grouped(&d);
+        assert_eq!(
+            g.into_iter().collect::<Vec<_>>(),
+            [
+                ("a".into(), "capped".into()),
+                ("c".into(), "budgeted".into())
+            ]
+        );
     }
 
     fn names(prefix: &'static str, max: usize) -> impl Strategy<Value = BTreeSet<String>> {
@@ -179,6 +273,42 @@ mod tests {
             // And the joiner claims nothing that is already owned.
             for s in to_claim(&joiner, &sessions, &before, &grown) {
                 prop_assert!(!before.contains_key(&s));
+            }
+        }
+
+        #[test]
+        fn a_grouped_pools_members_all_land_on_its_one_owner(
+            members in names("m", 40),
+            pools in 1..4u32,
+            live in names("n", 8).prop_filter("a member", |l| !l.is_empty()),
+        ) {
+            let members: BTreeMap<String, String> = members
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| (m, format!("p{}", i as u32 % pools)))
+                .collect();
+            let pool_names: BTreeSet<String> = members.values().cloned().collect();
+            // Exactly one node claims each pool ...
+            let mut pool_owners = BTreeMap::new();
+            for n in &live {
+                for p in to_claim(n, &pool_names, &BTreeMap::new(), &live) {
+                    prop_assert!(pool_owners.insert(p, n.clone()).is_none());
+                }
+            }
+            prop_assert_eq!(pool_owners.len(), pool_names.len());
+            // ... and only that node claims the pool's members, each once.
+            let mut claimed = BTreeMap::new();
+            for n in &live {
+                for m in members_to_claim(n, &members, &pool_owners, &BTreeMap::new(), &live) {
+                    prop_assert_eq!(Some(n), pool_owners.get(&members[&m]));
+                    prop_assert!(claimed.insert(m, n.clone()).is_none());
+                }
+            }
+            prop_assert_eq!(claimed.len(), members.len());
+            // A member owned by a live node is claimed by nobody.
+            let owners: BTreeMap<String, String> = claimed.clone();
+            for n in &live {
+                prop_assert!(members_to_claim(n, &members, &pool_owners, &owners, &live).is_empty());
             }
         }
 

@@ -5,6 +5,9 @@
 //! - `owners/<session>`: the owning node, put with the owner's lease in a
 //!   transaction that succeeds only while the key does not exist
 //!   (`create_revision == 0`); that create revision is the fencing token.
+//! - `pools/<pool>`: the node that holds a pool deciding across its members
+//!   (`maxConcurrent`, a budget), put with its lease; only that node claims
+//!   the pool's members, so the pool's cap, queue and budget hold fleet-wide.
 //! - `status/<session>`: the outcome once the session is finished, written
 //!   only while the writer's token is the owner key's create revision (a
 //!   stale owner's write fails). No lease: a finished session stays finished
@@ -399,8 +402,21 @@ impl Coordinator {
             .iter()
             .map(|(n, o)| (n.clone(), o.node.clone()))
             .collect();
+        // Members of pools that decide across their members go with their
+        // pool (see `claim_grouped`); the rest are placed one by one.
+        let grouped: BTreeMap<String, String> = self
+            .fleet
+            .grouped()
+            .into_iter()
+            .filter(|(s, _)| declared.contains(s))
+            .collect();
+        let singles: BTreeSet<String> = declared
+            .iter()
+            .filter(|s| !grouped.contains_key(*s))
+            .cloned()
+            .collect();
         let claims =
-            crate::core::placement::to_claim(&self.cfg.node, &declared, &owner_nodes, &live);
+            crate::core::placement::to_claim(&self.cfg.node, &singles, &owner_nodes, &live);
         for name in claims.into_iter().take(CLAIMS_PER_ROUND) {
             if owners.contains_key(&name) {
                 // Owned by a node whose member key is gone: its owner key
@@ -427,6 +443,8 @@ impl Coordinator {
                 Err(_) => anyhow::bail!("claim of {name}: no answer"),
             }
         }
+        self.claim_grouped(client, &live, &owner_nodes, &grouped, &mut mine)
+            .await?;
         // Work nobody runs is never silent: a gauge, and a warning.
         let unowned = declared
             .iter()
@@ -445,6 +463,109 @@ impl Coordinator {
             self.fleet.set_owned(mine);
         }
         self.fleet.set_owners(owner_nodes);
+        Ok(())
+    }
+
+    /// Places the pools that decide across their members (`grouped`:
+    /// member → pool) as units: one node holds `pools/<pool>` (claimed like
+    /// a session, with its lease) and only that node claims the pool's
+    /// members, in a transaction that also checks it still holds the pool.
+    /// Its core then makes every capacity, queue and budget decision of the
+    /// pool, which therefore holds across the fleet. A pool this node holds
+    /// with nothing left to run is let go, so that the next member of it
+    /// may go to whichever node the hash picks then.
+    async fn claim_grouped(
+        &mut self,
+        client: &mut Client,
+        live: &BTreeSet<String>,
+        owners: &BTreeMap<String, String>,
+        grouped: &BTreeMap<String, String>,
+        mine: &mut BTreeMap<String, i64>,
+    ) -> anyhow::Result<()> {
+        let t = self.call_timeout();
+        let held = self.list(client, "pools").await?;
+        let mut pool_owners: BTreeMap<String, String> = held
+            .iter()
+            .map(|(p, (node, _, _))| (p.clone(), node.clone()))
+            .collect();
+        let mut my_pools: BTreeMap<String, i64> = held
+            .iter()
+            .filter(|(_, (node, _, lease))| *node == self.cfg.node && *lease == self.lease)
+            .map(|(p, (_, token, _))| (p.clone(), *token))
+            .collect();
+        let needed: BTreeSet<String> = grouped.values().cloned().collect();
+        for (pool, token) in my_pools.clone() {
+            if needed.contains(&pool) {
+                continue;
+            }
+            let key = self.key("pools", &pool);
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    token,
+                )])
+                .and_then([TxnOp::delete(key.as_str(), None)]);
+            if let Ok(Ok(_)) = timeout(t, client.txn(txn)).await {
+                my_pools.remove(&pool);
+                pool_owners.remove(&pool);
+            }
+        }
+        let claims = crate::core::placement::to_claim(&self.cfg.node, &needed, &pool_owners, live);
+        for pool in claims {
+            if held.contains_key(&pool) {
+                continue; // its holder's lease is going; claim once it has
+            }
+            let key = self.key("pools", &pool);
+            let put = PutOptions::new().with_lease(self.lease);
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), self.cfg.node.as_str(), Some(put))]);
+            match timeout(t, client.txn(txn)).await {
+                Ok(Ok(r)) if r.succeeded() => {
+                    let token = r.header().map_or(0, |h| h.revision());
+                    tracing::info!(pool = pool.as_str(), token, "fleet: claimed pool");
+                    my_pools.insert(pool.clone(), token);
+                    pool_owners.insert(pool, self.cfg.node.clone());
+                }
+                Ok(Ok(_)) => {}
+                // Ambiguous: the next round reads the key and decides.
+                Ok(Err(e)) => anyhow::bail!("claim of pool {pool}: {e}"),
+                Err(_) => anyhow::bail!("claim of pool {pool}: no answer"),
+            }
+        }
+        let members = crate::core::placement::members_to_claim(
+            &self.cfg.node,
+            grouped,
+            &pool_owners,
+            owners,
+            live,
+        );
+        for name in members.into_iter().take(CLAIMS_PER_ROUND) {
+            let Some(pool_token) = grouped.get(&name).and_then(|p| my_pools.get(p)).copied() else {
+                continue;
+            };
+            let pool_key = self.key("pools", &grouped[&name]);
+            let key = self.key("owners", &name);
+            let put = PutOptions::new().with_lease(self.lease);
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+                    Compare::create_revision(pool_key.as_str(), CompareOp::Equal, pool_token),
+                ])
+                .and_then([TxnOp::put(key.as_str(), self.cfg.node.as_str(), Some(put))]);
+            match timeout(t, client.txn(txn)).await {
+                Ok(Ok(r)) if r.succeeded() => {
+                    let token = r.header().map_or(0, |h| h.revision());
+                    tracing::info!(session = name.as_str(), token, "fleet: claimed");
+                    self.fleet.metrics.claims.inc();
+                    mine.insert(name, token);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => anyhow::bail!("claim of {name}: {e}"),
+                Err(_) => anyhow::bail!("claim of {name}: no answer"),
+            }
+        }
         Ok(())
     }
 

@@ -311,6 +311,16 @@ impl Fleet {
             .unwrap_or_default()
     }
 
+    /// Members of pools that are placed as one unit, member → pool (see
+    /// [`crate::core::placement::grouped`]).
+    pub fn grouped(&self) -> BTreeMap<String, String> {
+        self.lock()
+            .declared
+            .as_ref()
+            .map(crate::core::placement::grouped)
+            .unwrap_or_default()
+    }
+
     /// The sessions owned here now, with their tokens.
     pub fn owned(&self) -> BTreeMap<String, i64> {
         self.lock().owned.clone()
