@@ -220,8 +220,9 @@ for f in "${broken[@]}"; do
     validate "$f" "$v"
     echo "$out"
     [ "$rc" = 1 ] || fail "$f: exit $rc against Kubernetes $v, not 1 (a validation failure)"
-    grep -q 'did not validate' <<<"$out" && grep -qF -- "$expect" <<<"$out" \
-      || fail "$f did not fail with \"$expect\" against Kubernetes $v"
+    if ! grep -q 'did not validate' <<<"$out" || ! grep -qF -- "$expect" <<<"$out"; then
+      fail "$f did not fail with \"$expect\" against Kubernetes $v"
+    fi
     if grep -qx '# lenient: passes' "$f"; then
       echo "== kubernetes-validate -k $v $f (without --strict: must pass)"
       validate "$f" "$v" lenient
@@ -265,13 +266,16 @@ else
   publish
   got=$(listing)
   [ "$got" = "b.yml=b: 2 z.yaml=a: 1 " ] || fail "second publish gave: $got"
+  # A manifest renamed without a change is renamed, not copied and deleted
+  # (which would show its session twice for a moment).
+  [ "$(stat -c %i "$dest/z.yaml")" = "$before" ] || fail "a renamed manifest was copied, not renamed"
   [ ! -e "$dest/charters" ] || fail "an emptied folder was left behind"
   # A commit without the folder keeps the last published manifests.
   if (cd "$repo" && MANIFESTS_SUBDIR=missing MANIFESTS_DEST=$dest bash "$hook") 2>/dev/null; then
     fail "the hook accepted a commit without its manifests folder"
   fi
   [ "$(listing)" = "$got" ] || fail "a failed publish changed the published manifests"
-  echo "ok: published, left unchanged files alone, updated, renamed, removed, refused a missing folder"
+  echo "ok: published, left unchanged files alone, updated, renamed in place, removed, refused a missing folder"
 fi
 
 echo "== validate-kubernetes: the render validates against Kubernetes ${versions[*]}, ${#broken[@]} broken manifest(s) fail as they must"

@@ -21,9 +21,8 @@
 # renamed into place: files the manifests refer to (charters, env files,
 # prompts, anything in subfolders) first, then the manifests, each written
 # to a dot-named temporary (sessionlet ignores dot files) and renamed over
-# the old one (a reader never sees half a file), then removals. A commit that
-# renames a.yaml to b.yaml makes b.yaml appear before a.yaml goes, so the
-# session is declared twice for a moment rather than deleted for a moment.
+# the old one (a reader never sees half a file); files no manifest needs any
+# more go last (details below).
 set -euo pipefail
 
 src=${MANIFESTS_SUBDIR:-sessions}
@@ -69,52 +68,79 @@ while IFS= read -r -d '' entry; do
   blob[$rel]=${meta%% *}
 done < <(git ls-files -s -z -- "$src")
 
-# Copies $1 (relative) from the commit into $dest through a dot-named
-# temporary beside the target, then renames it into place. An unchanged file
-# is left alone: sessionlet would only read it again for nothing.
-publish() {
-  local rel=$1 dir base tmp
-  if [ -f "$dest/$rel" ] && [ "$(git hash-object -- "$dest/$rel")" = "${blob[$rel]}" ]; then
-    return 0
-  fi
-  dir=$(dirname -- "$rel")
-  base=$(basename -- "$rel")
-  mkdir -p -- "$dest/$dir"
-  tmp="$dest/$dir/.$base.publish-$$"
-  cp -- "$src/$rel" "$tmp"
-  mv -f -- "$tmp" "$dest/$rel"
-  changed=$((changed + 1))
-}
-
-changed=0
-
-for rel in ${others[@]+"${others[@]}"}; do publish "$rel"; done
-for rel in ${manifests[@]+"${manifests[@]}"}; do publish "$rel"; done
-
-# What the previous run published and this commit no longer has goes:
-# manifests first (so sessions stop before what they refer to disappears).
+# What the previous run published and this commit no longer has.
 declare -A now=()
 for rel in ${manifests[@]+"${manifests[@]}"} ${others[@]+"${others[@]}"}; do now[$rel]=1; done
+stale_manifests=()
+stale_others=()
 if [ -f "$dest/.published" ]; then
-  stale_manifests=()
-  stale_others=()
   while IFS= read -r -d '' rel; do
     [ -n "${now[$rel]+x}" ] && continue
+    [ -e "$dest/$rel" ] || continue
     case $rel in
       */*) stale_others+=("$rel") ;;
       *) stale_manifests+=("$rel") ;;
     esac
   done <"$dest/.published"
-  for rel in ${stale_manifests[@]+"${stale_manifests[@]}"} ${stale_others[@]+"${stale_others[@]}"}; do
-    rm -f -- "$dest/$rel"
-    removed=$((${removed:-0} + 1))
-    # Folders left empty go too, up to (not including) $dest.
-    dir=$(dirname -- "$rel")
-    while [ "$dir" != . ] && rmdir -- "$dest/$dir" 2>/dev/null; do
-      dir=$(dirname -- "$dir")
-    done
-  done
 fi
+
+# A manifest renamed without a change (the same blob under a new name) is
+# renamed here too: one rename event, which sessionlet takes as it is (the
+# session goes on). A copy then a removal would declare the session twice
+# for a moment (below).
+declare -A stale_blob=()
+for rel in ${stale_manifests[@]+"${stale_manifests[@]}"}; do
+  stale_blob[$(git hash-object -- "$dest/$rel")]=$rel
+done
+renamed=0
+for rel in ${manifests[@]+"${manifests[@]}"}; do
+  old=${stale_blob[${blob[$rel]}]-}
+  if [ -n "$old" ] && [ ! -e "$dest/$rel" ]; then
+    mv -- "$dest/$old" "$dest/$rel"
+    unset "stale_blob[${blob[$rel]}]"
+    renamed=$((renamed + 1))
+  fi
+done
+kept=()
+for rel in ${stale_manifests[@]+"${stale_manifests[@]}"}; do
+  [ -e "$dest/$rel" ] && kept+=("$rel")
+done
+stale_manifests=(${kept[@]+"${kept[@]}"})
+
+# Every new or changed file is copied first to a dot-named temporary beside
+# its target (sessionlet ignores dot files); unchanged ones are left alone
+# (sessionlet would only read them again for nothing). Then, in one quick
+# run without git in between: the other files are renamed into place, then
+# the manifests, then the stale manifests are removed, then the stale other
+# files. Additions before removals, because sessionlet may read the folder
+# between any two steps: a session whose manifest was renamed and changed in
+# one commit is then declared twice for a moment (shown as DuplicateName; it
+# keeps running on its last good spec), never missing, which would stop it.
+staged_others=()
+staged_manifests=()
+stage() {
+  if [ -f "$dest/$1" ] && [ "$(git hash-object -- "$dest/$1")" = "${blob[$1]}" ]; then
+    return 1
+  fi
+  mkdir -p -- "$dest/$(dirname -- "$1")"
+  cp -- "$src/$1" "$(temporary "$1")"
+}
+temporary() { printf '%s/%s/.%s.publish-%s' "$dest" "$(dirname -- "$1")" "$(basename -- "$1")" "$$"; }
+remove() {
+  local dir
+  rm -f -- "$dest/$1"
+  # Folders left empty go too, up to (not including) $dest.
+  dir=$(dirname -- "$1")
+  while [ "$dir" != . ] && rmdir -- "$dest/$dir" 2>/dev/null; do
+    dir=$(dirname -- "$dir")
+  done
+}
+for rel in ${others[@]+"${others[@]}"}; do stage "$rel" && staged_others+=("$rel"); done
+for rel in ${manifests[@]+"${manifests[@]}"}; do stage "$rel" && staged_manifests+=("$rel"); done
+for rel in ${staged_others[@]+"${staged_others[@]}"}; do mv -f -- "$(temporary "$rel")" "$dest/$rel"; done
+for rel in ${staged_manifests[@]+"${staged_manifests[@]}"}; do mv -f -- "$(temporary "$rel")" "$dest/$rel"; done
+for rel in ${stale_manifests[@]+"${stale_manifests[@]}"}; do remove "$rel"; done
+for rel in ${stale_others[@]+"${stale_others[@]}"}; do remove "$rel"; done
 
 # The list for the next run, and which commit is published (for people:
 # `kubectl exec POD -c git-sync -- cat /srv/manifests/.revision`).
@@ -122,4 +148,5 @@ printf '%s\0' ${manifests[@]+"${manifests[@]}"} ${others[@]+"${others[@]}"} >"$d
 mv -f -- "$dest/.published.tmp" "$dest/.published"
 printf '%s\n' "$hash" >"$dest/.revision.tmp"
 mv -f -- "$dest/.revision.tmp" "$dest/.revision"
-echo "publish-manifests: $hash: ${#manifests[@]} manifest(s) and ${#others[@]} other file(s) in '$src', $changed written, ${removed:-0} removed"
+removed=$((${#stale_manifests[@]} + ${#stale_others[@]}))
+echo "publish-manifests: $hash: ${#manifests[@]} manifest(s) and ${#others[@]} other file(s) in '$src'; $((${#staged_others[@]} + ${#staged_manifests[@]})) written, $renamed renamed, $removed removed"
