@@ -33,8 +33,9 @@ src=${src%/}
 [ -n "$src" ] || src=.
 
 # A missing folder is more likely a wrong MANIFESTS_SUBDIR or a bad commit
-# than a wish to stop everything (an empty folder says that): refuse it and
-# keep publishing the last good commit. git-sync logs this and retries.
+# than a wish to stop everything: refuse it and keep the last published
+# commit (git-sync logs this and retries). To stop everything, leave the
+# folder without manifests (Git keeps no empty folder: keep a README in it).
 if [ ! -d "$src" ]; then
   echo "publish-manifests: commit $hash has no folder '$src'; kept the last published manifests" >&2
   exit 1
