@@ -252,6 +252,32 @@ fn a_finished_never_session_is_not_run_again_after_its_node_dies() {
         std::slice::from_ref(&ran_on),
         "a finished Never session ran again"
     );
+    // The outcome holds for the spec it finished under: a changed spec runs
+    // again, once, as on a single node.
+    let (_, text) = f
+        .manifests
+        .iter()
+        .find(|(n, _)| n == "once")
+        .cloned()
+        .expect("the manifest of once");
+    let changed = text.replace(
+        "restartPolicy: Never",
+        "restartPolicy: Never\n  terminationGracePeriod: 7s",
+    );
+    assert_ne!(changed, text);
+    for n in &f.nodes {
+        common::write_file(&n.dir.join("once.yaml"), &changed);
+    }
+    let again = wait("the changed Never session to run again", || {
+        f.starts("once").get(1).cloned()
+    });
+    assert!(survivors.contains(&again), "ran on {again}");
+    wait("its new outcome recorded in etcd", || {
+        f.cluster
+            .etcdctl(&["get", "/t/status/once", "--print-value-only"])
+            .filter(|v| v.contains(&again))
+    });
+    assert_eq!(f.starts("once").len(), 2, "{:?}", f.journal());
     f.assert_no_overlap(&[&ran_on]);
 }
 

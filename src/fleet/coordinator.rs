@@ -10,8 +10,9 @@
 //!   the pool's members, so the pool's cap, queue and budget hold fleet-wide.
 //! - `status/<session>`: the outcome once the session is finished, written
 //!   only while the writer's token is the owner key's create revision (a
-//!   stale owner's write fails). No lease: a finished session stays finished
-//!   after its node is gone, so no new owner runs it again.
+//!   stale owner's write fails), with the hash of the spec it finished
+//!   under. No lease: a finished session stays finished after its node is
+//!   gone, so no new owner runs it again, until its spec changes.
 //!
 //! Every call has a deadline. A failed claim is never repeated blindly: the
 //! next round reads the owner keys again and claims only what is still free
@@ -46,7 +47,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Fleet> {
         keeper: None,
         deadline: Instant::now(),
         fenced: false,
-        recorded: BTreeSet::new(),
+        recorded: BTreeMap::new(),
         fleet: fleet.clone(),
         cfg,
     };
@@ -147,7 +148,7 @@ struct Coordinator {
     /// Past the deadline without renewal: this node gave up its sessions.
     fenced: bool,
     /// Finished sessions whose outcome is in etcd already.
-    recorded: BTreeSet<String>,
+    recorded: BTreeMap<String, u64>,
     fleet: Fleet,
 }
 
@@ -352,7 +353,26 @@ impl Coordinator {
             .into_iter()
             .map(|(name, (node, token, lease))| (name, Owner { node, token, lease }))
             .collect();
-        let finished: BTreeSet<String> = self.list(client, "status").await?.into_keys().collect();
+        // A finished outcome counts for the spec it finished under (a record
+        // without a hash, from an older build, counts for any spec).
+        let hashes = self.fleet.declared_hashes();
+        let finished: BTreeSet<String> = self
+            .list(client, "status")
+            .await?
+            .into_iter()
+            .filter(|(name, (value, _, _))| {
+                let recorded = serde_json::from_str::<serde_json::Value>(value)
+                    .ok()
+                    .and_then(|v| v["spec"].as_str().map(str::to_string));
+                match recorded {
+                    None => true,
+                    Some(h) => hashes
+                        .get(name)
+                        .is_none_or(|now| format!("{now:016x}") == h),
+                }
+            })
+            .map(|(name, _)| name)
+            .collect();
         self.fleet.set_finished(finished.clone());
 
         let mut mine: BTreeMap<String, i64> = owners
@@ -362,15 +382,22 @@ impl Coordinator {
             .collect();
 
         // Outcomes of sessions finished here, fenced by their tokens.
-        for name in self.fleet.take_done() {
+        for (name, hash) in self.fleet.take_done() {
             let Some(token) = mine.get(&name).copied() else {
                 continue;
             };
-            if self.recorded.contains(&name) || finished.contains(&name) {
+            // An outcome of a spec the manifests no longer declare is moot.
+            let current = hashes.get(&name) == Some(&hash);
+            if !current || self.recorded.get(&name) == Some(&hash) || finished.contains(&name) {
                 continue;
             }
             let owner_key = self.key("owners", &name);
-            let value = serde_json::json!({"node": self.cfg.node, "token": token, "done": true});
+            let value = serde_json::json!({
+                "node": self.cfg.node,
+                "token": token,
+                "done": true,
+                "spec": format!("{hash:016x}"),
+            });
             let txn = Txn::new()
                 .when([Compare::create_revision(owner_key, CompareOp::Equal, token)])
                 .and_then([TxnOp::put(
@@ -380,7 +407,7 @@ impl Coordinator {
                 )]);
             match timeout(t, client.txn(txn)).await {
                 Ok(Ok(r)) if r.succeeded() => {
-                    self.recorded.insert(name);
+                    self.recorded.insert(name, hash);
                 }
                 Ok(Ok(_)) => tracing::warn!(
                     session = name.as_str(),

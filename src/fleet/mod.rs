@@ -197,8 +197,9 @@ struct Shared {
     owned: BTreeMap<String, i64>,
     /// Sessions whose outcome is final fleet-wide (never run again).
     finished: BTreeSet<String>,
-    /// Sessions finished on this node, for the coordinator to record.
-    done: BTreeSet<String>,
+    /// Sessions finished on this node, for the coordinator to record, with
+    /// the hash of the spec they finished under.
+    done: BTreeMap<String, u64>,
     /// Every owner key as last read: session → node.
     owners: BTreeMap<String, String>,
 }
@@ -378,21 +379,43 @@ impl Fleet {
     /// After each pass: the sessions finished here (terminal, restarted by
     /// nothing), whose outcome the coordinator records in etcd.
     pub fn note_state(&self, state: &crate::core::State) {
-        let done: BTreeSet<String> = state
+        let mut s = self.lock();
+        // The declared state is the one this pass reconciled (set by
+        // `filter` at its start), so each hash is the spec it finished under.
+        let done: BTreeMap<String, u64> = state
             .sessions
             .iter()
             .filter(|(_, r)| matches!(r.run, crate::core::Run::Done))
-            .map(|(n, _)| n.clone())
+            .filter_map(|(n, _)| {
+                let d = s.declared.as_ref()?.sessions.get(n)?;
+                Some((n.clone(), outcome_hash(d)))
+            })
             .collect();
-        let mut s = self.lock();
         if s.done != done {
             s.done = done;
         }
     }
 
-    /// The sessions finished on this node (see [`Fleet::note_state`]).
-    pub fn take_done(&self) -> BTreeSet<String> {
+    /// The sessions finished on this node, with the hash of the spec each
+    /// finished under (see [`Fleet::note_state`]).
+    pub fn take_done(&self) -> BTreeMap<String, u64> {
         self.lock().done.clone()
+    }
+
+    /// The hash of each declared session's spec as the manifests say it:
+    /// a finished outcome counts only for the spec it finished under, so a
+    /// changed spec runs again (as it does on a single node).
+    pub fn declared_hashes(&self) -> BTreeMap<String, u64> {
+        self.lock()
+            .declared
+            .as_ref()
+            .map(|d| {
+                d.sessions
+                    .iter()
+                    .map(|(n, d)| (n.clone(), outcome_hash(d)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Resolves when ownership changed since the last call.
@@ -426,6 +449,13 @@ pub async fn changed(fleet: Option<&Fleet>) {
         Some(f) => f.changed().await,
         None => std::future::pending().await,
     }
+}
+
+/// What a finished outcome is tied to: the spec as declared (before this
+/// node adds its name and token) and the restart annotation, the same on
+/// every node that reads the same manifests.
+fn outcome_hash(d: &crate::core::DesiredSession) -> u64 {
+    crate::runtime::catalog::spec_hash(&(&*d.spec, &d.restarted_at))
 }
 
 fn own_only(node: &str, mut desired: Desired, owned: &BTreeMap<String, i64>) -> Desired {
