@@ -146,12 +146,22 @@ pub fn hold_for(
 }
 
 /// Stops the running sessions of every pool and account whose budget is spent.
-pub fn enforce(desired: &Desired, state: &mut State, now: DateTime<Utc>, plan: &mut Plan) {
+pub fn enforce(
+    desired: &Desired,
+    state: &mut State,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+    only: Option<&std::collections::BTreeSet<String>>,
+) {
     let spent = spent(desired, now);
     if spent.is_empty() {
         return;
     }
-    for d in desired.sessions.values() {
+    for d in desired
+        .sessions
+        .values()
+        .filter(|d| only.is_none_or(|o| o.contains(&d.name)))
+    {
         let Some(s) = holding(&spent, desired, d) else {
             continue;
         };

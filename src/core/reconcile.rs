@@ -8,7 +8,7 @@
 //! the state as they are planned (a spawn makes the run `Starting`, a stop
 //! records its deadline), so reconciling an unchanged world plans nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
@@ -515,17 +515,49 @@ pub(crate) fn begin_budget_stop(
 
 /// Compares the desired state with the state and plans what is missing.
 pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Plan {
+    reconcile_only(desired, state, now, None)
+}
+
+/// Reconciles only the sessions `keys` reach (see [`super::keys::closure`]):
+/// the same decisions [`reconcile`] makes for them, at a cost that follows
+/// what changed instead of every session. Returns the plan and the sessions
+/// it looked at, whose next due time is the plan's `wake_at`.
+pub fn reconcile_keys(
+    desired: &Desired,
+    state: &mut State,
+    keys: &BTreeSet<super::keys::Key>,
+    now: DateTime<Utc>,
+) -> (Plan, BTreeSet<String>) {
+    let only = super::keys::closure(desired, state, keys);
+    let plan = reconcile_only(desired, state, now, Some(&only));
+    (plan, only)
+}
+
+fn reconcile_only(
+    desired: &Desired,
+    state: &mut State,
+    now: DateTime<Utc>,
+    only: Option<&BTreeSet<String>>,
+) -> Plan {
     let mut plan = Plan::default();
     // Actions decided while observing events come first.
     plan.actions.append(&mut state.outbox);
+    let looked_at = |n: &str| only.is_none_or(|o| o.contains(n));
 
     // Sessions no longer desired: stop, then forget.
-    let gone: Vec<String> = state
-        .sessions
-        .keys()
-        .filter(|n| !desired.sessions.contains_key(*n))
-        .cloned()
-        .collect();
+    let gone: Vec<String> = match only {
+        None => state
+            .sessions
+            .keys()
+            .filter(|n| !desired.sessions.contains_key(*n))
+            .cloned()
+            .collect(),
+        Some(o) => o
+            .iter()
+            .filter(|n| state.sessions.contains_key(*n) && !desired.sessions.contains_key(*n))
+            .cloned()
+            .collect(),
+    };
     // Highest names first, so a pool scaling down stops its highest ordinals first.
     for name in gone.into_iter().rev() {
         let Some(rec) = state.sessions.get_mut(&name) else {
@@ -577,7 +609,7 @@ pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Pl
     // Rolling updates: per pool, the lowest replica ordinal not yet settled
     // (running the current template). Higher outdated replicas wait for it.
     let mut unsettled: BTreeMap<&str, u32> = BTreeMap::new();
-    for d in desired.sessions.values() {
+    for d in desired.sessions.values().filter(|d| looked_at(&d.name)) {
         let Some(r) = &d.replica else { continue };
         let settled = state.sessions.get(&d.name).is_some_and(|rec| {
             (rec.generation == d.generation || applies_in_place(rec, d))
@@ -591,7 +623,11 @@ pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Pl
 
     // Desired sessions: changes of spec, suspension, deadlines, kills.
     let mut candidates: Vec<&DesiredSession> = Vec::new();
-    for d in desired.sessions.values() {
+    let stepped: Vec<&DesiredSession> = match only {
+        None => desired.sessions.values().collect(),
+        Some(o) => o.iter().filter_map(|n| desired.sessions.get(n)).collect(),
+    };
+    for d in stepped {
         let rec = state.sessions.entry(d.name.clone()).or_insert_with(|| {
             state.dirty.insert(d.name.clone());
             Record {
@@ -632,8 +668,8 @@ pub fn reconcile(desired: &Desired, state: &mut State, now: DateTime<Utc>) -> Pl
         }
     }
 
-    super::budget::enforce(desired, state, now, &mut plan);
-    start_candidates(desired, state, candidates, now, &mut plan);
+    super::budget::enforce(desired, state, now, &mut plan, only);
+    start_candidates(desired, state, candidates, now, &mut plan, only);
 
     for name in std::mem::take(&mut state.dirty) {
         if state.sessions.contains_key(&name) {
@@ -877,6 +913,7 @@ fn start_candidates(
     mut candidates: Vec<&DesiredSession>,
     now: DateTime<Utc>,
     plan: &mut Plan,
+    only: Option<&BTreeSet<String>>,
 ) {
     if state.shutting_down {
         return;
@@ -900,7 +937,16 @@ fn start_candidates(
         ka.cmp(&kb)
     });
     let mut running: std::collections::BTreeMap<String, u32> = Default::default();
-    for (name, rec) in &state.sessions {
+    // A pass over some keys counts its pools exactly: the closure holds
+    // every member of each pool it reaches (core::keys).
+    let counted: Vec<(&String, &Record)> = match only {
+        None => state.sessions.iter().collect(),
+        Some(o) => o
+            .iter()
+            .filter_map(|n| state.sessions.get_key_value(n))
+            .collect(),
+    };
+    for (name, rec) in counted {
         if rec.run.is_live() {
             // A member whose manifest is gone still holds its slot until it exits.
             let pool = desired

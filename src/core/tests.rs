@@ -6,7 +6,7 @@
 //! reporting exits. The property test at the end drives random sequences of
 //! operations through the same functions with a simulated process table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
@@ -2324,6 +2324,11 @@ struct Sim {
     pending: Vec<String>,
     /// The minimum delay a verdict asked for, by session, until its attempt ends.
     min_delays: BTreeMap<String, TimeDelta>,
+    /// The same world reconciled per key (core::keys): only the keys that
+    /// changes, events and due times returned. After every pass it must
+    /// equal `state`, and have planned the same actions.
+    keyed: State,
+    queue: super::keys::Queue,
 }
 
 impl Sim {
@@ -2346,7 +2351,23 @@ impl Sim {
             live: BTreeMap::new(),
             pending: Vec::new(),
             min_delays: BTreeMap::new(),
+            keyed: State::default(),
+            queue: super::keys::Queue::default(),
         }
+    }
+
+    /// Starts draining, in both worlds: a drain touches every session.
+    fn shut_down(&mut self) {
+        self.state.shutting_down = true;
+        self.keyed.shutting_down = true;
+        let all: Vec<super::keys::Key> = self
+            .desired
+            .sessions
+            .keys()
+            .chain(self.keyed.sessions.keys())
+            .map(|n| super::keys::Key::Session(n.clone()))
+            .collect();
+        self.queue.touch_all(all);
     }
 
     fn put(&mut self, name: &str, spec: SessionSpec) {
@@ -2389,6 +2410,9 @@ impl Sim {
             Event::SpawnFailed { .. } => true,
             _ => false,
         };
+        self.queue
+            .touch_all(super::keys::event_keys(&self.desired, &self.keyed, name));
+        observe(&self.desired, &mut self.keyed, event.clone(), self.now);
         observe(&self.desired, &mut self.state, event, self.now);
         let min_delay = if ends {
             self.min_delays.remove(name)
@@ -2412,6 +2436,13 @@ impl Sim {
     }
 
     fn apply(&mut self, op: Op) {
+        let before = self.desired.clone();
+        self.apply_op(op);
+        self.queue
+            .touch_all(super::keys::changed(&before, &self.desired));
+    }
+
+    fn apply_op(&mut self, op: Op) {
         match op {
             Op::Put(n, spec) => self.put(NAMES[n], spec),
             Op::Remove(n) => {
@@ -2547,7 +2578,7 @@ impl Sim {
                 };
                 self.desired.pools.insert(POOL.to_string(), pool);
             }
-            Op::Shutdown => self.state.shutting_down = true,
+            Op::Shutdown => self.shut_down(),
         }
     }
 
@@ -2599,7 +2630,47 @@ impl Sim {
     /// Reconciles, checks the plan, and plays the shell.
     fn reconcile(&mut self, answer: Answer) {
         self.answer_pending(answer);
+        let keys = self.queue.take(self.now);
+        let (keyed_plan, looked_at) =
+            super::reconcile::reconcile_keys(&self.desired, &mut self.keyed, &keys, self.now);
+        self.queue.schedule(&looked_at, keyed_plan.wake_at);
         let plan = reconcile(&self.desired, &mut self.state, self.now);
+        // Reconciling only the keys that events returned reaches the same
+        // state, and plans the same actions, as reconciling everything.
+        if self.keyed.sessions != self.state.sessions {
+            let names: BTreeSet<&String> = self
+                .keyed
+                .sessions
+                .keys()
+                .chain(self.state.sessions.keys())
+                .collect();
+            for n in names {
+                let (k, f) = (self.keyed.sessions.get(n), self.state.sessions.get(n));
+                assert_eq!(
+                    k, f,
+                    "per-key reconcile of {keys:?} (looked at {looked_at:?}) diverged on {n}"
+                );
+            }
+        }
+        assert_eq!(self.keyed.pools, self.state.pools, "pool figures diverged");
+        let sorted = |p: &Plan| {
+            let mut v: Vec<String> = p.actions.iter().map(|a| format!("{a:?}")).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            sorted(&keyed_plan),
+            sorted(&plan),
+            "per-key plan of {keys:?}"
+        );
+        if let Some(at) = plan.wake_at {
+            // The shell's one timer: the earliest due key is no later.
+            assert!(
+                self.queue.next_due().is_some_and(|d| d <= at),
+                "no key due by {at}"
+            );
+        }
+        let desired_before = self.desired.clone();
 
         // Never woken in the past: the shell would reconcile in a hot loop.
         if let Some(at) = plan.wake_at {
@@ -2688,6 +2759,9 @@ impl Sim {
                 }
             }
         }
+        // The shell's own changes (a collected session's manifest deleted).
+        self.queue
+            .touch_all(super::keys::changed(&desired_before, &self.desired));
         self.answer_pending(answer);
         self.check();
     }
@@ -2746,7 +2820,7 @@ impl Sim {
 
     /// Drains: everything stops, nothing starts, in a bounded number of rounds.
     fn drain(&mut self) {
-        self.state.shutting_down = true;
+        self.shut_down();
         for _ in 0..6 {
             self.reconcile(Answer::Spawned);
             self.apply(Op::DieFromSignals);
