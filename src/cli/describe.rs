@@ -46,7 +46,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let st = &s.status;
                 writeln!(out, "Name:          {}", s.metadata.name)?;
                 writeln!(out, "Manifest:      {}", s.metadata.manifest)?;
-                writeln!(out, "Status file:   {}", path.display())?;
+                if path.as_os_str().is_empty() {
+                    // Known from etcd alone (this checkout is behind).
+                    writeln!(out, "Status file:   - (none on this node)")?;
+                } else {
+                    writeln!(out, "Status file:   {}", path.display())?;
+                }
                 if let Some(node) = &st.node {
                     writeln!(out, "Node:          {node}")?;
                 } else if args.fleet.endpoints.is_some() {

@@ -53,6 +53,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Fleet> {
         fenced: false,
         recorded: BTreeSet::new(),
         published: BTreeMap::new(),
+        unowned_before: BTreeSet::new(),
         fleet: fleet.clone(),
         cfg,
     };
@@ -157,6 +158,8 @@ struct Coordinator {
     /// The live summaries in etcd as this node last wrote them (under the
     /// current lease): only a summary that differs is written again.
     published: BTreeMap<String, Summary>,
+    /// The sessions the last round found unowned.
+    unowned_before: BTreeSet<String>,
     fleet: Fleet,
 }
 
@@ -373,6 +376,7 @@ impl Coordinator {
             .collect();
 
         // Outcomes of sessions finished here, fenced by their tokens.
+        let summaries = self.fleet.summaries();
         for name in self.fleet.take_done() {
             let Some(token) = mine.get(&name).copied() else {
                 continue;
@@ -385,7 +389,7 @@ impl Coordinator {
                 serde_json::json!({"node": self.cfg.node, "token": token, "done": true});
             // The phase, for the fleet view once the owner (and its live
             // summary) is gone; readers of `status/` only need the key.
-            if let Some(sum) = self.fleet.summaries().get(&name) {
+            if let Some(sum) = summaries.get(&name) {
                 value["phase"] = sum.phase.clone().into();
                 if let Some(r) = &sum.reason {
                     value["reason"] = r.clone().into();
@@ -460,8 +464,17 @@ impl Coordinator {
         if unowned > 0 && live.is_empty() {
             tracing::warn!(unowned, "fleet: sessions owned by no live node");
         }
-        // ... and a reason in the statuses, a condition in the controller's.
-        self.fleet.set_unowned(reasons);
+        // ... and a reason in the statuses, a condition in the controller's,
+        // for sessions unowned two rounds running: a new session is unowned
+        // on the nodes it is not placed on until its claim is read, and that
+        // blink would rewrite every status file twice.
+        let current: BTreeSet<String> = reasons.keys().cloned().collect();
+        let lasting = reasons
+            .into_iter()
+            .filter(|(n, _)| self.unowned_before.contains(n))
+            .collect();
+        self.unowned_before = current;
+        self.fleet.set_unowned(lasting);
         if Instant::now() < self.deadline {
             self.publish(client, &mine).await;
             self.fleet.set_owned(mine);

@@ -362,17 +362,15 @@ impl Fleet {
             }
         }
         // Work nobody runs says so where people look, not only in a gauge.
-        if let Some(why) = s.unowned.get(name) {
-            if status.phase == "Pending" && !s.owned.contains_key(name) {
+        let unowned = s.unowned.get(name).filter(|_| !s.owned.contains_key(name));
+        if let Some(why) = unowned {
+            if status.phase == "Pending" {
                 status.reason = Some(view::UNOWNED.into());
                 status.message = Some(why.clone());
             }
         }
-        status.node = if s.unowned.contains_key(name) {
-            None
-        } else {
-            owner
-        };
+        // A dead owner's leftover key names no owner.
+        status.node = if unowned.is_some() { None } else { owner };
     }
 
     /// Sessions recorded as finished fleet-wide.
@@ -656,5 +654,38 @@ mod tests {
         assert_eq!(env[NODE_ENV], "n1");
         assert_eq!(env[TOKEN_ENV], "42");
         assert_eq!(fleet.declared().len(), 2);
+    }
+
+    #[test]
+    fn an_unowned_session_says_why_and_the_controller_status_has_a_condition() {
+        let fleet = Fleet::new("n1");
+        let mut extra = BTreeMap::new();
+        fleet.add_to_status(&mut extra);
+        // Before the first round: no condition (nothing is known yet).
+        assert!(extra["fleet"].get("conditions").is_none());
+        fleet.set_owners(BTreeMap::from([("gone".to_string(), "n9".to_string())]));
+        fleet.set_unowned(BTreeMap::from([(
+            "gone".to_string(),
+            "owner n9's lease is gone".to_string(),
+        )]));
+        let mut st = crate::api::status::SessionStatus {
+            phase: "Pending".into(),
+            ..Default::default()
+        };
+        fleet.annotate("gone", &mut st);
+        assert_eq!(st.reason.as_deref(), Some(view::UNOWNED));
+        assert_eq!(st.message.as_deref(), Some("owner n9's lease is gone"));
+        assert_eq!(st.node, None);
+        fleet.add_to_status(&mut extra);
+        let c = &extra["fleet"]["conditions"][0];
+        assert_eq!(
+            (&c["type"], &c["status"], &c["reason"]),
+            (&"Owned".into(), &"False".into(), &"Unowned".into())
+        );
+        assert!(c["message"].as_str().unwrap_or("").contains("gone"), "{c}");
+        assert_eq!(extra["fleet"]["unownedSessions"], 1);
+        fleet.set_unowned(BTreeMap::new());
+        fleet.add_to_status(&mut extra);
+        assert_eq!(extra["fleet"]["conditions"][0]["status"], "True");
     }
 }
