@@ -293,10 +293,14 @@ fn a_session_no_live_node_owns_is_unowned_in_get_its_status_and_the_controller_s
         let owners = f.cluster.keys("/t/owners/")?;
         (keys.is_empty() && owners.is_empty()).then_some(())
     });
+    // Declared while every member is gone: no status file anywhere, still
+    // listed (from the manifests), Unowned.
+    f.add("late", "always");
     let text = fleet_cli(&f, "get", &f.nodes[0].status, &[]).expect("get");
     eprintln!("get --etcd-endpoints with every member gone:\n{text}");
     let rows = table(&text);
-    for s in ["s-a", orphan.as_str()] {
+    assert!(common::status(&f.nodes[0].status, "late").is_none());
+    for s in ["s-a", orphan.as_str(), "late"] {
         let r = rows.get(s).unwrap_or_else(|| panic!("{s} in {rows:?}"));
         assert_eq!(
             (r["NODE"].as_str(), r["REASON"].as_str()),

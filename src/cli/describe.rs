@@ -26,7 +26,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut found = read_statuses(&args.dir)?;
     match crate::fleet::view::fetch(&args.fleet) {
-        Ok(Some(snap)) => crate::fleet::view::merge(&mut found, &snap),
+        Ok(Some(snap)) => {
+            let declared = crate::fleet::view::declared_here(&args.dir);
+            crate::fleet::view::merge(&mut found, &snap, &declared);
+        }
         Ok(None) => {}
         Err(e) => {
             eprintln!("sessionlet: {e}");

@@ -65,7 +65,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("sessionlet: -w with --etcd-endpoints: not supported yet (watch one node's statuses without it)");
             return Ok(ExitCode::from(2));
         }
-        crate::fleet::view::merge(&mut found, snap);
+        let declared = crate::fleet::view::declared_here(&args.dir);
+        crate::fleet::view::merge(&mut found, snap, &declared);
     }
     // Sessions no live node publishes show this node's view: say when stale.
     warn_if_no_controller(&args.dir);

@@ -12,7 +12,7 @@
 //! The merge is pure and always compiled; only [`fetch`] talks to etcd.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -117,13 +117,48 @@ pub fn why_unowned(
     }
 }
 
+/// The sessions the local manifests declare (name → manifest file name), in
+/// the manifest folder the controller status of `status_dir` names (else
+/// `status_dir` itself, the default): a manifest added after the controller
+/// stopped has no status file yet, and is still work the fleet must run.
+pub fn declared_here(status_dir: &Path) -> BTreeMap<String, String> {
+    let manifest_dir =
+        std::fs::read_to_string(status_dir.join(".sessionlet/controller.status.yaml"))
+            .ok()
+            .and_then(|t| crate::manifest::codec::from_yaml::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["manifestDir"].as_str().map(PathBuf::from))
+            .unwrap_or_else(|| status_dir.to_path_buf());
+    let Ok(listing) = crate::manifest::files::list_manifests(&manifest_dir) else {
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for path in listing.manifests {
+        let file = crate::manifest::load::load_file(&path);
+        let manifest = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for o in file.objects() {
+            if let crate::api::Object::Session(_) = o {
+                out.insert(o.name().to_string(), manifest.clone());
+            }
+        }
+    }
+    out
+}
+
 /// Lays the fleet's snapshot over the local status documents: every session
 /// gets its owner's node and, when the owner published one, its live phase,
 /// restarts, reason, start and last exit code; a session with no live owner
 /// gets node `None`, reason `Unowned` and a message saying why. Sessions the
-/// fleet knows and the local files do not (a checkout behind the others) are
-/// added from the snapshot alone.
-pub fn merge(found: &mut Vec<(PathBuf, Found)>, snap: &Snapshot) {
+/// local manifests declare without a status file (`declared`, name →
+/// manifest), and those the fleet knows and this checkout does not (it is
+/// behind the others), are added.
+pub fn merge(
+    found: &mut Vec<(PathBuf, Found)>,
+    snap: &Snapshot,
+    declared: &BTreeMap<String, String>,
+) {
     let mut seen = BTreeSet::new();
     for (_, f) in found.iter_mut() {
         let Found::Session(doc) = f else { continue };
@@ -133,9 +168,9 @@ pub fn merge(found: &mut Vec<(PathBuf, Found)>, snap: &Snapshot) {
         seen.insert(doc.metadata.name.clone());
         overlay(&doc.metadata.name.clone(), &mut doc.status, snap);
     }
-    let extra: BTreeSet<&String> = snap
-        .owners
+    let extra: BTreeSet<&String> = declared
         .keys()
+        .chain(snap.owners.keys())
         .chain(snap.live.keys())
         .chain(snap.finished.keys())
         .filter(|n| !seen.contains(*n))
@@ -151,6 +186,7 @@ pub fn merge(found: &mut Vec<(PathBuf, Found)>, snap: &Snapshot) {
             kind: "SessionStatus".into(),
             metadata: StatusMetadata {
                 name: name.clone(),
+                manifest: declared.get(name).cloned().unwrap_or_default(),
                 ..StatusMetadata::default()
             },
             status,
@@ -438,7 +474,8 @@ mod tests {
             local("new", "Pending", None),
             local("once", "Pending", None),
         ];
-        merge(&mut found, &snap);
+        let declared = BTreeMap::from([("late".to_string(), "late.yaml".to_string())]);
+        merge(&mut found, &snap, &declared);
         let a = status(&found, "a");
         assert_eq!(
             (a.phase.as_str(), a.restarts, a.node.as_deref(), a.pid),
@@ -463,6 +500,12 @@ mod tests {
         assert_eq!(
             (once.phase.as_str(), once.node.as_deref()),
             ("Completed", Some("n9"))
+        );
+        // Declared here, no status file yet: unowned, from the manifest.
+        let late = status(&found, "late");
+        assert_eq!(
+            (late.phase.as_str(), late.reason.as_deref()),
+            ("Pending", Some(UNOWNED))
         );
         // Known to the fleet, not to this checkout: added from etcd.
         let far = status(&found, "far");
