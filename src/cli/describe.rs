@@ -17,11 +17,25 @@ pub struct Args {
     /// The status directory.
     #[arg(long, default_value = "examples/sessions")]
     pub dir: PathBuf,
+    /// Scale-out: the session as the fleet sees it in etcd (its node).
+    #[command(flatten)]
+    pub fleet: crate::fleet::view::ViewFlags,
 }
 
 /// Runs `describe`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let found = read_statuses(&args.dir)?;
+    let mut found = read_statuses(&args.dir)?;
+    match crate::fleet::view::fetch(&args.fleet) {
+        Ok(Some(snap)) => {
+            let declared = crate::fleet::view::declared_here(&args.dir);
+            crate::fleet::view::merge(&mut found, &snap, &declared);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("sessionlet: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    }
     warn_if_no_controller(&args.dir);
     let mut out = std::io::stdout().lock();
     let now = Utc::now();
@@ -35,7 +49,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let st = &s.status;
                 writeln!(out, "Name:          {}", s.metadata.name)?;
                 writeln!(out, "Manifest:      {}", s.metadata.manifest)?;
-                writeln!(out, "Status file:   {}", path.display())?;
+                if path.as_os_str().is_empty() {
+                    // Known from etcd alone (this checkout is behind).
+                    writeln!(out, "Status file:   - (none on this node)")?;
+                } else {
+                    writeln!(out, "Status file:   {}", path.display())?;
+                }
+                if let Some(node) = &st.node {
+                    writeln!(out, "Node:          {node}")?;
+                } else if args.fleet.endpoints.is_some() {
+                    writeln!(out, "Node:          <none>")?;
+                }
                 if let Some(uid) = &s.metadata.uid {
                     writeln!(out, "UID:           {uid}")?;
                 }

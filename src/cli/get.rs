@@ -44,11 +44,31 @@ pub struct Args {
     /// controller's API stream, or the status files when none runs) until Ctrl-C.
     #[arg(short = 'w', long)]
     pub watch: bool,
+    /// Scale-out: the whole fleet from etcd, with a NODE column.
+    #[command(flatten)]
+    pub fleet: crate::fleet::view::ViewFlags,
 }
 
 /// Runs `get`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut found = read_statuses(&args.dir)?;
+    // Scale-out: the fleet's owners and live statuses laid over the local files.
+    let fleet = match crate::fleet::view::fetch(&args.fleet) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sessionlet: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let Some(snap) = &fleet {
+        if args.watch {
+            eprintln!("sessionlet: -w with --etcd-endpoints: not supported yet (watch one node's statuses without it)");
+            return Ok(ExitCode::from(2));
+        }
+        let declared = crate::fleet::view::declared_here(&args.dir);
+        crate::fleet::view::merge(&mut found, snap, &declared);
+    }
+    // Sessions no live node publishes show this node's view: say when stale.
     warn_if_no_controller(&args.dir);
     let selector = match args.selector.as_deref().map(Selector::parse).transpose() {
         Ok(s) => s,
@@ -123,18 +143,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let wide = args.output == Some(Output::Wide);
     let now = Utc::now();
-    let mut rows = vec![if wide {
-        [
-            "NAME", "PHASE", "RESTARTS", "AGE", "PID", "REASON", "MEMORY", "CPU", "TURNS",
-            "TOKENS", "COST", "BRANCH", "DIRTY", "MANIFEST",
-        ]
+    let mut header = ["NAME", "PHASE", "RESTARTS", "AGE", "PID", "REASON"]
         .map(String::from)
-        .to_vec()
-    } else {
-        ["NAME", "PHASE", "RESTARTS", "AGE", "PID", "REASON"]
-            .map(String::from)
-            .to_vec()
-    }];
+        .to_vec();
+    if fleet.is_some() {
+        header.push("NODE".into());
+    }
+    if wide {
+        header.extend(
+            [
+                "MEMORY", "CPU", "TURNS", "TOKENS", "COST", "BRANCH", "DIRTY", "MANIFEST",
+            ]
+            .map(String::from),
+        );
+    }
+    let mut rows = vec![header];
     let mut pools = vec![["POOL", "READY", "RUNNING", "QUEUED", "CAPACITY"]
         .map(String::from)
         .to_vec()];
@@ -165,6 +188,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     st.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                     reason_column(st),
                 ];
+                if fleet.is_some() {
+                    row.push(st.node.clone().unwrap_or_else(|| "<none>".into()));
+                }
                 if wide {
                     let usage = st.usage.as_ref();
                     let agent = st.agent.as_ref();

@@ -13,6 +13,10 @@
 //!   stale owner's write fails), with the hash of the spec it finished
 //!   under. No lease: a finished session stays finished after its node is
 //!   gone, so no new owner runs it again, until its spec changes.
+//! - `live/<session>`: the owner's live summary of the session (phase,
+//!   restarts, reason, start, last exit code; [`super::view::Summary`]), put
+//!   with the owner's lease under the same token compare, and only when it
+//!   changed; it vanishes with a dead node. `get --etcd-endpoints` reads it.
 //!
 //! Every call has a deadline. A failed claim is never repeated blindly: the
 //! next round reads the owner keys again and claims only what is still free
@@ -27,12 +31,15 @@ use etcd_client::{
 };
 use tokio::time::{timeout, Instant};
 
+use super::view::Summary;
 use super::{Config, Fleet};
 
 /// How often the coordinator reads the fleet's state and claims.
 const ROUND: Duration = Duration::from_millis(500);
 /// At most this many claims a round, so one round stays short.
 const CLAIMS_PER_ROUND: usize = 200;
+/// At most this many live summaries written a round (the rest next round).
+const PUBLISH_PER_ROUND: usize = 200;
 
 /// Joins the fleet: connects, resumes this node's lease (a controller
 /// restarted within the lease keeps its sessions) or grants a new one, reads
@@ -48,6 +55,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Fleet> {
         deadline: Instant::now(),
         fenced: false,
         recorded: BTreeMap::new(),
+        published: BTreeMap::new(),
+        unowned_before: BTreeSet::new(),
         fleet: fleet.clone(),
         cfg,
     };
@@ -149,6 +158,11 @@ struct Coordinator {
     fenced: bool,
     /// Finished sessions whose outcome is in etcd already.
     recorded: BTreeMap<String, u64>,
+    /// The live summaries in etcd as this node last wrote them (under the
+    /// current lease): only a summary that differs is written again.
+    published: BTreeMap<String, Summary>,
+    /// The sessions the last round found unowned.
+    unowned_before: BTreeSet<String>,
     fleet: Fleet,
 }
 
@@ -195,6 +209,8 @@ impl Coordinator {
             )
             .await??;
             tracing::info!(lease, "fleet: new membership lease");
+            // The old lease's live summaries went with it.
+            self.published.clear();
         } else {
             tracing::info!(lease, ttl, "fleet: resumed the membership lease");
         }
@@ -382,6 +398,7 @@ impl Coordinator {
             .collect();
 
         // Outcomes of sessions finished here, fenced by their tokens.
+        let summaries = self.fleet.summaries();
         for (name, hash) in self.fleet.take_done() {
             let Some(token) = mine.get(&name).copied() else {
                 continue;
@@ -392,12 +409,20 @@ impl Coordinator {
                 continue;
             }
             let owner_key = self.key("owners", &name);
-            let value = serde_json::json!({
+            let mut value = serde_json::json!({
                 "node": self.cfg.node,
                 "token": token,
                 "done": true,
                 "spec": format!("{hash:016x}"),
             });
+            // The phase, for the fleet view once the owner (and its live
+            // summary) is gone; readers of `status/` only need the key.
+            if let Some(sum) = summaries.get(&name) {
+                value["phase"] = sum.phase.clone().into();
+                if let Some(r) = &sum.reason {
+                    value["reason"] = r.clone().into();
+                }
+            }
             let txn = Txn::new()
                 .when([Compare::create_revision(owner_key, CompareOp::Equal, token)])
                 .and_then([TxnOp::put(
@@ -473,12 +498,8 @@ impl Coordinator {
         self.claim_grouped(client, &live, &owner_nodes, &grouped, &mut mine)
             .await?;
         // Work nobody runs is never silent: a gauge, and a warning.
-        let unowned = declared
-            .iter()
-            .filter(|s| {
-                !mine.contains_key(*s) && owners.get(*s).is_none_or(|o| !live.contains(&o.node))
-            })
-            .count();
+        let reasons = unowned_reasons(&declared, &mine, &owner_nodes, &live);
+        let unowned = reasons.len();
         let m = &self.fleet.metrics;
         m.unowned.set(i64::try_from(unowned).unwrap_or(i64::MAX));
         m.members.set(i64::try_from(live.len()).unwrap_or(i64::MAX));
@@ -486,7 +507,19 @@ impl Coordinator {
         if unowned > 0 && live.is_empty() {
             tracing::warn!(unowned, "fleet: sessions owned by no live node");
         }
+        // ... and a reason in the statuses, a condition in the controller's,
+        // for sessions unowned two rounds running: a new session is unowned
+        // on the nodes it is not placed on until its claim is read, and that
+        // blink would rewrite every status file twice.
+        let current: BTreeSet<String> = reasons.keys().cloned().collect();
+        let lasting = reasons
+            .into_iter()
+            .filter(|(n, _)| self.unowned_before.contains(n))
+            .collect();
+        self.unowned_before = current;
+        self.fleet.set_unowned(lasting);
         if Instant::now() < self.deadline {
+            self.publish(client, &mine).await;
             self.fleet.set_owned(mine);
         }
         self.fleet.set_owners(owner_nodes);
@@ -596,6 +629,67 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Writes the live summaries of the sessions owned here that changed
+    /// since last written, each under its fencing token (a stale owner's
+    /// write fails) and with this node's lease (gone with the node). A
+    /// failed write is tried again next round (a repeat is harmless).
+    async fn publish(&mut self, client: &mut Client, mine: &BTreeMap<String, i64>) {
+        let t = self.call_timeout();
+        self.published.retain(|n, s| mine.get(n) == Some(&s.token));
+        let summaries = self.fleet.summaries();
+        let mut writes = 0;
+        for (name, token) in mine {
+            if writes >= PUBLISH_PER_ROUND {
+                break;
+            }
+            let Some(sum) = summaries.get(name) else {
+                // Claimed this round: the controller has not seen it yet.
+                continue;
+            };
+            let sum = Summary {
+                node: self.cfg.node.clone(),
+                token: *token,
+                ..sum.clone()
+            };
+            if self.published.get(name) == Some(&sum) {
+                continue;
+            }
+            writes += 1;
+            let value = match serde_json::to_string(&sum) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(session = name.as_str(), "fleet: summary: {e}");
+                    continue;
+                }
+            };
+            let put = PutOptions::new().with_lease(self.lease);
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    self.key("owners", name),
+                    CompareOp::Equal,
+                    *token,
+                )])
+                .and_then([TxnOp::put(self.key("live", name), value, Some(put))]);
+            match timeout(t, client.txn(txn)).await {
+                Ok(Ok(r)) if r.succeeded() => {
+                    self.published.insert(name.clone(), sum);
+                }
+                Ok(Ok(_)) => tracing::warn!(
+                    session = name.as_str(),
+                    "fleet: not the owner any more; live status not written"
+                ),
+                Ok(Err(e)) => {
+                    tracing::warn!(session = name.as_str(), "fleet: live status: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(session = name.as_str(), "fleet: live status: no answer");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Keys under `kind/`: name → (value, create revision, lease).
     async fn list(
         &self,
@@ -622,4 +716,19 @@ impl Coordinator {
         }
         Ok(out)
     }
+}
+
+/// The declared, unfinished sessions with no live owner (not owned here, and
+/// their owner key, if any, names no live member), each with why.
+fn unowned_reasons(
+    declared: &BTreeSet<String>,
+    mine: &BTreeMap<String, i64>,
+    owners: &BTreeMap<String, String>,
+    live: &BTreeSet<String>,
+) -> BTreeMap<String, String> {
+    declared
+        .iter()
+        .filter(|s| !mine.contains_key(*s))
+        .filter_map(|s| Some((s.clone(), super::view::why_unowned(s, live, owners)?)))
+        .collect()
 }

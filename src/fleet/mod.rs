@@ -18,6 +18,7 @@ use crate::core::Desired;
 
 #[cfg(feature = "etcd")]
 pub mod coordinator;
+pub mod view;
 
 /// The environment variable naming the node a session runs on.
 pub const NODE_ENV: &str = "SESSIONLET_NODE";
@@ -202,6 +203,14 @@ struct Shared {
     done: BTreeMap<String, u64>,
     /// Every owner key as last read: session → node.
     owners: BTreeMap<String, String>,
+    /// The live summaries of the sessions owned here (see
+    /// [`Fleet::note_state`]), for the coordinator to publish.
+    summaries: BTreeMap<String, view::Summary>,
+    /// Declared, unfinished sessions no live node owns: name → why.
+    unowned: BTreeMap<String, String>,
+    /// The `Owned` condition of the controller status: whether every
+    /// session had a live owner, and since when; `None` before the first round.
+    owned_since: Option<(bool, chrono::DateTime<chrono::Utc>)>,
 }
 
 /// The fleet's metrics (on `/metrics` with `--http-addr`). Cloning shares them.
@@ -363,7 +372,16 @@ impl Fleet {
                 status.message = Some(format!("runs on node {o}"));
             }
         }
-        status.node = owner;
+        // Work nobody runs says so where people look, not only in a gauge.
+        let unowned = s.unowned.get(name).filter(|_| !s.owned.contains_key(name));
+        if let Some(why) = unowned {
+            if status.phase == "Pending" {
+                status.reason = Some(view::UNOWNED.into());
+                status.message = Some(why.clone());
+            }
+        }
+        // A dead owner's leftover key names no owner.
+        status.node = if unowned.is_some() { None } else { owner };
     }
 
     /// Sessions recorded as finished fleet-wide.
@@ -377,7 +395,9 @@ impl Fleet {
     }
 
     /// After each pass: the sessions finished here (terminal, restarted by
-    /// nothing), whose outcome the coordinator records in etcd.
+    /// nothing), whose outcome the coordinator records in etcd, and the live
+    /// summaries of the sessions owned here, which it publishes (only the
+    /// changed ones reach etcd: the coordinator keeps what it wrote).
     pub fn note_state(&self, state: &crate::core::State) {
         let mut s = self.lock();
         // The declared state is the one this pass reconciled (set by
@@ -394,6 +414,78 @@ impl Fleet {
         if s.done != done {
             s.done = done;
         }
+        // Only the owned sessions: the others are not run here, and their
+        // records say nothing about the fleet.
+        let summaries: BTreeMap<String, view::Summary> = s
+            .owned
+            .keys()
+            .filter_map(|n| Some((n.clone(), view::Summary::of(state.sessions.get(n)?))))
+            .collect();
+        s.summaries = summaries;
+    }
+
+    /// The live summaries of the sessions owned here (see [`Fleet::note_state`]).
+    pub fn summaries(&self) -> BTreeMap<String, view::Summary> {
+        self.lock().summaries.clone()
+    }
+
+    /// The declared, unfinished sessions that no live node owns, with why,
+    /// as the coordinator's last round found them; a change rewrites the
+    /// status files (their reason `Unowned`) and the controller status.
+    pub fn set_unowned(&self, unowned: BTreeMap<String, String>) {
+        let mut s = self.lock();
+        let all_owned = unowned.is_empty();
+        if s.owned_since.is_none_or(|(was, _)| was != all_owned) {
+            s.owned_since = Some((all_owned, chrono::Utc::now()));
+        }
+        if s.unowned != unowned {
+            s.unowned = unowned;
+            drop(s);
+            self.changed.notify_one();
+        }
+    }
+
+    /// Adds the fleet's part of the controller status (`extra.fleet`): this
+    /// node, the unowned count and the `Owned` condition (False while any
+    /// declared session has no live owner, naming them).
+    pub fn add_to_status(&self, extra: &mut BTreeMap<String, serde_json::Value>) {
+        let s = self.lock();
+        let mut fleet = serde_json::json!({
+            "node": self.node,
+            "ownedHere": s.owned.len(),
+            "unownedSessions": s.unowned.len(),
+        });
+        if let Some((all_owned, since)) = s.owned_since {
+            let names: Vec<&String> = s.unowned.keys().take(10).collect();
+            let more = s.unowned.len().saturating_sub(names.len());
+            let message = if all_owned {
+                "every declared session has a live owner".to_string()
+            } else {
+                format!(
+                    "{} declared session(s) owned by no live node: {}{}",
+                    s.unowned.len(),
+                    names
+                        .iter()
+                        .map(|n| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            };
+            let condition = crate::api::status::Condition {
+                kind: "Owned".into(),
+                status: if all_owned { "True" } else { "False" }.into(),
+                reason: if all_owned { "AllOwned" } else { view::UNOWNED }.into(),
+                message,
+                last_transition_time: since,
+            };
+            fleet["conditions"] = serde_json::json!([condition]);
+        }
+        extra.insert("fleet".into(), fleet);
     }
 
     /// The sessions finished on this node, with the hash of the spec each
@@ -602,5 +694,38 @@ mod tests {
         assert_eq!(env[NODE_ENV], "n1");
         assert_eq!(env[TOKEN_ENV], "42");
         assert_eq!(fleet.declared().len(), 2);
+    }
+
+    #[test]
+    fn an_unowned_session_says_why_and_the_controller_status_has_a_condition() {
+        let fleet = Fleet::new("n1");
+        let mut extra = BTreeMap::new();
+        fleet.add_to_status(&mut extra);
+        // Before the first round: no condition (nothing is known yet).
+        assert!(extra["fleet"].get("conditions").is_none());
+        fleet.set_owners(BTreeMap::from([("gone".to_string(), "n9".to_string())]));
+        fleet.set_unowned(BTreeMap::from([(
+            "gone".to_string(),
+            "owner n9's lease is gone".to_string(),
+        )]));
+        let mut st = crate::api::status::SessionStatus {
+            phase: "Pending".into(),
+            ..Default::default()
+        };
+        fleet.annotate("gone", &mut st);
+        assert_eq!(st.reason.as_deref(), Some(view::UNOWNED));
+        assert_eq!(st.message.as_deref(), Some("owner n9's lease is gone"));
+        assert_eq!(st.node, None);
+        fleet.add_to_status(&mut extra);
+        let c = &extra["fleet"]["conditions"][0];
+        assert_eq!(
+            (&c["type"], &c["status"], &c["reason"]),
+            (&"Owned".into(), &"False".into(), &"Unowned".into())
+        );
+        assert!(c["message"].as_str().unwrap_or("").contains("gone"), "{c}");
+        assert_eq!(extra["fleet"]["unownedSessions"], 1);
+        fleet.set_unowned(BTreeMap::new());
+        fleet.add_to_status(&mut extra);
+        assert_eq!(extra["fleet"]["conditions"][0]["status"], "True");
     }
 }

@@ -2759,6 +2759,10 @@ impl Controller {
             &self.desired,
             Utc::now(),
         );
+        // Scale-out: the `Owned` condition (sessions no live node owns).
+        if let Some(fleet) = &self.opts.fleet {
+            fleet.add_to_status(&mut status.extra);
+        }
         // Counters alone rewrite the file at most once a resync interval.
         let mut for_hash = status.clone();
         for_hash.extra.remove("reconcileMillis");
