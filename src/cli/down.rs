@@ -167,17 +167,7 @@ fn wait_gone(pid: u32, fd: Option<OwnedFd>) {
         }
     }
     let ticks = crate::runtime::process::start_ticks(pid);
-    while keeper::same_process(pid, ticks) && !is_zombie(pid) {
+    while keeper::same_process(pid, ticks) {
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// True for a process that has exited and waits to be reaped.
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X")
-    })
 }

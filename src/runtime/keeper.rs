@@ -323,9 +323,11 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_str(&text).ok()
 }
 
-/// True when `pid` is still the process that started at `ticks`.
+/// True when `pid` is still the process that started at `ticks`, and
+/// alive: a zombie not yet reaped (its parent, a dead keeper, gone; the
+/// reaper slow) keeps its pid and start time, but runs nothing.
 pub fn same_process(pid: u32, ticks: Option<u64>) -> bool {
-    ticks.is_some() && process::start_ticks(pid) == ticks
+    ticks.is_some() && process::start_ticks(pid) == ticks && !process::is_zombie(pid)
 }
 
 // ---------------------------------------------------------------- the keeper
