@@ -262,7 +262,10 @@ fn a_resumed_conversation_sums_its_cost_and_the_charter_tools_reach_the_argv() {
     // The first attempt runs a long Bash call and is interrupted by its
     // timeout (SIGINT: the CLI writes a result with its cost); the resumed
     // attempt gets the tool's result back and answers.
-    let fake = FakeApi::start(Scenario::Commands(vec!["sleep 120".into()]));
+    // The call is handed out once: a resume answers with text even when the
+    // CLI was interrupted before it saved the call (seen on CI: every
+    // resume asked for the same `sleep 120` again and timed out).
+    let fake = FakeApi::start(Scenario::BashOnce("sleep 120".into()));
     let sb = Sandbox::new();
     let _keeper = KeeperGuard(sb.dir.clone());
     let spec = format!(

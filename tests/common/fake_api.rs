@@ -48,6 +48,10 @@ pub enum Scenario {
     Bash,
     /// One Bash call per turn with these commands, in order, then text.
     Commands(Vec<String>),
+    /// One Bash call with this command, handed out once per server (a
+    /// resumed conversation gets text even when the interrupted CLI did not
+    /// save the call), then text.
+    BashOnce(String),
     /// Write `notes.txt` in the CLI's working directory, Edit it, then text.
     WriteEdit,
     /// A Bash call on every turn, forever (for `--max-turns` and budgets).
@@ -87,6 +91,7 @@ impl Scenario {
             Scenario::Text => "text".into(),
             Scenario::Bash => "bash".into(),
             Scenario::Commands(cmds) => format!("cmd_{}", pct_encode(&cmds.join("\n"))),
+            Scenario::BashOnce(cmd) => format!("once_{}", pct_encode(cmd)),
             Scenario::WriteEdit => "edit".into(),
             Scenario::ToolLoop => "loop".into(),
             Scenario::Unauthorized => "e401".into(),
@@ -125,6 +130,9 @@ impl Scenario {
             "uwarn" => Scenario::UsageWarn,
             other if other.starts_with("ulimit-") => {
                 Scenario::UsageLimit(other["ulimit-".len()..].parse().ok()?)
+            }
+            other if other.starts_with("once_") => {
+                Scenario::BashOnce(pct_decode(&other["once_".len()..]))
             }
             other => {
                 let cmds = pct_decode(other.strip_prefix("cmd_")?);
@@ -212,6 +220,8 @@ struct Shared {
     logged: Condvar,
     messages: AtomicUsize,
     shutting_down: AtomicBool,
+    /// Set once a [`Scenario::BashOnce`] call was handed out.
+    handed_once: AtomicBool,
     next_id: AtomicU64,
     /// Per usage-limit scenario name: when its limit resets (epoch seconds),
     /// fixed by its first request.
@@ -247,6 +257,7 @@ impl FakeApi {
             logged: Condvar::new(),
             messages: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            handed_once: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             resets: Mutex::new(std::collections::HashMap::new()),
         });
@@ -618,6 +629,11 @@ fn plan(scenario: &Scenario, body: &Value, s: &Shared) -> (Vec<Value>, &'static 
     match scenario {
         Scenario::Bash if has_tool("Bash") && turn == 0 => bash(BASH_COMMAND),
         Scenario::Commands(cmds) if has_tool("Bash") && turn < cmds.len() => bash(&cmds[turn]),
+        Scenario::BashOnce(cmd)
+            if has_tool("Bash") && turn == 0 && !s.handed_once.swap(true, Ordering::SeqCst) =>
+        {
+            bash(cmd)
+        }
         Scenario::ToolLoop if has_tool("Bash") => bash(&format!("echo turn {turn}")),
         Scenario::WriteEdit if turn < 2 => {
             // Write and Edit need absolute paths: the CLI's working directory
