@@ -90,23 +90,27 @@ fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
 
+/// Three started nodes over pool `jobs` (`maxConcurrent: cap`) and `n`
+/// jobs of it that work `secs` seconds each.
+fn started_jobs(root: &std::path::Path, cap: u32, n: usize, secs: u32) -> (Fleet, Vec<String>) {
+    let mut f = Fleet::new(root, 3, &[]);
+    let spec = format!("maxConcurrent: {cap}\nmaxQueue: 20");
+    everywhere(&f, "jobs.yaml", &pool("jobs", &spec));
+    let jobs = names("job", n);
+    for j in &jobs {
+        everywhere(&f, &format!("{j}.yaml"), &job(&f, j, secs));
+    }
+    start_all(&mut f);
+    (f, jobs)
+}
+
 #[test]
 fn a_pools_max_concurrent_and_queue_hold_across_the_fleet() {
     if !have_etcd("a_pools_max_concurrent_and_queue_hold_across_the_fleet") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut f = Fleet::new(tmp.path(), 3, &[]);
-    everywhere(
-        &f,
-        "jobs.yaml",
-        &pool("jobs", "maxConcurrent: 2\nmaxQueue: 20"),
-    );
-    let jobs = names("job", 9);
-    for j in &jobs {
-        everywhere(&f, &format!("{j}.yaml"), &job(&f, j, 1));
-    }
-    start_all(&mut f);
+    let (f, jobs) = started_jobs(tmp.path(), 2, 9, 1);
     let r = wait("every job to end", || {
         let r = runs(&f);
         (r.ended.len() == jobs.len()).then_some(r)
@@ -182,18 +186,8 @@ fn a_pools_home_node_dying_moves_the_pool_and_keeps_the_cap() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut f = Fleet::new(tmp.path(), 3, &[]);
-    everywhere(
-        &f,
-        "jobs.yaml",
-        &pool("jobs", "maxConcurrent: 1\nmaxQueue: 20"),
-    );
-    let jobs = names("job", 4);
-    for j in &jobs {
-        // Long enough that the home dies with one running and the rest queued.
-        everywhere(&f, &format!("{j}.yaml"), &job(&f, j, 600));
-    }
-    start_all(&mut f);
+    // Long enough that the home dies with one running and the rest queued.
+    let (mut f, jobs) = started_jobs(tmp.path(), 1, 4, 600);
     let home = wait("the first job to run", || {
         runs(&f)
             .nodes

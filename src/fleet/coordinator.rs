@@ -475,25 +475,7 @@ impl Coordinator {
                 // goes with its lease; claim once it has.
                 continue;
             }
-            let key = self.key("owners", &name);
-            let put = PutOptions::new().with_lease(self.lease);
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key.as_str(), self.cfg.node.as_str(), Some(put))]);
-            match timeout(t, client.txn(txn)).await {
-                Ok(Ok(r)) if r.succeeded() => {
-                    let token = r.header().map_or(0, |h| h.revision());
-                    tracing::info!(session = name.as_str(), token, "fleet: claimed");
-                    self.fleet.metrics.claims.inc();
-                    mine.insert(name, token);
-                }
-                Ok(Ok(_)) => {}
-                // Ambiguous: maybe claimed, maybe not. Not retried: the
-                // round ends (the next member is asked next), and the next
-                // round reads the owner key and decides from it.
-                Ok(Err(e)) => anyhow::bail!("claim of {name}: {e}"),
-                Err(_) => anyhow::bail!("claim of {name}: no answer"),
-            }
+            self.claim(client, name, None, &mut mine).await?;
         }
         self.claim_grouped(client, &live, &owner_nodes, &grouped, &mut mine)
             .await?;
@@ -606,25 +588,8 @@ impl Coordinator {
                 continue;
             };
             let pool_key = self.key("pools", &grouped[&name]);
-            let key = self.key("owners", &name);
-            let put = PutOptions::new().with_lease(self.lease);
-            let txn = Txn::new()
-                .when([
-                    Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
-                    Compare::create_revision(pool_key.as_str(), CompareOp::Equal, pool_token),
-                ])
-                .and_then([TxnOp::put(key.as_str(), self.cfg.node.as_str(), Some(put))]);
-            match timeout(t, client.txn(txn)).await {
-                Ok(Ok(r)) if r.succeeded() => {
-                    let token = r.header().map_or(0, |h| h.revision());
-                    tracing::info!(session = name.as_str(), token, "fleet: claimed");
-                    self.fleet.metrics.claims.inc();
-                    mine.insert(name, token);
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => anyhow::bail!("claim of {name}: {e}"),
-                Err(_) => anyhow::bail!("claim of {name}: no answer"),
-            }
+            self.claim(client, name, Some((pool_key, pool_token)), mine)
+                .await?;
         }
         Ok(())
     }
@@ -687,6 +652,45 @@ impl Coordinator {
                     return;
                 }
             }
+        }
+    }
+
+    /// Claims session `name` for this node: its owner key is put with this
+    /// node's lease only while it does not exist (and, for a member of a
+    /// grouped pool, while `held` — the pool key and this node's token of
+    /// it — still holds). A won claim's revision is the fencing token.
+    /// An ambiguous failure (maybe claimed, maybe not) is not retried: the
+    /// round ends (the next member is asked next), and the next round reads
+    /// the owner key and decides from it.
+    async fn claim(
+        &mut self,
+        client: &mut Client,
+        name: String,
+        held: Option<(String, i64)>,
+        mine: &mut BTreeMap<String, i64>,
+    ) -> anyhow::Result<()> {
+        let key = self.key("owners", &name);
+        let put = PutOptions::new().with_lease(self.lease);
+        let mut when = vec![Compare::create_revision(key.as_str(), CompareOp::Equal, 0)];
+        if let Some((pool_key, token)) = held {
+            when.push(Compare::create_revision(pool_key, CompareOp::Equal, token));
+        }
+        let txn = Txn::new().when(when).and_then([TxnOp::put(
+            key.as_str(),
+            self.cfg.node.as_str(),
+            Some(put),
+        )]);
+        match timeout(self.call_timeout(), client.txn(txn)).await {
+            Ok(Ok(r)) if r.succeeded() => {
+                let token = r.header().map_or(0, |h| h.revision());
+                tracing::info!(session = name.as_str(), token, "fleet: claimed");
+                self.fleet.metrics.claims.inc();
+                mine.insert(name, token);
+                Ok(())
+            }
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => anyhow::bail!("claim of {name}: {e}"),
+            Err(_) => anyhow::bail!("claim of {name}: no answer"),
         }
     }
 

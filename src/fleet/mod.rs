@@ -116,27 +116,15 @@ pub fn validate(f: &Flags) -> Result<Option<Config>, String> {
                 .to_string(),
         );
     }
-    let endpoints: Vec<String> = f
-        .endpoints
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(str::to_string)
-        .collect();
-    if endpoints.is_empty() {
-        return Err("--coordinator etcd needs --etcd-endpoints URL[,URL...] \
+    let endpoints = endpoint_list(f.endpoints.as_deref().unwrap_or("")).map_err(|e| {
+        if e.is_empty() {
+            "--coordinator etcd needs --etcd-endpoints URL[,URL...] \
              (e.g. --etcd-endpoints http://127.0.0.1:2379)"
-            .to_string());
-    }
-    for e in &endpoints {
-        if !(e.starts_with("http://") || e.starts_with("https://")) {
-            return Err(format!(
-                "--etcd-endpoints: {e:?} is not a URL; write it as http://HOST:PORT"
-            ));
+                .to_string()
+        } else {
+            e
         }
-    }
+    })?;
     let node = f.node.clone().unwrap_or_default();
     if node.is_empty() {
         return Err("--coordinator etcd needs --node NAME, unique in the fleet \
@@ -170,15 +158,7 @@ pub fn validate(f: &Flags) -> Result<Option<Config>, String> {
             f.fence_margin, f.lease_ttl
         ));
     }
-    let mut prefix = f.prefix.clone();
-    if !prefix.starts_with('/') {
-        return Err(format!(
-            "--etcd-prefix {prefix:?}: must start with '/' (e.g. /sessionlet/)"
-        ));
-    }
-    if !prefix.ends_with('/') {
-        prefix.push('/');
-    }
+    let prefix = key_prefix(&f.prefix)?;
     Ok(Some(Config {
         endpoints,
         node,
@@ -187,6 +167,44 @@ pub fn validate(f: &Flags) -> Result<Option<Config>, String> {
         prefix,
         keeper_socket: None,
     }))
+}
+
+/// The URLs of `--etcd-endpoints` (comma-separated); `Err("")` when there
+/// is none (each caller says what needs them), else an error naming the
+/// flag and the fix.
+pub(crate) fn endpoint_list(raw: &str) -> Result<Vec<String>, String> {
+    let endpoints: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect();
+    if endpoints.is_empty() {
+        return Err(String::new());
+    }
+    if let Some(e) = endpoints
+        .iter()
+        .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+    {
+        return Err(format!(
+            "--etcd-endpoints: {e:?} is not a URL; write it as http://HOST:PORT"
+        ));
+    }
+    Ok(endpoints)
+}
+
+/// `--etcd-prefix`, ending with `/`, or an error naming the fix.
+pub(crate) fn key_prefix(raw: &str) -> Result<String, String> {
+    if !raw.starts_with('/') {
+        return Err(format!(
+            "--etcd-prefix {raw:?}: must start with '/' (e.g. /sessionlet/)"
+        ));
+    }
+    let mut prefix = raw.to_string();
+    if !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    Ok(prefix)
 }
 
 /// What the coordinator knows, shared with the controller.

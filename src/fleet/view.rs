@@ -275,32 +275,14 @@ impl ViewFlags {
                     .to_string(),
             );
         }
-        let endpoints: Vec<String> = raw
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(str::to_string)
-            .collect();
-        if endpoints.is_empty() {
-            return Err("--etcd-endpoints needs URL[,URL...] (e.g. http://127.0.0.1:2379)".into());
-        }
-        if let Some(e) = endpoints
-            .iter()
-            .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
-        {
-            return Err(format!(
-                "--etcd-endpoints: {e:?} is not a URL; write it as http://HOST:PORT"
-            ));
-        }
-        let mut prefix = self.prefix.clone();
-        if !prefix.starts_with('/') {
-            return Err(format!(
-                "--etcd-prefix {prefix:?}: must start with '/' (e.g. /sessionlet/)"
-            ));
-        }
-        if !prefix.ends_with('/') {
-            prefix.push('/');
-        }
+        let endpoints = super::endpoint_list(raw).map_err(|e| {
+            if e.is_empty() {
+                "--etcd-endpoints needs URL[,URL...] (e.g. http://127.0.0.1:2379)".to_string()
+            } else {
+                e
+            }
+        })?;
+        let prefix = super::key_prefix(&self.prefix)?;
         Ok(Some((endpoints, prefix)))
     }
 }
