@@ -227,19 +227,26 @@ impl Queue {
         keys
     }
 
-    /// After a pass over `sessions`: each is due next at `at` (the pass's
-    /// earliest deadline, so possibly early for some: a visit before its
-    /// time plans nothing), or not at all.
-    pub fn schedule(&mut self, sessions: &BTreeSet<String>, at: Option<DateTime<Utc>>) {
+    /// After a pass over `sessions`: each is due next at its own time in
+    /// `due` (the plan's [`super::plan::Plan::due`]), or not at all.
+    pub fn schedule(&mut self, sessions: &BTreeSet<String>, due: &BTreeMap<String, DateTime<Utc>>) {
         for s in sessions {
             let key = Key::Session(s.clone());
             if let Some(old) = self.due.remove(&key) {
                 self.by_time.remove(&(old, key.clone()));
             }
-            if let Some(at) = at {
+            if let Some(at) = due.get(s).copied() {
                 self.due.insert(key.clone(), at);
                 self.by_time.insert((at, key));
             }
+        }
+    }
+
+    /// Forgets the due time of a session no longer known.
+    pub fn forget(&mut self, session: &str) {
+        let key = Key::Session(session.to_string());
+        if let Some(old) = self.due.remove(&key) {
+            self.by_time.remove(&(old, key));
         }
     }
 
@@ -272,16 +279,19 @@ mod tests {
         q.touch(Key::Session("a".into()));
         assert_eq!(q.take(t(0)).len(), 1);
         assert!(q.take(t(0)).is_empty());
+        let at = |s: &[(&str, i64)]| -> BTreeMap<String, DateTime<Utc>> {
+            s.iter().map(|(n, x)| (n.to_string(), t(*x))).collect()
+        };
         q.schedule(
             &BTreeSet::from(["a".to_string(), "b".to_string()]),
-            Some(t(10)),
+            &at(&[("a", 10), ("b", 15)]),
         );
         assert_eq!(q.next_due(), Some(t(10)));
         assert!(q.take(t(9)).is_empty());
         // A later pass over `a` moves its due time; `b` keeps its own.
-        q.schedule(&BTreeSet::from(["a".to_string()]), Some(t(20)));
-        assert_eq!(q.take(t(10)), BTreeSet::from([Key::Session("b".into())]));
-        q.schedule(&BTreeSet::from(["a".to_string()]), None);
+        q.schedule(&BTreeSet::from(["a".to_string()]), &at(&[("a", 20)]));
+        assert_eq!(q.take(t(15)), BTreeSet::from([Key::Session("b".into())]));
+        q.schedule(&BTreeSet::from(["a".to_string()]), &at(&[]));
         assert_eq!(q.next_due(), None);
         assert!(q.is_quiet());
     }

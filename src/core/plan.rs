@@ -1,5 +1,7 @@
 //! The plan: what the decision functions ask the shell to do, as data.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
 
@@ -79,12 +81,22 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// The earliest time something is due (a timeout, a restart, a kill, a TTL).
     pub wake_at: Option<DateTime<Utc>>,
+    /// Each session's own earliest due time, of the sessions the pass
+    /// looked at (`wake_at` is the earliest of them): the per-key queue
+    /// wakes each key at its own time, not every key at the earliest.
+    pub due: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl Plan {
-    /// Asks to be woken at `t` at the latest.
-    pub fn wake(&mut self, t: DateTime<Utc>) {
+    /// Asks to be woken at `t` at the latest, for session `name`.
+    pub fn wake(&mut self, name: &str, t: DateTime<Utc>) {
         self.wake_at = Some(self.wake_at.map_or(t, |w| w.min(t)));
+        match self.due.get_mut(name) {
+            Some(d) => *d = (*d).min(t),
+            None => {
+                self.due.insert(name.to_string(), t);
+            }
+        }
     }
     /// True when nothing is to be done (a wake-up alone does not count).
     pub fn is_idle(&self) -> bool {

@@ -749,10 +749,10 @@ fn step_session<'a>(
                 });
             } else {
                 if let Some(t) = spec.timeout {
-                    plan.wake(time::after(r.started_at, t));
+                    plan.wake(&d.name, time::after(r.started_at, t));
                 }
                 if let (Some(t), Some(s)) = (spec.active_deadline, rec.series_started_at) {
-                    plan.wake(time::after(s, t));
+                    plan.wake(&d.name, time::after(s, t));
                 }
             }
         }
@@ -812,13 +812,13 @@ fn step_session<'a>(
                         collect_when_due(d, rec, now, plan);
                         return;
                     }
-                    plan.wake(due);
+                    plan.wake(&d.name, due);
                 }
             }
             if until <= now {
                 candidates.push(d);
             } else {
-                plan.wake(until);
+                plan.wake(&d.name, until);
             }
         }
         Run::Idle => {
@@ -831,7 +831,7 @@ fn step_session<'a>(
                     collect_when_due(d, rec, now, plan);
                     return;
                 }
-                plan.wake(due);
+                plan.wake(&d.name, due);
             }
             candidates.push(d);
         }
@@ -847,7 +847,7 @@ fn collect_when_due(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, pl
     };
     let due = time::after(o.finished_at, ttl);
     if due > now {
-        plan.wake(due);
+        plan.wake(&d.name, due);
     } else if !rec.collected {
         rec.collected = true;
         plan.actions.push(Action::CollectGarbage {
@@ -882,7 +882,7 @@ fn escalate(
                 signal: spec.stop_signal.0,
             });
         } else {
-            plan.wake(half);
+            plan.wake(name, half);
         }
     }
     if stop.kill_at <= now {
@@ -893,7 +893,7 @@ fn escalate(
             signal: Signal::SIGKILL,
         });
     } else {
-        plan.wake(stop.kill_at);
+        plan.wake(name, stop.kill_at);
     }
 }
 
@@ -974,7 +974,7 @@ fn start_candidates(
             // Its account waits for its usage limit: starting it now would
             // only be rejected the same way.
             super::quota::hold(rec, &park);
-            plan.wake(park.resets_at);
+            plan.wake(&d.name, park.resets_at);
             if *rec != before {
                 state.dirty.insert(d.name.clone());
             }
@@ -987,7 +987,7 @@ fn start_candidates(
             }
             rec.wait = Some(super::budget::wait(message));
             if let Some(t) = renews {
-                plan.wake(t);
+                plan.wake(&d.name, t);
             }
             if *rec != before {
                 state.dirty.insert(d.name.clone());

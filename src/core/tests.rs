@@ -397,7 +397,8 @@ fn a_new_session_is_spawned_once_and_an_unchanged_world_then_plans_nothing() {
         plan,
         Plan {
             actions: vec![spawn("a", 1), write("a")],
-            wake_at: None
+            wake_at: None,
+            ..Plan::default()
         }
     );
     assert_eq!(w.rec("a").run, Run::Starting { at: t0() });
@@ -411,7 +412,8 @@ fn a_new_session_is_spawned_once_and_an_unchanged_world_then_plans_nothing() {
         w.reconcile(),
         Plan {
             actions: vec![write("a")],
-            wake_at: None
+            wake_at: None,
+            ..Plan::default()
         }
     );
     // And then the unchanged world plans nothing.
@@ -1497,6 +1499,7 @@ fn a_stop_requested_by_monitoring_signals_and_records_its_reason() {
                     write("a")
                 ],
                 wake_at: Some(w.now + s(10)),
+                due: BTreeMap::from([("a".to_string(), w.now + s(10))]),
             },
             "{reason:?}"
         );
@@ -2633,7 +2636,7 @@ impl Sim {
         let keys = self.queue.take(self.now);
         let (keyed_plan, looked_at) =
             super::reconcile::reconcile_keys(&self.desired, &mut self.keyed, &keys, self.now);
-        self.queue.schedule(&looked_at, keyed_plan.wake_at);
+        self.queue.schedule(&looked_at, &keyed_plan.due);
         let plan = reconcile(&self.desired, &mut self.state, self.now);
         // Reconciling only the keys that events returned reaches the same
         // state, and plans the same actions, as reconciling everything.
