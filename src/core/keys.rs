@@ -74,8 +74,50 @@ pub fn changed(old: &Desired, new: &Desired) -> BTreeSet<Key> {
             keys.insert(Key::Pool(p.clone()));
         }
     }
-    // Budgets and spend, also of a pool whose manifest went (core::budget
-    // looks the pool up by name only).
+    keys.extend(spend_moved(
+        &Spending::of(old),
+        &Spending::of(new),
+        &old.accounts,
+        &new.accounts,
+    ));
+    keys
+}
+
+/// The budget figures of a desired state, as [`spend_moved`] compares them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Spending {
+    budgets: BTreeMap<String, crate::api::manifest::Budget>,
+    spend: BTreeMap<String, super::budget::Spend>,
+    account_budgets: BTreeMap<String, crate::api::manifest::Budget>,
+    account_spend: BTreeMap<String, super::budget::Spend>,
+}
+
+impl Spending {
+    /// A copy of `desired`'s budgets and spend (a few entries per pool and account).
+    pub fn of(desired: &Desired) -> Spending {
+        Spending {
+            budgets: desired.budgets.clone(),
+            spend: desired.spend.clone(),
+            account_budgets: desired.account_budgets.clone(),
+            account_spend: desired.account_spend.clone(),
+        }
+    }
+}
+
+/// The keys a move of budgets or spend touches: each pool whose budget or
+/// spend moved (also of a pool whose manifest went: core::budget looks the
+/// pool up by name only), and every session of an account whose budget or
+/// spend moved (`old_accounts`, `new_accounts`: session → account).
+pub fn spend_moved(
+    old: &Spending,
+    new: &Spending,
+    old_accounts: &BTreeMap<String, String>,
+    new_accounts: &BTreeMap<String, String>,
+) -> BTreeSet<Key> {
+    let mut keys = BTreeSet::new();
+    if old == new {
+        return keys;
+    }
     let budgeted: BTreeSet<&String> = old
         .budgets
         .keys()
@@ -99,7 +141,7 @@ pub fn changed(old: &Desired, new: &Desired) -> BTreeSet<Key> {
         if old.account_budgets.get(a) != new.account_budgets.get(a)
             || old.account_spend.get(a) != new.account_spend.get(a)
         {
-            for (s, acc) in new.accounts.iter().chain(old.accounts.iter()) {
+            for (s, acc) in new_accounts.iter().chain(old_accounts.iter()) {
                 if acc == a {
                     keys.insert(Key::Session(s.clone()));
                 }

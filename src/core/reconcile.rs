@@ -91,6 +91,21 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The session the event is about.
+    pub fn session(&self) -> &str {
+        match self {
+            Event::Spawned { name, .. }
+            | Event::SpawnFailed { name, .. }
+            | Event::Exited { name, .. }
+            | Event::Vanished { name, .. }
+            | Event::Killed { name, .. }
+            | Event::Judged { name, .. }
+            | Event::StopRequested { name, .. } => name,
+        }
+    }
+}
+
 /// Applies one event to the state.
 pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime<Utc>) {
     let name = match &event {

@@ -11,10 +11,13 @@ use std::path::{Path, PathBuf};
 use super::Problem;
 
 /// Manifests of one directory, and the entries refused with a reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Listing {
     /// Manifest files (`DIR/NAME`), sorted lexically by file name.
     pub manifests: Vec<PathBuf>,
+    /// Each manifest's metadata (of a link's target), read while listing:
+    /// the catalog's fingerprint needs no second stat.
+    pub metadata: std::collections::HashMap<PathBuf, std::fs::Metadata>,
     /// Entries named like manifests that cannot be used: symbolic links
     /// resolving outside the directory, broken links, non-regular files.
     pub refused: Vec<Problem>,
@@ -84,56 +87,95 @@ pub fn list_manifests(dir: &Path) -> io::Result<Listing> {
             continue;
         }
         let path = dir.join(name);
-        let refuse = |message: String| Problem::file_level(path.clone(), message);
         let file_type = entry.file_type()?;
-        let metadata = if file_type.is_symlink() {
-            let target = match std::fs::canonicalize(&path) {
-                Ok(t) => t,
-                Err(e) => {
-                    listing
-                        .refused
-                        .push(refuse(format!("cannot follow the symbolic link: {e}")));
-                    continue;
-                }
-            };
-            if !target.starts_with(&canonical_dir) {
-                listing.refused.push(refuse(format!(
-                    "the symbolic link resolves to {}, outside the directory {}; \
-                     only links to files inside the directory are followed",
-                    target.display(),
-                    canonical_dir.display()
-                )));
-                continue;
+        match inspect_entry(&path, &canonical_dir, file_type.is_symlink(), || {
+            entry.metadata()
+        })? {
+            Inspected::Manifest(metadata) => {
+                listing.metadata.insert(path.clone(), metadata);
+                listing.manifests.push(path);
             }
-            match std::fs::metadata(&target) {
-                Ok(m) => m,
-                Err(e) => {
-                    listing
-                        .refused
-                        .push(refuse(format!("cannot read the link's target: {e}")));
-                    continue;
-                }
-            }
-        } else {
-            entry.metadata()?
-        };
-        if metadata.is_dir() {
-            continue;
+            Inspected::Refused(p) => listing.refused.push(p),
+            Inspected::Skipped => {}
         }
-        if !metadata.is_file() {
-            // A FIFO or device would block or never end when read.
-            listing.refused.push(refuse(
-                "not a regular file; a manifest must be a regular file or a link to one".into(),
-            ));
-            continue;
-        }
-        listing.manifests.push(path);
     }
     listing
         .manifests
         .sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     listing.refused.sort();
     Ok(listing)
+}
+
+/// What one path named like a manifest turned out to be.
+#[derive(Debug)]
+pub enum Inspected {
+    /// A manifest (a regular file, or a link to one inside the directory), with its metadata.
+    Manifest(std::fs::Metadata),
+    /// Named like a manifest but unusable, and why.
+    Refused(Problem),
+    /// Not there, or a directory: nothing to read.
+    Skipped,
+}
+
+/// Looks at one path of the directory the way [`list_manifests`] does
+/// (without listing the rest): what a watched change of that one file needs.
+/// `canonical_dir` is the directory's canonical path.
+pub fn inspect(path: &Path, canonical_dir: &Path) -> Inspected {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Inspected::Skipped;
+    };
+    if !is_manifest_name(name) {
+        return Inspected::Skipped;
+    }
+    let Ok(link) = std::fs::symlink_metadata(path) else {
+        return Inspected::Skipped; // gone
+    };
+    match inspect_entry(path, canonical_dir, link.file_type().is_symlink(), || {
+        Ok(link)
+    }) {
+        Ok(i) => i,
+        Err(_) => Inspected::Skipped,
+    }
+}
+
+fn inspect_entry(
+    path: &Path,
+    canonical_dir: &Path,
+    is_symlink: bool,
+    metadata: impl FnOnce() -> io::Result<std::fs::Metadata>,
+) -> io::Result<Inspected> {
+    let refuse =
+        |message: String| Inspected::Refused(Problem::file_level(path.to_path_buf(), message));
+    let metadata = if is_symlink {
+        let target = match std::fs::canonicalize(path) {
+            Ok(t) => t,
+            Err(e) => return Ok(refuse(format!("cannot follow the symbolic link: {e}"))),
+        };
+        if !target.starts_with(canonical_dir) {
+            return Ok(refuse(format!(
+                "the symbolic link resolves to {}, outside the directory {}; \
+                 only links to files inside the directory are followed",
+                target.display(),
+                canonical_dir.display()
+            )));
+        }
+        match std::fs::metadata(&target) {
+            Ok(m) => m,
+            Err(e) => return Ok(refuse(format!("cannot read the link's target: {e}"))),
+        }
+    } else {
+        metadata()?
+    };
+    if metadata.is_dir() {
+        return Ok(Inspected::Skipped);
+    }
+    if !metadata.is_file() {
+        // A FIFO or device would block or never end when read.
+        return Ok(refuse(
+            "not a regular file; a manifest must be a regular file or a link to one".into(),
+        ));
+    }
+    Ok(Inspected::Manifest(metadata))
 }
 
 /// Why [`read_regular`] read nothing.

@@ -31,15 +31,20 @@ struct Fingerprint {
 }
 
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(Fingerprint {
-        dev: m.dev(),
-        ino: m.ino(),
-        len: m.len(),
-        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        mode: m.mode(),
-        uid: m.uid(),
-    })
+    std::fs::metadata(path).ok().map(|m| Fingerprint::of(&m))
+}
+
+impl Fingerprint {
+    fn of(m: &std::fs::Metadata) -> Fingerprint {
+        Fingerprint {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            mode: m.mode(),
+            uid: m.uid(),
+        }
+    }
 }
 
 struct CachedFile {
@@ -157,6 +162,23 @@ pub fn duplicate_message(kind: &str, name: &str, winner: &str, held: bool) -> St
     format!("{kind} {name:?} is already declared in {winner}, {why}; rename one of them")
 }
 
+/// What [`Catalog::reload`] found.
+#[derive(Debug)]
+pub enum Reloaded {
+    /// Nothing the files declare changed.
+    Unchanged,
+    /// The desired state, rebuilt whole.
+    Whole(Desired),
+    /// Only plain sessions changed: these names are no longer declared,
+    /// these sessions are declared anew or again (the rest stays as it was).
+    Sessions {
+        /// Names no longer declared.
+        removed: BTreeSet<String>,
+        /// Sessions declared anew or again.
+        upserted: Vec<DesiredSession>,
+    },
+}
+
 /// Where each object's status goes.
 #[derive(Debug, Clone)]
 pub struct FileView {
@@ -196,6 +218,10 @@ pub struct Catalog {
     pub refused: Vec<Problem>,
     /// Stems of the files (re)loaded or removed by the last rescan.
     pub changed: BTreeSet<String>,
+    /// Names more than one declaration claims (a file's loser, or a replica
+    /// name a Session also takes), as of the last whole rebuild: a change
+    /// touching one of them needs the whole rebuild.
+    contested: BTreeSet<NameKey>,
     /// True once a desired state was built.
     built: bool,
     /// Why the manifest folder (or a folder above it) is not trusted, when
@@ -312,74 +338,12 @@ impl Catalog {
             keep
         });
         for path in &listing.manifests {
-            let fp = fingerprint(path);
-            if let Some(c) = self.files.get(path.as_os_str()) {
-                if fp.is_some() && c.fingerprint == fp {
-                    continue;
-                }
-            }
-            let mut loaded = manifest::load_file(path);
-            if let Some(problem) = strict_modes(dir, path, self.dir_refusal.as_deref()) {
-                loaded.documents.clear();
-                loaded.problems = vec![problem];
-            } else if loaded.documents.is_empty() && loaded.problems.is_empty() {
-                // An empty file is most often one being rewritten: keep the
-                // last good spec. Deleting the file is how sessions are removed.
-                loaded.problems = vec![Problem {
-                    file: path.clone(),
-                    line: 1,
-                    col: 1,
-                    path: String::new(),
-                    message: "the file declares nothing (it is empty or holds only comments); delete it to remove its sessions".into(),
-                }];
-            }
-            self.changed.insert(loaded.stem.clone());
-            if !loaded.problems.is_empty() {
-                let keeps = self
-                    .files
-                    .get(path.as_os_str())
-                    .is_some_and(|c| !c.last_good.is_empty());
-                for p in &loaded.problems {
-                    if keeps {
-                        tracing::warn!("manifest invalid: {p} (the last good spec stays in force)");
-                    } else {
-                        tracing::warn!("manifest invalid: {p}");
-                    }
-                }
-            }
-            let good: Vec<Object> = if loaded.problems.is_empty() {
-                loaded
-                    .documents
-                    .iter()
-                    .filter_map(|d| match d {
-                        Document::Valid(o) => Some(o.clone()),
-                        Document::Invalid { .. } => None,
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let last_good = if loaded.problems.is_empty() {
-                good
-            } else {
-                self.files
-                    .get(path.as_os_str())
-                    .map(|c| c.last_good.clone())
-                    .unwrap_or_default()
-            };
-            let cache = match self.files.get(path.as_os_str()) {
-                Some(c) if c.last_good == last_good => c.good_cache.clone(),
-                _ => good_cache(&last_good),
-            };
-            self.files.insert(
-                path.as_os_str().to_os_string(),
-                CachedFile {
-                    fingerprint: fp,
-                    loaded,
-                    last_good,
-                    good_cache: cache,
-                },
-            );
+            let fp = listing
+                .metadata
+                .get(path)
+                .map(Fingerprint::of)
+                .or_else(|| fingerprint(path));
+            let _ = self.refresh(dir, path, fp);
         }
         if self.changed.is_empty() && self.built {
             // Nothing was (re)loaded or removed: the desired state is the same.
@@ -387,6 +351,278 @@ impl Catalog {
         }
         self.built = true;
         Some(self.desired(now))
+    }
+
+    /// Reads `path` again unless its fingerprint `fp` is the one cached;
+    /// notes its stem as changed when it was read.
+    fn refresh(&mut self, dir: &Path, path: &Path, fp: Option<Fingerprint>) -> bool {
+        if let Some(c) = self.files.get(path.as_os_str()) {
+            if fp.is_some() && c.fingerprint == fp {
+                return false;
+            }
+        }
+        let path = &path.to_path_buf();
+        let mut loaded = manifest::load_file(path);
+        if let Some(problem) = strict_modes(dir, path, self.dir_refusal.as_deref()) {
+            loaded.documents.clear();
+            loaded.problems = vec![problem];
+        } else if loaded.documents.is_empty() && loaded.problems.is_empty() {
+            // An empty file is most often one being rewritten: keep the
+            // last good spec. Deleting the file is how sessions are removed.
+            loaded.problems = vec![Problem {
+                file: path.clone(),
+                line: 1,
+                col: 1,
+                path: String::new(),
+                message: "the file declares nothing (it is empty or holds only comments); delete it to remove its sessions".into(),
+            }];
+        }
+        self.changed.insert(loaded.stem.clone());
+        if !loaded.problems.is_empty() {
+            let keeps = self
+                .files
+                .get(path.as_os_str())
+                .is_some_and(|c| !c.last_good.is_empty());
+            for p in &loaded.problems {
+                if keeps {
+                    tracing::warn!("manifest invalid: {p} (the last good spec stays in force)");
+                } else {
+                    tracing::warn!("manifest invalid: {p}");
+                }
+            }
+        }
+        let good: Vec<Object> = if loaded.problems.is_empty() {
+            loaded
+                .documents
+                .iter()
+                .filter_map(|d| match d {
+                    Document::Valid(o) => Some(o.clone()),
+                    Document::Invalid { .. } => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let last_good = if loaded.problems.is_empty() {
+            good
+        } else {
+            self.files
+                .get(path.as_os_str())
+                .map(|c| c.last_good.clone())
+                .unwrap_or_default()
+        };
+        let cache = match self.files.get(path.as_os_str()) {
+            Some(c) if c.last_good == last_good => c.good_cache.clone(),
+            _ => good_cache(&last_good),
+        };
+        self.files.insert(
+            path.as_os_str().to_os_string(),
+            CachedFile {
+                fingerprint: fp,
+                loaded,
+                last_good,
+                good_cache: cache,
+            },
+        );
+        true
+    }
+
+    /// Re-reads only `paths` (the files a watch reported), without listing
+    /// the directory: a file gone or no longer a manifest is dropped, one
+    /// refused is refused, any other is read if its fingerprint changed.
+    /// Returns the desired state, `None` when nothing changed. The periodic
+    /// [`Catalog::rescan`] stays the safety net for missed events.
+    pub fn reload(
+        &mut self,
+        dir: &Path,
+        paths: &BTreeSet<PathBuf>,
+        now: DateTime<Utc>,
+        patch: bool,
+    ) -> Reloaded {
+        let whole = |d: Option<Desired>| d.map_or(Reloaded::Unchanged, Reloaded::Whole);
+        if !self.built {
+            return whole(self.rescan(dir, now));
+        }
+        let Ok(canonical) = std::fs::canonicalize(dir) else {
+            return whole(self.rescan(dir, now));
+        };
+        // A few stats: a folder whose owner or mode changed re-judges every
+        // file, which the whole listing does.
+        let dir_refusal = super::trust::check_folder("manifest folder", dir)
+            .err()
+            .map(|r| r.message);
+        if dir_refusal != self.dir_refusal {
+            return whole(self.rescan(dir, now));
+        }
+        self.changed.clear();
+        // The files read again or dropped, with their stems before.
+        let mut touched: Vec<(PathBuf, Option<String>)> = Vec::new();
+        for path in paths {
+            if path.parent() != Some(dir) {
+                continue;
+            }
+            let was_refused = self.refused.iter().any(|p| p.file == *path);
+            self.refused.retain(|p| p.file != *path);
+            match manifest::inspect(path, &canonical) {
+                manifest::Inspected::Manifest(m) => {
+                    if was_refused {
+                        self.changed.insert(String::new());
+                    }
+                    let stem = self
+                        .files
+                        .get(path.as_os_str())
+                        .map(|c| c.loaded.stem.clone());
+                    if self.refresh(dir, path, Some(Fingerprint::of(&m))) {
+                        touched.push((path.clone(), stem));
+                    }
+                }
+                manifest::Inspected::Refused(problem) => {
+                    tracing::warn!("refused {}", problem);
+                    self.refused.push(problem);
+                    self.refused.sort();
+                    self.changed.insert(String::new());
+                    if let Some(c) = self.files.remove(path.as_os_str()) {
+                        self.changed.insert(c.loaded.stem.clone());
+                    }
+                }
+                manifest::Inspected::Skipped => {
+                    if was_refused {
+                        self.changed.insert(String::new());
+                    }
+                    if let Some(c) = self.files.remove(path.as_os_str()) {
+                        self.changed.insert(c.loaded.stem.clone());
+                        touched.push((path.clone(), Some(c.loaded.stem)));
+                    }
+                }
+            }
+        }
+        if self.changed.is_empty() {
+            return Reloaded::Unchanged;
+        }
+        if patch {
+            if let Some((removed, upserted)) = self.patch(&touched, now) {
+                return Reloaded::Sessions { removed, upserted };
+            }
+        }
+        Reloaded::Whole(self.desired(now))
+    }
+
+    /// The common change, applied without rebuilding every file's view: the
+    /// `touched` files (path, stem before) declared, and now declare, valid
+    /// Sessions only, under names no other file declares. Returns the names
+    /// no longer declared and the sessions declared anew or again; `None`
+    /// (nothing changed here) when the change needs the whole rebuild
+    /// (pools, problems, a name contested or moving between files, a refusal).
+    fn patch(
+        &mut self,
+        touched: &[(PathBuf, Option<String>)],
+        now: DateTime<Utc>,
+    ) -> Option<(BTreeSet<String>, Vec<DesiredSession>)> {
+        if self.changed.contains("") {
+            return None;
+        }
+        let session_key = |n: &str| ("Session".to_string(), n.to_string());
+        // Check everything first: a refusal must leave the catalog untouched.
+        for (path, old_stem) in touched {
+            if let Some(stem) = old_stem {
+                if let Some(view) = self.views.get(stem) {
+                    let plain = view.path == *path
+                        && view.stale_problems.is_empty()
+                        && view.entries.iter().all(|e| match e {
+                            Entry::Session(n) => !self.contested.contains(&session_key(n)),
+                            _ => false,
+                        });
+                    if !plain {
+                        return None;
+                    }
+                }
+            }
+            let Some(cached) = self.files.get(path.as_os_str()) else {
+                continue; // removed
+            };
+            let stem = &cached.loaded.stem;
+            if old_stem.as_ref() != Some(stem) && self.views.contains_key(stem) {
+                return None; // another file (x.yml beside x.yaml) has this stem
+            }
+            if !cached.loaded.problems.is_empty() {
+                return None;
+            }
+            for obj in &cached.last_good {
+                let Object::Session(sess) = obj else {
+                    return None;
+                };
+                let name = obj_name(&sess.metadata);
+                if self.contested.contains(&session_key(&name))
+                    || self.session_file.get(&name).is_some_and(|s| s != stem)
+                    || self.pool_file.contains_key(&name)
+                {
+                    return None;
+                }
+            }
+        }
+        let mut removed: BTreeSet<String> = BTreeSet::new();
+        let mut upserted: Vec<DesiredSession> = Vec::new();
+        for (path, old_stem) in touched {
+            if let Some(view) = old_stem.as_ref().and_then(|s| self.views.remove(s)) {
+                for e in view.entries {
+                    if let Entry::Session(n) = e {
+                        self.session_file.remove(&n);
+                        self.session_labels.remove(&n);
+                        self.holders.remove(&session_key(&n));
+                        removed.insert(n);
+                    }
+                }
+            }
+            let Some(cached) = self.files.get(path.as_os_str()) else {
+                continue;
+            };
+            let stem = cached.loaded.stem.clone();
+            let mut view = FileView {
+                path: path.clone(),
+                stem: stem.clone(),
+                entries: Vec::new(),
+                stale_problems: Vec::new(),
+                shared: cached.last_good.len() > 1,
+            };
+            let mut wanted = Vec::new();
+            for (obj, cache) in cached.last_good.iter().zip(&cached.good_cache) {
+                let Object::Session(sess) = obj else {
+                    continue;
+                };
+                let name = obj_name(&sess.metadata);
+                view.entries.push(Entry::Session(name.clone()));
+                let spec = cache
+                    .spec
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(sess.spec.clone()));
+                wanted.push((
+                    name,
+                    spec,
+                    cache.hash,
+                    sess.metadata.labels.clone(),
+                    restarted_at(&sess.metadata).map(str::to_string),
+                ));
+            }
+            self.views.insert(stem.clone(), view);
+            for (name, spec, hash, labels, restarted_at) in wanted {
+                removed.remove(&name);
+                self.session_file.insert(name.clone(), stem.clone());
+                self.holders.insert(session_key(&name), stem.clone());
+                if !labels.is_empty() {
+                    self.session_labels.insert(name.clone(), labels);
+                }
+                let k = self.identify("Session", &name, hash, now);
+                upserted.push(DesiredSession {
+                    name,
+                    spec,
+                    generation: k.generation,
+                    first_seen: k.first_seen,
+                    replica: None,
+                    restarted_at,
+                });
+            }
+        }
+        Some((removed, upserted))
     }
 
     fn desired(&mut self, now: DateTime<Utc>) -> Desired {
@@ -563,8 +799,27 @@ impl Catalog {
             view.shared = session_count > 1;
             self.views.insert(stem, view);
         }
+        let sessions_declared: std::collections::HashSet<&str> = sessions
+            .iter()
+            .filter(|w| w.3.is_none())
+            .map(|w| w.0.as_str())
+            .collect();
         // What holds each name from now on: the winners.
         self.holders = names.holders();
+        self.contested = self
+            .views
+            .values()
+            .flat_map(|v| v.entries.iter())
+            .filter_map(|e| match e {
+                Entry::Duplicate { kind, name, .. } => Some((kind.clone(), name.clone())),
+                _ => None,
+            })
+            .collect();
+        for (name, _, _, replica, _) in &sessions {
+            if replica.is_some() && sessions_declared.contains(name.as_str()) {
+                self.contested.insert(("Session".to_string(), name.clone()));
+            }
+        }
         // Refused files (a symlink that leaves the directory) get an Invalid
         // status saying why, so the refusal is visible.
         for p in &self.refused {
@@ -815,4 +1070,150 @@ impl NameClaims {
 
 fn obj_name(m: &crate::api::Metadata) -> String {
     m.name.clone().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(name: &str, cmd: &str) -> String {
+        format!(
+            "apiVersion: sessionlet.dev/v1alpha1\nkind: Session\nmetadata:\n  name: {name}\nspec:\n  command: [{cmd}]\n"
+        )
+    }
+
+    fn pool(name: &str, replicas: u32) -> String {
+        format!(
+            "apiVersion: sessionlet.dev/v1alpha1\nkind: Pool\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  template:\n    spec:\n      command: [/bin/true]\n"
+        )
+    }
+
+    /// What a desired state and the catalog's indexes say, without the
+    /// identities (a fresh catalog numbers generations anew).
+    fn summary(c: &Catalog, d: &Desired) -> String {
+        let sessions: Vec<String> = d
+            .sessions
+            .values()
+            .map(|s| {
+                format!(
+                    "{} {:?} {:?} {:?}",
+                    s.name, s.spec.command, s.replica, s.restarted_at
+                )
+            })
+            .collect();
+        let views: Vec<String> = c
+            .views
+            .values()
+            .map(|v| {
+                format!(
+                    "{} {:?} {:?} {}",
+                    v.stem, v.entries, v.stale_problems, v.shared
+                )
+            })
+            .collect();
+        // `held` says the winner held the name before: history a fresh
+        // catalog does not have.
+        let views: Vec<String> = views
+            .into_iter()
+            .map(|v| {
+                v.replace("held: true", "held: _")
+                    .replace("held: false", "held: _")
+            })
+            .collect();
+        format!(
+            "{sessions:#?}\n{:?}\n{views:#?}\n{:?}\n{:?}\n{:?}",
+            d.pools.keys().collect::<Vec<_>>(),
+            c.session_file,
+            c.pool_file,
+            c.session_labels
+        )
+    }
+
+    /// Reloading only the changed files reaches what a whole rescan of the
+    /// folder builds, and the common change (plain sessions edited, added,
+    /// removed) takes the patch, not the rebuild.
+    #[test]
+    fn a_reload_of_the_changed_files_matches_a_whole_rescan() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = std::fs::canonicalize(tmp.path()).expect("canonical");
+        let now = Utc::now();
+        let write = |f: &str, text: &str| std::fs::write(dir.join(f), text).expect("write");
+        write("a.yaml", &session("a", "/bin/true"));
+        write("b.yaml", &session("b", "/bin/true"));
+        write(
+            "two.yaml",
+            &format!(
+                "{}---\n{}",
+                session("c", "/bin/true"),
+                session("d", "/bin/true")
+            ),
+        );
+        write("p.yaml", &pool("p", 2));
+        let mut live = Catalog::default();
+        let mut desired = live.rescan(&dir, now).expect("first read");
+        // (files to write or delete, whether the patch may apply)
+        type Step<'a> = (Vec<(&'a str, Option<String>)>, bool);
+        let steps: Vec<Step> = vec![
+            (vec![("a.yaml", Some(session("a", "/bin/false")))], true),
+            (vec![("b.yaml", None)], true),
+            (vec![("e.yaml", Some(session("e", "/bin/true")))], true),
+            (vec![("two.yaml", Some(session("c", "/bin/echo")))], true),
+            // A name another file declares: the whole rebuild decides.
+            (vec![("dup.yaml", Some(session("a", "/bin/sh")))], false),
+            (vec![("dup.yaml", None)], false),
+            (vec![("p.yaml", Some(pool("p", 3)))], false),
+            // A replica's name taken by a Session.
+            (vec![("p0.yaml", Some(session("p-0", "/bin/true")))], false),
+            (vec![("p0.yaml", None)], false),
+            (vec![("bad.yaml", Some("kind: [".into()))], false),
+            (vec![("bad.yaml", Some(session("bad", "/bin/true")))], false),
+            (
+                vec![
+                    ("e.yaml", None),
+                    ("f.yaml", Some(session("f", "/bin/true"))),
+                ],
+                true,
+            ),
+            // A session moving to another file.
+            (
+                vec![
+                    ("f.yaml", None),
+                    ("g.yaml", Some(session("f", "/bin/true"))),
+                ],
+                false,
+            ),
+        ];
+        for (i, (changes, patchable)) in steps.into_iter().enumerate() {
+            let mut paths = BTreeSet::new();
+            for (f, text) in changes {
+                match text {
+                    Some(t) => write(f, &t),
+                    None => std::fs::remove_file(dir.join(f)).expect("remove"),
+                }
+                paths.insert(dir.join(f));
+            }
+            match live.reload(&dir, &paths, now, true) {
+                Reloaded::Unchanged => panic!("step {i}: a change went unseen"),
+                Reloaded::Whole(d) => {
+                    assert!(!patchable, "step {i}: the patch should have applied");
+                    desired = d;
+                }
+                Reloaded::Sessions { removed, upserted } => {
+                    for n in removed {
+                        desired.sessions.remove(&n);
+                    }
+                    for d in upserted {
+                        desired.sessions.insert(d.name.clone(), d);
+                    }
+                }
+            }
+            let mut fresh = Catalog::default();
+            let whole = fresh.rescan(&dir, now).expect("fresh read");
+            assert_eq!(
+                summary(&live, &desired),
+                summary(&fresh, &whole),
+                "step {i}"
+            );
+        }
+    }
 }

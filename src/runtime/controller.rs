@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use super::catalog::{Catalog, Entry};
+use super::catalog::{Catalog, Entry, Reloaded};
 use super::files::{create_dir, write_atomic, write_atomic_with};
 use super::keeper::{self, Child, ExitRecord, FromKeeper, Identity, Keeper, KeeperTx, Welcome};
 use super::layout::{attempt_logs, tail_lines, Layout};
@@ -22,7 +22,7 @@ use super::{crash_dump, lock, watch};
 mod api_link;
 mod event_hooks;
 use crate::api::status::{ControllerStatus, LogPaths, SessionStatusDoc};
-use crate::core::{self, Action, Desired, Event, Phase, Reason, Run, State};
+use crate::core::{self, Action, Desired, DesiredSession, Event, Phase, Reason, Run, State};
 use crate::manifest::codec;
 use crate::telemetry::metrics::{PhaseLabel, PoolLabel, ReasonLabel, SessionLabel};
 
@@ -149,6 +149,17 @@ struct Spawning {
     asked_at: Instant,
 }
 
+/// What a read of the manifest folder changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Nothing declared changed.
+    Unchanged,
+    /// Plain sessions changed, patched in place.
+    Patched,
+    /// The desired state was rebuilt.
+    Whole,
+}
+
 /// What monitoring knows of a running session.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Watch {
@@ -261,6 +272,22 @@ pub struct Controller {
     /// The orphans of the keeper and of the controller, listed once for
     /// the sweeps of one batch of exits (see `contain::Census`).
     census: Option<super::contain::Census>,
+    /// Per-key reconcile: the keys touched since the last pass and each
+    /// key's next due time (core::keys).
+    keys: core::keys::Queue,
+    /// The next pass reconciles every session (at start, after a keeper
+    /// takeover, at shutdown): the triggers that change many records at
+    /// once outside `observe`.
+    everything: bool,
+    /// The manifest paths the watch reported since the last read.
+    dir_changes: watch::SharedChanges,
+    /// The next read of the manifest folder lists it whole (at start, and
+    /// at each resync: the safety net for missed events).
+    relist: bool,
+    /// True while the manifest folder is watched (inotify).
+    watching: bool,
+    /// The stems the catalog had views of after the last read.
+    catalog_stems: BTreeSet<String>,
     _lock: lock::Lock,
 }
 
@@ -358,6 +385,12 @@ impl Controller {
             events,
             api: None,
             census: None,
+            keys: core::keys::Queue::default(),
+            everything: true,
+            dir_changes: watch::SharedChanges::default(),
+            relist: true,
+            watching: false,
+            catalog_stems: BTreeSet::new(),
             _lock: lock,
         };
         c.agents.global = global_policy;
@@ -387,6 +420,7 @@ impl Controller {
             self.set_desired(desired);
         }
         self.dirty_stems.extend(self.catalog.views.keys().cloned());
+        self.catalog_stems = self.catalog.views.keys().cloned().collect();
         for (name, stem, doc) in to_adopt {
             self.adopt(&name, &stem, &doc);
         }
@@ -643,9 +677,7 @@ impl Controller {
             } else {
                 // Gone while nobody watched (or a reused pid that is not ours): never signal it.
                 self.state.sessions.insert(name.to_string(), rec);
-                core::observe(
-                    &self.desired,
-                    &mut self.state,
+                self.observe(
                     Event::Vanished {
                         name: name.to_string(),
                         pid,
@@ -723,7 +755,11 @@ impl Controller {
         let _watcher = if self.opts.poll {
             None
         } else {
-            match watch::watch(&self.layout.manifest_dir, watch_tx) {
+            match watch::watch(
+                &self.layout.manifest_dir,
+                watch_tx,
+                self.dir_changes.clone(),
+            ) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!(
@@ -735,6 +771,7 @@ impl Controller {
                 }
             }
         };
+        self.watching = _watcher.is_some();
         let sampling = !self.opts.usage_interval.is_zero();
         let mut usage_tick = tokio::time::interval(if sampling {
             self.opts.usage_interval
@@ -921,6 +958,7 @@ impl Controller {
             "signal received: stopping every session gracefully (send it again to kill)"
         );
         self.state.shutting_down = true;
+        self.everything = true;
         None
     }
 
@@ -1040,7 +1078,7 @@ impl Controller {
                         reason: error.reason,
                         message: error.message,
                     };
-                    core::observe(&self.desired, &mut self.state, ev, Utc::now());
+                    self.observe(ev, Utc::now());
                 }
             }
             FromKeeper::Exited(exit) => self.on_exit(exit),
@@ -1089,13 +1127,15 @@ impl Controller {
                         reason: Reason::SpawnFailed,
                         message: "the keeper ended before it started the process".into(),
                     };
-                    core::observe(&self.desired, &mut self.state, ev, Utc::now());
+                    self.observe(ev, Utc::now());
                 }
             }
         }
         for child in &welcome.children {
             if !self.pids.contains_key(&child.pid) {
                 self.adopt_child(child);
+                // Adoption writes records directly, not through events.
+                self.everything = true;
             }
         }
         for exit in welcome.exits {
@@ -1150,7 +1190,7 @@ impl Controller {
             name: s.name.clone(),
             pid: child.pid,
         };
-        core::observe(&self.desired, &mut self.state, ev, Utc::now());
+        self.observe(ev, Utc::now());
         let runs = self
             .state
             .sessions
@@ -1228,7 +1268,7 @@ impl Controller {
                             reason: Reason::OOMKilled,
                             message,
                         };
-                        core::observe(&self.desired, &mut self.state, ev, Utc::now());
+                        self.observe(ev, Utc::now());
                     }
                 }
             }
@@ -1260,7 +1300,7 @@ impl Controller {
                         pid,
                         verdict,
                     };
-                    core::observe(&self.desired, &mut self.state, ev, Utc::now());
+                    self.observe(ev, Utc::now());
                 }
                 self.mark_dirty(&name);
             }
@@ -1276,7 +1316,7 @@ impl Controller {
                 // It ended while no process able to reap it was recording.
                 None => Event::Vanished { name, pid },
             };
-            core::observe(&self.desired, &mut self.state, event, Utc::now());
+            self.observe(event, Utc::now());
             if let Some(e) = self
                 .state
                 .sessions
@@ -1359,7 +1399,7 @@ impl Controller {
                         reason,
                         message,
                     };
-                    core::observe(&self.desired, &mut self.state, ev, Utc::now());
+                    self.observe(ev, Utc::now());
                 }
                 super::agents::Act::Stop(..) => {}
             }
@@ -1606,11 +1646,23 @@ impl Controller {
             }
         }
         for e in events {
-            core::observe(&self.desired, &mut self.state, e, now);
+            self.observe(e, now);
         }
     }
 
     /// Safety net: a tracked process that is gone without an exit report.
+    /// Applies an event to the core state, and queues the keys it touches
+    /// (taken before it is observed: an exit frees the slot of the pool the
+    /// record counted in).
+    fn observe(&mut self, event: Event, now: DateTime<Utc>) {
+        self.keys.touch_all(core::keys::event_keys(
+            &self.desired,
+            &self.state,
+            event.session(),
+        ));
+        core::observe(&self.desired, &mut self.state, event, now);
+    }
+
     fn check_vanished(&mut self) {
         if self.keeper_events_open {
             return; // the keeper reports every exit
@@ -1638,43 +1690,124 @@ impl Controller {
             }
             self.suspects.remove(&pid);
             self.pids.remove(&pid);
-            core::observe(
-                &self.desired,
-                &mut self.state,
-                Event::Vanished { name, pid },
-                Utc::now(),
-            );
+            self.observe(Event::Vanished { name, pid }, Utc::now());
         }
     }
 
-    /// Re-reads the manifest folder; true when what it declares changed
+    /// Re-reads the manifest folder (the files the watch reported, or the
+    /// whole folder when asked or when no watch runs); true when what it declares changed
     /// (a file appeared, went away or was reloaded, or refusals changed).
-    fn rescan_catalog(&mut self, now: DateTime<Utc>) -> bool {
-        let before: BTreeSet<String> = self.catalog.views.keys().cloned().collect();
-        let changed = match self.catalog.rescan(&self.layout.manifest_dir, now) {
-            Some(desired) => {
-                self.set_desired(desired);
-                true
-            }
-            None => false,
+    fn rescan_catalog(&mut self, now: DateTime<Utc>) -> Read {
+        let (paths, overflow) = match self.dir_changes.lock() {
+            Ok(mut c) => c.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
         };
-        let after: BTreeSet<String> = self.catalog.views.keys().cloned().collect();
-        // Files that appeared or went away (a duplicate name may move too:
-        // those files are in `changed` as they were reloaded or removed).
-        self.dirty_stems
-            .extend(before.symmetric_difference(&after).cloned());
-        self.dirty_stems
-            .extend(self.catalog.changed.iter().cloned());
-        // A session now declared in another file (a renamed manifest) is reported there.
-        for (name, live) in self.live.iter_mut() {
-            if let Some(stem) = self.catalog.session_file.get(name) {
-                if *stem != live.stem {
-                    self.dirty_stems
-                        .insert(std::mem::replace(&mut live.stem, stem.clone()));
+        // Without a watch (--poll, or it failed) every read lists the folder.
+        let relist = std::mem::take(&mut self.relist) || overflow || !self.watching;
+        let reloaded = if relist {
+            match self.catalog.rescan(&self.layout.manifest_dir, now) {
+                Some(d) => Reloaded::Whole(d),
+                None => Reloaded::Unchanged,
+            }
+        } else {
+            // Scale-out filters the whole declared state: no patches there.
+            let patch = self.opts.fleet.is_none();
+            self.catalog
+                .reload(&self.layout.manifest_dir, &paths, now, patch)
+        };
+        match reloaded {
+            Reloaded::Unchanged => {
+                // Refusals may have changed alone.
+                self.dirty_stems
+                    .extend(self.catalog.changed.iter().cloned());
+                Read::Unchanged
+            }
+            Reloaded::Whole(desired) => {
+                // Files that appeared or went away (a duplicate name may move
+                // too: those files are in `changed` as they were reloaded or removed).
+                let before: BTreeSet<String> = self.catalog_stems.clone();
+                self.set_desired(desired);
+                self.catalog_stems = self.catalog.views.keys().cloned().collect();
+                self.dirty_stems
+                    .extend(before.symmetric_difference(&self.catalog_stems).cloned());
+                self.dirty_stems
+                    .extend(self.catalog.changed.iter().cloned());
+                // A session now declared in another file (a renamed manifest) is reported there.
+                for (name, live) in self.live.iter_mut() {
+                    if let Some(stem) = self.catalog.session_file.get(name) {
+                        if *stem != live.stem {
+                            self.dirty_stems
+                                .insert(std::mem::replace(&mut live.stem, stem.clone()));
+                        }
+                    }
                 }
+                Read::Whole
+            }
+            Reloaded::Sessions { removed, upserted } => {
+                self.patch_desired(removed, upserted);
+                for stem in &self.catalog.changed {
+                    if self.catalog.views.contains_key(stem) {
+                        self.catalog_stems.insert(stem.clone());
+                    } else {
+                        self.catalog_stems.remove(stem);
+                    }
+                }
+                self.dirty_stems
+                    .extend(self.catalog.changed.iter().cloned());
+                Read::Patched
             }
         }
-        changed
+    }
+
+    /// Applies a change of plain sessions to the desired state in place (what
+    /// [`Controller::set_desired`] does for a whole state, for these names
+    /// only), and queues their keys.
+    fn patch_desired(&mut self, removed: BTreeSet<String>, upserted: Vec<DesiredSession>) {
+        for name in removed {
+            self.desired.sessions.remove(&name);
+            self.desired.accounts.remove(&name);
+            self.keys.touch(core::keys::Key::Session(name));
+        }
+        let mut collected_changed = false;
+        for d in upserted {
+            let name = d.name.clone();
+            self.keys.touch(core::keys::Key::Session(name.clone()));
+            if let Some(stem) = self.catalog.session_file.get(&name) {
+                if let Some(live) = self.live.get_mut(&name) {
+                    if live.stem != *stem {
+                        self.dirty_stems
+                            .insert(std::mem::replace(&mut live.stem, stem.clone()));
+                    }
+                }
+            }
+            // A collected spec stays collected; a changed one runs (core::gc).
+            let hash = self.catalog.known("Session", &name).map(|k| k.spec_hash);
+            if self.collected.get(&name).is_some_and(|h| Some(*h) != hash) {
+                self.collected.remove(&name);
+                collected_changed = true;
+            }
+            if core::gc::is_collected(&self.collected, &name, hash) {
+                self.desired.sessions.remove(&name);
+                self.desired.accounts.remove(&name);
+                continue;
+            }
+            match super::accounts::account_of(
+                &d.spec,
+                &self.opts.pass_env,
+                &self.layout.manifest_dir,
+            ) {
+                Some(a) => {
+                    self.desired.accounts.insert(name.clone(), a);
+                }
+                None => {
+                    self.desired.accounts.remove(&name);
+                }
+            }
+            self.desired.sessions.insert(name, d);
+        }
+        if collected_changed {
+            self.save_collected();
+        }
     }
 
     /// The periodic resync: a relist that finds nothing changed and no
@@ -1684,11 +1817,14 @@ impl Controller {
     fn quiet_resync(&mut self) -> bool {
         let started = Instant::now();
         let now = Utc::now();
-        if self.rescan_catalog(now)
+        self.relist = true;
+        if self.rescan_catalog(now) != Read::Unchanged
             || !self.dirty_stems.is_empty()
             || !self.state.dirty.is_empty()
             || !self.state.outbox.is_empty()
             || !self.unacked.is_empty()
+            || !self.keys.is_quiet()
+            || self.everything
         {
             return false;
         }
@@ -1715,8 +1851,8 @@ impl Controller {
         self.census = None;
         let started = Instant::now();
         let now = Utc::now();
-        let catalog_changed = rescan && self.rescan_catalog(now);
-        let mut wake = None;
+        let catalog_changed = rescan && self.rescan_catalog(now) == Read::Whole;
+        let spending = core::keys::Spending::of(&self.desired);
         super::budget::fill(
             &self.ledger,
             &mut self.desired,
@@ -1724,6 +1860,12 @@ impl Controller {
             &self.agents,
             now,
         );
+        self.keys.touch_all(core::keys::spend_moved(
+            &spending,
+            &core::keys::Spending::of(&self.desired),
+            &self.desired.accounts,
+            &self.desired.accounts,
+        ));
         if let Some(tx) = &self.keeper_tx {
             let running = super::inbox::running(&self.state, &self.desired);
             self.inputs
@@ -1733,8 +1875,7 @@ impl Controller {
         // changed (every change of a record ends in a status write).
         let mut touched: BTreeSet<String> = BTreeSet::new();
         for _ in 0..8 {
-            let plan = core::reconcile(&self.desired, &mut self.state, now);
-            wake = plan.wake_at;
+            let plan = self.reconcile(now);
             if plan.is_idle() {
                 break;
             }
@@ -1770,7 +1911,26 @@ impl Controller {
         // A census taken during this pass (stops) must not serve an exit
         // handled later.
         self.census = None;
-        wake
+        self.keys.next_due()
+    }
+
+    /// One reconcile: of every session when `everything` is set, else of
+    /// the keys touched since the last one and those due by `now`. Each
+    /// session looked at is due again at its own next deadline.
+    fn reconcile(&mut self, now: DateTime<Utc>) -> core::Plan {
+        if std::mem::take(&mut self.everything) {
+            // Whatever was touched is part of everything.
+            self.keys.take(now);
+            let plan = core::reconcile(&self.desired, &mut self.state, now);
+            let all: BTreeSet<String> = self.state.sessions.keys().cloned().collect();
+            self.keys.schedule(&all, &plan.due);
+            return plan;
+        }
+        let keys = self.keys.take(now);
+        let (plan, looked_at) =
+            core::reconcile::reconcile_keys(&self.desired, &mut self.state, &keys, now);
+        self.keys.schedule(&looked_at, &plan.due);
+        plan
     }
 
     /// Performs a plan; returns true when it produced events to reconcile again.
@@ -1793,7 +1953,7 @@ impl Controller {
                             reason: e.reason,
                             message: e.message,
                         };
-                        core::observe(&self.desired, &mut self.state, event, now);
+                        self.observe(event, now);
                     }
                 }
                 Action::Signal { name, pid, signal } => self.signal_session(&name, pid, signal),
@@ -2197,6 +2357,7 @@ impl Controller {
     }
 
     fn forget(&mut self, name: &str) {
+        self.keys.forget(name);
         let keep_logs = self.tombstones.contains_key(name);
         self.transitions.forget(name);
         self.removed_event(name);
@@ -2262,6 +2423,8 @@ impl Controller {
         if let Some(fleet) = &self.opts.fleet {
             desired = fleet.filter(desired);
         }
+        self.keys
+            .touch_all(core::keys::changed(&self.desired, &desired));
         self.desired = desired;
     }
 
@@ -2282,7 +2445,9 @@ impl Controller {
             };
             self.collected.insert(name.to_string(), hash);
             self.save_collected();
-            let desired = std::mem::take(&mut self.desired);
+            // A copy: set_desired compares the old state with the new one
+            // for the keys the change touches.
+            let desired = self.desired.clone();
             self.set_desired(desired);
             self.mark_dirty(name);
             super::story::collected(

@@ -1,7 +1,9 @@
 //! Watching the manifest directory: which events mean "rescan now", which
 //! mean "a file is being written: rescan once it settles".
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -64,12 +66,73 @@ pub fn relevant(event: &notify::Result<notify::Event>) -> bool {
     classify(event).is_some()
 }
 
-/// Watches `dir`, sending what each relevant event asks for. The channel is
-/// small: a burst collapses into the wake-ups already queued.
-pub fn watch(dir: &Path, tx: mpsc::Sender<Wake>) -> notify::Result<notify::RecommendedWatcher> {
+/// The paths the watch reported since the controller last took them, so
+/// that a change re-reads those files alone instead of listing the folder.
+#[derive(Debug, Default)]
+pub struct Changes {
+    paths: BTreeSet<PathBuf>,
+    /// Something no path names changed (an error, an overflowed queue, a
+    /// ConfigMap's `..data` swap), or too many paths to keep: list the folder.
+    relist: bool,
+}
+
+/// More paths than this between two passes: listing the folder is cheaper.
+const MAX_PATHS: usize = 4096;
+
+impl Changes {
+    /// Notes what a relevant event names.
+    pub fn note(&mut self, event: &notify::Result<notify::Event>) {
+        let Ok(event) = event else {
+            self.relist = true;
+            return;
+        };
+        if event.need_rescan() {
+            self.relist = true;
+        }
+        for p in &event.paths {
+            let swap = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".."));
+            if swap {
+                self.relist = true;
+            } else {
+                self.paths.insert(p.clone());
+            }
+        }
+        if self.paths.len() > MAX_PATHS {
+            self.paths.clear();
+            self.relist = true;
+        }
+    }
+
+    /// The paths noted so far, and whether the folder must be listed instead.
+    pub fn take(&mut self) -> (BTreeSet<PathBuf>, bool) {
+        (
+            std::mem::take(&mut self.paths),
+            std::mem::take(&mut self.relist),
+        )
+    }
+}
+
+/// The changes a watch shares with the controller.
+pub type SharedChanges = Arc<Mutex<Changes>>;
+
+/// Watches `dir`: notes the paths of each relevant event in `changes`, then
+/// sends what the event asks for. The channel is small: a burst collapses
+/// into the wake-ups already queued (the paths are kept all the same).
+pub fn watch(
+    dir: &Path,
+    tx: mpsc::Sender<Wake>,
+    changes: SharedChanges,
+) -> notify::Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Some(wake) = classify(&event) {
             tracing::trace!(?event, ?wake, "directory event");
+            match changes.lock() {
+                Ok(mut c) => c.note(&event),
+                Err(poisoned) => poisoned.into_inner().note(&event),
+            }
             let _ = tx.try_send(wake);
         }
     })?;
@@ -149,5 +212,29 @@ mod tests {
         assert_eq!(classify(&ev(written, "/d/a.yaml")), Some(Wake::Settle));
         let read_closed = EventKind::Access(AccessKind::Close(AccessMode::Read));
         assert_eq!(classify(&ev(read_closed, "/d/a.yaml")), None);
+    }
+
+    #[test]
+    fn changes_keep_the_paths_and_ask_for_a_listing_when_no_path_can_say() {
+        let mut c = Changes::default();
+        c.note(&ev(EventKind::Create(CreateKind::File), "/m/a.yaml"));
+        c.note(&ev(EventKind::Create(CreateKind::File), "/m/a.yaml"));
+        c.note(&ev(EventKind::Create(CreateKind::File), "/m/b.yaml"));
+        let (paths, relist) = c.take();
+        assert_eq!(paths.len(), 2);
+        assert!(!relist);
+        assert_eq!(c.take(), (BTreeSet::new(), false), "taken once");
+        c.note(&ev(EventKind::Create(CreateKind::File), "/m/..data"));
+        assert!(c.take().1, "a ConfigMap swap lists the folder");
+        c.note(&Err(notify::Error::generic("queue overflow")));
+        assert!(c.take().1, "an error lists the folder");
+        for i in 0..=MAX_PATHS {
+            c.note(&ev(
+                EventKind::Create(CreateKind::File),
+                &format!("/m/{i}.yaml"),
+            ));
+        }
+        let (paths, relist) = c.take();
+        assert!(paths.is_empty() && relist, "too many paths: one listing");
     }
 }

@@ -139,6 +139,8 @@ impl Controller {
         };
         let answer = match result {
             Ok(()) => {
+                self.keys
+                    .touch(crate::core::keys::Key::Session(name.clone()));
                 self.mark_dirty(&name);
                 self.api_save_stopped();
                 let message = match cmd.act {
