@@ -1056,3 +1056,77 @@ fn the_tree_of_a_session_holds_its_descendants_and_nothing_else() {
     let _ = session.wait();
     drop(unrelated);
 }
+
+/// Cost follows what changed: with thirty manifests, a changed file is read
+/// alone (one parse) and the folder is not listed again; the periodic
+/// resync (an hour here) is the only listing after the start.
+#[test]
+fn a_changed_manifest_is_read_alone_without_listing_the_folder() {
+    let (_tmp, dir) = sessions_dir();
+    let names: Vec<String> = (0..30).map(|i| format!("s{i:02}")).collect();
+    for n in &names {
+        write_file(
+            &dir.join(format!("{n}.yaml")),
+            &session(n, "command: [sleep, '1000']"),
+        );
+    }
+    let c = Controller::start(
+        &dir,
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--resync-interval",
+            "1h",
+            "--usage-interval",
+            "0",
+        ],
+    );
+    let pids: Vec<u64> = names
+        .iter()
+        .map(|n| {
+            wait_phase(&dir, n, "Running")["status"]["pid"]
+                .as_u64()
+                .expect("pid")
+        })
+        .collect();
+    let addr = metrics_addr(&c);
+    let figures = |s: &prometheus_parse::Scrape| {
+        (
+            metric(s, "sessionlet_manifest_reads_total", &[]).unwrap_or(-1.0),
+            metric(s, "sessionlet_manifest_listings_total", &[]).unwrap_or(-1.0),
+        )
+    };
+    let (reads, listings) = wait_for("every manifest read once", || {
+        let f = figures(&scrape(&addr));
+        (f.0 >= 30.0).then_some(f)
+    });
+    assert_eq!(reads, 30.0, "each manifest parsed once at start");
+    assert!(listings >= 1.0, "the start lists the folder");
+
+    write_file(
+        &dir.join("s07.yaml"),
+        &session("s07", "command: [sleep, '1001']"),
+    );
+    let s = wait_status(&dir, "s07", "the changed spec running", |s| {
+        s["status"]["phase"] == "Running" && s["status"]["pid"].as_u64() != Some(pids[7])
+    });
+    assert!(s["status"]["pid"].is_u64());
+    let after = wait_for("the read counted", || {
+        let f = figures(&scrape(&addr));
+        (f.0 > reads).then_some(f)
+    });
+    assert_eq!(after.0, reads + 1.0, "only the changed file was parsed");
+    assert_eq!(
+        after.1, listings,
+        "the folder was not listed for one changed file"
+    );
+    // The other sessions were not touched.
+    for (n, pid) in names.iter().zip(&pids).filter(|(n, _)| n.as_str() != "s07") {
+        let s = wait_phase(&dir, n, "Running");
+        assert_eq!(
+            s["status"]["pid"].as_u64(),
+            Some(*pid),
+            "{n} kept its process"
+        );
+    }
+}

@@ -557,7 +557,6 @@ fn reconcile_only(
     let mut plan = Plan::default();
     // Actions decided while observing events come first.
     plan.actions.append(&mut state.outbox);
-    let looked_at = |n: &str| only.is_none_or(|o| o.contains(n));
 
     // Sessions no longer desired: stop, then forget.
     let gone: Vec<String> = match only {
@@ -624,7 +623,11 @@ fn reconcile_only(
     // Rolling updates: per pool, the lowest replica ordinal not yet settled
     // (running the current template). Higher outdated replicas wait for it.
     let mut unsettled: BTreeMap<&str, u32> = BTreeMap::new();
-    for d in desired.sessions.values().filter(|d| looked_at(&d.name)) {
+    let replicas: Box<dyn Iterator<Item = &DesiredSession>> = match only {
+        None => Box::new(desired.sessions.values()),
+        Some(o) => Box::new(o.iter().filter_map(|n| desired.sessions.get(n))),
+    };
+    for d in replicas {
         let Some(r) = &d.replica else { continue };
         let settled = state.sessions.get(&d.name).is_some_and(|rec| {
             (rec.generation == d.generation || applies_in_place(rec, d))

@@ -243,6 +243,12 @@ pub fn fill(
     agents: &Agents,
     now: DateTime<Utc>,
 ) {
+    if desired.budgets.is_empty() && desired.account_budgets.is_empty() {
+        // Nothing is budgeted: no spend to add up (a pass stays O(changes)).
+        desired.spend.clear();
+        desired.account_spend.clear();
+        return;
+    }
     let mut spend: BTreeMap<String, Spend> = BTreeMap::new();
     for (pool, b) in &desired.budgets {
         spend.insert(

@@ -222,6 +222,9 @@ pub struct Catalog {
     /// name a Session also takes), as of the last whole rebuild: a change
     /// touching one of them needs the whole rebuild.
     contested: BTreeSet<NameKey>,
+    /// Files parsed and folder listings so far (for the metrics).
+    pub reads: u64,
+    pub listings: u64,
     /// True once a desired state was built.
     built: bool,
     /// Why the manifest folder (or a folder above it) is not trusted, when
@@ -293,6 +296,7 @@ impl Catalog {
     /// Rescans the directory and returns the desired state.
     /// `None` when nothing changed since the last rescan.
     pub fn rescan(&mut self, dir: &Path, now: DateTime<Utc>) -> Option<Desired> {
+        self.listings = self.listings.saturating_add(1);
         let listing = match manifest::list_manifests(dir) {
             Ok(l) => l,
             Err(e) => {
@@ -362,6 +366,7 @@ impl Catalog {
             }
         }
         let path = &path.to_path_buf();
+        self.reads = self.reads.saturating_add(1);
         let mut loaded = manifest::load_file(path);
         if let Some(problem) = strict_modes(dir, path, self.dir_refusal.as_deref()) {
             loaded.documents.clear();

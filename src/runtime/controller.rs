@@ -288,6 +288,13 @@ pub struct Controller {
     watching: bool,
     /// The stems the catalog had views of after the last read.
     catalog_stems: BTreeSet<String>,
+    /// Each session's phase as last counted, and the counts by phase.
+    phases: HashMap<String, Phase>,
+    phase_counts: BTreeMap<Phase, u64>,
+    /// Manifest files that do not validate, and Invalid or Duplicate
+    /// entries, as of the last read that changed something.
+    invalid_files: usize,
+    invalid_entries: u64,
     _lock: lock::Lock,
 }
 
@@ -391,6 +398,10 @@ impl Controller {
             relist: true,
             watching: false,
             catalog_stems: BTreeSet::new(),
+            phases: HashMap::new(),
+            phase_counts: BTreeMap::new(),
+            invalid_files: 0,
+            invalid_entries: 0,
             _lock: lock,
         };
         c.agents.global = global_policy;
@@ -1818,7 +1829,11 @@ impl Controller {
         let started = Instant::now();
         let now = Utc::now();
         self.relist = true;
-        if self.rescan_catalog(now) != Read::Unchanged
+        let read = self.rescan_catalog(now);
+        if read != Read::Unchanged {
+            self.count_invalid();
+        }
+        if read != Read::Unchanged
             || !self.dirty_stems.is_empty()
             || !self.state.dirty.is_empty()
             || !self.state.outbox.is_empty()
@@ -1851,7 +1866,16 @@ impl Controller {
         self.census = None;
         let started = Instant::now();
         let now = Utc::now();
-        let catalog_changed = rescan && self.rescan_catalog(now) == Read::Whole;
+        let read = if rescan {
+            self.rescan_catalog(now)
+        } else {
+            Read::Unchanged
+        };
+        let catalog_changed = read == Read::Whole;
+        if read != Read::Unchanged || self.everything {
+            self.count_invalid();
+        }
+        let recount = self.everything;
         let spending = core::keys::Spending::of(&self.desired);
         super::budget::fill(
             &self.ledger,
@@ -1899,6 +1923,7 @@ impl Controller {
         self.reconcile_count += 1;
         self.last_reconcile = started.elapsed();
         self.health.pass(self.last_reconcile);
+        self.count_phases(&touched, recount);
         self.update_metrics();
         // With spawns in flight, the answers' pass writes it; during a long
         // burst of spawns (a cold start) at most once a second.
@@ -1912,6 +1937,54 @@ impl Controller {
         // handled later.
         self.census = None;
         self.keys.next_due()
+    }
+
+    /// Keeps the sessions-by-phase counts of the controller status and the
+    /// metrics: recounted whole after a pass over everything, else moved
+    /// for the sessions the pass `touched` (the only records that changed).
+    fn count_phases(&mut self, touched: &BTreeSet<String>, whole: bool) {
+        if whole {
+            self.phases = self
+                .state
+                .sessions
+                .iter()
+                .map(|(n, r)| (n.clone(), render::phase_only(r)))
+                .collect();
+            self.phase_counts.clear();
+            for p in self.phases.values() {
+                *self.phase_counts.entry(*p).or_default() += 1;
+            }
+            return;
+        }
+        for name in touched {
+            let now = self.state.sessions.get(name).map(render::phase_only);
+            let was = match now {
+                Some(p) => self.phases.insert(name.clone(), p),
+                None => self.phases.remove(name),
+            };
+            if was == now {
+                continue;
+            }
+            if let Some(c) = was.and_then(|p| self.phase_counts.get_mut(&p)) {
+                *c = c.saturating_sub(1);
+            }
+            if let Some(p) = now {
+                *self.phase_counts.entry(p).or_default() += 1;
+            }
+        }
+    }
+
+    /// Recounts the manifests that do not validate (after a read that
+    /// changed something).
+    fn count_invalid(&mut self) {
+        self.invalid_files = self.catalog.invalid_files();
+        self.invalid_entries = self
+            .catalog
+            .views
+            .values()
+            .flat_map(|v| v.entries.iter())
+            .filter(|e| matches!(e, Entry::Invalid { .. } | Entry::Duplicate { .. }))
+            .count() as u64;
     }
 
     /// One reconcile: of every session when `everything` is set, else of
@@ -2843,21 +2916,15 @@ impl Controller {
 
     /// Refreshes the gauges that describe the whole state (cheap: one walk).
     fn update_metrics(&mut self) {
-        let mut by_phase: BTreeMap<&'static str, i64> =
-            Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
         // Restart gauges are set when a session spawns; here only counts.
-        for rec in self.state.sessions.values() {
-            *by_phase
-                .entry(render::phase_only(rec).as_str())
-                .or_default() += 1;
-        }
-        for (phase, n) in by_phase {
+        for phase in Phase::ALL {
+            let n = self.phase_counts.get(&phase).copied().unwrap_or(0);
             self.metrics
                 .sessions
                 .get_or_create(&PhaseLabel {
-                    phase: phase.to_string(),
+                    phase: phase.as_str().to_string(),
                 })
-                .set(n);
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         for pool in self.desired.pools.keys() {
             let queued = self
@@ -2876,29 +2943,29 @@ impl Controller {
                 .get_or_create(&PoolLabel { pool: pool.clone() })
                 .set(i64::try_from(queued).unwrap_or(i64::MAX));
         }
-        let invalid = self.catalog.invalid_files();
         self.metrics
             .invalid_manifests
-            .set(i64::try_from(invalid).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.invalid_files).unwrap_or(i64::MAX));
+        // Counters: add what the catalog did since the last pass.
+        let (reads, listings) = (self.catalog.reads, self.catalog.listings);
+        self.metrics
+            .manifest_reads
+            .inc_by(reads.saturating_sub(self.metrics.manifest_reads.get()));
+        self.metrics
+            .manifest_listings
+            .inc_by(listings.saturating_sub(self.metrics.manifest_listings.get()));
         self.metrics.pass_done(self.last_reconcile.as_secs_f64());
     }
 
     fn write_controller_status(&mut self, force: bool) {
-        let mut by_phase: BTreeMap<String, u64> = BTreeMap::new();
-        for rec in self.state.sessions.values() {
-            *by_phase
-                .entry(render::phase_of(rec).0.as_str().to_string())
-                .or_default() += 1;
-        }
-        let invalid = self
-            .catalog
-            .views
-            .values()
-            .flat_map(|v| v.entries.iter())
-            .filter(|e| matches!(e, Entry::Invalid { .. } | Entry::Duplicate { .. }))
-            .count() as u64;
-        if invalid > 0 {
-            *by_phase.entry("Invalid".into()).or_default() += invalid;
+        let mut by_phase: BTreeMap<String, u64> = self
+            .phase_counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(p, n)| (p.as_str().to_string(), *n))
+            .collect();
+        if self.invalid_entries > 0 {
+            *by_phase.entry("Invalid".into()).or_default() += self.invalid_entries;
         }
         let mut status = ControllerStatus {
             api_version: crate::api::API_VERSION.into(),

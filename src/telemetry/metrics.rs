@@ -69,6 +69,11 @@ pub struct Metrics {
     /// Manifest files that do not validate (refused, or running on their
     /// last good spec).
     pub invalid_manifests: Gauge,
+    /// Manifest files parsed (each read of a new or changed file).
+    pub manifest_reads: Counter,
+    /// Listings of the whole manifest folder (at start, at each resync, and
+    /// when a watch cannot name what changed).
+    pub manifest_listings: Counter,
     /// Webhook notifications by result (sent, failed, dropped).
     pub notifications: Family<ResultLabel, Counter>,
     /// Events recorded, by type (Normal, Warning).
@@ -133,6 +138,18 @@ impl Metrics {
             "Manifest files that do not validate (refused, or kept running on their last good spec)",
             invalid_manifests.clone(),
         );
+        let manifest_reads = Counter::default();
+        registry.register(
+            "manifest_reads",
+            "Manifest files parsed: each new or changed file is read once",
+            manifest_reads.clone(),
+        );
+        let manifest_listings = Counter::default();
+        registry.register(
+            "manifest_listings",
+            "Listings of the whole manifest folder: at start, at each resync, and when a watch cannot name what changed",
+            manifest_listings.clone(),
+        );
         let notifications = Family::<ResultLabel, Counter>::default();
         registry.register(
             "notifications",
@@ -159,6 +176,8 @@ impl Metrics {
             reconciles,
             queue_length,
             invalid_manifests,
+            manifest_reads,
+            manifest_listings,
             last_pass_ms: AtomicI64::new(0),
             ready: AtomicBool::new(false),
             resync_ms: i64::try_from(resync.as_millis()).unwrap_or(i64::MAX),
