@@ -47,9 +47,17 @@ const CLAIMS_PER_ROUND: usize = 2_000;
 /// Owner keys claimed in one transaction: each still compare-created, and
 /// well under etcd's default `--max-txn-ops` (128).
 pub const CLAIM_BATCH: usize = 100;
-/// Keys a page of a prefix read: about 100 KB of owner keys, a few hundred
-/// KB of live summaries, far under the client's 4 MiB reply limit.
+/// Keys in the first page of a prefix read; the next pages are sized from
+/// the bytes a key took so far, to about [`PAGE_BYTES`].
 pub const PAGE: i64 = 1_000;
+/// The size a page aims at: a quarter of the client's 4 MiB reply limit.
+/// Pages must be large too: etcd 3.4 walks every key left in the range for
+/// each page (its index takes no limit), so small pages make a read of `n`
+/// keys cost `n²/page`.
+pub const PAGE_BYTES: usize = 1 << 20;
+/// Bytes a key costs in a reply beyond its key and value (revisions,
+/// lease, framing), for sizing pages.
+const KV_OVERHEAD: usize = 32;
 /// At most this many live summaries written a round (the rest next round).
 const PUBLISH_PER_ROUND: usize = 200;
 
@@ -909,11 +917,12 @@ impl Coordinator {
     }
 }
 
-/// Every key under `prefix`, in pages of [`PAGE`] keys (each call within
-/// `call`), all at revision `rev` (0: the newest, which then becomes `rev`),
-/// so the pages make one snapshot and no reply nears the client's 4 MiB
-/// limit however many keys there are. A revision compacted meanwhile fails
-/// the read (the caller's next round reads anew).
+/// Every key under `prefix`, in pages (the first of [`PAGE`] keys, the
+/// next sized to about [`PAGE_BYTES`] from the bytes a key took so far;
+/// each call within `call`), all at revision `rev` (0: the newest, which
+/// then becomes `rev`), so the pages make one snapshot and no reply nears
+/// the client's 4 MiB limit however many keys there are. A revision
+/// compacted meanwhile fails the read (the caller's next round reads anew).
 pub async fn read_prefix(
     client: &mut Client,
     prefix: &str,
@@ -923,8 +932,10 @@ pub async fn read_prefix(
     let end = prefix_end(prefix.as_bytes());
     let mut from = prefix.as_bytes().to_vec();
     let mut out = Vec::new();
+    let mut limit = PAGE;
+    let mut bytes = 0usize;
     loop {
-        let mut o = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        let mut o = GetOptions::new().with_range(end.clone()).with_limit(limit);
         if *rev > 0 {
             o = o.with_revision(*rev);
         }
@@ -937,7 +948,15 @@ pub async fn read_prefix(
         let more = got.more();
         let kvs = got.take_kvs();
         let last = kvs.last().map(|kv| kv.key().to_vec());
+        bytes = kvs.iter().fold(bytes, |b, kv| {
+            b.saturating_add(kv.key().len() + kv.value().len() + KV_OVERHEAD)
+        });
         out.extend(kvs);
+        // The average key so far sizes the next page (between 100 keys
+        // and 100,000): a page of unusually large values stays under the
+        // limit with room to spare (4 times the aim).
+        let per_key = (bytes / out.len().max(1)).max(1);
+        limit = i64::try_from((PAGE_BYTES / per_key).clamp(100, 100_000)).unwrap_or(PAGE);
         match last {
             // The next page starts just after the last key read.
             Some(mut k) if more => {
