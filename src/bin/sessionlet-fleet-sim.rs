@@ -67,6 +67,14 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The coordinators' own logs (round failures, fences), only when asked:
+    // RUST_LOG=warn, for instance.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match run(&args) {
         Ok(ok) => {
             if ok {

@@ -51,9 +51,10 @@ pub const CLAIM_BATCH: usize = 100;
 /// the bytes a key took so far, to about [`PAGE_BYTES`].
 pub const PAGE: i64 = 1_000;
 /// The size a page aims at: a quarter of the client's 4 MiB reply limit.
-/// Pages must be large too: etcd 3.4 walks every key left in the range for
-/// each page (its index takes no limit), so small pages make a read of `n`
-/// keys cost `n²/page`.
+/// Pages must be large too: etcd walks every key left in the range for
+/// each page (to count them; 3.4's index takes no limit at all), so small
+/// pages make a read of `n` keys cost `n²/page`: 1,000-key pages over
+/// 100,000 owner keys tripled the claim time in the fleet simulation.
 pub const PAGE_BYTES: usize = 1 << 20;
 /// Bytes a key costs in a reply beyond its key and value (revisions,
 /// lease, framing), for sizing pages.
