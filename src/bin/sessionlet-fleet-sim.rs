@@ -382,13 +382,17 @@ async fn check(
             .unwrap_or("?")
             .to_string();
         let e = by_kind.entry(kind).or_default();
-        e.0 += 1;
-        e.1 += kv.key().len() as u64;
-        e.2 += kv.value().len() as u64;
+        e.0 = e.0.saturating_add(1);
+        e.1 = e.1.saturating_add(kv.key().len() as u64);
+        e.2 = e.2.saturating_add(kv.value().len() as u64);
     }
-    let (keys, key_bytes, value_bytes) = by_kind
-        .values()
-        .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+    let (keys, key_bytes, value_bytes) = by_kind.values().fold((0u64, 0u64, 0u64), |a, b| {
+        (
+            a.0.saturating_add(b.0),
+            a.1.saturating_add(b.1),
+            a.2.saturating_add(b.2),
+        )
+    });
     let shown: Vec<&String> = problems.iter().take(5).collect();
     Ok(json!({
         "ok": problems.is_empty(),
@@ -470,7 +474,10 @@ fn run(args: &Args) -> Result<bool> {
     if args.members == 0 || args.sessions == 0 {
         bail!("--members and --sessions must be at least 1");
     }
-    if args.lease_ttl < 2 || args.fence_margin == 0 || args.fence_margin * 2 > args.lease_ttl {
+    if args.lease_ttl < 2
+        || args.fence_margin == 0
+        || args.fence_margin.saturating_mul(2) > args.lease_ttl
+    {
         bail!("--lease-ttl at least 2, --fence-margin above 0 and at most half of it");
     }
     for b in ["etcd", "etcdctl"] {

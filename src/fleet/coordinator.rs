@@ -210,7 +210,9 @@ fn renewed(state: &Mutex<LeaseState>, lease: i64, sent: Instant, ttl: i64, margi
     let mut s = lock(state);
     // A renewal of a lease replaced meanwhile says nothing of the new one.
     if s.lease == lease {
-        s.deadline = s.deadline.max(sent + ttl.saturating_sub(margin));
+        // A TTL past what an Instant holds is no answer to trust: no bound.
+        let bound = sent.checked_add(ttl.saturating_sub(margin)).unwrap_or(sent);
+        s.deadline = s.deadline.max(bound);
     }
 }
 
@@ -882,7 +884,11 @@ impl Coordinator {
         let txn = Txn::new().when(when).and_then(ops);
         let what = match names {
             [one] => one.clone(),
-            _ => format!("{} sessions from {}", names.len(), names[0]),
+            _ => format!(
+                "{} sessions from {}",
+                names.len(),
+                names.first().map_or("", String::as_str)
+            ),
         };
         match timeout(self.call_timeout(), client.txn(txn)).await {
             Ok(Ok(r)) if r.succeeded() => Ok(Some(r.header().map_or(0, |h| h.revision()))),
