@@ -21,15 +21,21 @@
 //! Every call has a deadline. A failed claim is never repeated blindly: the
 //! next round reads the owner keys again and claims only what is still free
 //! (and the claim's compare makes a repeat harmless in any case).
+//!
+//! Sized for large fleets: a prefix is read in pages ([`read_prefix`], every
+//! page at one revision), so no reply nears the client's 4 MiB limit; the
+//! lease is renewed in its own task, so a long round cannot let it expire;
+//! claims go [`CLAIM_BATCH`] owner keys to a transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, Txn, TxnOp,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp,
 };
-use tokio::time::{timeout, Instant};
+use tokio::time::{timeout, Instant, MissedTickBehavior};
 
 use super::view::Summary;
 use super::{Config, Fleet};
@@ -37,23 +43,41 @@ use super::{Config, Fleet};
 /// How often the coordinator reads the fleet's state and claims.
 const ROUND: Duration = Duration::from_millis(500);
 /// At most this many claims a round, so one round stays short.
-const CLAIMS_PER_ROUND: usize = 200;
+const CLAIMS_PER_ROUND: usize = 2_000;
+/// Owner keys claimed in one transaction: each still compare-created, and
+/// well under etcd's default `--max-txn-ops` (128).
+pub const CLAIM_BATCH: usize = 100;
+/// Keys in the first page of a prefix read; the next pages are sized from
+/// the bytes a key took so far, to about [`PAGE_BYTES`].
+pub const PAGE: i64 = 1_000;
+/// The size a page aims at: a quarter of the client's 4 MiB reply limit.
+/// Pages must be large too: etcd walks every key left in the range for
+/// each page (to count them; 3.4's index takes no limit at all), so small
+/// pages make a read of `n` keys cost `n²/page`: 1,000-key pages over
+/// 100,000 owner keys tripled the claim time in the fleet simulation.
+pub const PAGE_BYTES: usize = 1 << 20;
+/// Bytes a key costs in a reply beyond its key and value (revisions,
+/// lease, framing), for sizing pages.
+const KV_OVERHEAD: usize = 32;
 /// At most this many live summaries written a round (the rest next round).
 const PUBLISH_PER_ROUND: usize = 200;
 
 /// Joins the fleet: connects, resumes this node's lease (a controller
 /// restarted within the lease keeps its sessions) or grants a new one, reads
-/// what this node owns, and keeps all that up to date in a task on the
-/// current runtime.
+/// what this node owns, and keeps all that up to date in tasks on the
+/// current runtime: one renews the lease (and fences), one runs the rounds.
 pub async fn start(cfg: Config) -> anyhow::Result<Fleet> {
     let mut conns = Endpoints::new(&cfg);
     let fleet = Fleet::new(&cfg.node);
+    let lease = Arc::new(Mutex::new(LeaseState {
+        lease: 0,
+        deadline: Instant::now(),
+        expired: false,
+        fenced: false,
+    }));
     let mut c = Coordinator {
         member_key: format!("{}members/{}", cfg.prefix, cfg.node),
-        lease: 0,
-        keeper: None,
-        deadline: Instant::now(),
-        fenced: false,
+        lease: lease.clone(),
         recorded: BTreeMap::new(),
         published: BTreeMap::new(),
         unowned_before: BTreeSet::new(),
@@ -80,6 +104,17 @@ pub async fn start(cfg: Config) -> anyhow::Result<Fleet> {
             ),
         }
     }
+    hand_deadline_to_keeper(&c.cfg, &lease).await;
+    // The renewer has its own connections: a long read on the round's
+    // connection never delays a renewal.
+    let renewer = Renewer {
+        conns: Endpoints::new(&c.cfg),
+        cfg: c.cfg.clone(),
+        lease,
+        fleet: fleet.clone(),
+        keeper: None,
+    };
+    tokio::spawn(renewer.run());
     if let Ok(client) = conns.client().await {
         if let Err(e) = c.round(client).await {
             tracing::warn!("first fleet round: {e}");
@@ -87,7 +122,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Fleet> {
     }
     tracing::info!(
         node = c.cfg.node.as_str(),
-        lease = c.lease,
+        lease = c.lease_state().lease,
         owned = c.fleet.owned().len(),
         "joined the fleet"
     );
@@ -147,15 +182,167 @@ impl Endpoints {
     }
 }
 
+/// The membership lease as the renewer and the rounds share it.
+#[derive(Debug, Clone, Copy)]
+struct LeaseState {
+    /// The lease id (0 before the first join).
+    lease: i64,
+    /// Before this instant the lease cannot have expired (less the
+    /// margin): `sent + ttl - margin` of the latest renewal of this lease
+    /// that was answered, `sent` being when it was sent.
+    deadline: Instant,
+    /// etcd said the lease is gone (TTL 0): the rounds join anew.
+    expired: bool,
+    /// Past the deadline without renewal: this node gave up its sessions.
+    fenced: bool,
+}
+
+fn lock(lease: &Mutex<LeaseState>) -> MutexGuard<'_, LeaseState> {
+    // Plain data: still usable after a panic elsewhere.
+    lease.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A renewal of `lease` sent at `sent` returned `ttl` seconds: etcd expires
+/// the lease no earlier than `sent + ttl`, so the deadline moves to that
+/// less the margin (never back: every such bound holds).
+fn renewed(state: &Mutex<LeaseState>, lease: i64, sent: Instant, ttl: i64, margin: Duration) {
+    let ttl = Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+    let mut s = lock(state);
+    // A renewal of a lease replaced meanwhile says nothing of the new one.
+    if s.lease == lease {
+        // A TTL past what an Instant holds is no answer to trust: no bound.
+        let bound = sent.checked_add(ttl.saturating_sub(margin)).unwrap_or(sent);
+        s.deadline = s.deadline.max(bound);
+    }
+}
+
+/// Tells the keeper how long the lease surely holds: past that without
+/// a newer deadline it kills every session (the node fences itself even
+/// when this controller is stopped or stuck). Nothing to do without a
+/// keeper (`keeper_socket` unset, as in the fleet simulation).
+async fn hand_deadline_to_keeper(cfg: &Config, lease: &Mutex<LeaseState>) {
+    let Some(socket) = cfg.keeper_socket.clone() else {
+        return;
+    };
+    let within = {
+        let s = lock(lease);
+        if s.fenced {
+            return;
+        }
+        s.deadline.saturating_duration_since(Instant::now())
+    };
+    if within.is_zero() {
+        return;
+    }
+    let sent =
+        tokio::task::spawn_blocking(move || crate::runtime::fence::send(&socket, within)).await;
+    match sent {
+        Ok(Ok(())) => {}
+        // Before the keeper is up, or while it restarts.
+        Ok(Err(e)) => tracing::debug!("fleet: cannot hand the deadline to the keeper: {e}"),
+        Err(e) => tracing::debug!("fleet: cannot hand the deadline to the keeper: {e}"),
+    }
+}
+
+/// Renews the lease every [`ROUND`] on its own connections, hands each new
+/// deadline to the keeper, and fences at the deadline, whatever the rounds
+/// are doing (a round over a large fleet may take longer than the lease).
+struct Renewer {
+    cfg: Config,
+    conns: Endpoints,
+    lease: Arc<Mutex<LeaseState>>,
+    fleet: Fleet,
+    /// The keep-alive stream, and the lease it renews.
+    keeper: Option<(i64, LeaseKeeper, LeaseKeepAliveStream)>,
+}
+
+impl Renewer {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(ROUND);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let s = *lock(&self.lease);
+            if s.lease != 0 && !s.expired {
+                // A failed renewal is tried at once on each other member.
+                for _ in 0..self.conns.urls.len() {
+                    match self.renew(s.lease).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!("fleet: lease renewal failed: {e}");
+                            self.keeper = None;
+                            self.conns.rotate();
+                        }
+                    }
+                }
+            }
+            self.fence_if_due();
+            hand_deadline_to_keeper(&self.cfg, &self.lease).await;
+        }
+    }
+
+    /// Past the deadline: the lease may expire before etcd hears from us
+    /// again, so every session stops now, before another node can claim.
+    /// Under the lease lock, so that a round cannot hand the controller
+    /// sessions after this.
+    fn fence_if_due(&self) {
+        let mut s = lock(&self.lease);
+        if s.fenced || Instant::now() < s.deadline {
+            return;
+        }
+        tracing::error!(
+            owned = self.fleet.owned().len(),
+            "fleet: lease not renewed in time; fencing (stopping every owned session)"
+        );
+        s.fenced = true;
+        self.fleet.metrics.fences.inc();
+        self.fleet.metrics.owned.set(0);
+        self.fleet.set_owned(BTreeMap::new());
+    }
+
+    async fn renew(&mut self, lease: i64) -> anyhow::Result<()> {
+        let t = self.cfg.lease_ttl / 4;
+        if self.keeper.as_ref().is_none_or(|(l, _, _)| *l != lease) {
+            let client = self.conns.client().await?;
+            let (k, st) = timeout(t, client.lease_keep_alive(lease)).await??;
+            self.keeper = Some((lease, k, st));
+        }
+        let Some((_, keeper, stream)) = self.keeper.as_mut() else {
+            return Ok(());
+        };
+        let sent = Instant::now();
+        let res = async {
+            keeper.keep_alive().await?;
+            stream.message().await
+        };
+        match timeout(t, res).await {
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                renewed(&self.lease, lease, sent, r.ttl(), self.cfg.fence_margin);
+                Ok(())
+            }
+            Ok(Ok(Some(_))) => {
+                // The lease expired: our keys went with it. The rounds join anew.
+                self.keeper = None;
+                tracing::warn!("fleet: the membership lease expired; joining again");
+                let mut s = lock(&self.lease);
+                if s.lease == lease {
+                    s.expired = true;
+                    self.fleet.metrics.owned.set(0);
+                    self.fleet.set_owned(BTreeMap::new());
+                }
+                Ok(())
+            }
+            Ok(Ok(None)) => anyhow::bail!("keepalive stream closed"),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => anyhow::bail!("keepalive: no answer within {t:?}"),
+        }
+    }
+}
+
 struct Coordinator {
     cfg: Config,
     member_key: String,
-    lease: i64,
-    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
-    /// Before this instant the lease cannot have expired (less the margin).
-    deadline: Instant,
-    /// Past the deadline without renewal: this node gave up its sessions.
-    fenced: bool,
+    lease: Arc<Mutex<LeaseState>>,
     /// Finished sessions whose outcome is in etcd already.
     recorded: BTreeMap<String, u64>,
     /// The live summaries in etcd as this node last wrote them (under the
@@ -180,6 +367,10 @@ impl Coordinator {
 
     fn call_timeout(&self) -> Duration {
         self.cfg.lease_ttl / 4
+    }
+
+    fn lease_state(&self) -> LeaseState {
+        *lock(&self.lease)
     }
 
     /// Resumes the lease named by this node's member key while etcd still
@@ -214,95 +405,33 @@ impl Coordinator {
         } else {
             tracing::info!(lease, ttl, "fleet: resumed the membership lease");
         }
-        self.lease = lease;
-        self.keeper = None;
-        self.renewed(sent, ttl);
+        {
+            let mut s = lock(&self.lease);
+            if s.lease != lease {
+                // A bound of the old lease says nothing of this one.
+                s.lease = lease;
+                s.deadline = sent;
+            }
+            s.expired = false;
+        }
+        renewed(&self.lease, lease, sent, ttl, self.cfg.fence_margin);
         Ok(())
-    }
-
-    /// A renewal sent at `sent` returned `ttl` seconds: etcd expires the
-    /// lease no earlier than `sent + ttl`.
-    fn renewed(&mut self, sent: Instant, ttl: i64) {
-        let ttl = Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
-        self.deadline = sent + ttl.saturating_sub(self.cfg.fence_margin);
-        if self.fenced {
-            tracing::info!("fleet: lease renewed again; claiming sessions again");
-            self.fenced = false;
-        }
-    }
-
-    async fn keep_alive(&mut self, client: &mut Client) -> anyhow::Result<()> {
-        let t = self.call_timeout();
-        if self.keeper.is_none() {
-            self.keeper = Some(timeout(t, client.lease_keep_alive(self.lease)).await??);
-        }
-        let Some((keeper, stream)) = self.keeper.as_mut() else {
-            return Ok(());
-        };
-        let sent = Instant::now();
-        let res = async {
-            keeper.keep_alive().await?;
-            stream.message().await
-        };
-        match timeout(t, res).await {
-            Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                self.renewed(sent, r.ttl());
-                Ok(())
-            }
-            Ok(Ok(Some(_))) => {
-                // The lease expired: our keys went with it. Join anew.
-                self.keeper = None;
-                tracing::warn!("fleet: the membership lease expired; joining again");
-                self.fleet.set_owned(BTreeMap::new());
-                self.join(client).await
-            }
-            Ok(Ok(None)) => {
-                self.keeper = None;
-                anyhow::bail!("keepalive stream closed")
-            }
-            Ok(Err(e)) => {
-                self.keeper = None;
-                Err(e.into())
-            }
-            Err(_) => {
-                self.keeper = None;
-                anyhow::bail!("keepalive: no answer within {t:?}")
-            }
-        }
     }
 
     async fn run(mut self, mut conns: Endpoints) {
         let mut tick = tokio::time::interval(ROUND);
-        let mut last_keepalive = Instant::now();
-        // Renewing every round (a message on an open stream) keeps the
-        // deadline as far ahead as it can be: a leader election in etcd
-        // then rarely outlasts it.
-        let every = ROUND;
+        // After a long round the next starts a round's length later, not at once.
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if last_keepalive.elapsed() >= every || self.keeper.is_none() {
-                last_keepalive = Instant::now();
-                // A failed renewal is tried at once on each other member.
-                for _ in 0..conns.urls.len() {
-                    let renewed = match conns.client().await {
-                        Ok(client) => self.keep_alive(client).await,
-                        Err(e) => Err(e),
-                    };
-                    match renewed {
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::warn!("fleet: lease renewal failed: {e}");
-                            self.keeper = None;
-                            conns.rotate();
-                        }
-                    }
-                }
-            }
-            if self.fenced {
-                // Fenced and still no renewal: etcd may have expired the
-                // lease ("lease not found"). Join again: resume the lease if
-                // etcd still holds it, else take a new one (the old keys
-                // went with the old lease, so this node starts from nothing).
+            let s = self.lease_state();
+            let now = Instant::now();
+            if s.expired || (s.fenced && now >= s.deadline) {
+                // The lease is gone, or fenced and still no renewal: etcd
+                // may have expired it ("lease not found"). Join again:
+                // resume the lease if etcd still holds it, else take a new
+                // one (the old keys went with the old lease, so this node
+                // starts from nothing).
                 let joined = match conns.client().await {
                     Ok(client) => self.join(client).await,
                     Err(e) => Err(e),
@@ -310,24 +439,21 @@ impl Coordinator {
                 if let Err(e) = joined {
                     tracing::warn!("fleet: rejoining: {e}");
                     conns.rotate();
+                    continue;
                 }
             }
-            if Instant::now() >= self.deadline {
-                if !self.fenced {
-                    // The lease may expire before etcd hears from us again:
-                    // stop every session now, before another node can claim.
-                    tracing::error!(
-                        owned = self.fleet.owned().len(),
-                        "fleet: lease not renewed in time; fencing (stopping every owned session)"
-                    );
-                    self.fenced = true;
-                    self.fleet.metrics.fences.inc();
-                    self.fleet.metrics.owned.set(0);
-                    self.fleet.set_owned(BTreeMap::new());
+            {
+                let mut s = lock(&self.lease);
+                if Instant::now() >= s.deadline || s.expired {
+                    // The renewer fences (or has): nothing to claim.
+                    continue;
                 }
-                continue;
+                if s.fenced {
+                    tracing::info!("fleet: lease renewed again; claiming sessions again");
+                    s.fenced = false;
+                }
             }
-            self.hand_deadline_to_keeper().await;
+            hand_deadline_to_keeper(&self.cfg, &self.lease).await;
             let round = match conns.client().await {
                 Ok(client) => self.round(client).await,
                 Err(e) => Err(e),
@@ -339,42 +465,32 @@ impl Coordinator {
         }
     }
 
-    /// Tells the keeper how long the lease surely holds: past that without
-    /// a newer deadline it kills every session (the node fences itself even
-    /// when this controller is stopped or stuck).
-    async fn hand_deadline_to_keeper(&self) {
-        let Some(socket) = self.cfg.keeper_socket.clone() else {
-            return;
-        };
-        let within = self.deadline.saturating_duration_since(Instant::now());
-        let sent =
-            tokio::task::spawn_blocking(move || crate::runtime::fence::send(&socket, within)).await;
-        match sent {
-            Ok(Ok(())) => {}
-            // Before the keeper is up, or while it restarts.
-            Ok(Err(e)) => tracing::debug!("fleet: cannot hand the deadline to the keeper: {e}"),
-            Err(e) => tracing::debug!("fleet: cannot hand the deadline to the keeper: {e}"),
-        }
-    }
-
     /// Reads members, owners and outcomes; records finished sessions;
     /// claims what placement gives this node.
+    /// Every prefix is read at one revision (the first read's), so the
+    /// round decides from one snapshot of the fleet.
     async fn round(&mut self, client: &mut Client) -> anyhow::Result<()> {
         let t = self.call_timeout();
-        let members = self.list(client, "members").await?;
+        let lease = self.lease_state().lease;
+        let mut rev = 0;
+        let members = self.list(client, "members", &mut rev).await?;
         let live: BTreeSet<String> = members.into_keys().collect();
         let owners: BTreeMap<String, Owner> = self
-            .list(client, "owners")
+            .list(client, "owners", &mut rev)
             .await?
             .into_iter()
             .map(|(name, (node, token, lease))| (name, Owner { node, token, lease }))
             .collect();
         // A finished outcome counts for the spec it finished under (a record
         // without a hash, from an older build, counts for any spec).
-        let hashes = self.fleet.declared_hashes();
-        let finished: BTreeSet<String> = self
-            .list(client, "status")
-            .await?
+        let records = self.list(client, "status", &mut rev).await?;
+        // Hashed only where there is something to compare: a spec's hash
+        // is a serialisation, too dear for every declared session a round.
+        let done = self.fleet.take_done();
+        let hashes = self
+            .fleet
+            .declared_hashes_of(records.keys().chain(done.keys()));
+        let finished: BTreeSet<String> = records
             .into_iter()
             .filter(|(name, (value, _, _))| {
                 let recorded = serde_json::from_str::<serde_json::Value>(value)
@@ -393,13 +509,13 @@ impl Coordinator {
 
         let mut mine: BTreeMap<String, i64> = owners
             .iter()
-            .filter(|(_, o)| o.node == self.cfg.node && o.lease == self.lease)
+            .filter(|(_, o)| o.node == self.cfg.node && o.lease == lease)
             .map(|(n, o)| (n.clone(), o.token))
             .collect();
 
         // Outcomes of sessions finished here, fenced by their tokens.
         let summaries = self.fleet.summaries();
-        for (name, hash) in self.fleet.take_done() {
+        for (name, hash) in done {
             let Some(token) = mine.get(&name).copied() else {
                 continue;
             };
@@ -467,18 +583,27 @@ impl Coordinator {
             .filter(|s| !grouped.contains_key(*s))
             .cloned()
             .collect();
-        let claims =
-            crate::core::placement::to_claim(&self.cfg.node, &singles, &owner_nodes, &live);
-        for name in claims.into_iter().take(CLAIMS_PER_ROUND) {
-            if owners.contains_key(&name) {
+        let claims: Vec<String> =
+            crate::core::placement::to_claim(&self.cfg.node, &singles, &owner_nodes, &live)
+                .into_iter()
                 // Owned by a node whose member key is gone: its owner key
                 // goes with its lease; claim once it has.
-                continue;
-            }
-            self.claim(client, name, None, &mut mine).await?;
+                .filter(|name| !owners.contains_key(name))
+                .take(CLAIMS_PER_ROUND)
+                .collect();
+        for batch in claims.chunks(CLAIM_BATCH) {
+            self.claim(client, lease, batch, None, &mut mine).await?;
         }
-        self.claim_grouped(client, &live, &owner_nodes, &grouped, &mut mine)
-            .await?;
+        self.claim_grouped(
+            client,
+            lease,
+            &mut rev,
+            &live,
+            &owner_nodes,
+            &grouped,
+            &mut mine,
+        )
+        .await?;
         // Work nobody runs is never silent: a gauge, and a warning.
         let reasons = unowned_reasons(&declared, &mine, &owner_nodes, &live);
         let unowned = reasons.len();
@@ -500,9 +625,14 @@ impl Coordinator {
             .collect();
         self.unowned_before = current;
         self.fleet.set_unowned(lasting);
-        if Instant::now() < self.deadline {
-            self.publish(client, &mine).await;
-            self.fleet.set_owned(mine);
+        if self.holds(lease) {
+            self.publish(client, lease, &mine).await;
+            // Under the lease lock: the renewer cannot fence in between, and
+            // once it has, no round hands the controller sessions again.
+            let s = lock(&self.lease);
+            if !s.fenced && !s.expired && s.lease == lease && Instant::now() < s.deadline {
+                self.fleet.set_owned(mine);
+            }
         }
         self.fleet.set_owners(owner_nodes);
         Ok(())
@@ -516,23 +646,26 @@ impl Coordinator {
     /// pool, which therefore holds across the fleet. A pool this node holds
     /// with nothing left to run is let go, so that the next member of it
     /// may go to whichever node the hash picks then.
+    #[allow(clippy::too_many_arguments)]
     async fn claim_grouped(
         &mut self,
         client: &mut Client,
+        lease: i64,
+        rev: &mut i64,
         live: &BTreeSet<String>,
         owners: &BTreeMap<String, String>,
         grouped: &BTreeMap<String, String>,
         mine: &mut BTreeMap<String, i64>,
     ) -> anyhow::Result<()> {
         let t = self.call_timeout();
-        let held = self.list(client, "pools").await?;
+        let held = self.list(client, "pools", rev).await?;
         let mut pool_owners: BTreeMap<String, String> = held
             .iter()
             .map(|(p, (node, _, _))| (p.clone(), node.clone()))
             .collect();
         let mut my_pools: BTreeMap<String, i64> = held
             .iter()
-            .filter(|(_, (node, _, lease))| *node == self.cfg.node && *lease == self.lease)
+            .filter(|(_, (node, _, l))| *node == self.cfg.node && *l == lease)
             .map(|(p, (_, token, _))| (p.clone(), *token))
             .collect();
         let needed: BTreeSet<String> = grouped.values().cloned().collect();
@@ -559,7 +692,7 @@ impl Coordinator {
                 continue; // its holder's lease is going; claim once it has
             }
             let key = self.key("pools", &pool);
-            let put = PutOptions::new().with_lease(self.lease);
+            let put = PutOptions::new().with_lease(lease);
             let txn = Txn::new()
                 .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(key.as_str(), self.cfg.node.as_str(), Some(put))]);
@@ -583,13 +716,28 @@ impl Coordinator {
             owners,
             live,
         );
+        // Batched per pool: each batch checks its pool is still held.
+        let mut by_pool: BTreeMap<&String, Vec<String>> = BTreeMap::new();
         for name in members.into_iter().take(CLAIMS_PER_ROUND) {
-            let Some(pool_token) = grouped.get(&name).and_then(|p| my_pools.get(p)).copied() else {
+            if let Some(pool) = grouped.get(&name).filter(|p| my_pools.contains_key(*p)) {
+                by_pool.entry(pool).or_default().push(name);
+            }
+        }
+        for (pool, names) in by_pool {
+            let Some(pool_token) = my_pools.get(pool).copied() else {
                 continue;
             };
-            let pool_key = self.key("pools", &grouped[&name]);
-            self.claim(client, name, Some((pool_key, pool_token)), mine)
+            let pool_key = self.key("pools", pool);
+            for batch in names.chunks(CLAIM_BATCH) {
+                self.claim(
+                    client,
+                    lease,
+                    batch,
+                    Some((pool_key.clone(), pool_token)),
+                    mine,
+                )
                 .await?;
+            }
         }
         Ok(())
     }
@@ -598,7 +746,7 @@ impl Coordinator {
     /// since last written, each under its fencing token (a stale owner's
     /// write fails) and with this node's lease (gone with the node). A
     /// failed write is tried again next round (a repeat is harmless).
-    async fn publish(&mut self, client: &mut Client, mine: &BTreeMap<String, i64>) {
+    async fn publish(&mut self, client: &mut Client, lease: i64, mine: &BTreeMap<String, i64>) {
         let t = self.call_timeout();
         self.published.retain(|n, s| mine.get(n) == Some(&s.token));
         let summaries = self.fleet.summaries();
@@ -627,7 +775,7 @@ impl Coordinator {
                     continue;
                 }
             };
-            let put = PutOptions::new().with_lease(self.lease);
+            let put = PutOptions::new().with_lease(lease);
             let txn = Txn::new()
                 .when([Compare::create_revision(
                     self.key("owners", name),
@@ -655,59 +803,113 @@ impl Coordinator {
         }
     }
 
-    /// Claims session `name` for this node: its owner key is put with this
-    /// node's lease only while it does not exist (and, for a member of a
-    /// grouped pool, while `held` — the pool key and this node's token of
-    /// it — still holds). A won claim's revision is the fencing token.
+    /// Whether `lease` is still this node's, unexpired and not fenced.
+    fn holds(&self, lease: i64) -> bool {
+        let s = self.lease_state();
+        s.lease == lease && !s.expired && !s.fenced && Instant::now() < s.deadline
+    }
+
+    /// Claims the sessions `names` (at most [`CLAIM_BATCH`]) for this node
+    /// in one transaction: each owner key is put with this node's lease only
+    /// while it does not exist (and, for members of a grouped pool, while
+    /// `held` — the pool key and this node's token of it — still holds). A
+    /// transaction is all or nothing, so when some key of the batch was
+    /// taken meanwhile, nothing is put and each is tried on its own (each
+    /// still a compare-create), so that one taken key holds back no other.
+    /// A won claim's revision is the fencing token.
     /// An ambiguous failure (maybe claimed, maybe not) is not retried: the
     /// round ends (the next member is asked next), and the next round reads
-    /// the owner key and decides from it.
+    /// the owner keys back and decides key by key (a key put with this
+    /// node's lease is this node's).
     async fn claim(
         &mut self,
         client: &mut Client,
-        name: String,
+        lease: i64,
+        names: &[String],
         held: Option<(String, i64)>,
         mine: &mut BTreeMap<String, i64>,
     ) -> anyhow::Result<()> {
-        let key = self.key("owners", &name);
-        let put = PutOptions::new().with_lease(self.lease);
-        let mut when = vec![Compare::create_revision(key.as_str(), CompareOp::Equal, 0)];
-        if let Some((pool_key, token)) = held {
-            when.push(Compare::create_revision(pool_key, CompareOp::Equal, token));
+        if names.is_empty() {
+            return Ok(());
         }
-        let txn = Txn::new().when(when).and_then([TxnOp::put(
-            key.as_str(),
-            self.cfg.node.as_str(),
-            Some(put),
-        )]);
-        match timeout(self.call_timeout(), client.txn(txn)).await {
-            Ok(Ok(r)) if r.succeeded() => {
-                let token = r.header().map_or(0, |h| h.revision());
-                tracing::info!(session = name.as_str(), token, "fleet: claimed");
-                self.fleet.metrics.claims.inc();
-                mine.insert(name, token);
-                Ok(())
+        if let Some(token) = self.claim_txn(client, lease, names, &held).await? {
+            self.won(names, token, mine);
+            return Ok(());
+        }
+        if names.len() > 1 {
+            for name in names {
+                let one = std::slice::from_ref(name);
+                if let Some(token) = self.claim_txn(client, lease, one, &held).await? {
+                    self.won(one, token, mine);
+                }
             }
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => anyhow::bail!("claim of {name}: {e}"),
-            Err(_) => anyhow::bail!("claim of {name}: no answer"),
+        }
+        Ok(())
+    }
+
+    fn won(&self, names: &[String], token: i64, mine: &mut BTreeMap<String, i64>) {
+        for name in names {
+            tracing::info!(session = name.as_str(), token, "fleet: claimed");
+            self.fleet.metrics.claims.inc();
+            mine.insert(name.clone(), token);
         }
     }
 
-    /// Keys under `kind/`: name → (value, create revision, lease).
+    /// One claim transaction: `Some(revision)` when every key was put,
+    /// `None` when a compare failed (nothing put), an error when unknown.
+    async fn claim_txn(
+        &self,
+        client: &mut Client,
+        lease: i64,
+        names: &[String],
+        held: &Option<(String, i64)>,
+    ) -> anyhow::Result<Option<i64>> {
+        let keys: Vec<String> = names.iter().map(|n| self.key("owners", n)).collect();
+        let mut when: Vec<Compare> = keys
+            .iter()
+            .map(|k| Compare::create_revision(k.as_str(), CompareOp::Equal, 0))
+            .collect();
+        if let Some((pool_key, token)) = held {
+            when.push(Compare::create_revision(
+                pool_key.as_str(),
+                CompareOp::Equal,
+                *token,
+            ));
+        }
+        let put = PutOptions::new().with_lease(lease);
+        let ops: Vec<TxnOp> = keys
+            .iter()
+            .map(|k| TxnOp::put(k.as_str(), self.cfg.node.as_str(), Some(put.clone())))
+            .collect();
+        let txn = Txn::new().when(when).and_then(ops);
+        let what = match names {
+            [one] => one.clone(),
+            _ => format!(
+                "{} sessions from {}",
+                names.len(),
+                names.first().map_or("", String::as_str)
+            ),
+        };
+        match timeout(self.call_timeout(), client.txn(txn)).await {
+            Ok(Ok(r)) if r.succeeded() => Ok(Some(r.header().map_or(0, |h| h.revision()))),
+            Ok(Ok(_)) => Ok(None),
+            Ok(Err(e)) => anyhow::bail!("claim of {what}: {e}"),
+            Err(_) => anyhow::bail!("claim of {what}: no answer"),
+        }
+    }
+
+    /// Keys under `kind/`: name → (value, create revision, lease), read in
+    /// pages at revision `rev` (0: the newest, which then becomes `rev`).
     async fn list(
         &self,
         client: &mut Client,
         kind: &str,
+        rev: &mut i64,
     ) -> anyhow::Result<BTreeMap<String, (String, i64, i64)>> {
         let prefix = self.key(kind, "");
-        let got = timeout(
-            self.call_timeout(),
-            client.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
-        )
-        .await??;
+        let kvs = read_prefix(client, &prefix, rev, self.call_timeout()).await?;
         let mut out = BTreeMap::new();
-        for kv in got.kvs() {
+        for kv in kvs {
             let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) else {
                 continue;
             };
@@ -720,6 +922,70 @@ impl Coordinator {
         }
         Ok(out)
     }
+}
+
+/// Every key under `prefix`, in pages (the first of [`PAGE`] keys, the
+/// next sized to about [`PAGE_BYTES`] from the bytes a key took so far;
+/// each call within `call`), all at revision `rev` (0: the newest, which
+/// then becomes `rev`), so the pages make one snapshot and no reply nears
+/// the client's 4 MiB limit however many keys there are. A revision
+/// compacted meanwhile fails the read (the caller's next round reads anew).
+pub async fn read_prefix(
+    client: &mut Client,
+    prefix: &str,
+    rev: &mut i64,
+    call: Duration,
+) -> anyhow::Result<Vec<KeyValue>> {
+    let end = prefix_end(prefix.as_bytes());
+    let mut from = prefix.as_bytes().to_vec();
+    let mut out = Vec::new();
+    let mut limit = PAGE;
+    let mut bytes = 0usize;
+    loop {
+        let mut o = GetOptions::new().with_range(end.clone()).with_limit(limit);
+        if *rev > 0 {
+            o = o.with_revision(*rev);
+        }
+        let mut got = timeout(call, client.get(from.clone(), Some(o)))
+            .await
+            .map_err(|_| anyhow::anyhow!("reading {prefix}: no answer within {call:?}"))??;
+        if *rev <= 0 {
+            *rev = got.header().map_or(0, |h| h.revision());
+        }
+        let more = got.more();
+        let kvs = got.take_kvs();
+        let last = kvs.last().map(|kv| kv.key().to_vec());
+        bytes = kvs.iter().fold(bytes, |b, kv| {
+            b.saturating_add(kv.key().len() + kv.value().len() + KV_OVERHEAD)
+        });
+        out.extend(kvs);
+        // The average key so far sizes the next page (between 100 keys
+        // and 100,000): a page of unusually large values stays under the
+        // limit with room to spare (4 times the aim).
+        let per_key = (bytes / out.len().max(1)).max(1);
+        limit = i64::try_from((PAGE_BYTES / per_key).clamp(100, 100_000)).unwrap_or(PAGE);
+        match last {
+            // The next page starts just after the last key read.
+            Some(mut k) if more => {
+                k.push(0);
+                from = k;
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// The first key after every key starting with `prefix` (etcd's range end
+/// of a prefix); `\0` (every key) for a prefix of only 0xff bytes.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 /// The declared, unfinished sessions with no live owner (not owned here, and
@@ -735,4 +1001,16 @@ fn unowned_reasons(
         .filter(|s| !mine.contains_key(*s))
         .filter_map(|s| Some((s.clone(), super::view::why_unowned(s, live, owners)?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn a_prefix_ends_just_after_its_last_key() {
+        assert_eq!(prefix_end(b"/s/owners/"), b"/s/owners0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
 }

@@ -512,20 +512,23 @@ impl Fleet {
         self.lock().done.clone()
     }
 
-    /// The hash of each declared session's spec as the manifests say it:
-    /// a finished outcome counts only for the spec it finished under, so a
-    /// changed spec runs again (as it does on a single node).
-    pub fn declared_hashes(&self) -> BTreeMap<String, u64> {
-        self.lock()
-            .declared
-            .as_ref()
-            .map(|d| {
-                d.sessions
-                    .iter()
-                    .map(|(n, d)| (n.clone(), outcome_hash(d)))
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The hash of each of the sessions `names` (those declared) as the
+    /// manifests say it: a finished outcome counts only for the spec it
+    /// finished under, so a changed spec runs again (as it does on a single
+    /// node). Only the names asked: a hash is a serialisation, too dear for
+    /// every declared session every round.
+    pub fn declared_hashes_of<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a String>,
+    ) -> BTreeMap<String, u64> {
+        let s = self.lock();
+        let Some(d) = s.declared.as_ref() else {
+            return BTreeMap::new();
+        };
+        names
+            .into_iter()
+            .filter_map(|n| Some((n.clone(), outcome_hash(d.sessions.get(n)?))))
+            .collect()
     }
 
     /// Resolves when ownership changed since the last call.

@@ -314,7 +314,7 @@ pub fn fetch(flags: &ViewFlags) -> Result<Option<Snapshot>, String> {
 /// first member that answers.
 #[cfg(feature = "etcd")]
 async fn read(endpoints: &[String], prefix: &str) -> Result<Snapshot, String> {
-    use etcd_client::{Client, ConnectOptions, GetOptions};
+    use etcd_client::{Client, ConnectOptions};
     use std::time::Duration;
     use tokio::time::timeout;
 
@@ -330,15 +330,10 @@ async fn read(endpoints: &[String], prefix: &str) -> Result<Snapshot, String> {
             let mut revision = 0;
             for kind in ["members", "owners", "live", "status"] {
                 let p = format!("{prefix}{kind}/");
-                let mut o = GetOptions::new().with_prefix();
-                if revision > 0 {
-                    o = o.with_revision(revision);
-                }
-                let r = timeout(call, client.get(p.as_str(), Some(o))).await??;
-                if revision == 0 {
-                    revision = r.header().map_or(0, |h| h.revision());
-                }
-                for kv in r.kvs() {
+                // In pages, all at the first page's revision.
+                let kvs =
+                    super::coordinator::read_prefix(&mut client, &p, &mut revision, call).await?;
+                for kv in &kvs {
                     let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) else {
                         continue;
                     };
