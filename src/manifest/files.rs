@@ -15,9 +15,10 @@ use super::Problem;
 pub struct Listing {
     /// Manifest files (`DIR/NAME`), sorted lexically by file name.
     pub manifests: Vec<PathBuf>,
-    /// Each manifest's metadata (of a link's target), read while listing:
-    /// the catalog's fingerprint needs no second stat.
-    pub metadata: std::collections::HashMap<PathBuf, std::fs::Metadata>,
+    /// Each manifest's metadata (of a link's target), in the order of
+    /// `manifests`, read while listing: the catalog's fingerprint needs no
+    /// second stat.
+    pub metadata: Vec<std::fs::Metadata>,
     /// Entries named like manifests that cannot be used: symbolic links
     /// resolving outside the directory, broken links, non-regular files.
     pub refused: Vec<Problem>,
@@ -76,32 +77,35 @@ pub fn manifest_stem(file_name: &str) -> &str {
 pub fn list_manifests(dir: &Path) -> io::Result<Listing> {
     let canonical_dir = fs_err::canonicalize(dir)?;
     let mut listing = Listing::default();
+    let mut found: Vec<(String, PathBuf, std::fs::Metadata)> = Vec::new();
     for entry in fs_err::read_dir(dir)? {
         let entry = entry?;
         let file_name = entry.file_name();
         // A name that is not UTF-8 can never yield a valid metadata.name.
-        let Some(name) = file_name.to_str() else {
+        let Ok(name) = file_name.into_string() else {
             continue;
         };
-        if !is_manifest_name(name) {
+        if !is_manifest_name(&name) {
             continue;
         }
-        let path = dir.join(name);
+        let path = dir.join(&name);
         let file_type = entry.file_type()?;
         match inspect_entry(&path, &canonical_dir, file_type.is_symlink(), || {
             entry.metadata()
         })? {
-            Inspected::Manifest(metadata) => {
-                listing.metadata.insert(path.clone(), metadata);
-                listing.manifests.push(path);
-            }
+            Inspected::Manifest(metadata) => found.push((name, path, metadata)),
             Inspected::Refused(p) => listing.refused.push(p),
             Inspected::Skipped => {}
         }
     }
-    listing
-        .manifests
-        .sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    // By file name (the names are unique in one folder).
+    found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    listing.manifests.reserve(found.len());
+    listing.metadata.reserve(found.len());
+    for (_, path, metadata) in found {
+        listing.manifests.push(path);
+        listing.metadata.push(metadata);
+    }
     listing.refused.sort();
     Ok(listing)
 }

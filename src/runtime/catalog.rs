@@ -30,10 +30,6 @@ struct Fingerprint {
     uid: u32,
 }
 
-fn fingerprint(path: &Path) -> Option<Fingerprint> {
-    std::fs::metadata(path).ok().map(|m| Fingerprint::of(&m))
-}
-
 impl Fingerprint {
     fn of(m: &std::fs::Metadata) -> Fingerprint {
         Fingerprint {
@@ -341,13 +337,8 @@ impl Catalog {
             }
             keep
         });
-        for path in &listing.manifests {
-            let fp = listing
-                .metadata
-                .get(path)
-                .map(Fingerprint::of)
-                .or_else(|| fingerprint(path));
-            let _ = self.refresh(dir, path, fp);
+        for (path, metadata) in listing.manifests.iter().zip(&listing.metadata) {
+            let _ = self.refresh(dir, path, Some(Fingerprint::of(metadata)));
         }
         if self.changed.is_empty() && self.built {
             // Nothing was (re)loaded or removed: the desired state is the same.
