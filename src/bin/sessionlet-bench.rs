@@ -973,7 +973,7 @@ impl Bench {
             format!("{n} manifests: idle resync pass (full rescan + housekeeping), controller CPU"),
             "ms",
             &out.resync_cpu_ms,
-            Some((50.0, "≤ 50 ms")),
+            Some((20.0, "≤ 20 ms")),
         );
         if let Some((ms, _passes)) = out.metrics_full_mean_ms {
             add(
@@ -981,7 +981,7 @@ impl Bench {
                 format!("{n} manifests: idle resync pass, controller's own timing (metrics histogram mean)"),
                 "ms",
                 &[ms],
-                Some((50.0, "≤ 50 ms")),
+                Some((20.0, "≤ 20 ms")),
             );
         }
         if !out.reported_full_ms.is_empty() {
@@ -990,7 +990,7 @@ impl Bench {
                 format!("{n} manifests: full pass, controller's lastReconcileMillis"),
                 "ms",
                 &out.reported_full_ms,
-                Some((50.0, "≤ 50 ms")),
+                Some((20.0, "≤ 20 ms")),
             );
         }
         if !out.log_full_ms.is_empty() {
@@ -999,7 +999,7 @@ impl Bench {
                 format!("{n} manifests: full pass, controller's debug log"),
                 "ms",
                 &out.log_full_ms,
-                Some((50.0, "≤ 50 ms")),
+                Some((20.0, "≤ 20 ms")),
             );
         }
         add(
@@ -1007,7 +1007,7 @@ impl Bench {
             format!("{n} manifests: one changed file, controller CPU (all passes it causes)"),
             "ms",
             &out.changed_cpu_ms,
-            Some((5.0, "far less: ≤ 5 ms")),
+            Some((2.0, "≤ 2 ms")),
         );
         add(
             "scale_changed_latency",
@@ -1021,7 +1021,7 @@ impl Bench {
             format!("{n} manifests: one added file, controller CPU"),
             "ms",
             &out.added_cpu_ms,
-            Some((5.0, "far less: ≤ 5 ms")),
+            Some((2.0, "≤ 2 ms")),
         );
         if !out.metrics_changed_ms.is_empty() {
             add(
@@ -1029,7 +1029,7 @@ impl Bench {
                 format!("{n} manifests: passes after one changed file, controller's own timing (mean per pass)"),
                 "ms",
                 &out.metrics_changed_ms,
-                Some((5.0, "far less: ≤ 5 ms")),
+                Some((2.0, "≤ 2 ms")),
             );
         }
         if !out.metrics_added_ms.is_empty() {
@@ -1038,7 +1038,7 @@ impl Bench {
                 format!("{n} manifests: passes after one added file, controller's own timing (mean per pass)"),
                 "ms",
                 &out.metrics_added_ms,
-                Some((5.0, "far less: ≤ 5 ms")),
+                Some((2.0, "≤ 2 ms")),
             );
         }
         if !out.log_changed_ms.is_empty() {
@@ -1047,7 +1047,7 @@ impl Bench {
                 format!("{n} manifests: pass after one changed file, controller's debug log"),
                 "ms",
                 &out.log_changed_ms,
-                Some((5.0, "far less: ≤ 5 ms")),
+                Some((2.0, "≤ 2 ms")),
             );
         }
         if let Some(s) = out.start_to_done_s {

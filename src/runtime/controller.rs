@@ -1830,7 +1830,7 @@ impl Controller {
         let now = Utc::now();
         self.relist = true;
         let read = self.rescan_catalog(now);
-        if read != Read::Unchanged {
+        if read == Read::Whole {
             self.count_invalid();
         }
         if read != Read::Unchanged
@@ -1872,7 +1872,9 @@ impl Controller {
             Read::Unchanged
         };
         let catalog_changed = read == Read::Whole;
-        if read != Read::Unchanged || self.everything {
+        // A patch changes valid files of plain sessions only: the invalid
+        // figures stay.
+        if read == Read::Whole || self.everything {
             self.count_invalid();
         }
         let recount = self.everything;
@@ -2830,25 +2832,28 @@ impl Controller {
     /// The controller status's health figures.
     fn health_figures(&self) -> BTreeMap<String, serde_json::Value> {
         use serde_json::json;
-        let running: Vec<&String> = self
-            .state
-            .sessions
+        // From the kept counts and the monitored sessions: no walk over
+        // every record.
+        let running = self.phase_counts.get(&Phase::Running).copied().unwrap_or(0);
+        let monitored: Vec<&Watch> = self
+            .watches
             .iter()
-            .filter(|(_, r)| matches!(r.run, Run::Running(_)))
-            .map(|(n, _)| n)
+            .filter(|(n, _)| {
+                self.state
+                    .sessions
+                    .get(*n)
+                    .is_some_and(|r| matches!(r.run, Run::Running(_)))
+            })
+            .map(|(_, w)| w)
             .collect();
-        let stale = running
-            .iter()
-            .filter(|n| self.watches.get(**n).is_some_and(|w| w.stale))
-            .count();
-        let memory: Vec<u64> = running
-            .iter()
-            .filter_map(|n| self.watches.get(*n))
-            .map(|w| w.usage.memory_bytes)
-            .collect();
+        let stale = monitored.iter().filter(|w| w.stale).count() as u64;
+        let memory: Vec<u64> = monitored.iter().map(|w| w.usage.memory_bytes).collect();
         let h = &self.health;
         let mut m = BTreeMap::new();
-        m.insert("healthySessions".into(), json!(running.len() - stale));
+        m.insert(
+            "healthySessions".into(),
+            json!(running.saturating_sub(stale)),
+        );
         m.insert("staleSessions".into(), json!(stale));
         m.insert(
             "averageMemoryBytes".into(),
