@@ -1130,3 +1130,34 @@ fn a_changed_manifest_is_read_alone_without_listing_the_folder() {
         );
     }
 }
+
+/// An error the controller survives is counted by its kind: a deleted
+/// status folder shows as `sessionlet_errors_total{kind="status_dir"}`, and
+/// the controller goes on (the folder is made again, the session runs on).
+#[test]
+fn errors_the_controller_survives_are_counted_by_kind() {
+    let (tmp, dir) = sessions_dir();
+    let status = tmp.path().join("status");
+    std::fs::create_dir(&status).expect("status dir");
+    write_file(
+        &dir.join("svc.yaml"),
+        &session("svc", "command: [sleep, '1000']"),
+    );
+    let c = Controller::start_with_status_dir(
+        &dir,
+        Some(&status),
+        &["--metrics-addr", "127.0.0.1:0", "--usage-interval", "0"],
+    );
+    let pid = wait_phase(&status, "svc", "Running")["status"]["pid"].as_u64();
+    let addr = metrics_addr(&c);
+    let kind = |s: &prometheus_parse::Scrape| {
+        metric(s, "sessionlet_errors_total", &[("kind", "status_dir")]).unwrap_or(0.0)
+    };
+    assert_eq!(kind(&scrape(&addr)), 0.0, "no error yet");
+    std::fs::remove_dir_all(&status).expect("remove the status folder");
+    wait_for("the error counted by kind", || {
+        (kind(&scrape(&addr)) >= 1.0).then_some(())
+    });
+    let s = wait_phase(&status, "svc", "Running");
+    assert_eq!(s["status"]["pid"].as_u64(), pid, "the session ran on");
+}

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod budget;
 pub mod change;
 pub mod desired;
+pub mod exit;
 pub mod gc;
 pub mod keys;
 pub mod lifecycle;

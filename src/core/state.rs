@@ -77,6 +77,21 @@ pub struct Record {
     pub quota: Option<super::quota::QuotaWait>,
 }
 
+impl Record {
+    /// The phase the record is in, as its status shows it (without the
+    /// reason and message, which the status renders).
+    pub fn phase(&self) -> Phase {
+        match &self.run {
+            Run::Starting { .. } => Phase::Pending,
+            Run::Running(_) => Phase::Running,
+            Run::Backoff { .. } if self.quota.is_some() => Phase::WaitingForQuota,
+            Run::Backoff { .. } => Phase::Recovering,
+            Run::Idle => self.wait.as_ref().map_or(Phase::Pending, |w| w.phase),
+            Run::Done => self.outcome.as_ref().map_or(Phase::Completed, |o| o.phase),
+        }
+    }
+}
+
 /// An attempt's outcome judged from what it wrote, not only its exit code.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {

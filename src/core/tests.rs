@@ -68,18 +68,12 @@ fn desired_session(
 }
 
 /// What a status file would show for a record.
+/// The phase the status shows; a finished record always has its outcome.
 fn phase_of(rec: &Record) -> Phase {
-    match &rec.run {
-        Run::Running(_) => Phase::Running,
-        Run::Backoff { .. } => Phase::Recovering,
-        Run::Done => {
-            rec.outcome
-                .as_ref()
-                .expect("a finished record has an outcome")
-                .phase
-        }
-        Run::Idle | Run::Starting { .. } => rec.wait.as_ref().map_or(Phase::Pending, |w| w.phase),
+    if matches!(rec.run, Run::Done) {
+        assert!(rec.outcome.is_some(), "a finished record has an outcome");
     }
+    rec.phase()
 }
 
 struct World {

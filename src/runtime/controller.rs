@@ -12,6 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::catalog::{Catalog, Entry, Reloaded};
+use super::errors::ShellError;
 use super::files::{create_dir, write_atomic, write_atomic_with};
 use super::keeper::{self, Child, ExitRecord, FromKeeper, Identity, Keeper, KeeperTx, Welcome};
 use super::layout::{attempt_logs, tail_lines, Layout};
@@ -187,16 +188,7 @@ impl Signals {
     }
 }
 
-/// Why the controller loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Drained or done: every session Completed (or a plain drain).
-    Clean,
-    /// `--exit-when-done` and some session did not complete.
-    SomeFailed,
-    /// A second signal: killed everything.
-    Forced,
-}
+pub use crate::core::exit::Exit;
 
 /// The controller.
 pub struct Controller {
@@ -974,43 +966,15 @@ impl Controller {
     }
 
     fn finished(&self) -> Option<Exit> {
-        if self.state.shutting_down {
-            let exit = if self.forced {
-                Exit::Forced
-            } else {
-                Exit::Clean
-            };
-            return self.state.all_stopped().then_some(exit);
-        }
-        if !self.opts.exit_when_done {
-            return None;
-        }
-        let all_done = self.desired.sessions.keys().all(|n| {
-            self.state
-                .sessions
-                .get(n)
-                .is_some_and(|r| matches!(r.run, Run::Done))
-        });
-        if !all_done || !self.state.all_stopped() {
-            return None;
-        }
-        let all_completed = self.desired.sessions.keys().all(|n| {
-            self.state
-                .sessions
-                .get(n)
-                .and_then(|r| r.outcome.as_ref())
-                .is_some_and(|o| o.phase == Phase::Completed)
-        });
-        let any_invalid = self.catalog.views.values().any(|v| {
-            v.entries
-                .iter()
-                .any(|e| matches!(e, Entry::Invalid { .. } | Entry::Duplicate { .. }))
-        });
-        Some(if all_completed && !any_invalid {
-            Exit::Clean
-        } else {
-            Exit::SomeFailed
-        })
+        core::exit::decide(
+            &self.desired,
+            &self.state,
+            core::exit::Ending {
+                exit_when_done: self.opts.exit_when_done,
+                forced: self.forced,
+                any_invalid: self.invalid_entries > 0,
+            },
+        )
     }
 
     /// Reaps our own children: the keeper we started, sessions whose keeper
@@ -1019,7 +983,9 @@ impl Controller {
     fn reap(&mut self) {
         for (pid, status) in process::reap() {
             if pid == self.keeper_pid {
-                self.error("the keeper exited; starting a new one".into());
+                self.error(ShellError::Keeper(
+                    "the keeper exited; starting a new one".into(),
+                ));
                 continue;
             }
             let Some(name) = self.pids.get(&pid).cloned() else {
@@ -1109,9 +1075,9 @@ impl Controller {
             Ok(k) => k,
             Err(e) => {
                 self.keeper_events_open = false;
-                self.error(format!(
+                self.error(ShellError::Keeper(format!(
                     "the keeper is gone and a new one cannot be started ({e}); looking for sessions that end without a report"
-                ));
+                )));
                 return None;
             }
         };
@@ -1157,7 +1123,7 @@ impl Controller {
             Ok(rx) => Some(rx),
             Err(e) => {
                 self.keeper_events_open = false;
-                self.error(format!("{e}"));
+                self.error(ShellError::Keeper(format!("{e}")));
                 None
             }
         }
@@ -1370,10 +1336,7 @@ impl Controller {
         if self.layout.control_dir().is_dir() {
             return;
         }
-        self.error(format!(
-            "the status directory {} was deleted; making it again",
-            self.layout.status_dir.display()
-        ));
+        self.error(ShellError::StatusDirDeleted(self.layout.status_dir.clone()));
         let control = self.layout.control_dir();
         if create_dir(&control.join("exits")).is_err()
             || create_dir(&control.join("children")).is_err()
@@ -1382,7 +1345,7 @@ impl Controller {
         }
         match lock::Lock::acquire(&control) {
             Ok(l) => self._lock = l,
-            Err(e) => self.error(format!("cannot take the lock again: {e}")),
+            Err(e) => self.error(ShellError::Lock(e.to_string())),
         }
         self.written.clear();
         self.written_stems.clear();
@@ -1464,7 +1427,7 @@ impl Controller {
             Vec::new()
         };
         if let Err(e) = process::signal_group(pid, signal) {
-            self.error(format!("cannot signal process group {pid}: {e}"));
+            self.error(ShellError::Signal { pid, source: e });
         }
         // An agent's SIGINT (and its stop signal) go to its group only: the
         // CLI must handle the interrupt itself, ending its tool calls and
@@ -1537,7 +1500,9 @@ impl Controller {
             match super::contain::Joiner::start() {
                 Ok(j) => self.joiner = Some(j),
                 Err(e) => {
-                    self.error(format!("cannot start the cgroup joiner thread: {e}"));
+                    self.error(ShellError::Cgroup(format!(
+                        "cannot start the cgroup joiner thread: {e}"
+                    )));
                     return;
                 }
             }
@@ -1554,9 +1519,9 @@ impl Controller {
         };
         if !self.joiner.as_ref().is_some_and(|j| j.join(join)) {
             self.joiner = None;
-            self.error(format!(
+            self.error(ShellError::Cgroup(format!(
                 "the cgroup joiner thread ended; {pid} stays outside its cgroup"
-            ));
+            )));
         }
     }
 
@@ -1950,7 +1915,7 @@ impl Controller {
                 .state
                 .sessions
                 .iter()
-                .map(|(n, r)| (n.clone(), render::phase_only(r)))
+                .map(|(n, r)| (n.clone(), r.phase()))
                 .collect();
             self.phase_counts.clear();
             for p in self.phases.values() {
@@ -1959,7 +1924,7 @@ impl Controller {
             return;
         }
         for name in touched {
-            let now = self.state.sessions.get(name).map(render::phase_only);
+            let now = self.state.sessions.get(name).map(core::Record::phase);
             let was = match now {
                 Some(p) => self.phases.insert(name.clone(), p),
                 None => self.phases.remove(name),
@@ -2216,7 +2181,7 @@ impl Controller {
                     }
                     Err(e) => {
                         let msg = format!("cannot create the memory cgroup {}: {e}; the limit is enforced by sampling", path.display());
-                        self.error(msg);
+                        self.error(ShellError::Cgroup(msg));
                     }
                 }
             }
@@ -2360,7 +2325,10 @@ impl Controller {
         });
         match result {
             Ok(()) => crash_dump::prune(&dir, name, self.opts.max_crash_dumps),
-            Err(e) => self.error(format!("cannot write crash dump in {}: {e}", dir.display())),
+            Err(e) => self.error(ShellError::CrashDump {
+                dir: dir.clone(),
+                source: e,
+            }),
         }
     }
 
@@ -2406,7 +2374,10 @@ impl Controller {
                 self.tombstones.insert(name.to_string(), t);
                 tracing::info!(event = "tombstone", session = name, until = %until, "{name}: tombstone written ({}), kept with its logs until {until}", path.display());
             }
-            Err(e) => self.error(format!("cannot write {}: {e}", path.display())),
+            Err(e) => self.error(ShellError::StatusWrite {
+                path: path.clone(),
+                source: e,
+            }),
         }
     }
 
@@ -2505,7 +2476,7 @@ impl Controller {
 
     fn save_collected(&mut self) {
         if let Err(e) = super::collected::save(&self.layout.control_dir(), &self.collected) {
-            self.error(format!("cannot write .sessionlet/collected.json: {e}"));
+            self.error(ShellError::Collected(e));
         }
     }
 
@@ -2543,10 +2514,10 @@ impl Controller {
         };
         if view.entries.len() == 1 {
             if let Err(e) = std::fs::remove_file(&view.path) {
-                self.error(format!(
-                    "ttlAfterFinished: cannot delete {}: {e}",
-                    view.path.display()
-                ));
+                self.error(ShellError::GarbageCollection {
+                    path: view.path.clone(),
+                    source: e,
+                });
                 return;
             }
             super::story::collected(name, "manifest deleted (--gc-delete-manifests)");
@@ -2769,7 +2740,10 @@ impl Controller {
                 Ok(())
             };
             if let Err(e) = render_all(&session_docs, &pool_docs, &mut docs) {
-                self.error(format!("cannot render the status of {stem}: {e}"));
+                self.error(ShellError::Render {
+                    stem: stem.clone(),
+                    message: e,
+                });
                 continue;
             }
             let hash = super::catalog::spec_hash(&docs);
@@ -2783,7 +2757,10 @@ impl Controller {
                 d.status.updated_at = Some(now);
             }
             if let Err(e) = render_all(&session_docs, &pool_docs, &mut docs) {
-                self.error(format!("cannot render the status of {stem}: {e}"));
+                self.error(ShellError::Render {
+                    stem: stem.clone(),
+                    message: e,
+                });
                 continue;
             }
             let flush = must_flush.contains(&stem);
@@ -2794,8 +2771,12 @@ impl Controller {
                     self.written_stems.insert(stem);
                 }
                 Err(e) => {
-                    self.error(format!("cannot write {}: {e}", path.display()));
-                    if e.kind() == std::io::ErrorKind::NotFound {
+                    let gone = e.kind() == std::io::ErrorKind::NotFound;
+                    self.error(ShellError::StatusWrite {
+                        path: path.clone(),
+                        source: e,
+                    });
+                    if gone {
                         // The status directory was deleted: make it again.
                         let _ = create_dir(&self.layout.status_dir);
                     }
@@ -2914,8 +2895,17 @@ impl Controller {
         }
     }
 
-    fn error(&mut self, message: String) {
-        tracing::error!("{message}");
+    /// An error the controller survives: logged, kept as `lastError`,
+    /// counted by kind.
+    fn error(&mut self, error: ShellError) {
+        let message = error.to_string();
+        tracing::error!(kind = error.kind(), "{message}");
+        self.metrics
+            .errors
+            .get_or_create(&crate::telemetry::metrics::KindLabel {
+                kind: error.kind().to_string(),
+            })
+            .inc();
         self.last_error = Some((message, Utc::now()));
     }
 

@@ -10,6 +10,7 @@ pub mod collected;
 pub mod contain;
 pub mod controller;
 pub mod crash_dump;
+pub mod errors;
 pub mod fence;
 pub mod files;
 pub mod fork;

@@ -103,18 +103,6 @@ pub fn exit_info(exit: &LastExit, crashes_dir: &str) -> ExitInfo {
     }
 }
 
-/// The phase of a record, without building its message.
-pub fn phase_only(rec: &Record) -> Phase {
-    match &rec.run {
-        Run::Starting { .. } => Phase::Pending,
-        Run::Running(_) => Phase::Running,
-        Run::Backoff { .. } if rec.quota.is_some() => Phase::WaitingForQuota,
-        Run::Backoff { .. } => Phase::Recovering,
-        Run::Idle => rec.wait.as_ref().map_or(Phase::Pending, |w| w.phase),
-        Run::Done => rec.outcome.as_ref().map_or(Phase::Completed, |o| o.phase),
-    }
-}
-
 /// Phase, reason and message of a record.
 pub fn phase_of(rec: &Record) -> (Phase, Option<Reason>, Option<String>) {
     match &rec.run {

@@ -38,6 +38,13 @@ pub struct PoolLabel {
     pub pool: String,
 }
 
+/// A label set with one `kind` (the shell's errors).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// The kind.
+    pub kind: String,
+}
+
 /// A label set with one `result` (webhooks: `sent`, `failed`, `dropped`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -74,6 +81,8 @@ pub struct Metrics {
     /// Listings of the whole manifest folder (at start, at each resync, and
     /// when a watch cannot name what changed).
     pub manifest_listings: Counter,
+    /// Errors the controller survived, by kind.
+    pub errors: Family<KindLabel, Counter>,
     /// Webhook notifications by result (sent, failed, dropped).
     pub notifications: Family<ResultLabel, Counter>,
     /// Events recorded, by type (Normal, Warning).
@@ -150,6 +159,12 @@ impl Metrics {
             "Listings of the whole manifest folder: at start, at each resync, and when a watch cannot name what changed",
             manifest_listings.clone(),
         );
+        let errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "errors",
+            "Errors the controller survived, by kind (keeper, status_write, crash_dump, cgroup, signal, render, ...)",
+            errors.clone(),
+        );
         let notifications = Family::<ResultLabel, Counter>::default();
         registry.register(
             "notifications",
@@ -178,6 +193,7 @@ impl Metrics {
             invalid_manifests,
             manifest_reads,
             manifest_listings,
+            errors,
             last_pass_ms: AtomicI64::new(0),
             ready: AtomicBool::new(false),
             resync_ms: i64::try_from(resync.as_millis()).unwrap_or(i64::MAX),

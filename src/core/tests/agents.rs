@@ -144,9 +144,9 @@ fn a_stop_during_the_attempt_wins_over_the_usage_limit() {
     assert!(w.rec("a").quota.is_none());
 }
 
-/// The phase the status shows (the test world's `phase_of` predates the quota).
+/// The phase the status shows.
 fn render_phase(rec: &Record) -> Phase {
-    crate::runtime::render::phase_only(rec)
+    rec.phase()
 }
 
 // ---------------------------------------------------------------------------
