@@ -353,7 +353,7 @@ fn a_process_gone_while_no_controller_ran_is_not_analysed_as_a_deliberate_stop()
     // The controller, then the keeper and the session, die without a word.
     c1.kill();
     let keeper = wait_for("the keeper", || keeper_of(&dir));
-    kill_keeper_tree(keeper);
+    kill_keeper_tree_silently(keeper);
     wait_for("the session to be gone", || (!alive(pid)).then_some(()));
     wait_for("the keeper to be gone", || (!alive(keeper)).then_some(()));
     let _c2 = Controller::start(&dir, &[]);
