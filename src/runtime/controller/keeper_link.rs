@@ -1,0 +1,352 @@
+//! The keeper's stream: spawn answers, exits (acknowledged once saved), reaping, and taking over after the keeper died.
+
+use super::*;
+
+impl Controller {
+    /// Starts talking to the keeper from the loop: requests without
+    /// waiting, replies and exits as events.
+    pub(super) fn start_keeper_io(
+        &mut self,
+    ) -> anyhow::Result<mpsc::UnboundedReceiver<FromKeeper>> {
+        let keeper = self
+            .keeper
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no keeper connection"))?;
+        let (tx, rx) = keeper
+            .start_io()
+            .map_err(|e| anyhow::anyhow!("keeper connection: {e}"))?;
+        self.keeper_tx = Some(tx);
+        Ok(rx)
+    }
+
+    /// One message from the keeper; a new receiver when it had to be reconnected.
+    pub(super) fn on_keeper(
+        &mut self,
+        msg: FromKeeper,
+    ) -> Option<mpsc::UnboundedReceiver<FromKeeper>> {
+        match msg {
+            FromKeeper::Spawned { tag, child } => self.on_spawned(tag, child),
+            FromKeeper::SpawnFailed { tag, error } => {
+                if let Some(s) = self.spawning.remove(&tag) {
+                    let ev = Event::SpawnFailed {
+                        name: s.name,
+                        reason: error.reason,
+                        message: error.message,
+                    };
+                    self.observe(ev, Utc::now());
+                }
+            }
+            FromKeeper::Exited(exit) => self.on_exit(exit),
+            FromKeeper::Closed => return self.reconnect_keeper(),
+        }
+        None
+    }
+
+    /// The keeper died: start a new one for new spawns. Sessions it left
+    /// run on (their exits reach us as their subreaper, or the new keeper
+    /// through its registry); spawns it had not answered are settled from
+    /// the new keeper's registry.
+    pub(super) fn reconnect_keeper(&mut self) -> Option<mpsc::UnboundedReceiver<FromKeeper>> {
+        self.keeper_tx = None;
+        self.reap();
+        let mut k = match Keeper::connect_or_start(&self.layout.control_dir()) {
+            Ok(k) => k,
+            Err(e) => {
+                self.keeper_events_open = false;
+                self.error(ShellError::Keeper(format!(
+                    "the keeper is gone and a new one cannot be started ({e}); looking for sessions that end without a report"
+                )));
+                return None;
+            }
+        };
+        tracing::warn!(
+            pid = k.welcome.keeper_pid,
+            "the keeper died; a new keeper took over"
+        );
+        let welcome = std::mem::take(&mut k.welcome);
+        self.keeper_pid = welcome.keeper_pid;
+        for (tag, s) in std::mem::take(&mut self.spawning) {
+            let found = welcome.children.iter().find(|c| {
+                c.identity.session == s.name
+                    && c.identity.attempt == s.attempt
+                    && !self.pids.contains_key(&c.pid)
+            });
+            match found {
+                Some(child) => {
+                    self.spawning.insert(tag, s);
+                    self.on_spawned(tag, child.clone());
+                }
+                None => {
+                    let ev = Event::SpawnFailed {
+                        name: s.name,
+                        reason: Reason::SpawnFailed,
+                        message: "the keeper ended before it started the process".into(),
+                    };
+                    self.observe(ev, Utc::now());
+                }
+            }
+        }
+        for child in &welcome.children {
+            if !self.pids.contains_key(&child.pid) {
+                self.adopt_child(child);
+                // Adoption writes records directly, not through events.
+                self.everything = true;
+            }
+        }
+        for exit in welcome.exits {
+            self.on_exit(exit);
+        }
+        self.keeper = Some(k);
+        match self.start_keeper_io() {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                self.keeper_events_open = false;
+                self.error(ShellError::Keeper(format!("{e}")));
+                None
+            }
+        }
+    }
+
+    /// A spawn's reply: the session runs.
+    pub(super) fn on_spawned(&mut self, tag: u64, child: Child) {
+        let Some(s) = self.spawning.remove(&tag) else {
+            return;
+        };
+        self.metrics
+            .spawn_seconds
+            .observe(s.asked_at.elapsed().as_secs_f64());
+        if self
+            .state
+            .sessions
+            .get(&s.name)
+            .is_some_and(core::reconcile::is_restart)
+        {
+            self.health.restarts.push_back(Utc::now());
+        }
+        let restarts = self.state.sessions.get(&s.name).map_or(0, |r| r.restarts);
+        self.metrics
+            .restarts
+            .get_or_create(&SessionLabel {
+                session: s.name.clone(),
+            })
+            .set(i64::from(restarts));
+        let mut live = s.live;
+        live.start_ticks = child.start_ticks;
+        for p in [&live.stdout, &live.stderr] {
+            self.log_guard
+                .watch(&s.name, p, self.opts.max_log_size, ROTATED_LOGS);
+        }
+        if let (true, Some(cg)) = (live.join_after_spawn, &live.cgroup) {
+            self.join_cgroup(cg, child.pid, child.start_ticks);
+        }
+        self.live.insert(s.name.clone(), live);
+        self.pids.insert(child.pid, s.name.clone());
+        let ev = Event::Spawned {
+            name: s.name.clone(),
+            pid: child.pid,
+        };
+        self.observe(ev, Utc::now());
+        let runs = self
+            .state
+            .sessions
+            .get(&s.name)
+            .is_some_and(|r| matches!(&r.run, Run::Running(run) if run.pid == child.pid));
+        if runs {
+            let attempt = self.state.sessions.get(&s.name).map_or(0, |r| r.attempt);
+            crate::runtime::story::spawned(&s.name, child.pid, attempt);
+        } else {
+            // Nobody wants it any more: its exit comes and is acknowledged.
+            self.signal_session(&s.name, child.pid, Signal::SIGKILL);
+        }
+    }
+
+    /// Acknowledges the exits whose statuses are saved.
+    pub(super) fn ack_saved(&mut self) {
+        let control = self.layout.control_dir();
+        let mut still = Vec::new();
+        for (pid, name) in std::mem::take(&mut self.unacked) {
+            let stem = self
+                .catalog
+                .session_file
+                .get(&name)
+                .or_else(|| self.live.get(&name).map(|l| &l.stem));
+            if stem.is_some_and(|s| self.dirty_stems.contains(s)) {
+                still.push((pid, name));
+                continue;
+            }
+            let Some(tx) = &self.keeper_tx else {
+                still.push((pid, name));
+                continue;
+            };
+            tx.ack(pid);
+            if self.reaped_by_us.remove(&pid) {
+                keeper::remove_exit_record(&control, pid);
+            }
+        }
+        self.unacked = still;
+    }
+
+    /// An exit reported by the keeper.
+    pub(super) fn on_exit(&mut self, exit: ExitRecord) {
+        keeper::crash_point("controller-after-exit-received");
+        let pid = exit.child.pid;
+        if exit.status.is_none() {
+            // An orphan of a dead keeper: if we are its subreaper, its
+            // zombie holds the real exit code.
+            self.reap();
+        }
+        if let Some(name) = self.pids.remove(&pid) {
+            self.unacked.push((pid, name.clone()));
+            // The main process is gone: nothing it left in its process group,
+            // its cgroup or anywhere else may outlive the attempt (the group id
+            // cannot be reused while members remain, and we act right after
+            // the reap).
+            self.sweep_session(&name, pid);
+            if let Some(live) = self.live.get(&name) {
+                if let (Some(cg), crate::runtime::cgroup::Mode::Cgroup { v2, .. }) =
+                    (&live.cgroup, &self.memory_mode)
+                {
+                    let kills = crate::runtime::cgroup::oom_kills(cg, *v2);
+                    if kills > live.oom_baseline {
+                        let limit = self
+                            .desired
+                            .sessions
+                            .get(&name)
+                            .and_then(|d| d.spec.resources.max_memory);
+                        let message = format!(
+                            "the kernel killed it for using more than its memory limit{}",
+                            limit.map(|l| format!(" ({l})")).unwrap_or_default()
+                        );
+                        let ev = Event::Killed {
+                            name: name.clone(),
+                            pid,
+                            reason: Reason::OOMKilled,
+                            message,
+                        };
+                        self.observe(ev, Utc::now());
+                    }
+                }
+            }
+            self.watches.remove(&name);
+            self.workspaces.check(&name);
+            if let Some(spec) = self
+                .desired
+                .sessions
+                .get(&name)
+                .map(|d| d.spec.clone())
+                .filter(|s| s.agent.is_some())
+            {
+                let stderr_tail = self
+                    .live
+                    .get(&name)
+                    .map(|l| tail_lines(&l.stderr, 50))
+                    .unwrap_or_default();
+                let verdict = self.agents.judge(&name, &spec, &stderr_tail);
+                crate::runtime::budget::charge(
+                    &mut self.ledger,
+                    &self.desired,
+                    &self.agents,
+                    &name,
+                    Utc::now(),
+                );
+                if let Some(verdict) = verdict {
+                    let ev = Event::Judged {
+                        name: name.clone(),
+                        pid,
+                        verdict,
+                    };
+                    self.observe(ev, Utc::now());
+                }
+                self.mark_dirty(&name);
+            }
+            self.metrics.memory.remove(&SessionLabel {
+                session: name.clone(),
+            });
+            self.metrics.cpu.remove(&SessionLabel {
+                session: name.clone(),
+            });
+            let name_for_stats = name.clone();
+            let event = match exit.status {
+                Some(status) => Event::Exited { name, pid, status },
+                // It ended while no process able to reap it was recording.
+                None => Event::Vanished { name, pid },
+            };
+            self.observe(event, Utc::now());
+            if let Some(e) = self
+                .state
+                .sessions
+                .get(&name_for_stats)
+                .and_then(|r| r.last_exit.clone())
+            {
+                self.metrics
+                    .exits
+                    .get_or_create(&ReasonLabel {
+                        reason: e.reason.as_str(),
+                    })
+                    .inc();
+                self.health.ended(&name_for_stats, &e);
+            }
+            // Its logs are final: capped now, not at the next start.
+            if let Some(l) = self.live.get(&name_for_stats) {
+                self.log_guard.finish(&l.stdout);
+                self.log_guard.finish(&l.stderr);
+            }
+        } else if !self.unacked.iter().any(|(p, _)| *p == pid) {
+            // Not a session's (a killed duplicate, or already saved).
+            self.unacked.push((pid, String::new()));
+        }
+    }
+
+    /// What the registry would say of a session's process.
+    pub(super) fn child_of(&self, name: &str, pid: u32) -> Child {
+        let rec = self.state.sessions.get(name);
+        let live = self.live.get(name);
+        Child {
+            pid,
+            start_ticks: live.and_then(|l| l.start_ticks),
+            boot_id: self.boot_id.clone(),
+            identity: Identity {
+                session: name.to_string(),
+                uid: self
+                    .catalog
+                    .known("Session", name)
+                    .map(|k| k.uid.to_string())
+                    .unwrap_or_default(),
+                generation: rec.map_or(0, |r| r.generation),
+                attempt: rec.map_or(0, |r| r.attempt),
+            },
+            started_at: match rec.map(|r| &r.run) {
+                Some(Run::Running(r)) => r.started_at,
+                _ => Utc::now(),
+            },
+            stdout: live.map(|l| l.stdout.clone()).unwrap_or_default(),
+            stderr: live.map(|l| l.stderr.clone()).unwrap_or_default(),
+            orphan: false,
+        }
+    }
+
+    /// Reaps our own children: the keeper we started, sessions whose keeper
+    /// died (we are their subreaper: their exit codes are kept, recorded
+    /// like the keeper's), and orphans when we are PID 1.
+    pub(super) fn reap(&mut self) {
+        for (pid, status) in process::reap() {
+            if pid == self.keeper_pid {
+                self.error(ShellError::Keeper(
+                    "the keeper exited; starting a new one".into(),
+                ));
+                continue;
+            }
+            let Some(name) = self.pids.get(&pid).cloned() else {
+                continue;
+            };
+            let child = self.child_of(&name, pid);
+            keeper::record_reaped_exit(&self.layout.control_dir(), child.clone(), status);
+            self.reaped_by_us.insert(pid);
+            self.on_exit(ExitRecord {
+                child,
+                status: Some(status),
+                at: Utc::now(),
+            });
+        }
+    }
+}

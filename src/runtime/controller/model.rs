@@ -1,0 +1,277 @@
+//! The desired state: reading the manifest folder, applying what changed, forgetting and collecting sessions.
+
+use super::*;
+
+impl Controller {
+    /// Re-reads the manifest folder (the files the watch reported, or the
+    /// whole folder when asked or when no watch runs); true when what it declares changed
+    /// (a file appeared, went away or was reloaded, or refusals changed).
+    pub(super) fn rescan_catalog(&mut self, now: DateTime<Utc>) -> Read {
+        let (paths, overflow) = match self.dir_changes.lock() {
+            Ok(mut c) => c.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        // Without a watch (--poll, or it failed) every read lists the folder.
+        let relist = std::mem::take(&mut self.relist) || overflow || !self.watching;
+        let reloaded = if relist {
+            match self.catalog.rescan(&self.layout.manifest_dir, now) {
+                Some(d) => Reloaded::Whole(d),
+                None => Reloaded::Unchanged,
+            }
+        } else {
+            // Scale-out filters the whole declared state: no patches there.
+            let patch = self.opts.fleet.is_none();
+            self.catalog
+                .reload(&self.layout.manifest_dir, &paths, now, patch)
+        };
+        match reloaded {
+            Reloaded::Unchanged => {
+                // Refusals may have changed alone.
+                self.dirty_stems
+                    .extend(self.catalog.changed.iter().cloned());
+                Read::Unchanged
+            }
+            Reloaded::Whole(desired) => {
+                // Files that appeared or went away (a duplicate name may move
+                // too: those files are in `changed` as they were reloaded or removed).
+                let before: BTreeSet<String> = self.catalog_stems.clone();
+                self.set_desired(desired);
+                self.catalog_stems = self.catalog.views.keys().cloned().collect();
+                self.dirty_stems
+                    .extend(before.symmetric_difference(&self.catalog_stems).cloned());
+                self.dirty_stems
+                    .extend(self.catalog.changed.iter().cloned());
+                // A session now declared in another file (a renamed manifest) is reported there.
+                for (name, live) in self.live.iter_mut() {
+                    if let Some(stem) = self.catalog.session_file.get(name) {
+                        if *stem != live.stem {
+                            self.dirty_stems
+                                .insert(std::mem::replace(&mut live.stem, stem.clone()));
+                        }
+                    }
+                }
+                Read::Whole
+            }
+            Reloaded::Sessions { removed, upserted } => {
+                self.patch_desired(removed, upserted);
+                for stem in &self.catalog.changed {
+                    if self.catalog.views.contains_key(stem) {
+                        self.catalog_stems.insert(stem.clone());
+                    } else {
+                        self.catalog_stems.remove(stem);
+                    }
+                }
+                self.dirty_stems
+                    .extend(self.catalog.changed.iter().cloned());
+                Read::Patched
+            }
+        }
+    }
+
+    /// Applies a change of plain sessions to the desired state in place (what
+    /// [`Controller::set_desired`] does for a whole state, for these names
+    /// only), and queues their keys.
+    pub(super) fn patch_desired(
+        &mut self,
+        removed: BTreeSet<String>,
+        upserted: Vec<DesiredSession>,
+    ) {
+        for name in removed {
+            self.desired.sessions.remove(&name);
+            self.desired.accounts.remove(&name);
+            self.keys.touch(core::keys::Key::Session(name));
+        }
+        let mut collected_changed = false;
+        for d in upserted {
+            let name = d.name.clone();
+            self.keys.touch(core::keys::Key::Session(name.clone()));
+            if let Some(stem) = self.catalog.session_file.get(&name) {
+                if let Some(live) = self.live.get_mut(&name) {
+                    if live.stem != *stem {
+                        self.dirty_stems
+                            .insert(std::mem::replace(&mut live.stem, stem.clone()));
+                    }
+                }
+            }
+            // A collected spec stays collected; a changed one runs (core::gc).
+            let hash = self.catalog.known("Session", &name).map(|k| k.spec_hash);
+            if self.collected.get(&name).is_some_and(|h| Some(*h) != hash) {
+                self.collected.remove(&name);
+                collected_changed = true;
+            }
+            if core::gc::is_collected(&self.collected, &name, hash) {
+                self.desired.sessions.remove(&name);
+                self.desired.accounts.remove(&name);
+                continue;
+            }
+            match crate::runtime::accounts::account_of(
+                &d.spec,
+                &self.opts.pass_env,
+                &self.layout.manifest_dir,
+            ) {
+                Some(a) => {
+                    self.desired.accounts.insert(name.clone(), a);
+                }
+                None => {
+                    self.desired.accounts.remove(&name);
+                }
+            }
+            self.desired.sessions.insert(name, d);
+        }
+        if collected_changed {
+            self.save_collected();
+        }
+    }
+
+    /// The manifests' desired state, without the sessions collected with
+    /// their current spec (core::gc).
+    pub(super) fn set_desired(&mut self, mut desired: Desired) {
+        crate::runtime::accounts::fill(
+            &mut desired,
+            &self.opts.pass_env,
+            &self.layout.manifest_dir,
+        );
+        desired.account_budgets = self.opts.account_budgets.iter().cloned().collect();
+        // The spend stays known until the next pass recomputes it.
+        desired.spend = std::mem::take(&mut self.desired.spend);
+        desired.account_spend = std::mem::take(&mut self.desired.account_spend);
+        let catalog = &self.catalog;
+        let changed = core::gc::apply(&mut desired, &mut self.collected, |n| {
+            catalog.known("Session", n).map(|k| k.spec_hash)
+        });
+        if changed {
+            self.save_collected();
+        }
+        // Scale-out: sessions owned by another node are not desired here.
+        if let Some(fleet) = &self.opts.fleet {
+            desired = fleet.filter(desired);
+        }
+        self.keys
+            .touch_all(core::keys::changed(&self.desired, &desired));
+        self.desired = desired;
+    }
+
+    pub(super) fn save_collected(&mut self) {
+        if let Err(e) = crate::runtime::collected::save(&self.layout.control_dir(), &self.collected)
+        {
+            self.error(ShellError::Collected(e));
+        }
+    }
+
+    /// ttlAfterFinished passed. By default the manifest stays (Git may
+    /// track it): the spec is recorded as collected, and forgetting the
+    /// session removes its status, logs and crash dumps. With
+    /// `--gc-delete-manifests` a file declaring only this session is deleted.
+    pub(super) fn collect_garbage(&mut self, name: &str) {
+        if !self.opts.gc_delete_manifests {
+            let Some(hash) = self.catalog.known("Session", name).map(|k| k.spec_hash) else {
+                return;
+            };
+            self.collected.insert(name.to_string(), hash);
+            self.save_collected();
+            // A copy: set_desired compares the old state with the new one
+            // for the keys the change touches.
+            let desired = self.desired.clone();
+            self.set_desired(desired);
+            self.mark_dirty(name);
+            crate::runtime::story::collected(
+                name,
+                "status, logs and crash dumps removed; the manifest stays and this spec will not run again",
+            );
+            self.collected_event(
+                name,
+                "status, logs and crash dumps removed; the manifest stays",
+            );
+            return;
+        }
+        let Some(stem) = self.catalog.session_file.get(name).cloned() else {
+            return;
+        };
+        let Some(view) = self.catalog.views.get(&stem) else {
+            return;
+        };
+        if view.entries.len() == 1 {
+            if let Err(e) = std::fs::remove_file(&view.path) {
+                self.error(ShellError::GarbageCollection {
+                    path: view.path.clone(),
+                    source: e,
+                });
+                return;
+            }
+            crate::runtime::story::collected(name, "manifest deleted (--gc-delete-manifests)");
+            self.collected_event(name, "manifest deleted (--gc-delete-manifests)");
+            // Rescan at once so the session is forgotten in this pass.
+            if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, Utc::now()) {
+                self.set_desired(desired);
+            }
+            self.dirty_stems.insert(stem);
+        } else {
+            tracing::warn!(
+                session = name,
+                "ttlAfterFinished passed, but {} declares other objects too; not deleted",
+                view.path.display()
+            );
+        }
+    }
+
+    pub(super) fn forget(&mut self, name: &str) {
+        self.keys.forget(name);
+        let keep_logs = self.tombstones.contains_key(name);
+        self.transitions.forget(name);
+        self.removed_event(name);
+        self.events.forget("Session", name);
+        self.log_guard.forget(name);
+        self.watches.remove(name);
+        self.analyses.remove(name);
+        self.agents.forget(name);
+        self.workspaces.release(name);
+        self.workspaces.forget(name);
+        self.metrics.restarts.remove(&SessionLabel {
+            session: name.to_string(),
+        });
+        if let Some(cg) = self.live.get(name).and_then(|l| l.cgroup.clone()) {
+            crate::runtime::cgroup::remove(&cg);
+        }
+        if keep_logs {
+            // The tombstone keeps them until it expires.
+            if let Some(live) = self.live.remove(name) {
+                self.dirty_stems.insert(live.stem);
+            }
+            return;
+        }
+        if let Some(live) = self.live.remove(name) {
+            let base = self.layout.status_dir.join(format!("{}.logs", live.stem));
+            let _ = std::fs::remove_dir_all(&live.log_dir);
+            // Remove the logs folder of the file once empty.
+            let _ = std::fs::remove_dir(&base);
+            let crashes = self.layout.crashes_dir(&live.stem);
+            crash_dump::prune(&crashes, name, 0);
+            let _ = std::fs::remove_dir(&crashes);
+            self.dirty_stems.insert(live.stem);
+        } else {
+            for stem in self.written_stems.clone() {
+                let crashes = self.layout.crashes_dir(&stem);
+                crash_dump::prune(&crashes, name, 0);
+            }
+        }
+        // A session whose manifest is gone and never ran: its file's folders may be left.
+        let stem = name.to_string();
+        if !self.catalog.views.contains_key(&stem) {
+            let _ = std::fs::remove_dir_all(self.layout.status_dir.join(format!("{stem}.logs")));
+            let _ = std::fs::remove_dir_all(self.layout.crashes_dir(&stem));
+        }
+    }
+
+    pub(super) fn mark_dirty(&mut self, name: &str) {
+        if let Some(stem) = self.catalog.session_file.get(name) {
+            self.dirty_stems.insert(stem.clone());
+        } else if let Some(l) = self.live.get(name) {
+            self.dirty_stems.insert(l.stem.clone());
+        }
+        if let Some(pool) = self.desired.sessions.get(name).and_then(|d| d.pool()) {
+            if let Some(stem) = self.catalog.pool_file.get(pool) {
+                self.dirty_stems.insert(stem.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Watching running sessions: usage samples, agent output, the status folder, sessions gone unreported.
+
+use super::*;
+
+impl Controller {
+    /// The cgroup of a session adopted from an earlier controller, when it has one.
+    pub(super) fn session_cgroup(&self, name: &str) -> Option<PathBuf> {
+        match &self.memory_mode {
+            crate::runtime::cgroup::Mode::Cgroup { root, .. } => {
+                let p = crate::runtime::cgroup::session_path(root, name);
+                p.is_dir().then_some(p)
+            }
+            crate::runtime::cgroup::Mode::Sampled { .. } => None,
+        }
+    }
+
+    /// A deleted status directory is made again, with the lock and the
+    /// keeper's exits folder, and every status is rewritten.
+    pub(super) fn check_status_dir(&mut self) {
+        if self.layout.control_dir().is_dir() {
+            return;
+        }
+        self.error(ShellError::StatusDirDeleted(self.layout.status_dir.clone()));
+        let control = self.layout.control_dir();
+        if create_dir(&control.join("exits")).is_err()
+            || create_dir(&control.join("children")).is_err()
+        {
+            return; // retried at the next resync
+        }
+        match lock::Lock::acquire(&control) {
+            Ok(l) => self._lock = l,
+            Err(e) => self.error(ShellError::Lock(e.to_string())),
+        }
+        self.written.clear();
+        self.written_stems.clear();
+        self.dirty_stems.extend(self.catalog.views.keys().cloned());
+        self.controller_status_hash = 0;
+    }
+
+    /// Reads new output of an agent session and acts on it.
+    pub(super) fn read_agent(&mut self, name: &str) {
+        let Some(spec) = self.desired.sessions.get(name).map(|d| d.spec.clone()) else {
+            return;
+        };
+        let running = self
+            .state
+            .sessions
+            .get(name)
+            .is_some_and(|r| matches!(&r.run, Run::Running(run) if run.stop.is_none()));
+        for act in self.agents.read(name, &spec) {
+            match act {
+                crate::runtime::agents::Act::Changed => self.mark_dirty(name),
+                crate::runtime::agents::Act::Stop(reason, message) if running => {
+                    tracing::warn!(session = name, "{message}");
+                    let ev = Event::StopRequested {
+                        name: name.to_string(),
+                        reason,
+                        message,
+                    };
+                    self.observe(ev, Utc::now());
+                }
+                crate::runtime::agents::Act::Stop(..) => {}
+            }
+        }
+    }
+
+    /// Reads every running agent's new output (the safety net for missed events).
+    pub(super) fn read_agents(&mut self) {
+        let names: Vec<String> = self
+            .agents
+            .names()
+            .filter(|n| self.pids.values().any(|p| p == *n))
+            .map(str::to_string)
+            .collect();
+        for name in names {
+            self.read_agent(&name);
+        }
+    }
+
+    /// Follows the output of agent sessions adopted from an earlier controller.
+    pub(super) fn watch_adopted_agents(&mut self) {
+        let names: Vec<String> = self.pids.values().cloned().collect();
+        for name in names {
+            let Some(stdout) = self.agents.stdout_of(&name).map(Path::to_path_buf) else {
+                continue;
+            };
+            if let (Some(w), Some(dir)) = (&self.agent_watcher, stdout.parent()) {
+                use notify::Watcher;
+                let _ = w
+                    .lock()
+                    .map(|mut w| w.watch(dir, notify::RecursiveMode::NonRecursive));
+            }
+            self.read_agent(&name);
+        }
+    }
+
+    /// Samples every running session: usage, limits, staleness.
+    pub(super) fn sample_usage(&mut self) {
+        let now = Utc::now();
+        let mut events = Vec::new();
+        let running: Vec<(String, u32, DateTime<Utc>)> = self
+            .state
+            .sessions
+            .iter()
+            .filter_map(|(n, r)| match &r.run {
+                Run::Running(run) if run.stop.is_none() => {
+                    Some((n.clone(), run.pid, run.started_at))
+                }
+                _ => None,
+            })
+            .collect();
+        for (name, pid, started_at) in running {
+            let Some(d) = self.desired.sessions.get(&name) else {
+                continue;
+            };
+            let spec = d.spec.clone();
+            let Some(sample) = crate::runtime::monitor::sample(pid) else {
+                continue;
+            };
+            let live = self.live.get(&name);
+            let activity = live
+                .and_then(|l| check_output(&l.stdout, &l.stderr))
+                .filter(|t| *t >= started_at)
+                .unwrap_or(started_at);
+            // A running tool call or compaction is not silence (agents only).
+            let activity = self.agents.silent_since(&name, activity, now);
+            let before = self.watches.get(&name).cloned().unwrap_or_default();
+            let mut w = before.clone();
+            w.usage.memory_bytes = sample.memory_bytes;
+            w.usage.peak_memory_bytes = w.usage.peak_memory_bytes.max(sample.memory_bytes);
+            w.usage.cpu_seconds = (sample.cpu_seconds * 100.0).round() / 100.0;
+            w.last_activity = Some(activity);
+            w.stale = spec
+                .stale_after
+                .is_some_and(|t| now - activity >= t.chrono());
+            let cgroup_enforced = live.is_some_and(|l| l.cgroup.is_some());
+            if let Some(limit) = spec.resources.max_memory {
+                if !cgroup_enforced && sample.memory_bytes > limit.0 {
+                    events.push(Event::StopRequested {
+                        name: name.clone(),
+                        reason: Reason::MemoryLimitExceeded,
+                        message: format!(
+                            "its processes used {} MiB, over the memory limit {limit}",
+                            sample.memory_bytes >> 20
+                        ),
+                    });
+                }
+            }
+            if let Some(limit) = spec.resources.max_cpu_time {
+                if sample.cpu_seconds > limit.std().as_secs_f64() {
+                    events.push(Event::StopRequested {
+                        name: name.clone(),
+                        reason: Reason::CpuTimeLimitExceeded,
+                        message: format!(
+                            "its processes used {:.1}s of CPU time, over the limit {limit}",
+                            sample.cpu_seconds
+                        ),
+                    });
+                }
+            }
+            if w.stale && !before.stale {
+                tracing::warn!(session = %name, "stale: no output since {activity}");
+                if spec.on_stale == crate::api::OnStale::Restart {
+                    events.push(Event::StopRequested {
+                        name: name.clone(),
+                        reason: Reason::Stale,
+                        message: format!(
+                            "no output since {} (staleAfter {})",
+                            activity.to_rfc3339(),
+                            spec.stale_after.unwrap_or_default()
+                        ),
+                    });
+                }
+            }
+            if w.usage != before.usage {
+                let label = SessionLabel {
+                    session: name.clone(),
+                };
+                self.metrics
+                    .memory
+                    .get_or_create(&label)
+                    .set(i64::try_from(sample.memory_bytes).unwrap_or(i64::MAX));
+                self.metrics
+                    .cpu
+                    .get_or_create(&label)
+                    .set(sample.cpu_seconds);
+            }
+            if w != before {
+                self.watches.insert(name.clone(), w);
+                self.mark_dirty(&name);
+            }
+        }
+        for e in events {
+            self.observe(e, now);
+        }
+    }
+
+    pub(super) fn check_vanished(&mut self) {
+        if self.keeper_events_open {
+            return; // the keeper reports every exit
+        }
+        let control = self.layout.control_dir();
+        let gone: Vec<(u32, String)> = self
+            .pids
+            .iter()
+            .filter(|(pid, name)| {
+                let ticks = self.live.get(*name).and_then(|l| l.start_ticks);
+                ticks.is_some()
+                    && process::start_ticks(**pid) != ticks
+                    && !crate::runtime::adopt::recorded_exit(&control, **pid, ticks)
+            })
+            .map(|(p, n)| (*p, n.clone()))
+            .collect();
+        // The keeper reaps, then records and reports: a process seen gone
+        // once may have an exit report on its way. Only one still missing at
+        // the next resync vanished (the keeper itself is gone).
+        let seen: BTreeSet<u32> = gone.iter().map(|(p, _)| *p).collect();
+        let suspects = std::mem::replace(&mut self.suspects, seen);
+        for (pid, name) in gone {
+            if !suspects.contains(&pid) {
+                continue;
+            }
+            self.suspects.remove(&pid);
+            self.pids.remove(&pid);
+            self.observe(Event::Vanished { name, pid }, Utc::now());
+        }
+    }
+
+    /// Moves a started session into its cgroup, off the spawn path.
+    pub(super) fn join_cgroup(&mut self, cgroup: &Path, pid: u32, start_ticks: Option<u64>) {
+        if self.joiner.is_none() {
+            match crate::runtime::contain::Joiner::start() {
+                Ok(j) => self.joiner = Some(j),
+                Err(e) => {
+                    self.error(ShellError::Cgroup(format!(
+                        "cannot start the cgroup joiner thread: {e}"
+                    )));
+                    return;
+                }
+            }
+        }
+        let create = match &self.memory_mode {
+            crate::runtime::cgroup::Mode::Cgroup { v2, .. } => Some(*v2),
+            _ => None,
+        };
+        let join = crate::runtime::contain::Join {
+            procs: crate::runtime::cgroup::procs_file(cgroup),
+            pid,
+            start_ticks,
+            create,
+        };
+        if !self.joiner.as_ref().is_some_and(|j| j.join(join)) {
+            self.joiner = None;
+            self.error(ShellError::Cgroup(format!(
+                "the cgroup joiner thread ended; {pid} stays outside its cgroup"
+            )));
+        }
+    }
+}
