@@ -108,15 +108,7 @@ impl Event {
 
 /// Applies one event to the state.
 pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime<Utc>) {
-    let name = match &event {
-        Event::Spawned { name, .. }
-        | Event::SpawnFailed { name, .. }
-        | Event::Exited { name, .. }
-        | Event::Vanished { name, .. }
-        | Event::Killed { name, .. }
-        | Event::Judged { name, .. }
-        | Event::StopRequested { name, .. } => name.clone(),
-    };
+    let name = event.session().to_string();
     let Some(rec) = state.sessions.get_mut(&name) else {
         return;
     };

@@ -3,6 +3,15 @@
 use super::*;
 
 impl Controller {
+    /// The stem of the file declaring `name` (its own name when none does).
+    pub(super) fn stem_of(&self, name: &str) -> String {
+        self.catalog
+            .session_file
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
+    }
+
     /// Re-reads the manifest folder (the files the watch reported, or the
     /// whole folder when asked or when no watch runs); true when what it declares changed
     /// (a file appeared, went away or was reloaded, or refusals changed).

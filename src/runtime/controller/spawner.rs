@@ -19,12 +19,7 @@ impl Controller {
             .sessions
             .get(name)
             .ok_or_else(|| fail("the session is no longer declared".into()))?;
-        let stem = self
-            .catalog
-            .session_file
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| name.to_string());
+        let stem = self.stem_of(name);
         let shared = self.catalog.views.get(&stem).is_some_and(|v| v.shared);
         let log_dir = self.layout.logs_dir(&stem, name, shared);
         create_dir(&log_dir)

@@ -12,12 +12,7 @@ impl Controller {
         let Some(file) = &exit.crash_dump else {
             return;
         };
-        let stem = self
-            .catalog
-            .session_file
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| name.to_string());
+        let stem = self.stem_of(name);
         let dir = self.layout.crashes_dir(&stem);
         let live = self.live.get(name).cloned().unwrap_or_default();
         let spec = self.desired.sessions.get(name).map(|d| d.spec.clone());
