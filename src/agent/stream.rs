@@ -410,6 +410,23 @@ impl Tally {
         &self.status
     }
 
+    /// The input and output tokens this run spent: the larger of the final
+    /// figure and what its streamed messages reported, each way. A CLI
+    /// stopped by a signal still ends with a result whose totals leave out
+    /// the requests it broke off, though the API served (and billed) them;
+    /// budgets must not see the spend shrink when a session is stopped.
+    pub fn spent_tokens(&self) -> (u64, u64) {
+        let (mut input, mut output) = (0u64, 0u64);
+        for u in self.usage.values() {
+            input = input.saturating_add(u.input);
+            output = output.saturating_add(u.output);
+        }
+        (
+            input.max(self.status.input_tokens),
+            output.max(self.status.output_tokens),
+        )
+    }
+
     /// A copy of the status so far, e.g. for writing the status file.
     pub fn to_status(&self) -> AgentStatus {
         self.status.clone()
@@ -1314,6 +1331,21 @@ mod tests {
             assert_eq!(tally.outcome(), Abnormal, "{file}");
             assert_eq!(tally.last_retry_reason(), Some(reason), "{file}");
         }
+    }
+
+    #[test]
+    fn the_spent_tokens_never_shrink_when_the_result_counts_fewer() {
+        // A CLI stopped by SIGTERM ends with a result that leaves out the
+        // request it broke off: the spend is what the API reported.
+        let mut tally = Tally::new();
+        tally.feed(r#"{"type":"assistant","message":{"id":"m1","model":"claude-x","content":[],"usage":{"input_tokens":900,"output_tokens":40}}}"#);
+        tally.feed(r#"{"type":"result","subtype":"success","is_error":false,"num_turns":1,"modelUsage":{"claude-x":{"inputTokens":300,"outputTokens":50}}}"#);
+        assert_eq!(
+            tally.status().input_tokens,
+            300,
+            "the CLI's figure is shown as is"
+        );
+        assert_eq!(tally.spent_tokens(), (900, 50));
     }
 
     #[test]

@@ -99,11 +99,13 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn of(s: &agent::AgentStatus) -> Totals {
+    /// A run's figures so far (tokens: [`agent::Tally::spent_tokens`]).
+    fn of(tally: &agent::Tally) -> Totals {
+        let (input_tokens, output_tokens) = tally.spent_tokens();
         Totals {
-            cost_usd: s.cost_usd.unwrap_or(0.0),
-            input_tokens: s.input_tokens,
-            output_tokens: s.output_tokens,
+            cost_usd: tally.status().cost_usd.unwrap_or(0.0),
+            input_tokens,
+            output_tokens,
         }
     }
     fn plus(self, o: Totals) -> Totals {
@@ -237,7 +239,7 @@ impl Agents {
         // those of the attempts before it, a new conversation starts at 0.
         let last = match run.restored_last.take() {
             Some(t) => t,
-            None => Totals::of(run.tally.status()),
+            None => Totals::of(&run.tally),
         };
         run.prior = if resume.is_some() {
             run.prior.plus(last)
@@ -510,7 +512,7 @@ impl Agents {
             obj.insert("attempts".into(), serde_json::json!(run.attempts));
             // costUsd and tokens cover every attempt of the conversation;
             // the prior* figures let a new controller add up the same way.
-            let this = Totals::of(run.tally.status());
+            let this = Totals::of(&run.tally);
             let this = run.restored_last.map_or(this, |r| r.plus(this));
             let sum = run.prior.plus(this);
             if run.prior != Totals::default() || run.restored_last.is_some() {
@@ -567,7 +569,7 @@ impl Agents {
 
     /// The cost and tokens of `name`'s current (or last) attempt alone.
     pub fn attempt_totals(&self, name: &str) -> Option<Totals> {
-        self.runs.get(name).map(|r| Totals::of(r.tally.status()))
+        self.runs.get(name).map(|r| Totals::of(&r.tally))
     }
 
     /// The stdout file followed for `name`.
