@@ -11,6 +11,7 @@ pub mod exit;
 pub mod gc;
 pub mod keys;
 pub mod lifecycle;
+pub mod monitor;
 pub mod names;
 pub mod phase;
 pub mod placement;

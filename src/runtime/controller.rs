@@ -176,13 +176,7 @@ enum Read {
     Whole,
 }
 
-/// What monitoring knows of a running session.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Watch {
-    usage: crate::api::status::Usage,
-    last_activity: Option<DateTime<Utc>>,
-    stale: bool,
-}
+use crate::core::monitor::Watch;
 
 /// The signals the controller handles, installed before anything else so
 /// that a SIGTERM during startup still drains.

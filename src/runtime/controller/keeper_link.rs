@@ -207,22 +207,10 @@ impl Controller {
                     (&live.cgroup, &self.memory_mode)
                 {
                     let kills = crate::runtime::cgroup::oom_kills(cg, *v2);
-                    if kills > live.oom_baseline {
-                        let limit = self
-                            .desired
-                            .sessions
-                            .get(&name)
-                            .and_then(|d| d.spec.resources.max_memory);
-                        let message = format!(
-                            "the kernel killed it for using more than its memory limit{}",
-                            limit.map(|l| format!(" ({l})")).unwrap_or_default()
-                        );
-                        let ev = Event::Killed {
-                            name: name.clone(),
-                            pid,
-                            reason: Reason::OOMKilled,
-                            message,
-                        };
+                    let spec = self.desired.sessions.get(&name).map(|d| &*d.spec);
+                    if let Some(ev) =
+                        core::monitor::oom_killed(&name, pid, spec, kills, live.oom_baseline)
+                    {
                         self.observe(ev, Utc::now());
                     }
                 }

@@ -113,7 +113,7 @@ impl Controller {
             let Some(d) = self.desired.sessions.get(&name) else {
                 continue;
             };
-            let spec = d.spec.clone();
+            let spec = &d.spec;
             let Some(sample) = crate::runtime::monitor::sample(pid) else {
                 continue;
             };
@@ -125,53 +125,17 @@ impl Controller {
             // A running tool call or compaction is not silence (agents only).
             let activity = self.agents.silent_since(&name, activity, now);
             let before = self.watches.get(&name).cloned().unwrap_or_default();
-            let mut w = before.clone();
-            w.usage.memory_bytes = sample.memory_bytes;
-            w.usage.peak_memory_bytes = w.usage.peak_memory_bytes.max(sample.memory_bytes);
-            w.usage.cpu_seconds = (sample.cpu_seconds * 100.0).round() / 100.0;
-            w.last_activity = Some(activity);
-            w.stale = spec
-                .stale_after
-                .is_some_and(|t| now - activity >= t.chrono());
-            let cgroup_enforced = live.is_some_and(|l| l.cgroup.is_some());
-            if let Some(limit) = spec.resources.max_memory {
-                if !cgroup_enforced && sample.memory_bytes > limit.0 {
-                    events.push(Event::StopRequested {
-                        name: name.clone(),
-                        reason: Reason::MemoryLimitExceeded,
-                        message: format!(
-                            "its processes used {} MiB, over the memory limit {limit}",
-                            sample.memory_bytes >> 20
-                        ),
-                    });
-                }
-            }
-            if let Some(limit) = spec.resources.max_cpu_time {
-                if sample.cpu_seconds > limit.std().as_secs_f64() {
-                    events.push(Event::StopRequested {
-                        name: name.clone(),
-                        reason: Reason::CpuTimeLimitExceeded,
-                        message: format!(
-                            "its processes used {:.1}s of CPU time, over the limit {limit}",
-                            sample.cpu_seconds
-                        ),
-                    });
-                }
-            }
+            let reading = core::monitor::Reading {
+                memory_bytes: sample.memory_bytes,
+                cpu_seconds: sample.cpu_seconds,
+                activity,
+                memory_enforced: live.is_some_and(|l| l.cgroup.is_some()),
+            };
+            let (w, asked) = core::monitor::judge(&name, spec, &reading, &before, now);
             if w.stale && !before.stale {
                 tracing::warn!(session = %name, "stale: no output since {activity}");
-                if spec.on_stale == crate::api::OnStale::Restart {
-                    events.push(Event::StopRequested {
-                        name: name.clone(),
-                        reason: Reason::Stale,
-                        message: format!(
-                            "no output since {} (staleAfter {})",
-                            activity.to_rfc3339(),
-                            spec.stale_after.unwrap_or_default()
-                        ),
-                    });
-                }
             }
+            events.extend(asked);
             if w.usage != before.usage {
                 let label = SessionLabel {
                     session: name.clone(),
