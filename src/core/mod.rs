@@ -23,6 +23,7 @@ pub mod requests;
 pub mod signals;
 pub mod state;
 pub mod time;
+pub mod verdict;
 
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::agent::{self, Conversation, LaunchRequest, Outcome, Policy, RestartHint, Tally};
+use crate::agent::{self, Conversation, LaunchRequest, Outcome, Policy, Tally};
 use crate::api::agent::Constraints;
 use crate::api::SessionSpec;
 use crate::core::state::Verdict;
@@ -395,107 +395,9 @@ impl Agents {
         if profile.is_unknown_session(stderr_tail) {
             run.lost = true;
         }
-        let status = run.tally.status();
-        let text = status
-            .result_text
-            .as_deref()
-            .map(|t| t.chars().take(300).collect::<String>())
-            .unwrap_or_default();
-        let quota = run.tally.usage_limit().and_then(|limit| {
-            let resets_at = chrono::DateTime::from_timestamp(limit.resets_at?, 0)?;
-            Some(crate::core::quota::QuotaHit {
-                resets_at,
-                limit_type: limit.rate_limit_type.clone(),
-            })
-        });
-        if let Some(hit) = quota {
-            run.outcome = Some(outcome);
+        let verdict = crate::core::verdict::of(&run.tally);
+        if verdict.quota.is_some() {
             run.after_quota = true;
-            return Some(Verdict {
-                reason: Reason::UsageLimited,
-                message: format!(
-                    "the account reached its usage limit{}; it resets at {}",
-                    hit.limit_type
-                        .as_deref()
-                        .map(|t| format!(" ({t})"))
-                        .unwrap_or_default(),
-                    hit.resets_at.to_rfc3339()
-                ),
-                min_delay: None,
-                retry: true,
-                quota: Some(hit),
-            });
-        }
-        let retry_after = status
-            .last_retry_delay_ms
-            .map(std::time::Duration::from_millis);
-        let verdict = match &outcome {
-            Outcome::Success => Verdict {
-                reason: Reason::Completed,
-                message: format!(
-                    "the agent finished ({} turns{})",
-                    status.turns,
-                    status
-                        .cost_usd
-                        .map(|c| format!(", ${c:.4}"))
-                        .unwrap_or_default()
-                ),
-                min_delay: None,
-                retry: true,
-                quota: None,
-            },
-            Outcome::Failed { reason } => {
-                let hint = agent::restart_hint(&outcome, run.tally.last_retry_reason());
-                Verdict {
-                    reason: Reason::AgentFailed,
-                    message: format!(
-                        "the agent failed: {}{}{}",
-                        reason.as_str(),
-                        if text.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {text}")
-                        },
-                        match (reason, retry_after) {
-                            (agent::FailureReason::RateLimited, Some(d)) => {
-                                format!(" (the CLI's retry-after: {} ms)", d.as_millis())
-                            }
-                            _ => String::new(),
-                        }
-                    ),
-                    // A rate limit without a reset time (an API key's 429):
-                    // the backoff, at least the floor, and at least what
-                    // the API asked for (the CLI's retry delay).
-                    min_delay: match hint {
-                        RestartHint::WaitLonger { min_delay, .. } => {
-                            Some(retry_after.map_or(min_delay, |r| r.max(min_delay)))
-                        }
-                        _ => None,
-                    },
-                    retry: hint != RestartHint::DoNotRetry,
-                    quota: None,
-                }
-            }
-            Outcome::Abnormal => {
-                let hint = agent::restart_hint(&outcome, run.tally.last_retry_reason());
-                Verdict {
-                    reason: Reason::AgentAbnormal,
-                    message: "the agent ended without a final result".into(),
-                    min_delay: match hint {
-                        RestartHint::WaitLonger { min_delay, .. } => Some(min_delay),
-                        _ => None,
-                    },
-                    retry: true,
-                    quota: None,
-                }
-            }
-        };
-        let mut verdict = verdict;
-        if let Some(note) = agent::stream::denial_note(
-            &status.permission_denials,
-            status.permission_denials_omitted,
-        ) {
-            verdict.message = format!("{}; {note}", verdict.message);
         }
         run.outcome = Some(outcome);
         Some(verdict)
