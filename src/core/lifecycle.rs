@@ -68,6 +68,7 @@ pub fn expected_exit(reason: Reason) -> bool {
             | Reason::ControllerStopped
             | Reason::StoppedByRequest
             | Reason::RestartRequested
+            | Reason::BudgetExceeded
     )
 }
 
@@ -239,6 +240,10 @@ mod tests {
         assert!(lifecycle(Some(&stopping), Some(&stopping), t(2)).is_empty());
         assert!(expected_exit(Reason::SpecChanged));
         assert!(!expected_exit(Reason::OOMKilled));
+        assert!(
+            expected_exit(Reason::BudgetExceeded),
+            "the controller stopped it for its pool's budget"
+        );
         assert_eq!(lifecycle(Some(&before), None, t(3)), [Lifecycle::Forgotten]);
     }
 
