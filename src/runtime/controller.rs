@@ -20,9 +20,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::catalog::{Catalog, Entry, Reloaded};
+use super::clock::Clock;
 use super::errors::ShellError;
 use super::files::{create_dir, write_atomic, write_atomic_with};
-use super::keeper::{self, Child, ExitRecord, FromKeeper, Identity, Keeper, KeeperTx, Welcome};
+use super::keeper::{self, Child, ExitRecord, FromKeeper, Identity, Keeper, KeeperClient, Welcome};
 use super::layout::{attempt_logs, tail_lines, Layout};
 use super::process::{self, SpawnRequest};
 use super::render::{self, Extras, Transitions};
@@ -37,6 +38,8 @@ mod restore;
 mod signalling;
 mod spawner;
 mod statuses;
+#[cfg(test)]
+mod tests;
 use crate::api::status::{ControllerStatus, LogPaths, SessionStatusDoc};
 use crate::core::{self, Action, Desired, DesiredSession, Event, Phase, Reason, Run, State};
 use crate::manifest::codec;
@@ -228,7 +231,9 @@ pub struct Controller {
     /// The keeper's connection until the loop starts its reader and writer.
     keeper: Option<Keeper>,
     /// Requests to the keeper, once the loop runs.
-    keeper_tx: Option<KeeperTx>,
+    keeper_tx: Option<Box<dyn KeeperClient>>,
+    /// The time decisions are made at (runtime::clock).
+    clock: std::sync::Arc<dyn Clock>,
     /// The keeper's pid (our child when we started it).
     keeper_pid: u32,
     /// What the keeper had when we (re)connected, consumed by restoring.
@@ -300,8 +305,42 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Takes the status directory's lock and prepares the controller.
+    /// Takes the status directory's lock, reaches (or starts) the keeper
+    /// and prepares the controller.
     pub fn new(opts: Options) -> anyhow::Result<Self> {
+        Self::assemble(
+            opts,
+            std::sync::Arc::new(super::clock::SystemClock),
+            |layout| {
+                let mut keeper = Keeper::connect_or_start(&layout.control_dir())
+                    .map_err(|e| anyhow::anyhow!("cannot reach or start the keeper: {e}"))?;
+                let welcome = std::mem::take(&mut keeper.welcome);
+                Ok((Some(keeper), welcome))
+            },
+        )
+    }
+
+    /// A controller over a keeper client and a clock the caller holds,
+    /// for the routing tests: nothing is started, the loop does not run,
+    /// and the test plays the keeper's replies.
+    #[cfg(test)]
+    pub(crate) fn with_parts(
+        opts: Options,
+        keeper: Box<dyn KeeperClient>,
+        clock: std::sync::Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let mut c = Self::assemble(opts, clock, |_| Ok((None, Welcome::default())))?;
+        c.keeper_tx = Some(keeper);
+        Ok(c)
+    }
+
+    /// Prepares the controller; `connect` gives the keeper's connection
+    /// (if any) and what it holds, once the control folder is trusted.
+    fn assemble(
+        opts: Options,
+        clock: std::sync::Arc<dyn Clock>,
+        connect: impl FnOnce(&Layout) -> anyhow::Result<(Option<Keeper>, Welcome)>,
+    ) -> anyhow::Result<Self> {
         let dir = std::fs::canonicalize(&opts.dir)
             .map_err(|e| anyhow::anyhow!("manifest directory {}: {e}", opts.dir.display()))?;
         let status_dir = match &opts.status_dir {
@@ -336,9 +375,7 @@ impl Controller {
             ),
             None => None,
         };
-        let mut keeper = Keeper::connect_or_start(&layout.control_dir())
-            .map_err(|e| anyhow::anyhow!("cannot reach or start the keeper: {e}"))?;
-        let welcome = std::mem::take(&mut keeper.welcome);
+        let (keeper, welcome) = connect(&layout)?;
         let keeper_pid = welcome.keeper_pid;
         let collected = super::collected::load(&layout.control_dir());
         let events =
@@ -359,14 +396,15 @@ impl Controller {
             collected,
             tombstones: BTreeMap::new(),
             boot_id: process::boot_id(),
-            started_at: Utc::now(),
+            started_at: clock.now(),
             reconcile_count: 0,
             last_reconcile: Duration::ZERO,
             last_error: None,
             controller_status_hash: 0,
             controller_status_at: None,
-            keeper: Some(keeper),
+            keeper,
             keeper_tx: None,
+            clock,
             keeper_pid,
             welcome,
             spawning: HashMap::new(),
@@ -563,7 +601,7 @@ impl Controller {
                 return Ok(exit);
             }
             let sleep = wake_at
-                .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .map(|t| (t - self.clock.now()).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 Some(wake) = watch_rx.recv() => {
@@ -722,7 +760,7 @@ impl Controller {
     /// when a full pass is needed.
     fn quiet_resync(&mut self) -> bool {
         let started = Instant::now();
-        let now = Utc::now();
+        let now = self.clock.now();
         self.relist = true;
         let read = self.rescan_catalog(now);
         if read == Read::Whole {
@@ -742,7 +780,7 @@ impl Controller {
         if let Some(tx) = &self.keeper_tx {
             let running = super::inbox::running(&self.state, &self.desired);
             self.inputs
-                .pump(&self.layout, &running, tx, &mut self.agents, now);
+                .pump(&self.layout, &running, tx.as_ref(), &mut self.agents, now);
         }
         self.expire_tombstones(now);
         // A resync that found nothing to do still counts as a pass of the
@@ -760,7 +798,7 @@ impl Controller {
         // stale from here on.
         self.census = None;
         let started = Instant::now();
-        let now = Utc::now();
+        let now = self.clock.now();
         let read = if rescan {
             self.rescan_catalog(now)
         } else {
@@ -790,7 +828,7 @@ impl Controller {
         if let Some(tx) = &self.keeper_tx {
             let running = super::inbox::running(&self.state, &self.desired);
             self.inputs
-                .pump(&self.layout, &running, tx, &mut self.agents, now);
+                .pump(&self.layout, &running, tx.as_ref(), &mut self.agents, now);
         }
         // The sessions the plans act on: the only records that can have
         // changed (every change of a record ends in a status write).
@@ -811,9 +849,9 @@ impl Controller {
             &self.catalog,
             &touched,
             catalog_changed,
-            Utc::now(),
+            self.clock.now(),
         );
-        self.expire_tombstones(Utc::now());
+        self.expire_tombstones(self.clock.now());
         self.write_statuses(now);
         self.api_save_stopped();
         self.ack_saved();
@@ -907,7 +945,7 @@ impl Controller {
                 kind: error.kind().to_string(),
             })
             .inc();
-        self.last_error = Some((message, Utc::now()));
+        self.last_error = Some((message, self.clock.now()));
     }
 }
 

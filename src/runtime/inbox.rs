@@ -175,7 +175,7 @@ impl Inputs {
         &mut self,
         layout: &Layout,
         running: &[(String, u32, std::sync::Arc<SessionSpec>)],
-        keeper: &super::keeper::KeeperTx,
+        keeper: &dyn super::keeper::KeeperClient,
         agents: &mut super::agents::Agents,
         now: DateTime<Utc>,
     ) {

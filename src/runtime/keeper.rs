@@ -1279,6 +1279,42 @@ impl Outbox {
     }
 }
 
+/// What the controller asks of its keeper, none of it waiting for an
+/// answer (answers and exits come back on the event stream). [`KeeperTx`]
+/// talks to the real keeper; the controller's routing tests use a fake
+/// that records the requests.
+pub trait KeeperClient: Send + Sync {
+    /// Asks for a spawn; the answer comes tagged on the event stream.
+    fn spawn(&self, tag: u64, identity: Identity, request: SpawnRequest) -> bool;
+    /// Acknowledges an exit once its status is saved.
+    fn ack(&self, pid: u32) -> bool;
+    /// Appends `data` to child `pid`'s stdin pipe.
+    fn write_stdin(&self, pid: u32, data: String) -> bool;
+    /// Closes child `pid`'s stdin pipe once its pending input is written.
+    fn close_stdin(&self, pid: u32) -> bool;
+    /// Tells the keeper to exit after its last child; waits (bounded)
+    /// until the request is written.
+    fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
+}
+
+impl KeeperClient for KeeperTx {
+    fn spawn(&self, tag: u64, identity: Identity, request: SpawnRequest) -> bool {
+        KeeperTx::spawn(self, tag, identity, request)
+    }
+    fn ack(&self, pid: u32) -> bool {
+        KeeperTx::ack(self, pid)
+    }
+    fn write_stdin(&self, pid: u32, data: String) -> bool {
+        KeeperTx::write_stdin(self, pid, data)
+    }
+    fn close_stdin(&self, pid: u32) -> bool {
+        KeeperTx::close_stdin(self, pid)
+    }
+    fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(KeeperTx::shutdown(self))
+    }
+}
+
 /// Sends requests to the keeper without waiting.
 #[derive(Clone)]
 pub struct KeeperTx {

@@ -6,6 +6,7 @@ pub mod agents;
 pub mod budget;
 pub mod catalog;
 pub mod cgroup;
+pub mod clock;
 pub mod collected;
 pub mod contain;
 pub mod controller;

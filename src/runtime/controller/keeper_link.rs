@@ -15,7 +15,7 @@ impl Controller {
         let (tx, rx) = keeper
             .start_io()
             .map_err(|e| anyhow::anyhow!("keeper connection: {e}"))?;
-        self.keeper_tx = Some(tx);
+        self.keeper_tx = Some(Box::new(tx));
         Ok(rx)
     }
 
@@ -33,7 +33,7 @@ impl Controller {
                         reason: error.reason,
                         message: error.message,
                     };
-                    self.observe(ev, Utc::now());
+                    self.observe(ev, self.clock.now());
                 }
             }
             FromKeeper::Exited(exit) => self.on_exit(exit),
@@ -82,7 +82,7 @@ impl Controller {
                         reason: Reason::SpawnFailed,
                         message: "the keeper ended before it started the process".into(),
                     };
-                    self.observe(ev, Utc::now());
+                    self.observe(ev, self.clock.now());
                 }
             }
         }
@@ -121,7 +121,7 @@ impl Controller {
             .get(&s.name)
             .is_some_and(core::reconcile::is_restart)
         {
-            self.health.restarts.push_back(Utc::now());
+            self.health.restarts.push_back(self.clock.now());
         }
         let restarts = self.state.sessions.get(&s.name).map_or(0, |r| r.restarts);
         self.metrics
@@ -145,7 +145,7 @@ impl Controller {
             name: s.name.clone(),
             pid: child.pid,
         };
-        self.observe(ev, Utc::now());
+        self.observe(ev, self.clock.now());
         let runs = self
             .state
             .sessions
@@ -211,7 +211,7 @@ impl Controller {
                     if let Some(ev) =
                         core::monitor::oom_killed(&name, pid, spec, kills, live.oom_baseline)
                     {
-                        self.observe(ev, Utc::now());
+                        self.observe(ev, self.clock.now());
                     }
                 }
             }
@@ -235,7 +235,7 @@ impl Controller {
                     &self.desired,
                     &self.agents,
                     &name,
-                    Utc::now(),
+                    self.clock.now(),
                 );
                 if let Some(verdict) = verdict {
                     let ev = Event::Judged {
@@ -243,7 +243,7 @@ impl Controller {
                         pid,
                         verdict,
                     };
-                    self.observe(ev, Utc::now());
+                    self.observe(ev, self.clock.now());
                 }
                 self.mark_dirty(&name);
             }
@@ -259,7 +259,7 @@ impl Controller {
                 // It ended while no process able to reap it was recording.
                 None => Event::Vanished { name, pid },
             };
-            self.observe(event, Utc::now());
+            self.observe(event, self.clock.now());
             if let Some(e) = self
                 .state
                 .sessions
@@ -305,7 +305,7 @@ impl Controller {
             },
             started_at: match rec.map(|r| &r.run) {
                 Some(Run::Running(r)) => r.started_at,
-                _ => Utc::now(),
+                _ => self.clock.now(),
             },
             stdout: live.map(|l| l.stdout.clone()).unwrap_or_default(),
             stderr: live.map(|l| l.stderr.clone()).unwrap_or_default(),
@@ -333,7 +333,7 @@ impl Controller {
             self.on_exit(ExitRecord {
                 child,
                 status: Some(status),
-                at: Utc::now(),
+                at: self.clock.now(),
             });
         }
     }

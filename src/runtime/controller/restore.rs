@@ -9,7 +9,10 @@ impl Controller {
         self.read_previous_statuses(&mut to_adopt);
         // What the manifests declare now, so that adoption decides with the
         // real restart policies (a vanished process must not look deleted).
-        if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, Utc::now()) {
+        if let Some(desired) = self
+            .catalog
+            .rescan(&self.layout.manifest_dir, self.clock.now())
+        {
             self.set_desired(desired);
         }
         self.dirty_stems.extend(self.catalog.views.keys().cloned());
@@ -161,7 +164,8 @@ impl Controller {
         to_adopt: &mut Vec<(String, String, serde_json::Value)>,
     ) {
         self.ledger.restore_kept(&self.layout.control_dir());
-        for p in crate::runtime::adopt::previous_statuses(&self.layout.status_dir, Utc::now()) {
+        for p in crate::runtime::adopt::previous_statuses(&self.layout.status_dir, self.clock.now())
+        {
             self.seed_events(p.kind, &p.doc);
             if !p.invalid {
                 // The file this status belongs to holds the name: a newcomer loses.
@@ -278,7 +282,7 @@ impl Controller {
                         name: name.to_string(),
                         pid,
                     },
-                    Utc::now(),
+                    self.clock.now(),
                 );
                 return;
             }

@@ -1,0 +1,303 @@
+//! The shell's routing under a paused clock: a controller over a fake
+//! keeper client (it records what it is asked; the test plays the keeper's
+//! replies) and a clock that moves only when the test says. What runs is
+//! real: the manifest folder, the status files, and a child process the
+//! test starts itself in its own process group (the controller's sweeps
+//! signal that group on exits, so no other process can be reached).
+
+use std::os::unix::process::CommandExt;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::runtime::clock::PausedClock;
+use crate::runtime::keeper::KeeperClient;
+
+/// A request the controller made of the keeper.
+#[derive(Debug, Clone, PartialEq)]
+enum Asked {
+    Spawn {
+        tag: u64,
+        session: String,
+        attempt: u32,
+    },
+    Ack(u32),
+    Stdin(u32),
+    CloseStdin(u32),
+}
+
+/// Records every request; answers none (the test does).
+#[derive(Clone, Default)]
+struct FakeKeeper(Arc<Mutex<Vec<Asked>>>);
+
+impl FakeKeeper {
+    fn push(&self, a: Asked) -> bool {
+        self.0.lock().expect("the record").push(a);
+        true
+    }
+    fn asked(&self) -> Vec<Asked> {
+        self.0.lock().expect("the record").clone()
+    }
+    fn spawns(&self) -> Vec<(u64, String, u32)> {
+        self.asked()
+            .into_iter()
+            .filter_map(|a| match a {
+                Asked::Spawn {
+                    tag,
+                    session,
+                    attempt,
+                } => Some((tag, session, attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+    fn acked(&self, pid: u32) -> bool {
+        self.asked().contains(&Asked::Ack(pid))
+    }
+}
+
+impl KeeperClient for FakeKeeper {
+    fn spawn(&self, tag: u64, identity: Identity, _request: SpawnRequest) -> bool {
+        self.push(Asked::Spawn {
+            tag,
+            session: identity.session,
+            attempt: identity.attempt,
+        })
+    }
+    fn ack(&self, pid: u32) -> bool {
+        self.push(Asked::Ack(pid))
+    }
+    fn write_stdin(&self, pid: u32, _data: String) -> bool {
+        self.push(Asked::Stdin(pid))
+    }
+    fn close_stdin(&self, pid: u32) -> bool {
+        self.push(Asked::CloseStdin(pid))
+    }
+    fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
+}
+
+/// A child the test owns, in its own process group; killed when dropped.
+struct OwnChild(std::process::Child);
+
+impl OwnChild {
+    fn start() -> OwnChild {
+        let child = std::process::Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .expect("sleep starts");
+        OwnChild(child)
+    }
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+    /// Kills and reaps it, as the keeper would before reporting its exit.
+    fn end(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for OwnChild {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+struct Rig {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    keeper: FakeKeeper,
+    clock: PausedClock,
+    c: Controller,
+}
+
+fn rig(manifests: &[(&str, &str)]) -> Rig {
+    let tmp = tempfile::tempdir().expect("a temporary folder");
+    let dir = tmp.path().join("sessions");
+    std::fs::create_dir(&dir).expect("the manifest folder");
+    for (file, text) in manifests {
+        std::fs::write(dir.join(file), text).expect("a manifest");
+    }
+    let opts = Options {
+        dir: dir.clone(),
+        // No cgroups: the test's own child is not moved anywhere.
+        force_sampled_limits: true,
+        ..Options::default()
+    };
+    let keeper = FakeKeeper::default();
+    let clock = PausedClock::at(Utc::now());
+    let c = Controller::with_parts(opts, Box::new(keeper.clone()), Arc::new(clock.clone()))
+        .expect("a controller");
+    Rig {
+        _tmp: tmp,
+        dir,
+        keeper,
+        clock,
+        c,
+    }
+}
+
+/// The `status` of session `name` in `stem.status.yaml`.
+fn status_of(dir: &Path, stem: &str, name: &str) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(dir.join(format!("{stem}.status.yaml"))).expect("the status file");
+    codec::from_yaml_multi::<serde_json::Value>(&text)
+        .expect("status documents")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == name)
+        .map(|d| d["status"].clone())
+        .expect("the session's status")
+}
+
+const FAILING: &str = "apiVersion: sessionlet.dev/v1alpha1
+kind: Session
+metadata:
+  name: web
+spec:
+  command: [sleep, '1000']
+  restartPolicy: Always
+  backoff:
+    initialDelay: 10s
+    multiplier: 2
+    maxDelay: 1m
+";
+
+#[test]
+fn an_exit_is_acknowledged_once_saved_and_the_restart_waits_for_the_clock() {
+    let mut r = rig(&[("web.yaml", FAILING)]);
+    r.c.pass(true);
+    let spawns = r.keeper.spawns();
+    assert_eq!(spawns.len(), 1, "{spawns:?}");
+    let (tag, session, attempt) = spawns[0].clone();
+    assert_eq!((session.as_str(), attempt), ("web", 1));
+
+    // The keeper's reply: the session runs.
+    let mut child = OwnChild::start();
+    let pid = child.pid();
+    let started = r.c.child_of("web", pid);
+    r.c.on_keeper(FromKeeper::Spawned {
+        tag,
+        child: started.clone(),
+    });
+    r.c.pass(false);
+    let st = status_of(&r.dir, "web", "web");
+    assert_eq!(st["phase"], "Running", "{st:#}");
+    assert_eq!(st["pid"], pid, "{st:#}");
+
+    // It exits with code 3: not acknowledged before its status is saved.
+    child.end();
+    r.c.on_keeper(FromKeeper::Exited(ExitRecord {
+        child: started,
+        status: Some(core::ExitStatus::Code(3)),
+        at: r.clock.now(),
+    }));
+    assert!(
+        !r.keeper.acked(pid),
+        "acknowledged before its status was written"
+    );
+    let wake = r.c.pass(false);
+    assert!(r.keeper.acked(pid), "{:?}", r.keeper.asked());
+    let st = status_of(&r.dir, "web", "web");
+    assert_eq!(st["lastExit"]["exitCode"], 3, "{st:#}");
+    assert_eq!(st["phase"], "Recovering", "{st:#}");
+
+    // Nothing starts while the clock stands still, and the loop is told
+    // to wake when the backoff ends.
+    assert_eq!(r.keeper.spawns().len(), 1);
+    let due = r.clock.now() + chrono::Duration::seconds(10);
+    assert_eq!(
+        wake,
+        Some(due),
+        "the next wake-up is the end of the backoff"
+    );
+    r.c.pass(false);
+    assert_eq!(r.keeper.spawns().len(), 1, "{:?}", r.keeper.asked());
+
+    // The clock reaches the end of the backoff: attempt 2 is asked for.
+    r.clock.advance(std::time::Duration::from_secs(10));
+    r.c.pass(false);
+    let spawns = r.keeper.spawns();
+    assert_eq!(spawns.len(), 2, "{spawns:?}");
+    assert_eq!((spawns[1].1.as_str(), spawns[1].2), ("web", 2));
+}
+
+#[test]
+fn an_exit_of_a_pid_nobody_spawned_is_acknowledged_and_changes_nothing() {
+    let mut r = rig(&[("web.yaml", FAILING)]);
+    r.c.pass(true);
+    let (tag, _, _) = r.keeper.spawns()[0].clone();
+    let child = OwnChild::start();
+    let started = r.c.child_of("web", child.pid());
+    r.c.on_keeper(FromKeeper::Spawned {
+        tag,
+        child: started,
+    });
+    r.c.pass(false);
+    let before = status_of(&r.dir, "web", "web");
+
+    // A duplicate the keeper killed, or an exit already saved: a pid the
+    // controller does not know.
+    let mut stranger = OwnChild::start();
+    let stranger_pid = stranger.pid();
+    stranger.end();
+    let unknown = Child {
+        pid: stranger_pid,
+        ..r.c.child_of("web", stranger_pid)
+    };
+    r.c.on_keeper(FromKeeper::Exited(ExitRecord {
+        child: unknown,
+        status: Some(core::ExitStatus::Code(0)),
+        at: r.clock.now(),
+    }));
+    r.c.pass(false);
+    assert!(r.keeper.acked(stranger_pid), "{:?}", r.keeper.asked());
+    let after = status_of(&r.dir, "web", "web");
+    assert_eq!(after["phase"], "Running", "{after:#}");
+    assert_eq!(after["pid"], before["pid"]);
+    assert_eq!(r.keeper.spawns().len(), 1);
+}
+
+#[test]
+fn a_spawn_failure_reply_is_a_failed_attempt_retried_after_the_backoff() {
+    let mut r = rig(&[("web.yaml", FAILING)]);
+    r.c.pass(true);
+    let (tag, _, _) = r.keeper.spawns()[0].clone();
+    r.c.on_keeper(FromKeeper::SpawnFailed {
+        tag,
+        error: crate::runtime::process::SpawnError {
+            reason: Reason::SpawnFailed,
+            message: "exec failed: no such file".into(),
+        },
+    });
+    let wake = r.c.pass(false);
+    let st = status_of(&r.dir, "web", "web");
+    assert_eq!(st["phase"], "Recovering", "{st:#}");
+    assert_eq!(st["reason"], "SpawnFailed", "{st:#}");
+    assert!(wake.is_some_and(|t| t > r.clock.now()), "{wake:?}");
+    assert_eq!(r.keeper.spawns().len(), 1);
+    r.clock.advance(std::time::Duration::from_secs(10));
+    r.c.pass(false);
+    assert_eq!(r.keeper.spawns().len(), 2, "{:?}", r.keeper.asked());
+}
+
+#[test]
+fn a_reply_for_a_tag_never_asked_for_starts_nothing() {
+    let mut r = rig(&[("web.yaml", FAILING)]);
+    r.c.pass(true);
+    let (tag, _, _) = r.keeper.spawns()[0].clone();
+    let child = OwnChild::start();
+    let stray = r.c.child_of("web", child.pid());
+    r.c.on_keeper(FromKeeper::Spawned {
+        tag: tag + 1000,
+        child: stray,
+    });
+    r.c.pass(false);
+    // Still waiting for its own reply (its first status is written once
+    // the spawn is answered), and no pid is taken for it.
+    let run = &r.c.state.sessions["web"].run;
+    assert!(matches!(run, Run::Starting { .. }), "{run:?}");
+    assert!(r.c.pids.is_empty(), "{:?}", r.c.pids);
+    assert!(!r.dir.join("web.status.yaml").exists());
+}
