@@ -234,6 +234,8 @@ pub struct Controller {
     keeper_tx: Option<Box<dyn KeeperClient>>,
     /// The time decisions are made at (runtime::clock).
     clock: std::sync::Arc<dyn Clock>,
+    /// Where sessions' processes are read (runtime::monitor).
+    procfs: std::sync::Arc<dyn super::monitor::Procfs>,
     /// The keeper's pid (our child when we started it).
     keeper_pid: u32,
     /// What the keeper had when we (re)connected, consumed by restoring.
@@ -405,6 +407,7 @@ impl Controller {
             keeper,
             keeper_tx: None,
             clock,
+            procfs: std::sync::Arc::new(super::monitor::SystemProcfs),
             keeper_pid,
             welcome,
             spawning: HashMap::new(),

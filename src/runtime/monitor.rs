@@ -4,6 +4,29 @@
 //! session's leader through `/proc/PID/task/TID/children`, never by scanning
 //! every process on the host, so the cost is per session.
 
+/// Where the controller reads its sessions' processes, behind a trait so
+/// that the shell's routing is tested with readings the test chooses.
+pub trait Procfs: Send + Sync {
+    /// A reading of the tree of `pid`; `None` when the leader is gone.
+    fn sample(&self, pid: u32) -> Option<Sample>;
+    /// The start time of `pid` in clock ticks since boot; `None` when it
+    /// is gone (a pid with other ticks is another process).
+    fn start_ticks(&self, pid: u32) -> Option<u64>;
+}
+
+/// The system's `/proc`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemProcfs;
+
+impl Procfs for SystemProcfs {
+    fn sample(&self, pid: u32) -> Option<Sample> {
+        sample(pid)
+    }
+    fn start_ticks(&self, pid: u32) -> Option<u64> {
+        super::process::start_ticks(pid)
+    }
+}
+
 /// One reading of a tree.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Sample {

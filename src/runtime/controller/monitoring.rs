@@ -57,7 +57,7 @@ impl Controller {
                         reason,
                         message,
                     };
-                    self.observe(ev, Utc::now());
+                    self.observe(ev, self.clock.now());
                 }
                 crate::runtime::agents::Act::Stop(..) => {}
             }
@@ -96,7 +96,7 @@ impl Controller {
 
     /// Samples every running session: usage, limits, staleness.
     pub(super) fn sample_usage(&mut self) {
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut events = Vec::new();
         let running: Vec<(String, u32, DateTime<Utc>)> = self
             .state
@@ -114,7 +114,7 @@ impl Controller {
                 continue;
             };
             let spec = &d.spec;
-            let Some(sample) = crate::runtime::monitor::sample(pid) else {
+            let Some(sample) = self.procfs.sample(pid) else {
                 continue;
             };
             let live = self.live.get(&name);
@@ -170,7 +170,7 @@ impl Controller {
             .filter(|(pid, name)| {
                 let ticks = self.live.get(*name).and_then(|l| l.start_ticks);
                 ticks.is_some()
-                    && process::start_ticks(**pid) != ticks
+                    && self.procfs.start_ticks(**pid) != ticks
                     && !crate::runtime::adopt::recorded_exit(&control, **pid, ticks)
             })
             .map(|(p, n)| (*p, n.clone()))
@@ -186,7 +186,7 @@ impl Controller {
             }
             self.suspects.remove(&pid);
             self.pids.remove(&pid);
-            self.observe(Event::Vanished { name, pid }, Utc::now());
+            self.observe(Event::Vanished { name, pid }, self.clock.now());
         }
     }
 

@@ -11,7 +11,7 @@ impl Controller {
         // other groups are re-parented and can no longer be found from it.
         // Only while the leader is still the process we started: never a reused pid.
         let ticks = self.live.get(name).and_then(|l| l.start_ticks);
-        let descendants: Vec<u32> = if ticks.is_some() && process::start_ticks(pid) == ticks {
+        let descendants: Vec<u32> = if ticks.is_some() && self.procfs.start_ticks(pid) == ticks {
             crate::runtime::monitor::tree(pid, 4096)
                 .into_iter()
                 .skip(1)

@@ -301,3 +301,124 @@ fn a_reply_for_a_tag_never_asked_for_starts_nothing() {
     assert!(r.c.pids.is_empty(), "{:?}", r.c.pids);
     assert!(!r.dir.join("web.status.yaml").exists());
 }
+
+/// Readings of `/proc` the test chooses, per pid.
+#[derive(Clone, Default)]
+struct FakeProcfs(Arc<Mutex<HashMap<u32, (crate::runtime::monitor::Sample, Option<u64>)>>>);
+
+impl FakeProcfs {
+    fn set(&self, pid: u32, memory_bytes: u64, ticks: Option<u64>) {
+        let sample = crate::runtime::monitor::Sample {
+            memory_bytes,
+            cpu_seconds: 0.5,
+            processes: 1,
+        };
+        self.0
+            .lock()
+            .expect("the readings")
+            .insert(pid, (sample, ticks));
+    }
+}
+
+impl crate::runtime::monitor::Procfs for FakeProcfs {
+    fn sample(&self, pid: u32) -> Option<crate::runtime::monitor::Sample> {
+        let m = self.0.lock().ok()?;
+        m.get(&pid).filter(|(_, t)| t.is_some()).map(|(s, _)| *s)
+    }
+    fn start_ticks(&self, pid: u32) -> Option<u64> {
+        self.0.lock().ok()?.get(&pid).and_then(|(_, t)| *t)
+    }
+}
+
+/// Starts `web` on a child the test owns, known to `procfs` with `ticks`.
+fn run_web(r: &mut Rig, procfs: &FakeProcfs, memory: u64) -> (OwnChild, Child) {
+    r.c.procfs = Arc::new(procfs.clone());
+    r.c.pass(true);
+    let (tag, _, _) = r.keeper.spawns()[0].clone();
+    let child = OwnChild::start();
+    let started = Child {
+        start_ticks: Some(4242),
+        ..r.c.child_of("web", child.pid())
+    };
+    procfs.set(child.pid(), memory, Some(4242));
+    r.c.on_keeper(FromKeeper::Spawned {
+        tag,
+        child: started.clone(),
+    });
+    r.c.pass(false);
+    (child, started)
+}
+
+const LIMITED: &str = "apiVersion: sessionlet.dev/v1alpha1
+kind: Session
+metadata:
+  name: web
+spec:
+  command: [sleep, '1000']
+  restartPolicy: Never
+  resources:
+    maxMemory: 100Mi
+";
+
+#[test]
+fn a_sampled_reading_over_the_memory_limit_stops_the_session() {
+    let mut r = rig(&[("web.yaml", LIMITED)]);
+    let procfs = FakeProcfs::default();
+    let (mut child, started) = run_web(&mut r, &procfs, 50 << 20);
+    r.c.sample_usage();
+    r.c.pass(false);
+    let st = status_of(&r.dir, "web", "web");
+    assert_eq!(st["usage"]["memoryBytes"], 50u64 << 20, "{st:#}");
+    assert!(
+        child.0.try_wait().expect("its state").is_none(),
+        "stopped under its limit"
+    );
+
+    // The next reading is over the limit: its process is signalled.
+    procfs.set(child.pid(), 200 << 20, Some(4242));
+    r.c.sample_usage();
+    r.c.pass(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().expect("its state") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the session was not signalled");
+        std::thread::yield_now();
+    };
+    assert!(!status.success());
+    r.c.on_keeper(FromKeeper::Exited(ExitRecord {
+        child: started,
+        status: Some(core::ExitStatus::Signal(15)),
+        at: r.clock.now(),
+    }));
+    r.c.pass(false);
+    let st = status_of(&r.dir, "web", "web");
+    assert_eq!(st["lastExit"]["reason"], "MemoryLimitExceeded", "{st:#}");
+    assert_eq!(st["phase"], "Failed", "{st:#}");
+}
+
+#[test]
+fn with_the_keeper_gone_a_session_missing_at_two_resyncs_vanished() {
+    let mut r = rig(&[("web.yaml", LIMITED)]);
+    let procfs = FakeProcfs::default();
+    let (child, _) = run_web(&mut r, &procfs, 1 << 20);
+    // While the keeper reports exits, nothing is guessed from /proc.
+    procfs.set(child.pid(), 0, None);
+    r.c.check_vanished();
+    r.c.check_vanished();
+    r.c.pass(false);
+    assert_eq!(status_of(&r.dir, "web", "web")["phase"], "Running");
+
+    // The keeper is gone: a pid seen gone once may still have a report on
+    // its way; gone at the next resync too, it vanished.
+    r.c.keeper_events_open = false;
+    r.c.check_vanished();
+    r.c.pass(false);
+    assert_eq!(status_of(&r.dir, "web", "web")["phase"], "Running");
+    r.c.check_vanished();
+    r.c.pass(false);
+    let st = status_of(&r.dir, "web", "web");
+    assert_eq!(st["lastExit"]["reason"], "ExitedWhileAway", "{st:#}");
+    assert!(st["pid"].is_null(), "{st:#}");
+}
