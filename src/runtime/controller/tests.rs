@@ -304,7 +304,10 @@ fn a_reply_for_a_tag_never_asked_for_starts_nothing() {
 
 /// Readings of `/proc` the test chooses, per pid.
 #[derive(Clone, Default)]
-struct FakeProcfs(Arc<Mutex<HashMap<u32, (crate::runtime::monitor::Sample, Option<u64>)>>>);
+struct FakeProcfs(Arc<Mutex<Readings>>);
+
+/// Each pid's reading and start ticks (`None`: gone).
+type Readings = HashMap<u32, (crate::runtime::monitor::Sample, Option<u64>)>;
 
 impl FakeProcfs {
     fn set(&self, pid: u32, memory_bytes: u64, ticks: Option<u64>) {
