@@ -179,6 +179,7 @@ mod tests {
                 pid,
                 started_at: t(0),
                 stop: None,
+                verdict: None,
             }),
             ..Record::default()
         }

@@ -120,6 +120,7 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                     pid,
                     started_at: at,
                     stop: None,
+                    verdict: None,
                 });
                 rec.wait = None;
             }
@@ -160,8 +161,8 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
             if running.pid != pid {
                 return;
             }
-            let running = running.clone();
-            let verdict = rec.verdict.take();
+            let mut running = running.clone();
+            let verdict = running.verdict.take();
             let (reason, message) = match (&running.stop, status) {
                 (Some(stop), _) => (stop.why, stop.message.clone()),
                 (None, _) if verdict.is_some() => verdict
@@ -254,8 +255,10 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
             }
         }
         Event::Judged { pid, verdict, .. } => {
-            if matches!(&rec.run, Run::Running(r) if r.pid == pid) {
-                rec.verdict = Some(verdict);
+            if let Run::Running(r) = &mut rec.run {
+                if r.pid == pid {
+                    r.verdict = Some(verdict);
+                }
             }
         }
         Event::Vanished { pid, .. } => {
@@ -266,7 +269,6 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                 return;
             }
             let running = running.clone();
-            rec.verdict = None;
             let exit = LastExit {
                 attempt: rec.attempt,
                 status: None,
@@ -1133,7 +1135,6 @@ fn spawn(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Pl
     rec.run = Run::Starting { at: now };
     rec.outcome = None;
     rec.wait = None;
-    rec.verdict = None;
     rec.quota = None;
     rec.last_spec = Some((d.spec.clone(), d.pool().map(str::to_string)));
     rec.run_hash = change::run_hash(&d.spec);

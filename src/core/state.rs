@@ -61,9 +61,6 @@ pub struct Record {
     pub wait: Option<Wait>,
     /// Set once a garbage collection was asked for.
     pub collected: bool,
-    /// How the running attempt ended, judged from its output (agent runs);
-    /// consumed by its exit.
-    pub verdict: Option<Verdict>,
     /// The spec and pool of the last attempt: a session whose manifest is
     /// gone is still stopped with its own stop signal and grace period, and
     /// counts against its pool until it exits.
@@ -78,6 +75,14 @@ pub struct Record {
 }
 
 impl Record {
+    /// The running attempt's verdict, if it was judged.
+    pub fn verdict(&self) -> Option<&Verdict> {
+        match &self.run {
+            Run::Running(r) => r.verdict.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The phase the record is in, as its status shows it (without the
     /// reason and message, which the status renders).
     pub fn phase(&self) -> Phase {
@@ -146,6 +151,9 @@ pub struct Running {
     pub started_at: DateTime<Utc>,
     /// Set once the controller decided to stop it.
     pub stop: Option<Stop>,
+    /// How it ended, judged from its output before its exit arrived
+    /// (agent runs); consumed by its exit, gone with its process.
+    pub verdict: Option<Verdict>,
 }
 
 /// A stop in progress.

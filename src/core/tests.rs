@@ -1650,7 +1650,7 @@ fn a_verdict_does_not_outlive_its_attempt() {
         pid: 99,
         verdict: verdict(Reason::Completed, true, None),
     });
-    assert_eq!(w.rec("a").verdict, None, "a verdict for another pid");
+    assert_eq!(w.rec("a").verdict(), None, "a verdict for another pid");
     w.event(Event::Judged {
         name: "a".into(),
         pid,

@@ -48,6 +48,7 @@ pub fn record_from_status(st: &SessionStatus) -> Option<Record> {
             pid: st.pid?,
             started_at: st.started_at?,
             stop: None,
+            verdict: None,
         }),
         Phase::Recovering => Run::Backoff {
             until: st.next_restart_at?,
@@ -80,7 +81,6 @@ pub fn record_from_status(st: &SessionStatus) -> Option<Record> {
         outcome,
         wait: None,
         collected: false,
-        verdict: None,
         last_spec: None,
         // From the status's metadata (`runHash`, `restartedAt`), by the caller.
         run_hash: 0,

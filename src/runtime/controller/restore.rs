@@ -101,6 +101,7 @@ impl Controller {
             pid: child.pid,
             started_at: child.started_at,
             stop: None,
+            verdict: None,
         });
         if (rec.generation, rec.attempt) < (child.identity.generation, child.identity.attempt) {
             rec.restarts = rec.restarts.max(child.identity.attempt.saturating_sub(1));
