@@ -185,7 +185,7 @@ fn next_restart_at_is_set_while_recovering_and_the_backoff_grows() {
         &dir.join("grow.yaml"),
         &session(
             "grow",
-            "command: [/bin/sh, -c, 'exit 1']\nmaxRetries: 2\nbackoff: {initialDelay: 300ms, multiplier: 3.0, maxDelay: 1m}",
+            "command: [/bin/sh, -c, 'exit 1']\nmaxRetries: 2\nbackoff: {initialDelay: 1s, multiplier: 3.0, maxDelay: 1m}",
         ),
     );
     let _c = Controller::start(&dir, &[]);
@@ -215,12 +215,12 @@ fn next_restart_at_is_set_while_recovering_and_the_backoff_grows() {
     };
     let tolerance = chrono::Duration::milliseconds(50);
     assert!(
-        *d1 + tolerance >= chrono::Duration::milliseconds(300),
+        *d1 + tolerance >= chrono::Duration::milliseconds(1000),
         "first delay is the initial delay: {d1}"
     );
     assert!(*d2 + tolerance >= *d1, "second delay {d2} < first {d1}");
     assert!(
-        *d2 > *d1 + chrono::Duration::milliseconds(300),
+        *d2 > *d1 + chrono::Duration::milliseconds(1000),
         "multiplier 3 grows the delay: {d1} then {d2}"
     );
 }

@@ -46,7 +46,7 @@ pub fn decide(desired: &Desired, state: &State, ending: Ending) -> Option<Exit> 
         state
             .sessions
             .get(n)
-            .is_some_and(|r| matches!(r.run, Run::Done))
+            .is_some_and(|r| matches!(r.run, Run::Done(_)))
     });
     if !all_done || !state.all_stopped() {
         return None;
@@ -55,7 +55,7 @@ pub fn decide(desired: &Desired, state: &State, ending: Ending) -> Option<Exit> 
         state
             .sessions
             .get(n)
-            .and_then(|r| r.outcome.as_ref())
+            .and_then(|r| r.outcome())
             .is_some_and(|o| o.phase == Phase::Completed)
     });
     Some(if all_completed && !ending.any_invalid {
@@ -91,8 +91,7 @@ mod tests {
             );
             let rec = match p {
                 Some(phase) => Record {
-                    run: Run::Done,
-                    outcome: Some(Outcome {
+                    run: Run::Done(Outcome {
                         phase: *phase,
                         reason: Reason::Completed,
                         message: String::new(),

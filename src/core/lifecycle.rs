@@ -122,8 +122,8 @@ pub fn lifecycle(
             });
         }
     }
-    if let Some(o) = &after.outcome {
-        let was = before.and_then(|b| b.outcome.as_ref());
+    if let Some(o) = &after.outcome() {
+        let was = before.and_then(|b| b.outcome());
         if was.map(|w| (w.phase, w.reason)) != Some((o.phase, o.reason)) {
             out.push(Lifecycle::Finished {
                 phase: o.phase,

@@ -157,11 +157,7 @@ pub fn preview(desired: &Desired, state: &State, now: DateTime<Utc>) -> Vec<Chan
             }
             _ => {}
         }
-        if let Some(o) = rec
-            .outcome
-            .as_ref()
-            .filter(|o| old.outcome.as_ref() != Some(*o))
-        {
+        if let Some(o) = rec.outcome().as_ref().filter(|o| old.outcome() != Some(*o)) {
             push(
                 Verb::Finish,
                 name,

@@ -472,14 +472,13 @@ pub(super) fn terminal(
     message: String,
     now: DateTime<Utc>,
 ) {
-    rec.run = Run::Done;
-    rec.wait = None;
-    rec.outcome = Some(Outcome {
+    rec.run = Run::Done(Outcome {
         phase,
         reason,
         message,
         finished_at: now,
     });
+    rec.wait = None;
 }
 
 /// The crash dump's file name: sortable, unique per attempt.
@@ -787,7 +786,7 @@ fn step_session<'a>(
     }
     if spec.suspend {
         if rec
-            .outcome
+            .outcome()
             .as_ref()
             .is_none_or(|o| o.reason != Reason::Suspended)
         {
@@ -801,7 +800,7 @@ fn step_session<'a>(
         }
         return;
     }
-    if let Some(o) = &rec.outcome {
+    if let Some(o) = &rec.outcome() {
         if o.reason == Reason::Suspended {
             // Unsuspended without another change: a fresh run.
             *rec = Record {
@@ -812,7 +811,7 @@ fn step_session<'a>(
         }
     }
     match rec.run {
-        Run::Done => collect_when_due(d, rec, now, plan),
+        Run::Done(_) => collect_when_due(d, rec, now, plan),
         Run::Backoff { until } => {
             if let Some(t) = spec.active_deadline {
                 if let Some(s) = rec.series_started_at {
@@ -854,7 +853,7 @@ fn step_session<'a>(
 /// A finished session whose `ttlAfterFinished` is over is collected (once);
 /// otherwise the plan wakes when it will be.
 fn collect_when_due(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Plan) {
-    let (Some(ttl), Some(o)) = (d.spec.ttl_after_finished, &rec.outcome) else {
+    let (Some(ttl), Some(o)) = (d.spec.ttl_after_finished, &rec.outcome()) else {
         return;
     };
     let due = time::after(o.finished_at, ttl);
@@ -1133,7 +1132,6 @@ fn spawn(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Pl
     }
     rec.series_started_at.get_or_insert(now);
     rec.run = Run::Starting { at: now };
-    rec.outcome = None;
     rec.wait = None;
     rec.quota = None;
     rec.last_spec = Some((d.spec.clone(), d.pool().map(str::to_string)));

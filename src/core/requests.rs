@@ -102,7 +102,7 @@ pub fn step(
         requests.stopped.remove(&d.name);
         if !rec.run.is_live()
             && rec
-                .outcome
+                .outcome()
                 .as_ref()
                 .is_some_and(|o| o.reason == Reason::StoppedByRequest)
         {
@@ -155,7 +155,7 @@ fn restart(
             requests.restart.remove(&d.name);
             false
         }
-        Run::Done => {
+        Run::Done(_) => {
             // A fresh run of the same spec, as a person asked for it.
             *rec = Record {
                 generation: d.generation,
@@ -192,7 +192,7 @@ fn hold(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Pla
         Run::Running(_) | Run::Starting { .. } => false,
         _ => {
             if rec
-                .outcome
+                .outcome()
                 .as_ref()
                 .is_none_or(|o| o.reason != Reason::StoppedByRequest)
             {
@@ -335,8 +335,8 @@ mod tests {
         settle(&desired, &mut state, &mut pid, t0());
         let held = |state: &State| {
             let rec = &state.sessions["web"];
-            matches!(rec.run, Run::Done)
-                && rec.outcome.as_ref().map(|o| (o.phase, o.reason))
+            matches!(rec.run, Run::Done(_))
+                && rec.outcome().map(|o| (o.phase, o.reason))
                     == Some((Phase::Cancelled, Reason::StoppedByRequest))
         };
         assert!(held(&state), "{:?}", state.sessions["web"]);

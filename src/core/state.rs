@@ -55,8 +55,6 @@ pub struct Record {
     pub series_started_at: Option<DateTime<Utc>>,
     /// How the last attempt ended.
     pub last_exit: Option<LastExit>,
-    /// Set once the session reached a terminal phase.
-    pub outcome: Option<Outcome>,
     /// Why a session that is not running is not running.
     pub wait: Option<Wait>,
     /// Set once a garbage collection was asked for.
@@ -75,6 +73,14 @@ pub struct Record {
 }
 
 impl Record {
+    /// How it ended, once it reached a terminal phase.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match &self.run {
+            Run::Done(o) => Some(o),
+            _ => None,
+        }
+    }
+
     /// The running attempt's verdict, if it was judged.
     pub fn verdict(&self) -> Option<&Verdict> {
         match &self.run {
@@ -92,7 +98,7 @@ impl Record {
             Run::Backoff { .. } if self.quota.is_some() => Phase::WaitingForQuota,
             Run::Backoff { .. } => Phase::Recovering,
             Run::Idle => self.wait.as_ref().map_or(Phase::Pending, |w| w.phase),
-            Run::Done => self.outcome.as_ref().map_or(Phase::Completed, |o| o.phase),
+            Run::Done(o) => o.phase,
         }
     }
 }
@@ -131,8 +137,8 @@ pub enum Run {
         /// When the next attempt is due.
         until: DateTime<Utc>,
     },
-    /// Terminal: see [`Record::outcome`].
-    Done,
+    /// Terminal, with how it ended.
+    Done(Outcome),
 }
 
 impl Run {

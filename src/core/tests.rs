@@ -70,8 +70,8 @@ fn desired_session(
 /// What a status file would show for a record.
 /// The phase the status shows; a finished record always has its outcome.
 fn phase_of(rec: &Record) -> Phase {
-    if matches!(rec.run, Run::Done) {
-        assert!(rec.outcome.is_some(), "a finished record has an outcome");
+    if matches!(rec.run, Run::Done(_)) {
+        assert!(rec.outcome().is_some(), "a finished record has an outcome");
     }
     rec.phase()
 }
@@ -270,7 +270,7 @@ impl World {
     }
 
     fn outcome_reason(&self, name: &str) -> Option<Reason> {
-        self.rec(name).outcome.as_ref().map(|o| o.reason)
+        self.rec(name).outcome().map(|o| o.reason)
     }
 
     fn wait(&self, name: &str) -> Option<(Phase, Reason, Option<u32>)> {
@@ -608,13 +608,13 @@ fn an_exit_leads_to_the_phase_its_restart_policy_says() {
             let until = t0() + s(6);
             assert_eq!(w.rec("a").run, Run::Backoff { until }, "{c:?}");
             assert_eq!(plan.wake_at, Some(until), "{c:?}");
-            assert_eq!(w.rec("a").outcome, None, "{c:?}");
+            assert_eq!(w.rec("a").outcome(), None, "{c:?}");
             w.advance(s(1));
             assert_eq!(spawns(&w.step()), [("a", 2)], "{c:?}");
             assert_eq!(w.rec("a").restarts, 1, "{c:?}");
         } else {
             assert_eq!(plan.wake_at, None, "{c:?}");
-            let outcome = w.rec("a").outcome.clone().unwrap();
+            let outcome = w.rec("a").outcome().cloned().unwrap();
             assert_eq!(outcome.reason, c.reason, "{c:?}");
             assert_eq!(outcome.finished_at, t0() + s(5), "{c:?}");
             w.advance(s(3600));
@@ -710,7 +710,7 @@ fn max_retries_counts_the_restarts_allowed_after_failures() {
             "{ctx}"
         );
         if let (Some(max), false) = (max_retries.or(Some(3)), policy == Never) {
-            let message = &rec.outcome.as_ref().unwrap().message;
+            let message = &rec.outcome().unwrap().message;
             assert!(
                 message.contains(&format!("maxRetries {max}")),
                 "{ctx}: {message}"
@@ -805,7 +805,7 @@ fn a_command_not_found_in_path_or_at_an_absolute_path_is_not_retried() {
             "{program}: the dump is written"
         );
         assert_eq!(w.phase("a"), Phase::Failed, "{program}: no backoff forever");
-        let o = w.rec("a").outcome.clone().expect("an outcome");
+        let o = w.rec("a").outcome().cloned().expect("an outcome");
         assert_eq!(o.reason, Reason::CommandNotFound);
         assert!(o.message.contains("not retried"), "{}", o.message);
         w.advance(s(3600));
@@ -1086,7 +1086,7 @@ fn a_spec_change_of_a_finished_session_runs_it_again() {
         });
         let plan = w.step();
         assert_eq!(spawns(&plan), [("a", 1)], "{phase:?}");
-        assert_eq!(w.rec("a").outcome, None);
+        assert_eq!(w.rec("a").outcome(), None);
         assert_eq!(w.phase("a"), Phase::Running);
     }
 }
@@ -1802,7 +1802,7 @@ fn a_queue_longer_than_max_queue_fails_the_newest_with_queue_full() {
     );
     assert_eq!(w.phase("d"), Phase::Failed);
     assert_eq!(w.outcome_reason("d"), Some(Reason::QueueFull));
-    let message = &w.rec("d").outcome.as_ref().unwrap().message;
+    let message = &w.rec("d").outcome().unwrap().message;
     assert!(message.contains("maxQueue 2"), "{message}");
 
     // Room again: b starts, and a newcomer fits in the queue.
@@ -2739,7 +2739,10 @@ impl Sim {
                 Action::CollectGarbage { name } => {
                     assert!(self.desired.sessions.contains_key(&name));
                     let rec = &self.state.sessions[&name];
-                    assert_eq!(rec.run, Run::Done, "{name} collected while not finished");
+                    assert!(
+                        matches!(rec.run, Run::Done(_)),
+                        "{name} collected while not finished"
+                    );
                     assert!(self.live_pid(&name).is_none());
                     // The shell deletes the manifest.
                     self.desired.sessions.remove(&name);
@@ -2799,7 +2802,7 @@ impl Sim {
                     );
                 }
                 Run::Starting { .. } => assert!(self.pending.contains(name)),
-                Run::Done => assert!(rec.outcome.is_some(), "{name}: done without an outcome"),
+                Run::Done(_) => assert!(rec.outcome().is_some(), "{name}: done without an outcome"),
                 Run::Backoff { until } => {
                     let exit = rec.last_exit.as_ref().expect("a backoff follows an exit");
                     assert!(*until >= exit.finished_at);

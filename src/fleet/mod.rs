@@ -423,7 +423,7 @@ impl Fleet {
         let done: BTreeMap<String, u64> = state
             .sessions
             .iter()
-            .filter(|(_, r)| matches!(r.run, crate::core::Run::Done))
+            .filter(|(_, r)| matches!(r.run, crate::core::Run::Done(_)))
             .filter_map(|(n, _)| {
                 let d = s.declared.as_ref()?.sessions.get(n)?;
                 Some((n.clone(), outcome_hash(d)))

@@ -70,7 +70,7 @@ impl Summary {
                 crate::core::Run::Running(r) => Some(r.started_at),
                 _ => None,
             },
-            finished_at: rec.outcome.as_ref().map(|o| o.finished_at),
+            finished_at: rec.outcome().map(|o| o.finished_at),
             exit_code: rec.last_exit.as_ref().and_then(|e| match e.status {
                 Some(crate::core::ExitStatus::Code(c)) => Some(c),
                 _ => None,

@@ -58,17 +58,15 @@ pub fn record_from_status(st: &SessionStatus) -> Option<Record> {
             Some(until) => Run::Backoff { until },
             None => Run::Idle,
         },
-        Phase::Completed | Phase::Failed | Phase::TimedOut | Phase::Cancelled => Run::Done,
+        Phase::Completed | Phase::Failed | Phase::TimedOut | Phase::Cancelled => {
+            Run::Done(Outcome {
+                phase,
+                reason: reason.unwrap_or(Reason::Completed),
+                message: st.message.clone().unwrap_or_default(),
+                finished_at: st.finished_at?,
+            })
+        }
         Phase::Pending | Phase::Queued => Run::Idle,
-    };
-    let outcome = match run {
-        Run::Done => Some(Outcome {
-            phase,
-            reason: reason.unwrap_or(Reason::Completed),
-            message: st.message.clone().unwrap_or_default(),
-            finished_at: st.finished_at?,
-        }),
-        _ => None,
     };
     Some(Record {
         generation: st.observed_generation,
@@ -78,7 +76,6 @@ pub fn record_from_status(st: &SessionStatus) -> Option<Record> {
         failures: st.consecutive_failures,
         series_started_at: st.run_started_at,
         last_exit: st.last_exit.as_ref().and_then(last_exit),
-        outcome,
         wait: None,
         collected: false,
         last_spec: None,
@@ -264,8 +261,8 @@ mod tests {
         st.reason = Some("Error".into());
         st.finished_at = Some(Utc.timestamp_opt(6_000, 0).unwrap());
         let rec = record_from_status(&st).unwrap();
-        assert_eq!(rec.run, Run::Done);
-        assert_eq!(rec.outcome.unwrap().phase, Phase::Failed);
+        assert!(matches!(rec.run, Run::Done(_)));
+        assert_eq!(rec.outcome().unwrap().phase, Phase::Failed);
         assert!(record_from_status(&status("Invalid")).is_none());
         // A running status without its pid says nothing that can be adopted.
         assert!(record_from_status(&status("Running")).is_none());

@@ -150,7 +150,7 @@ pub fn phase_of(rec: &Record) -> (Phase, Option<Reason>, Option<String>) {
             Some(w) => (w.phase, Some(w.reason), Some(w.message.clone())),
             None => (Phase::Pending, Some(Reason::Starting), None),
         },
-        Run::Done => match &rec.outcome {
+        Run::Done(_) => match &rec.outcome() {
             Some(o) => (o.phase, Some(o.reason), Some(o.message.clone())),
             None => (Phase::Completed, None, None),
         },
@@ -276,7 +276,7 @@ pub fn session_status(
             boot_id: pid.and(extras.boot_id.clone()),
             started_at,
             run_started_at: rec.series_started_at,
-            finished_at: rec.outcome.as_ref().map(|o| o.finished_at),
+            finished_at: rec.outcome().map(|o| o.finished_at),
             next_restart_at: match rec.run {
                 Run::Backoff { until } => Some(until),
                 _ => None,

@@ -205,7 +205,7 @@ fn problems(catalog: &Catalog) -> BTreeMap<String, Vec<String>> {
 pub fn failures(desired: &Desired, state: &State, catalog: &Catalog) {
     let mut failed = Vec::new();
     for name in desired.sessions.keys() {
-        let Some(o) = state.sessions.get(name).and_then(|r| r.outcome.as_ref()) else {
+        let Some(o) = state.sessions.get(name).and_then(|r| r.outcome()) else {
             continue;
         };
         if o.phase == crate::core::Phase::Completed {

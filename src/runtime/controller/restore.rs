@@ -116,7 +116,6 @@ impl Controller {
             .get(&name)
             .filter(|d| d.generation == child.identity.generation)
             .map_or(0, |d| core::change::run_hash(&d.spec));
-        rec.outcome = None;
         rec.wait = None;
         rec.series_started_at.get_or_insert(child.started_at);
         self.pids.insert(child.pid, name.clone());
