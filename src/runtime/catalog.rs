@@ -6,6 +6,7 @@
 //! disturbed); its status says why the manifest is invalid.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,8 +44,27 @@ impl Fingerprint {
     }
 }
 
+/// What a [`Catalog::resync`] compares a directory entry with.
+struct Listed {
+    /// The inode number of the file's fingerprint (0: none, so the file is
+    /// stat'ed).
+    ino: u64,
+    /// The entry's own inode number when the listing gave another one.
+    dirent_ino: u64,
+    /// The resync round that last saw the name.
+    round: u64,
+    /// The last listing saw a regular file (not a link, whose target may
+    /// change while the folder does not).
+    plain: bool,
+}
+
 struct CachedFile {
     fingerprint: Option<Fingerprint>,
+    /// The inode number the folder's listing gave for this name when it was
+    /// last stat'ed by a [`Catalog::resync`] (0: not seen there yet). Where
+    /// the listing's number differs from `stat`'s (overlayfs may), this one
+    /// keeps an unchanged file from being stat'ed at every resync.
+    dirent_ino: u64,
     loaded: ManifestFile,
     /// The objects of the last version of this file that had no problem.
     last_good: Vec<Object>,
@@ -220,12 +240,91 @@ pub struct Catalog {
     contested: BTreeSet<NameKey>,
     /// Files parsed and folder listings so far (for the metrics).
     pub reads: u64,
+    /// Folder listings so far (whole ones and a resync's listing of names).
     pub listings: u64,
+    /// Manifest entries stat'ed by listings so far: one per entry for a
+    /// whole listing, the suspects and the round's slice for a resync's.
+    pub stats: u64,
+    /// The files by name, for a resync's listing (a hash lookup per entry,
+    /// not a walk down `files` comparing whole paths); `None` after any
+    /// change to `files`, made again by the next resync.
+    index: Option<std::collections::HashMap<std::ffi::OsString, Listed>>,
+    /// Resyncs that listed names only so far: the round picks which slice
+    /// of the files is stat'ed ([`STAT_ROUNDS`]).
+    resync_round: u64,
+    /// The manifest folder's (device, inode) at the first listing: the
+    /// watch watches that inode, so a folder replaced since (deleted and
+    /// made again, a mount over it) is one no watch reports on, and each
+    /// resync stats every file again.
+    watched_dir: Option<(u64, u64)>,
+    /// The folder's stamp taken right before the last resync's listing of
+    /// names, when its last change was already [`SETTLED`] old then.
+    listed_stamp: Option<FolderStamp>,
     /// True once a desired state was built.
     built: bool,
     /// Why the manifest folder (or a folder above it) is not trusted, when
     /// the controller runs as root (StrictModes).
     dir_refusal: Option<String>,
+}
+
+/// A resync while the watch is healthy stats each unchanged file at least
+/// once in this many resyncs (see [`Catalog::resync`]): with the default
+/// 10 s interval, a file rewritten in place while the watch missed it is
+/// found within a minute.
+pub const STAT_ROUNDS: u64 = 6;
+
+/// Which resync round stats the file `name`: stable across rounds and
+/// listings (a directory's order changes as entries come and go), spread
+/// evenly (FNV-1a).
+fn name_slot(name: &str) -> u64 {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    h % STAT_ROUNDS
+}
+
+/// The folder's (device, inode), following a link; `None` when it cannot
+/// be stat'ed.
+fn folder_identity(dir: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// How old a folder's last change must be, at the start of a listing, for
+/// the same stamp later to prove that no name was added, removed or renamed
+/// since: a change in the same clock tick as the one before it may leave
+/// the folder's times as they were (file system times are coarse), but not
+/// one that comes a second later. The same rule as Git's racy index.
+const SETTLED: chrono::Duration = chrono::Duration::seconds(1);
+
+/// What changes whenever an entry of a folder is added, removed or
+/// renamed: its identity and its modification and change times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FolderStamp {
+    dev: u64,
+    ino: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FolderStamp {
+    fn of(m: &std::fs::Metadata) -> FolderStamp {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        FolderStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// True when the folder's last change is [`SETTLED`] old at `now`.
+    fn settled(&self, now: DateTime<Utc>) -> bool {
+        let last = self.mtime_ns.max(self.ctime_ns);
+        let settled = now
+            .checked_sub_signed(SETTLED)
+            .and_then(|t| t.timestamp_nanos_opt());
+        settled.is_some_and(|t| i128::from(t) > last)
+    }
 }
 
 /// Like sshd's StrictModes: a controller running as root refuses a manifest
@@ -307,6 +406,12 @@ impl Catalog {
                 return Some(self.desired(now));
             }
         };
+        self.stats = self
+            .stats
+            .saturating_add(u64::try_from(listing.metadata.len()).unwrap_or(u64::MAX));
+        if self.watched_dir.is_none() {
+            self.watched_dir = folder_identity(dir);
+        }
         self.changed.clear();
         if self.refused != listing.refused {
             for p in &listing.refused {
@@ -325,10 +430,13 @@ impl Catalog {
             for c in self.files.values_mut() {
                 c.fingerprint = None;
             }
+            self.index = None;
             self.dir_refusal = dir_refusal;
         }
         let present: std::collections::HashSet<&std::ffi::OsStr> =
             listing.manifests.iter().map(|p| p.as_os_str()).collect();
+        // Files may go: the resync's index is made again.
+        self.index = None;
         let changed = &mut self.changed;
         self.files.retain(|p, c| {
             let keep = present.contains(p.as_os_str());
@@ -411,10 +519,12 @@ impl Catalog {
             Some(c) if c.last_good == last_good => c.good_cache.clone(),
             _ => good_cache(&last_good),
         };
+        self.index = None;
         self.files.insert(
             path.as_os_str().to_os_string(),
             CachedFile {
                 fingerprint: fp,
+                dirent_ino: 0,
                 loaded,
                 last_good,
                 good_cache: cache,
@@ -432,6 +542,18 @@ impl Catalog {
         &mut self,
         dir: &Path,
         paths: &BTreeSet<PathBuf>,
+        now: DateTime<Utc>,
+        patch: bool,
+    ) -> Reloaded {
+        let paths: Vec<PathBuf> = paths.iter().cloned().collect();
+        self.reload_paths(dir, &paths, now, patch)
+    }
+
+    /// [`Catalog::reload`] of `paths`, each once.
+    fn reload_paths(
+        &mut self,
+        dir: &Path,
+        paths: &[PathBuf],
         now: DateTime<Utc>,
         patch: bool,
     ) -> Reloaded {
@@ -478,6 +600,7 @@ impl Catalog {
                     self.refused.sort();
                     self.changed.insert(String::new());
                     if let Some(c) = self.files.remove(path.as_os_str()) {
+                        self.index = None;
                         self.changed.insert(c.loaded.stem.clone());
                     }
                 }
@@ -486,6 +609,7 @@ impl Catalog {
                         self.changed.insert(String::new());
                     }
                     if let Some(c) = self.files.remove(path.as_os_str()) {
+                        self.index = None;
                         self.changed.insert(c.loaded.stem.clone());
                         touched.push((path.clone(), Some(c.loaded.stem)));
                     }
@@ -501,6 +625,190 @@ impl Catalog {
             }
         }
         Reloaded::Whole(self.desired(now))
+    }
+
+    /// The periodic resync while the watch is healthy (it reported no
+    /// error or overflow, and watches the folder that is there): lists the
+    /// folder's names, with the inode number each directory entry carries,
+    /// but stats only what the listing cannot vouch for: a new name, a name
+    /// gone, an entry whose inode number changed (a file replaced by a
+    /// rename, the common atomic save), an entry that is not a plain regular
+    /// file (a link: its target may have changed), the refused entries, the
+    /// paths the watch reported, and the round's slice of the other files
+    /// (those whose name hashes to `round % STAT_ROUNDS`). So a file
+    /// created, deleted, renamed or replaced behind the watch's back is
+    /// found at this resync, and one rewritten in place (same inode, which
+    /// only a `stat` tells) within [`STAT_ROUNDS`] resyncs. A folder whose
+    /// own stamp (identity, modification and change times) is the one taken
+    /// before the last listing, when its last change was [`SETTLED`] old,
+    /// has the same names: those resyncs skip the listing and stat the
+    /// links and the slice alone, except one in [`STAT_ROUNDS`], which lists
+    /// the names all the same. Whatever needs
+    /// more (the first listing, an unreadable folder, the folder's
+    /// ownership changed, a folder not the one first listed) is a whole
+    /// [`Catalog::rescan`]. Returns what [`Catalog::reload`] returns.
+    pub fn resync(
+        &mut self,
+        dir: &Path,
+        reported: &BTreeSet<PathBuf>,
+        now: DateTime<Utc>,
+        patch: bool,
+    ) -> Reloaded {
+        let whole = |d: Option<Desired>| d.map_or(Reloaded::Unchanged, Reloaded::Whole);
+        // A problem of the folder itself (it could not be read) is cleared
+        // by a whole listing only.
+        let folder_problem = self.refused.iter().any(|p| p.file.parent() != Some(dir));
+        let stamp = std::fs::metadata(dir).ok().map(|m| FolderStamp::of(&m));
+        let identity = stamp.map(|s| (s.dev, s.ino));
+        if !self.built || folder_problem || identity != self.watched_dir {
+            return whole(self.rescan(dir, now));
+        }
+        let round = self.resync_round.saturating_add(1);
+        let slice = round % STAT_ROUNDS;
+        // The folder unchanged since a listing that started after its last
+        // change had settled: the names are the ones listed then, so only
+        // the round's slice and the links are stat'ed. Every STAT_ROUNDS
+        // resyncs the names are listed all the same, which bounds what a
+        // clock set back could hide.
+        if slice != 0 && self.index.is_some() && stamp.is_some() && stamp == self.listed_stamp {
+            return self.resync_known(dir, reported, now, patch, round);
+        }
+        self.listed_stamp = stamp.filter(|s| s.settled(now));
+        use nix::dir::{Dir, Type};
+        use nix::fcntl::OFlag;
+        // nix's entries lend their names: no allocation per entry, which
+        // std's make twice (the folder also holds every status file).
+        let Ok(mut listing) = Dir::open(
+            dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) else {
+            return whole(self.rescan(dir, now));
+        };
+        self.listings = self.listings.saturating_add(1);
+        self.resync_round = round;
+        let files = &self.files;
+        let index = self.index.get_or_insert_with(|| {
+            files
+                .iter()
+                .filter_map(|(p, c)| {
+                    let name = Path::new(p).file_name()?.to_os_string();
+                    let ino = c.fingerprint.map_or(0, |f| f.ino);
+                    Some((
+                        name,
+                        Listed {
+                            ino,
+                            dirent_ino: if ino == 0 { 0 } else { c.dirent_ino },
+                            round: 0,
+                            plain: false,
+                        },
+                    ))
+                })
+                .collect()
+        });
+        // The suspects, with the inode number their entry gave.
+        let mut suspects: Vec<(PathBuf, u64)> = Vec::new();
+        let mut seen: usize = 0;
+        let mut broken = false;
+        for entry in listing.iter() {
+            let Ok(entry) = entry else {
+                broken = true;
+                break;
+            };
+            let name = std::ffi::OsStr::from_bytes(entry.file_name().to_bytes());
+            let Some(text) = name.to_str() else {
+                continue; // never a manifest, as in a whole listing
+            };
+            if !manifest::is_manifest_name(text) {
+                continue;
+            }
+            let ino = entry.ino();
+            // From the entry's type byte (`None`: the file system gives none).
+            let file_type = entry.file_type();
+            let suspect = match index.get_mut(name) {
+                None => file_type != Some(Type::Directory),
+                Some(l) => {
+                    seen = seen.saturating_add(1);
+                    l.round = round;
+                    l.plain = file_type == Some(Type::File);
+                    let same_inode = ino != 0 && (l.ino == ino || l.dirent_ino == ino);
+                    !same_inode || file_type != Some(Type::File) || name_slot(text) == slice
+                }
+            };
+            if suspect {
+                suspects.push((dir.join(name), ino));
+            }
+        }
+        if broken {
+            // A listing broken off cannot say what is gone.
+            return whole(self.rescan(dir, now));
+        }
+        if seen < index.len() {
+            // Some names went away: each is looked at, and found gone.
+            for (name, l) in index.iter() {
+                if l.round != round {
+                    suspects.push((dir.join(name), 0));
+                }
+            }
+        }
+        self.look_at(dir, reported, suspects, now, patch)
+    }
+
+    /// A resync without listing the folder (see [`Catalog::resync`]): the
+    /// names known, links and the round's slice stat'ed.
+    fn resync_known(
+        &mut self,
+        dir: &Path,
+        reported: &BTreeSet<PathBuf>,
+        now: DateTime<Utc>,
+        patch: bool,
+        round: u64,
+    ) -> Reloaded {
+        self.resync_round = round;
+        let slice = round % STAT_ROUNDS;
+        let suspects: Vec<(PathBuf, u64)> = self
+            .index
+            .iter()
+            .flatten()
+            .filter(|(name, l)| !l.plain || name.to_str().is_none_or(|n| name_slot(n) == slice))
+            .map(|(name, l)| (dir.join(name), l.dirent_ino))
+            .collect();
+        self.look_at(dir, reported, suspects, now, patch)
+    }
+
+    /// Reloads the `suspects` of a resync (each with the inode number its
+    /// directory entry gave), the paths the watch `reported` and the
+    /// refused entries.
+    fn look_at(
+        &mut self,
+        dir: &Path,
+        reported: &BTreeSet<PathBuf>,
+        suspects: Vec<(PathBuf, u64)>,
+        now: DateTime<Utc>,
+        patch: bool,
+    ) -> Reloaded {
+        self.stats = self
+            .stats
+            .saturating_add(u64::try_from(suspects.len()).unwrap_or(u64::MAX));
+        let mut paths: Vec<PathBuf> = reported.iter().cloned().collect();
+        paths.extend(suspects.iter().map(|(p, _)| p.clone()));
+        // A refused entry gone, or no longer refused, changes what is refused.
+        paths.extend(self.refused.iter().map(|p| p.file.clone()));
+        // By bytes: cheaper than `Path`'s order by components.
+        paths.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+        paths.dedup();
+        let reloaded = self.reload_paths(dir, &paths, now, patch);
+        for (p, ino) in suspects {
+            if let Some(c) = self.files.get_mut(p.as_os_str()) {
+                c.dirent_ino = ino;
+            }
+            if let (Some(index), Some(name)) = (self.index.as_mut(), p.file_name()) {
+                if let Some(l) = index.get_mut(name) {
+                    l.dirent_ino = ino;
+                }
+            }
+        }
+        reloaded
     }
 
     /// The common change, applied without rebuilding every file's view: the
@@ -1210,6 +1518,186 @@ mod tests {
                 summary(&fresh, &whole),
                 "step {i}"
             );
+        }
+    }
+
+    /// Applies what a reload or resync found to `desired`.
+    fn apply(desired: &mut Desired, r: Reloaded) -> bool {
+        match r {
+            Reloaded::Unchanged => return false,
+            Reloaded::Whole(d) => *desired = d,
+            Reloaded::Sessions { removed, upserted } => {
+                for n in removed {
+                    desired.sessions.remove(&n);
+                }
+                for d in upserted {
+                    desired.sessions.insert(d.name.clone(), d);
+                }
+            }
+        }
+        true
+    }
+
+    /// A resync while the watch is healthy stats a slice of the files (each
+    /// one within `STAT_ROUNDS` resyncs) and reads none of them again, yet
+    /// finds at once a file created, deleted, renamed or replaced behind the
+    /// watch's back, and within `STAT_ROUNDS` resyncs one rewritten in place;
+    /// what it builds is what a whole listing builds.
+    #[test]
+    fn a_resync_stats_a_slice_and_still_finds_what_the_watch_missed() {
+        // The folder's last change just now (its names are listed at each
+        // resync), and long settled (they are listed once in STAT_ROUNDS).
+        for settled in [false, true] {
+            resync_finds_what_the_watch_missed(settled);
+        }
+    }
+
+    fn resync_finds_what_the_watch_missed(settled: bool) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = std::fs::canonicalize(tmp.path()).expect("canonical");
+        let now = if settled {
+            Utc::now() + chrono::Duration::seconds(10)
+        } else {
+            Utc::now()
+        };
+        let write = |f: &str, text: &str| std::fs::write(dir.join(f), text).expect("write");
+        let files = 60u64;
+        for i in 0..files {
+            write(
+                &format!("s{i:02}.yaml"),
+                &session(&format!("s{i:02}"), "/bin/true"),
+            );
+        }
+        let mut live = Catalog::default();
+        let mut desired = live.rescan(&dir, now).expect("first read");
+        assert_eq!(live.stats, files, "a whole listing stats every file");
+        let none = BTreeSet::new();
+        let (reads, listings) = (live.reads, live.listings);
+        let mut per_round = Vec::new();
+        for _ in 0..STAT_ROUNDS {
+            let before = live.stats;
+            assert!(matches!(
+                live.resync(&dir, &none, now, true),
+                Reloaded::Unchanged
+            ));
+            per_round.push(live.stats - before);
+        }
+        assert_eq!(
+            per_round.iter().sum::<u64>(),
+            files,
+            "each file stat'ed once in {STAT_ROUNDS} resyncs: {per_round:?}"
+        );
+        assert!(
+            per_round.iter().all(|n| *n < files / 2),
+            "a slice, not every file: {per_round:?}"
+        );
+        assert_eq!(live.reads, reads, "nothing read again");
+        let listed = live.listings - listings;
+        if settled {
+            assert!(
+                listed <= 2,
+                "a settled folder's names listed once in {STAT_ROUNDS} resyncs, not {listed} times"
+            );
+        } else {
+            assert_eq!(listed, STAT_ROUNDS, "names listed at each resync");
+        }
+
+        let same_as_fresh = |live: &Catalog, desired: &Desired, what: &str| {
+            let mut fresh = Catalog::default();
+            let whole = fresh.rescan(&dir, now).expect("fresh read");
+            assert_eq!(summary(live, desired), summary(&fresh, &whole), "{what}");
+        };
+        // Found by the next resync.
+        type Change<'a> = (&'a str, Box<dyn Fn() + 'a>);
+        let at_once: Vec<Change> = vec![
+            (
+                "created",
+                Box::new(|| write("new.yaml", &session("new", "/bin/true"))),
+            ),
+            (
+                "deleted",
+                Box::new(|| std::fs::remove_file(dir.join("s03.yaml")).expect("rm")),
+            ),
+            (
+                "renamed",
+                Box::new(|| {
+                    std::fs::rename(dir.join("s04.yaml"), dir.join("moved.yaml")).expect("mv")
+                }),
+            ),
+            (
+                // An atomic save: a new inode, the same size.
+                "replaced",
+                Box::new(|| {
+                    write(".tmp", &session("s06", "/bin/echo"));
+                    std::fs::rename(dir.join(".tmp"), dir.join("s06.yaml")).expect("mv");
+                }),
+            ),
+        ];
+        for (what, change) in at_once {
+            change();
+            let r = live.resync(&dir, &none, now, true);
+            assert!(apply(&mut desired, r), "{what}: found by the next resync");
+            same_as_fresh(&live, &desired, what);
+        }
+        // Rewritten in place: the same inode, which only a stat tells.
+        let ino = |f: &str| std::fs::metadata(dir.join(f)).expect("stat").ino();
+        let before = ino("s07.yaml");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(dir.join("s07.yaml"))
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, session("s07", "/bin/false").as_bytes())
+            })
+            .expect("rewrite");
+        assert_eq!(ino("s07.yaml"), before, "rewritten in place");
+        let found = (0..STAT_ROUNDS).any(|_| {
+            let r = live.resync(&dir, &none, now, true);
+            apply(&mut desired, r)
+        });
+        assert!(found, "found within {STAT_ROUNDS} resyncs");
+        same_as_fresh(&live, &desired, "rewritten in place");
+    }
+
+    /// A folder replaced since the first listing is one the watch does not
+    /// watch: each resync stats every file there.
+    #[test]
+    fn a_resync_of_a_replaced_folder_stats_every_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = std::fs::canonicalize(tmp.path())
+            .expect("canonical")
+            .join("m");
+        std::fs::create_dir(&dir).expect("mkdir");
+        for i in 0..12 {
+            std::fs::write(
+                dir.join(format!("s{i}.yaml")),
+                session(&format!("s{i}"), "/bin/true"),
+            )
+            .expect("write");
+        }
+        let now = Utc::now();
+        let mut c = Catalog::default();
+        c.rescan(&dir, now).expect("first read");
+        let none = BTreeSet::new();
+        let before = c.stats;
+        let _ = c.resync(&dir, &none, now, true);
+        assert!(
+            c.stats - before < 12,
+            "a slice while the folder is the same"
+        );
+        std::fs::rename(&dir, dir.with_file_name("old")).expect("mv");
+        std::fs::create_dir(&dir).expect("mkdir");
+        for i in 0..12 {
+            std::fs::rename(
+                dir.with_file_name("old").join(format!("s{i}.yaml")),
+                dir.join(format!("s{i}.yaml")),
+            )
+            .expect("mv");
+        }
+        for _ in 0..2 {
+            let before = c.stats;
+            let _ = c.resync(&dir, &none, now, true);
+            assert_eq!(c.stats - before, 12, "every file stat'ed");
         }
     }
 }

@@ -289,8 +289,8 @@ pub struct Controller {
     everything: bool,
     /// The manifest paths the watch reported since the last read.
     dir_changes: watch::SharedChanges,
-    /// The next read of the manifest folder lists it whole (at start, and
-    /// at each resync: the safety net for missed events).
+    /// The next read of the manifest folder lists it whole (at start; a
+    /// resync lists it too, see `resync_catalog`).
     relist: bool,
     /// True while the manifest folder is watched (inotify).
     watching: bool,
@@ -757,15 +757,15 @@ impl Controller {
         core::observe(&self.desired, &mut self.state, event, now);
     }
 
-    /// The periodic resync: a relist that finds nothing changed and no
-    /// event waiting costs the listing alone, not a reconcile pass over
+    /// The periodic resync: a relist (of names and a slice of the files'
+    /// stats while the watch is healthy, `resync_catalog`) that finds
+    /// nothing changed and no event waiting costs the listing alone, not a reconcile pass over
     /// every session (timers wake the loop on their own). Returns false
     /// when a full pass is needed.
     fn quiet_resync(&mut self) -> bool {
         let started = Instant::now();
         let now = self.clock.now();
-        self.relist = true;
-        let read = self.rescan_catalog(now);
+        let read = self.resync_catalog(now);
         if read == Read::Whole {
             self.count_invalid();
         }
@@ -786,6 +786,15 @@ impl Controller {
                 .pump(&self.layout, &running, tx.as_ref(), &mut self.agents, now);
         }
         self.expire_tombstones(now);
+        // The catalog's counters, which a full pass adds to the metrics:
+        // `sessionlet_manifest_listings_total` counts the resyncs' listings.
+        let (reads, listings) = (self.catalog.reads, self.catalog.listings);
+        self.metrics
+            .manifest_reads
+            .inc_by(reads.saturating_sub(self.metrics.manifest_reads.get()));
+        self.metrics
+            .manifest_listings
+            .inc_by(listings.saturating_sub(self.metrics.manifest_listings.get()));
         // A resync that found nothing to do still counts as a pass of the
         // loop (for /healthz and `reconcileCount`).
         self.reconcile_count += 1;

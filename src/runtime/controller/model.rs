@@ -16,20 +16,36 @@ impl Controller {
     /// whole folder when asked or when no watch runs); true when what it declares changed
     /// (a file appeared, went away or was reloaded, or refusals changed).
     pub(super) fn rescan_catalog(&mut self, now: DateTime<Utc>) -> Read {
+        self.read_catalog(now, false)
+    }
+
+    /// The periodic resync's read of the manifest folder (the safety net):
+    /// while the watch is healthy (running, no error or overflow since the
+    /// last read) the folder's names are listed and only a slice of the
+    /// files is stat'ed ([`crate::runtime::catalog::Catalog::resync`]);
+    /// otherwise every file is.
+    pub(super) fn resync_catalog(&mut self, now: DateTime<Utc>) -> Read {
+        self.read_catalog(now, true)
+    }
+
+    fn read_catalog(&mut self, now: DateTime<Utc>, resync: bool) -> Read {
         let (paths, overflow) = match self.dir_changes.lock() {
             Ok(mut c) => c.take(),
             Err(poisoned) => poisoned.into_inner().take(),
         };
         // Without a watch (--poll, or it failed) every read lists the folder.
         let relist = std::mem::take(&mut self.relist) || overflow || !self.watching;
+        // Scale-out filters the whole declared state: no patches there.
+        let patch = self.opts.fleet.is_none();
         let reloaded = if relist {
             match self.catalog.rescan(&self.layout.manifest_dir, now) {
                 Some(d) => Reloaded::Whole(d),
                 None => Reloaded::Unchanged,
             }
+        } else if resync {
+            self.catalog
+                .resync(&self.layout.manifest_dir, &paths, now, patch)
         } else {
-            // Scale-out filters the whole declared state: no patches there.
-            let patch = self.opts.fleet.is_none();
             self.catalog
                 .reload(&self.layout.manifest_dir, &paths, now, patch)
         };
