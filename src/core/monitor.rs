@@ -38,6 +38,31 @@ pub struct Reading {
     pub memory_enforced: bool,
 }
 
+/// Sampling rounds between two readings of a session whose readings decide
+/// nothing (no memory or CPU-time limit, no `staleAfter`, not an agent):
+/// its usage in the status is refreshed every 6th round (30 s at the
+/// default 5 s interval), which keeps idle sampling cheap.
+pub const RELAXED_ROUNDS: u64 = 6;
+
+/// Whether `name` is read at sampling round `round`. Sessions whose readings
+/// can stop them are read at every round; the others at their first round
+/// (`read_before` false) and then once in [`RELAXED_ROUNDS`], on a round
+/// chosen by their name so that the reads spread over the rounds.
+pub fn read_now(spec: &SessionSpec, name: &str, round: u64, read_before: bool) -> bool {
+    let watched = spec.resources.max_memory.is_some()
+        || spec.resources.max_cpu_time.is_some()
+        || spec.stale_after.is_some()
+        || spec.agent.is_some();
+    if watched || !read_before {
+        return true;
+    }
+    // FNV-1a: stable across runs and builds, unlike the std hasher.
+    let spread = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    round.wrapping_add(spread) % RELAXED_ROUNDS == 0
+}
+
 /// Judges `name`'s reading against its spec: the watch to keep from now on
 /// and the stops it asks for (memory and CPU-time limits; staleness once,
 /// when it becomes stale, if `onStale` is `Restart`).
@@ -234,6 +259,34 @@ mod tests {
             DateTime::<Utc>::MIN_UTC,
         );
         assert!(!w.stale && events.is_empty());
+    }
+
+    #[test]
+    fn only_sessions_whose_readings_decide_are_read_at_every_round() {
+        let plain = SessionSpec::default();
+        let reads =
+            |spec: &SessionSpec| (0..60).filter(|r| read_now(spec, "web", *r, true)).count();
+        assert_eq!(reads(&plain), 10, "one round in {RELAXED_ROUNDS}");
+        assert!(
+            read_now(&plain, "web", 1, false) && read_now(&plain, "web", 2, false),
+            "a first reading is at once"
+        );
+        let mut limited = SessionSpec::default();
+        limited.resources.max_memory = Some(Quantity(1 << 20));
+        assert_eq!(reads(&limited), 60);
+        let stale = SessionSpec {
+            stale_after: Some(Duration::from_millis(1_000)),
+            ..SessionSpec::default()
+        };
+        assert_eq!(reads(&stale), 60);
+        // Names spread over the rounds instead of all at once.
+        let at_zero = (0..60)
+            .filter(|i| read_now(&plain, &format!("s{i}"), 0, true))
+            .count();
+        assert!(
+            at_zero < 30,
+            "{at_zero} of 60 sessions read at the same round"
+        );
     }
 
     #[test]

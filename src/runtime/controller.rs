@@ -253,6 +253,8 @@ pub struct Controller {
     /// started (started with the first such spawn).
     joiner: Option<super::contain::Joiner>,
     watches: BTreeMap<String, Watch>,
+    /// Sampling rounds so far (core::monitor::read_now spreads the reads).
+    usage_round: u64,
     analyses: BTreeMap<String, (u32, serde_json::Value)>,
     metrics: std::sync::Arc<crate::telemetry::Metrics>,
     health: Health,
@@ -419,6 +421,7 @@ impl Controller {
             },
             joiner: None,
             watches: BTreeMap::new(),
+            usage_round: 0,
             analyses: BTreeMap::new(),
             metrics: std::sync::Arc::new(crate::telemetry::Metrics::new(resync_interval)),
             health: Health::default(),

@@ -97,6 +97,8 @@ impl Controller {
     /// Samples every running session: usage, limits, staleness.
     pub(super) fn sample_usage(&mut self) {
         let now = self.clock.now();
+        let round = self.usage_round;
+        self.usage_round = round.wrapping_add(1);
         let mut events = Vec::new();
         let running: Vec<(String, u32, DateTime<Utc>)> = self
             .state
@@ -114,6 +116,9 @@ impl Controller {
                 continue;
             };
             let spec = &d.spec;
+            if !core::monitor::read_now(spec, &name, round, self.watches.contains_key(&name)) {
+                continue;
+            }
             let Some(sample) = self.procfs.sample(pid) else {
                 continue;
             };

@@ -304,7 +304,7 @@ fn a_reply_for_a_tag_never_asked_for_starts_nothing() {
 
 /// Readings of `/proc` the test chooses, per pid.
 #[derive(Clone, Default)]
-struct FakeProcfs(Arc<Mutex<Readings>>);
+struct FakeProcfs(Arc<Mutex<Readings>>, Arc<Mutex<HashMap<u32, u32>>>);
 
 /// Each pid's reading and start ticks (`None`: gone).
 type Readings = HashMap<u32, (crate::runtime::monitor::Sample, Option<u64>)>;
@@ -323,8 +323,16 @@ impl FakeProcfs {
     }
 }
 
+impl FakeProcfs {
+    /// How many times `pid`'s tree was read.
+    fn reads(&self, pid: u32) -> u32 {
+        self.1.lock().expect("the counts").get(&pid).copied().unwrap_or(0)
+    }
+}
+
 impl crate::runtime::monitor::Procfs for FakeProcfs {
     fn sample(&self, pid: u32) -> Option<crate::runtime::monitor::Sample> {
+        *self.1.lock().ok()?.entry(pid).or_default() += 1;
         let m = self.0.lock().ok()?;
         m.get(&pid).filter(|(_, t)| t.is_some()).map(|(s, _)| *s)
     }
@@ -424,4 +432,27 @@ fn with_the_keeper_gone_a_session_missing_at_two_resyncs_vanished() {
     let st = status_of(&r.dir, "web", "web");
     assert_eq!(st["lastExit"]["reason"], "ExitedWhileAway", "{st:#}");
     assert!(st["pid"].is_null(), "{st:#}");
+}
+
+#[test]
+fn a_session_whose_readings_decide_nothing_is_read_one_round_in_six() {
+    let plain = FAILING.replace("restartPolicy: Always", "restartPolicy: Never");
+    for (manifest, every_round) in [(LIMITED, true), (plain.as_str(), false)] {
+        let mut r = rig(&[("web.yaml", manifest)]);
+        let procfs = FakeProcfs::default();
+        let (child, _) = run_web(&mut r, &procfs, 1 << 20);
+        for _ in 0..12 {
+            r.c.sample_usage();
+        }
+        let reads = procfs.reads(child.pid());
+        if every_round {
+            assert_eq!(reads, 12, "a limited session is read at every round");
+        } else {
+            assert!((2..=3).contains(&reads), "{reads} reads in 12 rounds");
+            // Its first reading is in the status at once.
+            r.c.pass(false);
+            let st = status_of(&r.dir, "web", "web");
+            assert_eq!(st["usage"]["memoryBytes"], 1u64 << 20, "{st:#}");
+        }
+    }
 }
