@@ -226,3 +226,19 @@ impl Controller {
         }
     }
 }
+
+/// The last write time of a session's output: one `stat` per file (the log
+/// guard bounds the files).
+pub(super) fn check_output(stdout: &Path, stderr: &Path) -> Option<DateTime<Utc>> {
+    let mut last = None;
+    for p in [stdout, stderr] {
+        let Ok(meta) = std::fs::metadata(p) else {
+            continue;
+        };
+        if let Ok(t) = meta.modified() {
+            let t = DateTime::<Utc>::from(t);
+            last = Some(last.map_or(t, |l: DateTime<Utc>| l.max(t)));
+        }
+    }
+    last
+}

@@ -212,3 +212,69 @@ impl Controller {
         Ok(())
     }
 }
+
+/// The uid/gid a session runs as: `spec.user` / `spec.group`, which only a
+/// controller running as root may grant.
+pub(super) fn resolve_user(
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<Option<(u32, u32)>, process::SpawnError> {
+    if user.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let fail = |message: String| process::SpawnError {
+        reason: Reason::PermissionDenied,
+        message,
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Err(fail(
+            "spec.user / spec.group need the controller to run as root; remove them or run sessionlet as root".into(),
+        ));
+    }
+    let (mut uid, mut gid) = (0, 0);
+    if let Some(u) = user {
+        let found = match u.parse::<u32>() {
+            Ok(id) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(id)),
+            Err(_) => nix::unistd::User::from_name(u),
+        };
+        let pw = found
+            .ok()
+            .flatten()
+            .ok_or_else(|| fail(format!("spec.user {u:?} does not exist on this machine")))?;
+        uid = pw.uid.as_raw();
+        gid = pw.gid.as_raw();
+    }
+    if let Some(g) = group {
+        let found = match g.parse::<u32>() {
+            Ok(id) => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(id)),
+            Err(_) => nix::unistd::Group::from_name(g),
+        };
+        gid = found
+            .ok()
+            .flatten()
+            .ok_or_else(|| fail(format!("spec.group {g:?} does not exist on this machine")))?
+            .gid
+            .as_raw();
+    }
+    Ok(Some((uid, gid)))
+}
+
+/// Keeps the logs of the newest `keep` attempts.
+pub(super) fn prune_attempt_logs(dir: &Path, generation: u64, attempt: u32, keep: u32) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((g, n)) = crate::runtime::layout::parse_log_name(&name) else {
+            continue;
+        };
+        // This run keeps its newest `keep` attempts; the run before it stays
+        // readable (`logs --previous`, a changed spec); older runs go.
+        let old_attempt = g == generation && n + keep <= attempt;
+        let old_run = g + 1 < generation;
+        if old_attempt || old_run {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}

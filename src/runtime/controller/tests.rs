@@ -326,7 +326,12 @@ impl FakeProcfs {
 impl FakeProcfs {
     /// How many times `pid`'s tree was read.
     fn reads(&self, pid: u32) -> u32 {
-        self.1.lock().expect("the counts").get(&pid).copied().unwrap_or(0)
+        self.1
+            .lock()
+            .expect("the counts")
+            .get(&pid)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
