@@ -113,10 +113,16 @@ impl ApiError {
 }
 
 /// The documents the controller last wrote, by stem (manifest file).
+///
+/// Session and pool documents are kept as their compact JSON text, not as
+/// [`Value`] trees: a status document's tree is about a hundred small
+/// allocations (some 7 KB per session), its text under 1 KB, and the hub
+/// holds one per declared object. Readers parse the text back (the
+/// `float_roundtrip` parsing makes that exact, numbers included).
 #[derive(Debug, Default)]
 struct Docs {
-    sessions: BTreeMap<String, Value>,
-    pools: BTreeMap<String, Value>,
+    sessions: BTreeMap<String, Box<str>>,
+    pools: BTreeMap<String, Box<str>>,
     /// The names each status file holds, to tell which went away.
     by_stem: BTreeMap<String, (Vec<String>, Vec<String>)>,
     controller: Value,
@@ -183,16 +189,17 @@ impl Hub {
             for doc in sessions {
                 let name = doc_name(&doc);
                 new_s.push(name.clone());
-                if docs.sessions.get(&name) != Some(&doc) {
-                    docs.sessions.insert(name, doc.clone());
+                if let Some(text) = changed_text(docs.sessions.get(&name).map(AsRef::as_ref), &doc)
+                {
+                    docs.sessions.insert(name, text);
                     out.push(Change::Session(doc));
                 }
             }
             for doc in pools {
                 let name = doc_name(&doc);
                 new_p.push(name.clone());
-                if docs.pools.get(&name) != Some(&doc) {
-                    docs.pools.insert(name, doc.clone());
+                if let Some(text) = changed_text(docs.pools.get(&name).map(AsRef::as_ref), &doc) {
+                    docs.pools.insert(name, text);
                     out.push(Change::Pool(doc));
                 }
             }
@@ -238,19 +245,19 @@ impl Hub {
 
     /// Every session document, by name.
     pub fn sessions(&self) -> Vec<Value> {
-        self.docs().sessions.values().cloned().collect()
+        self.docs().sessions.values().map(|t| parse(t)).collect()
     }
     /// One session's document.
     pub fn session(&self, name: &str) -> Option<Value> {
-        self.docs().sessions.get(name).cloned()
+        self.docs().sessions.get(name).map(|t| parse(t))
     }
     /// Every pool document, by name.
     pub fn pools(&self) -> Vec<Value> {
-        self.docs().pools.values().cloned().collect()
+        self.docs().pools.values().map(|t| parse(t)).collect()
     }
     /// One pool's document.
     pub fn pool(&self, name: &str) -> Option<Value> {
-        self.docs().pools.get(name).cloned()
+        self.docs().pools.get(name).map(|t| parse(t))
     }
     /// The controller's status document.
     pub fn controller(&self) -> Value {
@@ -288,6 +295,24 @@ impl Hub {
     }
 }
 
+/// The compact JSON text of `doc`, when it differs from the text kept.
+fn changed_text(kept: Option<&str>, doc: &Value) -> Option<Box<str>> {
+    // Value's Display is its compact JSON; maps are sorted, so equal
+    // documents give equal text.
+    let text = doc.to_string();
+    (kept != Some(text.as_str())).then(|| text.into_boxed_str())
+}
+
+/// A kept document's text as a [`Value`] again.
+fn parse(text: &str) -> Value {
+    // The text is serde_json's own rendering of a Value, so it parses; a
+    // failure would be a bug, answered as null rather than a panic.
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        tracing::error!("a kept status document does not parse: {e}");
+        Value::Null
+    })
+}
+
 /// `metadata.name` of a document; invalid manifests without a name are
 /// known by their file.
 fn doc_name(doc: &Value) -> String {
@@ -300,4 +325,74 @@ fn doc_name(doc: &Value) -> String {
                 .map(|m| format!("({m})"))
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hub() -> Arc<Hub> {
+        let (_tx, events) = broadcast::channel(4);
+        let metrics = Arc::new(crate::telemetry::Metrics::new(
+            std::time::Duration::from_secs(10),
+        ));
+        Hub::new(
+            PathBuf::from("/nonexistent"),
+            PathBuf::from("/nonexistent"),
+            metrics,
+            events,
+        )
+        .0
+    }
+
+    fn doc(name: &str, x: f64) -> Value {
+        json!({"kind": "SessionStatus", "metadata": {"name": name}, "status": {"cpuSeconds": x, "phase": "Running"}})
+    }
+
+    /// The kept text gives back the very document, numbers to the last bit.
+    #[test]
+    fn documents_read_back_exactly() {
+        let hub = hub();
+        // A fixed xorshift stream of bit patterns: many finite doubles.
+        let mut bits: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut docs = Vec::new();
+        for i in 0..5000 {
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            let x = f64::from_bits(bits);
+            let x = if x.is_finite() { x } else { i as f64 / 7.0 };
+            docs.push(doc(&format!("s{i}"), x));
+        }
+        hub.publish_file("f", docs.clone(), Vec::new());
+        let mut want = docs;
+        want.sort_by_key(doc_name);
+        assert_eq!(hub.sessions(), want);
+        assert_eq!(
+            hub.session("s17").as_ref(),
+            want.iter().find(|d| doc_name(d) == "s17")
+        );
+    }
+
+    /// Only a changed document goes to the stream; a deleted one says so.
+    #[test]
+    fn only_changes_are_streamed() {
+        let hub = hub();
+        let mut rx = hub.subscribe();
+        hub.publish_file("f", vec![doc("a", 1.5), doc("b", 2.0)], Vec::new());
+        hub.publish_file("f", vec![doc("a", 1.5), doc("b", 2.5)], Vec::new());
+        hub.publish_file("f", vec![doc("b", 2.5)], Vec::new());
+        let mut seen = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            seen.push(match c {
+                Change::Session(d) => format!("{}={}", doc_name(&d), d["status"]["cpuSeconds"]),
+                Change::Deleted { kind, name } => format!("{kind} {name} deleted"),
+                other => format!("{other:?}"),
+            });
+        }
+        assert_eq!(seen, ["a=1.5", "b=2.0", "b=2.5", "Session a deleted"]);
+        assert_eq!(hub.session("a"), None);
+        assert_eq!(hub.session("b"), Some(doc("b", 2.5)));
+    }
 }

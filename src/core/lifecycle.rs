@@ -7,7 +7,46 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::phase::{ExitStatus, Phase, Reason};
-use super::state::{Record, Run};
+use super::state::{LastExit, Record, Run};
+
+/// The facts of a record that [`lifecycle`] compares the next record with.
+/// The shell keeps one per session between wake-ups: a few dozen bytes
+/// instead of a whole [`Record`] copy (its spec, paths and timers), which
+/// at 10,000 held sessions was about 1 KB each.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Seen {
+    /// The pid and reason of a stop under way.
+    stop: Option<(u32, Reason)>,
+    /// How the last attempt ended.
+    last_exit: Option<LastExit>,
+    /// When the next attempt is due, while backing off.
+    backoff_until: Option<DateTime<Utc>>,
+    /// The terminal phase and its reason.
+    outcome: Option<(Phase, Reason)>,
+}
+
+impl Seen {
+    /// What `record` looks like to [`lifecycle`].
+    pub fn of(record: &Record) -> Seen {
+        Seen {
+            stop: stop_of(record),
+            last_exit: record.last_exit.clone(),
+            backoff_until: match record.run {
+                Run::Backoff { until } => Some(until),
+                _ => None,
+            },
+            outcome: record.outcome().map(|o| (o.phase, o.reason)),
+        }
+    }
+}
+
+/// The pid and reason of a running attempt being stopped.
+fn stop_of(r: &Record) -> Option<(u32, Reason)> {
+    match &r.run {
+        Run::Running(run) => run.stop.as_ref().map(|s| (run.pid, s.why)),
+        _ => None,
+    }
+}
 
 /// One thing that happened to a session, for the controller's log.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,9 +111,10 @@ pub fn expected_exit(reason: Reason) -> bool {
     )
 }
 
-/// What happened to one session between two snapshots of its record.
+/// What happened to one session between what was [`Seen`] of its record
+/// and the record now.
 pub fn lifecycle(
-    before: Option<&Record>,
+    before: Option<&Seen>,
     after: Option<&Record>,
     now: DateTime<Utc>,
 ) -> Vec<Lifecycle> {
@@ -86,12 +126,8 @@ pub fn lifecycle(
         };
     };
     let mut out = Vec::new();
-    let stop_of = |r: Option<&Record>| match r.map(|r| &r.run) {
-        Some(Run::Running(run)) => run.stop.as_ref().map(|s| (run.pid, s.why)),
-        _ => None,
-    };
-    if let (Run::Running(run), Some(stop)) = (&after.run, stop_of(Some(after))) {
-        if stop_of(before) != Some(stop) {
+    if let (Run::Running(run), Some(stop)) = (&after.run, stop_of(after)) {
+        if before.and_then(|b| b.stop) != Some(stop) {
             if let Some(s) = &run.stop {
                 out.push(Lifecycle::Stopping {
                     pid: run.pid,
@@ -113,8 +149,7 @@ pub fn lifecycle(
         }
     }
     if let Run::Backoff { until } = &after.run {
-        let was = before.map(|b| &b.run);
-        if was != Some(&after.run) {
+        if before.map(|b| b.backoff_until) != Some(Some(*until)) {
             out.push(Lifecycle::Restarting {
                 attempt: after.attempt + 1,
                 in_seconds: (*until - now).num_seconds().max(0),
@@ -122,9 +157,8 @@ pub fn lifecycle(
             });
         }
     }
-    if let Some(o) = &after.outcome() {
-        let was = before.and_then(|b| b.outcome());
-        if was.map(|w| (w.phase, w.reason)) != Some((o.phase, o.reason)) {
+    if let Some(o) = after.outcome() {
+        if before.and_then(|b| b.outcome) != Some((o.phase, o.reason)) {
             out.push(Lifecycle::Finished {
                 phase: o.phase,
                 reason: o.reason,
@@ -200,7 +234,7 @@ mod tests {
             crash_dump: None,
         });
         after.run = Run::Backoff { until: t(15) };
-        let got = lifecycle(Some(&before), Some(&after), t(5));
+        let got = lifecycle(Some(&Seen::of(&before)), Some(&after), t(5));
         assert_eq!(got.len(), 2);
         assert!(matches!(
             got[0],
@@ -219,7 +253,7 @@ mod tests {
             }
         );
         // Nothing new: nothing logged.
-        assert!(lifecycle(Some(&after), Some(&after), t(6)).is_empty());
+        assert!(lifecycle(Some(&Seen::of(&after)), Some(&after), t(6)).is_empty());
     }
 
     #[test]
@@ -236,16 +270,56 @@ mod tests {
                 escalated: false,
             });
         }
-        let got = lifecycle(Some(&before), Some(&stopping), t(1));
+        let got = lifecycle(Some(&Seen::of(&before)), Some(&stopping), t(1));
         assert!(matches!(got[..], [Lifecycle::Stopping { pid: 7, .. }]));
-        assert!(lifecycle(Some(&stopping), Some(&stopping), t(2)).is_empty());
+        assert!(lifecycle(Some(&Seen::of(&stopping)), Some(&stopping), t(2)).is_empty());
         assert!(expected_exit(Reason::SpecChanged));
         assert!(!expected_exit(Reason::OOMKilled));
         assert!(
             expected_exit(Reason::BudgetExceeded),
             "the controller stopped it for its pool's budget"
         );
-        assert_eq!(lifecycle(Some(&before), None, t(3)), [Lifecycle::Forgotten]);
+        assert_eq!(
+            lifecycle(Some(&Seen::of(&before)), None, t(3)),
+            [Lifecycle::Forgotten]
+        );
+    }
+
+    #[test]
+    fn a_new_backoff_and_a_finish_are_logged_once() {
+        let mut backoff = running(7);
+        backoff.run = Run::Backoff { until: t(10) };
+        let seen = Seen::of(&backoff);
+        assert!(lifecycle(Some(&seen), Some(&backoff), t(1)).is_empty());
+        let mut later = backoff.clone();
+        later.run = Run::Backoff { until: t(20) };
+        let got = lifecycle(Some(&seen), Some(&later), t(11));
+        assert!(matches!(
+            got[..],
+            [Lifecycle::Restarting { in_seconds: 9, .. }]
+        ));
+        let mut done = later.clone();
+        done.run = Run::Done(crate::core::state::Outcome {
+            phase: Phase::Failed,
+            reason: Reason::Error,
+            message: "gave up".into(),
+            finished_at: t(20),
+        });
+        let got = lifecycle(Some(&Seen::of(&later)), Some(&done), t(20));
+        assert!(matches!(
+            got[..],
+            [Lifecycle::Finished {
+                phase: Phase::Failed,
+                ..
+            }]
+        ));
+        // Another message with the same phase and reason is no new finish.
+        let mut reworded = done.clone();
+        if let Run::Done(o) = &mut reworded.run {
+            o.message = "still given up".into();
+        }
+        assert!(lifecycle(Some(&Seen::of(&done)), Some(&reworded), t(21)).is_empty());
+        assert!(lifecycle(None, Some(&done), t(21)).len() == 1);
     }
 
     #[test]

@@ -11,13 +11,15 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::catalog::{Catalog, Entry};
-use crate::core::lifecycle::{self, Lifecycle};
-use crate::core::{Desired, ExitStatus, Record, State};
+use crate::core::lifecycle::{self, Lifecycle, Seen};
+use crate::core::{Desired, ExitStatus, State};
 
 /// The snapshots the next lines are derived from.
 #[derive(Debug, Default)]
 pub struct Story {
-    sessions: BTreeMap<String, Record>,
+    /// What each session's record looked like at its last line (the facts
+    /// the lines compare, not a whole record: see [`Seen`]).
+    sessions: BTreeMap<String, Seen>,
     pools: BTreeMap<String, u32>,
     problems: BTreeMap<String, Vec<String>>,
 }
@@ -25,7 +27,11 @@ pub struct Story {
 impl Story {
     /// Takes the snapshots without logging (at start: what was restored is not news).
     pub fn seed(&mut self, state: &State, desired: &Desired, catalog: &Catalog) {
-        self.sessions = state.sessions.clone();
+        self.sessions = state
+            .sessions
+            .iter()
+            .map(|(n, r)| (n.clone(), Seen::of(r)))
+            .collect();
         self.pools = pools(desired);
         self.problems = problems(catalog);
     }
@@ -70,8 +76,12 @@ impl Story {
             }
             match next {
                 Some(rec) => {
-                    if self.sessions.get(name) != Some(rec) {
-                        self.sessions.insert(name.clone(), rec.clone());
+                    let seen = Seen::of(rec);
+                    match self.sessions.get_mut(name) {
+                        Some(kept) => *kept = seen,
+                        None => {
+                            self.sessions.insert(name.clone(), seen);
+                        }
                     }
                 }
                 None => {
