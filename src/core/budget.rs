@@ -44,9 +44,21 @@ pub struct Marks {
     accounts: BTreeMap<String, (String, Spend)>,
 }
 
+impl Marks {
+    /// The highest spend of `pool` seen in the current period of `b`.
+    pub fn pool(&self, pool: &str, b: &Budget, now: DateTime<Utc>) -> Spend {
+        seen(&self.pools, &BTreeMap::new(), pool, b, now)
+    }
+
+    /// The highest spend of `account` seen in the current period of `b`.
+    pub fn account(&self, account: &str, b: &Budget, now: DateTime<Utc>) -> Spend {
+        seen(&self.accounts, &BTreeMap::new(), account, b, now)
+    }
+}
+
 impl Spend {
     /// The larger figure of each kind.
-    fn max(self, o: Spend) -> Spend {
+    pub fn max(self, o: Spend) -> Spend {
         Spend {
             cost_usd: self.cost_usd.max(o.cost_usd),
             tokens: self.tokens.max(o.tokens),
