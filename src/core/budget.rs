@@ -6,9 +6,13 @@
 //! reason `BudgetExceeded`, and no member starts until the period rolls over
 //! (midnight UTC for `per: day`; never for `per: total`). A member stopped
 //! that way is not failed: it waits (Pending, BudgetExceeded) and resumes
-//! its conversation in the next period.
+//! its conversation in the next period. The core keeps the highest spend
+//! it was told of in the period ([`Marks`]): a lower figure later (an
+//! attempt charged less than its running estimate) never reopens it.
 //!
 //! Pure: `now` is passed in.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -27,6 +31,69 @@ pub struct Spend {
     pub cost_usd: f64,
     /// Input plus output tokens.
     pub tokens: u64,
+}
+
+/// The highest spend seen per pool and per account in a period, kept by
+/// the core across passes: spend never goes down within a period, so a
+/// figure from the shell lower than one it gave before (an ended attempt
+/// charged less than its running estimate, a tally rebuilt) must not
+/// reopen a budget that was already spent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Marks {
+    pools: BTreeMap<String, (String, Spend)>,
+    accounts: BTreeMap<String, (String, Spend)>,
+}
+
+impl Marks {
+    /// The highest spend of `pool` seen in the current period of `b`.
+    pub fn pool(&self, pool: &str, b: &Budget, now: DateTime<Utc>) -> Spend {
+        seen(&self.pools, &BTreeMap::new(), pool, b, now)
+    }
+
+    /// The highest spend of `account` seen in the current period of `b`.
+    pub fn account(&self, account: &str, b: &Budget, now: DateTime<Utc>) -> Spend {
+        seen(&self.accounts, &BTreeMap::new(), account, b, now)
+    }
+}
+
+impl Spend {
+    /// The larger figure of each kind.
+    pub fn max(self, o: Spend) -> Spend {
+        Spend {
+            cost_usd: self.cost_usd.max(o.cost_usd),
+            tokens: self.tokens.max(o.tokens),
+        }
+    }
+}
+
+/// Raises `marks` to what the shell reports now (`spend`, per name); marks
+/// of other periods and of names no longer budgeted are dropped.
+fn raise(
+    marks: &mut BTreeMap<String, (String, Spend)>,
+    budgets: &BTreeMap<String, Budget>,
+    spend: &BTreeMap<String, Spend>,
+    now: DateTime<Utc>,
+) {
+    marks.retain(|name, (p, _)| budgets.get(name).is_some_and(|b| *p == period(b.per, now)));
+    for (name, b) in budgets {
+        let reported = spend.get(name).copied().unwrap_or_default();
+        let entry = marks
+            .entry(name.clone())
+            .or_insert_with(|| (period(b.per, now), Spend::default()));
+        entry.1 = entry.1.max(reported);
+    }
+}
+
+/// Takes in the spend the shell reported in `desired` (at each reconcile,
+/// before any budget decision).
+pub fn note(desired: &Desired, marks: &mut Marks, now: DateTime<Utc>) {
+    raise(&mut marks.pools, &desired.budgets, &desired.spend, now);
+    raise(
+        &mut marks.accounts,
+        &desired.account_budgets,
+        &desired.account_spend,
+        now,
+    );
 }
 
 /// The period `now` falls in: the UTC date for `day`, `total` otherwise.
@@ -91,11 +158,26 @@ fn describe(
     (msg, until)
 }
 
+/// The spend of `name` in the current period: the highest figure seen.
+fn seen(
+    marks: &BTreeMap<String, (String, Spend)>,
+    reported: &BTreeMap<String, Spend>,
+    name: &str,
+    b: &Budget,
+    now: DateTime<Utc>,
+) -> Spend {
+    let reported = reported.get(name).copied().unwrap_or_default();
+    match marks.get(name) {
+        Some((p, mark)) if *p == period(b.per, now) => reported.max(*mark),
+        _ => reported,
+    }
+}
+
 /// The pools and accounts whose budget is spent.
-fn spent(desired: &Desired, now: DateTime<Utc>) -> Vec<Spent> {
+fn spent(desired: &Desired, marks: &Marks, now: DateTime<Utc>) -> Vec<Spent> {
     let mut out = Vec::new();
     for (pool, b) in &desired.budgets {
-        let spend = desired.spend.get(pool).copied().unwrap_or_default();
+        let spend = seen(&marks.pools, &desired.spend, pool, b, now);
         if let Some(why) = exceeded(b, &spend) {
             let (message, renews) = describe(&format!("pool {pool:?}"), b, why, now);
             out.push(Spent {
@@ -107,11 +189,7 @@ fn spent(desired: &Desired, now: DateTime<Utc>) -> Vec<Spent> {
         }
     }
     for (account, b) in &desired.account_budgets {
-        let spend = desired
-            .account_spend
-            .get(account)
-            .copied()
-            .unwrap_or_default();
+        let spend = seen(&marks.accounts, &desired.account_spend, account, b, now);
         if let Some(why) = exceeded(b, &spend) {
             let (message, renews) = describe(&format!("account {account}"), b, why, now);
             out.push(Spent {
@@ -138,10 +216,11 @@ fn holding<'a>(spent: &'a [Spent], desired: &Desired, d: &DesiredSession) -> Opt
 /// when it renews.
 pub fn hold_for(
     desired: &Desired,
+    marks: &Marks,
     d: &DesiredSession,
     now: DateTime<Utc>,
 ) -> Option<(String, Option<DateTime<Utc>>)> {
-    let spent = spent(desired, now);
+    let spent = spent(desired, marks, now);
     holding(&spent, desired, d).map(|s| (s.message.clone(), s.renews))
 }
 
@@ -153,7 +232,7 @@ pub fn enforce(
     plan: &mut Plan,
     only: Option<&std::collections::BTreeSet<String>>,
 ) {
-    let spent = spent(desired, now);
+    let spent = spent(desired, &state.budget_marks, now);
     if spent.is_empty() {
         return;
     }

@@ -679,6 +679,7 @@ fn reconcile_only(
         }
     }
 
+    super::budget::note(desired, &mut state.budget_marks, now);
     super::budget::enforce(desired, state, now, &mut plan, only);
     start_candidates(desired, state, candidates, now, &mut plan, only);
 
@@ -991,7 +992,9 @@ fn start_candidates(
             }
             continue;
         }
-        if let Some((message, renews)) = super::budget::hold_for(desired, d, now) {
+        if let Some((message, renews)) =
+            super::budget::hold_for(desired, &state.budget_marks, d, now)
+        {
             // The pool's budget is spent: nothing starts until it renews.
             if matches!(rec.run, Run::Backoff { .. }) {
                 rec.run = Run::Idle;

@@ -21,6 +21,9 @@ pub struct State {
     pub shutting_down: bool,
     /// Restart and stop requests from the local API (core::requests).
     pub requests: super::requests::Requests,
+    /// The highest spend seen per budgeted pool and account in the current
+    /// period (core::budget): a spent budget stays spent until it renews.
+    pub budget_marks: super::budget::Marks,
     /// Sessions whose status must be written.
     pub(crate) dirty: BTreeSet<String>,
     /// Actions decided while observing events, emitted by the next reconcile.

@@ -235,7 +235,10 @@ pub fn add_account_budgets(
     extra.insert("accountBudgets".into(), Value::Object(out));
 }
 
-/// Fills `desired.spend`: charged spend plus the running members' attempts.
+/// Fills `desired.spend`: charged spend plus the running members' attempts,
+/// never below the highest spend the core saw in the period (its
+/// [`budget::Marks`], which its decisions use): the statuses show the
+/// figure the members are held by.
 pub fn fill(
     ledger: &Ledger,
     desired: &mut Desired,
@@ -271,6 +274,11 @@ pub fn fill(
                 .saturating_add(t.input_tokens.saturating_add(t.output_tokens));
         }
     }
+    for (pool, total) in spend.iter_mut() {
+        if let Some(b) = desired.budgets.get(pool) {
+            *total = total.max(state.budget_marks.pool(pool, b, now));
+        }
+    }
     desired.spend = spend;
     let mut accounts: BTreeMap<String, Spend> = BTreeMap::new();
     for (account, b) in &desired.account_budgets {
@@ -294,6 +302,11 @@ pub fn fill(
             total.tokens = total
                 .tokens
                 .saturating_add(t.input_tokens.saturating_add(t.output_tokens));
+        }
+    }
+    for (account, total) in accounts.iter_mut() {
+        if let Some(b) = desired.account_budgets.get(account) {
+            *total = total.max(state.budget_marks.account(account, b, now));
         }
     }
     desired.account_spend = accounts;
@@ -354,6 +367,45 @@ mod tests {
         let mut again = Ledger::default();
         again.restore_kept(dir.path());
         assert_eq!(again.current("p", "2030-01-02").tokens, 15);
+    }
+}
+
+#[cfg(test)]
+mod fill_tests {
+    use super::*;
+    use crate::api::manifest::{Budget, BudgetPeriod};
+
+    #[test]
+    fn the_spend_shown_is_never_below_the_highest_the_core_saw() {
+        let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2030, 1, 1, 12, 0, 0).unwrap();
+        let mut desired = Desired::default();
+        let b = Budget {
+            max_cost_usd: None,
+            max_tokens: Some(2000),
+            per: BudgetPeriod::Day,
+        };
+        desired.budgets.insert("p".into(), b);
+        desired.spend.insert(
+            "p".into(),
+            Spend {
+                cost_usd: 0.0,
+                tokens: 2092,
+            },
+        );
+        let mut state = State::default();
+        budget::note(&desired, &mut state.budget_marks, now);
+        // The ledger (nothing charged here) says less than the core saw.
+        fill(
+            &Ledger::default(),
+            &mut desired,
+            &state,
+            &Agents::default(),
+            now,
+        );
+        assert_eq!(desired.spend["p"].tokens, 2092);
+        assert!(
+            status(&Ledger::default(), &desired, "p", now).is_some_and(|v| v["exceeded"] == true)
+        );
     }
 }
 

@@ -217,6 +217,52 @@ fn at_the_budget_members_are_stopped_and_none_starts_until_the_next_day() {
 }
 
 #[test]
+fn a_spent_budget_stays_spent_when_the_reported_spend_drops_in_the_period() {
+    // The CI flake of tests/agent_budget.rs: stopped at 2092 of 2000
+    // tokens, the members' ended attempts were charged less than their
+    // running estimates (1949: a SIGINTed CLI's result leaves out the
+    // request it broke off), and both started again.
+    use crate::api::manifest::BudgetPeriod;
+    let mut w = World::new();
+    budget_pool(&mut w, 2000, BudgetPeriod::Day);
+    assert_eq!(spawned_names(&w.step()), ["p-0", "p-1"]);
+    w.reconcile();
+    spend(&mut w, 2092);
+    assert_eq!(signals(&w.reconcile()).len(), 2, "stopped at the budget");
+    w.exit("p-0", ExitStatus::Code(0));
+    spend(&mut w, 1949);
+    w.exit("p-1", ExitStatus::Code(0));
+    let plan = w.step();
+    assert!(spawns(&plan).is_empty(), "none starts after the budget");
+    for n in ["p-0", "p-1"] {
+        assert_eq!(
+            w.wait(n).map(|(p, r, _)| (p, r)),
+            Some((Phase::Pending, Reason::BudgetExceeded)),
+            "{n}"
+        );
+    }
+    w.advance(s(60));
+    assert!(spawns(&w.step()).is_empty(), "still held a minute later");
+    // A budget raised above the highest spend seen lets them start again.
+    if let Some(b) = w.desired.budgets.get_mut("p") {
+        b.max_tokens = Some(3000);
+    }
+    assert_eq!(spawned_names(&w.step()), ["p-0", "p-1"]);
+}
+
+#[test]
+fn the_highest_spend_seen_is_forgotten_in_the_next_period() {
+    use crate::api::manifest::BudgetPeriod;
+    let mut w = World::new();
+    budget_pool(&mut w, 2000, BudgetPeriod::Day);
+    spend(&mut w, 2092);
+    assert!(spawns(&w.step()).is_empty(), "held");
+    w.now = crate::core::budget::period_end(BudgetPeriod::Day, w.now).unwrap();
+    spend(&mut w, 0);
+    assert_eq!(spawned_names(&w.step()), ["p-0", "p-1"]);
+}
+
+#[test]
 fn a_total_budget_never_renews_and_other_pools_are_not_held() {
     use crate::api::manifest::BudgetPeriod;
     let mut w = World::new();
