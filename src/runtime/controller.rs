@@ -7,8 +7,10 @@
 //! state), `keeper_link` (spawn answers, exits, the keeper's death),
 //! `spawner`, `signalling`, `monitoring` (usage, agents, vanished
 //! sessions), `statuses` (status files, crash dumps, tombstones, the
-//! controller status, metrics), `restore` (adoption at start), `api_link`
-//! and `event_hooks`.
+//! controller status, metrics), `restore` (adoption at start), `startup`
+//! (checks, the lock, the keeper reached), `options`, `health`, `api_link`
+//! and `event_hooks`; `tests` drives the routing with a fake keeper client
+//! and a paused clock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
