@@ -546,15 +546,8 @@ impl Controller {
                 .pump(&self.layout, &running, tx.as_ref(), &mut self.agents, now);
         }
         self.expire_tombstones(now);
-        // The catalog's counters, which a full pass adds to the metrics:
-        // `sessionlet_manifest_listings_total` counts the resyncs' listings.
-        let (reads, listings) = (self.catalog.reads, self.catalog.listings);
-        self.metrics
-            .manifest_reads
-            .inc_by(reads.saturating_sub(self.metrics.manifest_reads.get()));
-        self.metrics
-            .manifest_listings
-            .inc_by(listings.saturating_sub(self.metrics.manifest_listings.get()));
+        // `sessionlet_manifest_listings_total` counts the resyncs' listings too.
+        self.count_catalog_work();
         // A resync that found nothing to do still counts as a pass of the
         // loop (for /healthz and `reconcileCount`).
         self.reconcile_count += 1;

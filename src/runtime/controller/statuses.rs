@@ -564,7 +564,13 @@ impl Controller {
         self.metrics
             .invalid_manifests
             .set(i64::try_from(self.invalid_files).unwrap_or(i64::MAX));
-        // Counters: add what the catalog did since the last pass.
+        self.count_catalog_work();
+        self.metrics.pass_done(self.last_reconcile.as_secs_f64());
+    }
+
+    /// Adds what the catalog read and listed since the last count to the
+    /// metrics' counters.
+    pub(super) fn count_catalog_work(&mut self) {
         let (reads, listings) = (self.catalog.reads, self.catalog.listings);
         self.metrics
             .manifest_reads
@@ -572,7 +578,6 @@ impl Controller {
         self.metrics
             .manifest_listings
             .inc_by(listings.saturating_sub(self.metrics.manifest_listings.get()));
-        self.metrics.pass_done(self.last_reconcile.as_secs_f64());
     }
 
     pub(super) fn write_controller_status(&mut self, force: bool) {
