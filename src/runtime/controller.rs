@@ -12,7 +12,7 @@
 //! and `event_hooks`; `tests` drives the routing with a fake keeper client
 //! and a paused clock.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -38,10 +38,12 @@ mod keeper_link;
 mod model;
 mod monitoring;
 mod options;
+mod processes;
 mod restore;
 mod signalling;
 mod spawner;
 mod startup;
+mod status_book;
 mod statuses;
 #[cfg(test)]
 mod tests;
@@ -49,36 +51,6 @@ use crate::api::status::{ControllerStatus, LogPaths, SessionStatusDoc};
 use crate::core::{self, Action, Desired, DesiredSession, Event, Phase, Reason, Run, State};
 use crate::manifest::codec;
 use crate::telemetry::metrics::{PhaseLabel, PoolLabel, ReasonLabel, SessionLabel};
-
-/// What the shell knows of a session's current (or last) process.
-#[derive(Debug, Clone, Default)]
-struct Live {
-    stem: String,
-    log_dir: PathBuf,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    start_ticks: Option<u64>,
-    argv: Vec<String>,
-    cwd: PathBuf,
-    /// The session's cgroup, where cgroups are available.
-    cgroup: Option<PathBuf>,
-    /// The cgroup's OOM kill count when the attempt started.
-    oom_baseline: u64,
-    /// The leader joins its cgroup after it started (from the joiner
-    /// thread), not in the child before `exec`.
-    join_after_spawn: bool,
-    /// The session's uid when the attempt started (its marker's value).
-    uid: String,
-}
-
-/// A spawn asked of the keeper, not answered yet.
-#[derive(Debug)]
-struct Spawning {
-    name: String,
-    attempt: u32,
-    live: Live,
-    asked_at: Instant,
-}
 
 /// What a read of the manifest folder changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +87,7 @@ impl Signals {
 pub use crate::core::exit::Exit;
 use health::Health;
 pub use options::Options;
+use processes::Live;
 
 /// The controller.
 pub struct Controller {
@@ -123,11 +96,10 @@ pub struct Controller {
     catalog: Catalog,
     desired: Desired,
     state: State,
-    live: BTreeMap<String, Live>,
-    pids: HashMap<u32, String>,
-    written: HashMap<PathBuf, u64>,
-    written_stems: BTreeSet<String>,
-    dirty_stems: BTreeSet<String>,
+    /// Each session's process, by session and by pid (processes).
+    procs: processes::Processes,
+    /// What was written and what is to be written (status_book).
+    book: status_book::StatusBook,
     transitions: Transitions,
     /// The snapshots the controller's log lines are derived from.
     story: super::story::Story,
@@ -140,8 +112,6 @@ pub struct Controller {
     reconcile_count: u64,
     last_reconcile: Duration,
     last_error: Option<(String, DateTime<Utc>)>,
-    controller_status_hash: u64,
-    controller_status_at: Option<Instant>,
     /// The keeper's connection until the loop starts its reader and writer.
     keeper: Option<Keeper>,
     /// Requests to the keeper, once the loop runs.
@@ -154,14 +124,6 @@ pub struct Controller {
     keeper_pid: u32,
     /// What the keeper had when we (re)connected, consumed by restoring.
     welcome: Welcome,
-    /// Spawns asked of the keeper and not answered yet, by tag.
-    spawning: HashMap<u64, Spawning>,
-    next_tag: u64,
-    /// Exits handled but not yet saved in a status: acknowledged to the
-    /// keeper only once saved (pid, session).
-    unacked: Vec<(u32, String)>,
-    /// Exit records this controller wrote itself (orphans it reaped).
-    reaped_by_us: BTreeSet<u32>,
     memory_mode: super::cgroup::Mode,
     /// Moves sessions without a memory limit into their cgroups after they
     /// started (started with the first such spawn).
@@ -181,8 +143,6 @@ pub struct Controller {
     inputs: super::inbox::Inputs,
     /// A second signal killed every session; the loop waits for their exits.
     forced: bool,
-    /// Pids found gone without an exit report at the last resync.
-    suspects: BTreeSet<u32>,
     /// Bounds every session's logs (`--max-log-size`) from its own thread.
     log_guard: super::log_guard::LogGuard,
     /// False once the keeper's exit reports stopped (it died): then the
@@ -193,9 +153,6 @@ pub struct Controller {
     pub(crate) events: crate::events::EventLog,
     /// The local API's hub and command channel (api_link).
     api: Option<api_link::ApiLink>,
-    /// The orphans of the keeper and of the controller, listed once for
-    /// the sweeps of one batch of exits (see `contain::Census`).
-    census: Option<super::contain::Census>,
     /// Per-key reconcile: the keys touched since the last pass and each
     /// key's next due time (core::keys).
     keys: core::keys::Queue,
@@ -212,9 +169,6 @@ pub struct Controller {
     watching: bool,
     /// The stems the catalog had views of after the last read.
     catalog_stems: BTreeSet<String>,
-    /// Each session's phase as last counted, and the counts by phase.
-    phases: HashMap<String, Phase>,
-    phase_counts: BTreeMap<Phase, u64>,
     /// Manifest files that do not validate, and Invalid or Duplicate
     /// entries, as of the last read that changed something.
     invalid_files: usize,
@@ -354,7 +308,7 @@ impl Controller {
                     if let Some(tx) = &self.keeper_tx {
                         tx.shutdown().await;
                     }
-                    for live in self.live.values() {
+                    for live in self.procs.lives() {
                         if let Some(cg) = &live.cgroup {
                             super::cgroup::remove(cg);
                         }
@@ -421,7 +375,7 @@ impl Controller {
                 _ = crate::fleet::changed(fleet.as_ref()) => {
                     if let Some(desired) = fleet.as_ref().and_then(crate::fleet::Fleet::declared_state) {
                         self.set_desired(desired);
-                        self.dirty_stems.extend(self.catalog.views.keys().cloned());
+                        self.book.mark_all(self.catalog.views.keys().cloned());
                     }
                 }
                 _ = usage_tick.tick(), if sampling => {
@@ -475,8 +429,7 @@ impl Controller {
         }
         if self.state.shutting_down {
             tracing::warn!("second signal: killing every session now");
-            let running: Vec<(String, u32)> =
-                self.pids.iter().map(|(p, n)| (n.clone(), *p)).collect();
+            let running = self.procs.running();
             for (name, pid) in running {
                 self.signal_session(&name, pid, Signal::SIGKILL);
             }
@@ -530,10 +483,10 @@ impl Controller {
             self.count_invalid();
         }
         if read != Read::Unchanged
-            || !self.dirty_stems.is_empty()
+            || !self.book.nothing_marked()
             || !self.state.dirty.is_empty()
             || !self.state.outbox.is_empty()
-            || !self.unacked.is_empty()
+            || self.procs.holds_exits()
             || !self.keys.is_quiet()
             || self.everything
         {
@@ -561,7 +514,7 @@ impl Controller {
     fn pass(&mut self, rescan: bool) -> Option<DateTime<Utc>> {
         // The orphans listed for the sweeps of the exits just handled are
         // stale from here on.
-        self.census = None;
+        self.procs.drop_census();
         let started = Instant::now();
         let now = self.clock.now();
         let read = if rescan {
@@ -627,15 +580,13 @@ impl Controller {
         self.update_metrics();
         // With spawns in flight, the answers' pass writes it; during a long
         // burst of spawns (a cold start) at most once a second.
-        let recent = self
-            .controller_status_at
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
-        if self.spawning.is_empty() || !recent {
+        let recent = self.book.controller_status_recent(Duration::from_secs(1));
+        if !self.procs.spawns_in_flight() || !recent {
             self.write_controller_status(false);
         }
         // A census taken during this pass (stops) must not serve an exit
         // handled later.
-        self.census = None;
+        self.procs.drop_census();
         self.keys.next_due()
     }
 

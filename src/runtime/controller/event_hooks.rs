@@ -101,8 +101,8 @@ impl Controller {
                 .known("Session", name)
                 .map(|k| k.uid.to_string())
                 .or_else(|| {
-                    self.live
-                        .get(name)
+                    self.procs
+                        .live(name)
                         .map(|l| l.uid.clone())
                         .filter(|u| !u.is_empty())
                 }),

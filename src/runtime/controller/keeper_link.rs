@@ -27,7 +27,7 @@ impl Controller {
         match msg {
             FromKeeper::Spawned { tag, child } => self.on_spawned(tag, child),
             FromKeeper::SpawnFailed { tag, error } => {
-                if let Some(s) = self.spawning.remove(&tag) {
+                if let Some(s) = self.procs.answered(tag) {
                     let ev = Event::SpawnFailed {
                         name: s.name,
                         reason: error.reason,
@@ -65,15 +65,15 @@ impl Controller {
         );
         let welcome = std::mem::take(&mut k.welcome);
         self.keeper_pid = welcome.keeper_pid;
-        for (tag, s) in std::mem::take(&mut self.spawning) {
+        for (tag, s) in self.procs.unanswered() {
             let found = welcome.children.iter().find(|c| {
                 c.identity.session == s.name
                     && c.identity.attempt == s.attempt
-                    && !self.pids.contains_key(&c.pid)
+                    && !self.procs.tracks(c.pid)
             });
             match found {
                 Some(child) => {
-                    self.spawning.insert(tag, s);
+                    self.procs.ask_again(tag, s);
                     self.on_spawned(tag, child.clone());
                 }
                 None => {
@@ -87,7 +87,7 @@ impl Controller {
             }
         }
         for child in &welcome.children {
-            if !self.pids.contains_key(&child.pid) {
+            if !self.procs.tracks(child.pid) {
                 self.adopt_child(child);
                 // Adoption writes records directly, not through events.
                 self.everything = true;
@@ -109,7 +109,7 @@ impl Controller {
 
     /// A spawn's reply: the session runs.
     pub(super) fn on_spawned(&mut self, tag: u64, child: Child) {
-        let Some(s) = self.spawning.remove(&tag) else {
+        let Some(s) = self.procs.answered(tag) else {
             return;
         };
         self.metrics
@@ -139,8 +139,7 @@ impl Controller {
         if let (true, Some(cg)) = (live.join_after_spawn, &live.cgroup) {
             self.join_cgroup(cg, child.pid, child.start_ticks);
         }
-        self.live.insert(s.name.clone(), live);
-        self.pids.insert(child.pid, s.name.clone());
+        self.procs.started(&s.name, child.pid, live);
         let ev = Event::Spawned {
             name: s.name.clone(),
             pid: child.pid,
@@ -163,27 +162,23 @@ impl Controller {
     /// Acknowledges the exits whose statuses are saved.
     pub(super) fn ack_saved(&mut self) {
         let control = self.layout.control_dir();
-        let mut still = Vec::new();
-        for (pid, name) in std::mem::take(&mut self.unacked) {
-            let stem = self
-                .catalog
+        let Some(tx) = &self.keeper_tx else {
+            return;
+        };
+        let (catalog, book) = (&self.catalog, &self.book);
+        let saved = self.procs.take_saved(|name, stem| {
+            catalog
                 .session_file
-                .get(&name)
-                .or_else(|| self.live.get(&name).map(|l| &l.stem));
-            if stem.is_some_and(|s| self.dirty_stems.contains(s)) {
-                still.push((pid, name));
-                continue;
-            }
-            let Some(tx) = &self.keeper_tx else {
-                still.push((pid, name));
-                continue;
-            };
+                .get(name)
+                .or(stem)
+                .is_some_and(|s| book.is_marked(s))
+        });
+        for (pid, recorded_by_us) in saved {
             tx.ack(pid);
-            if self.reaped_by_us.remove(&pid) {
+            if recorded_by_us {
                 keeper::remove_exit_record(&control, pid);
             }
         }
-        self.unacked = still;
     }
 
     /// An exit reported by the keeper.
@@ -195,14 +190,13 @@ impl Controller {
             // zombie holds the real exit code.
             self.reap();
         }
-        if let Some(name) = self.pids.remove(&pid) {
-            self.unacked.push((pid, name.clone()));
+        if let Some(name) = self.procs.exited(pid) {
             // The main process is gone: nothing it left in its process group,
             // its cgroup or anywhere else may outlive the attempt (the group id
             // cannot be reused while members remain, and we act right after
             // the reap).
             self.sweep_session(&name, pid);
-            if let Some(live) = self.live.get(&name) {
+            if let Some(live) = self.procs.live(&name) {
                 if let (Some(cg), crate::runtime::cgroup::Mode::Cgroup { v2, .. }) =
                     (&live.cgroup, &self.memory_mode)
                 {
@@ -225,8 +219,8 @@ impl Controller {
                 .filter(|s| s.agent.is_some())
             {
                 let stderr_tail = self
-                    .live
-                    .get(&name)
+                    .procs
+                    .live(&name)
                     .map(|l| tail_lines(&l.stderr, 50))
                     .unwrap_or_default();
                 let verdict = self.agents.judge(&name, &spec, &stderr_tail);
@@ -275,20 +269,20 @@ impl Controller {
                 self.health.ended(&name_for_stats, &e);
             }
             // Its logs are final: capped now, not at the next start.
-            if let Some(l) = self.live.get(&name_for_stats) {
+            if let Some(l) = self.procs.live(&name_for_stats) {
                 self.log_guard.finish(&l.stdout);
                 self.log_guard.finish(&l.stderr);
             }
-        } else if !self.unacked.iter().any(|(p, _)| *p == pid) {
+        } else {
             // Not a session's (a killed duplicate, or already saved).
-            self.unacked.push((pid, String::new()));
+            self.procs.hold_exit(pid);
         }
     }
 
     /// What the registry would say of a session's process.
     pub(super) fn child_of(&self, name: &str, pid: u32) -> Child {
         let rec = self.state.sessions.get(name);
-        let live = self.live.get(name);
+        let live = self.procs.live(name);
         Child {
             pid,
             start_ticks: live.and_then(|l| l.start_ticks),
@@ -324,12 +318,12 @@ impl Controller {
                 ));
                 continue;
             }
-            let Some(name) = self.pids.get(&pid).cloned() else {
+            let Some(name) = self.procs.session_of(pid).cloned() else {
                 continue;
             };
             let child = self.child_of(&name, pid);
             keeper::record_reaped_exit(&self.layout.control_dir(), child.clone(), status);
-            self.reaped_by_us.insert(pid);
+            self.procs.reaped_by_us(pid);
             self.on_exit(ExitRecord {
                 child,
                 status: Some(status),

@@ -52,8 +52,7 @@ impl Controller {
         match reloaded {
             Reloaded::Unchanged => {
                 // Refusals may have changed alone.
-                self.dirty_stems
-                    .extend(self.catalog.changed.iter().cloned());
+                self.book.mark_all(self.catalog.changed.iter().cloned());
                 Read::Unchanged
             }
             Reloaded::Whole(desired) => {
@@ -62,16 +61,15 @@ impl Controller {
                 let before: BTreeSet<String> = self.catalog_stems.clone();
                 self.set_desired(desired);
                 self.catalog_stems = self.catalog.views.keys().cloned().collect();
-                self.dirty_stems
-                    .extend(before.symmetric_difference(&self.catalog_stems).cloned());
-                self.dirty_stems
-                    .extend(self.catalog.changed.iter().cloned());
+                self.book
+                    .mark_all(before.symmetric_difference(&self.catalog_stems).cloned());
+                self.book.mark_all(self.catalog.changed.iter().cloned());
                 // A session now declared in another file (a renamed manifest) is reported there.
-                for (name, live) in self.live.iter_mut() {
+                for (name, live) in self.procs.lives_mut() {
                     if let Some(stem) = self.catalog.session_file.get(name) {
                         if *stem != live.stem {
-                            self.dirty_stems
-                                .insert(std::mem::replace(&mut live.stem, stem.clone()));
+                            self.book
+                                .mark(std::mem::replace(&mut live.stem, stem.clone()));
                         }
                     }
                 }
@@ -86,8 +84,7 @@ impl Controller {
                         self.catalog_stems.remove(stem);
                     }
                 }
-                self.dirty_stems
-                    .extend(self.catalog.changed.iter().cloned());
+                self.book.mark_all(self.catalog.changed.iter().cloned());
                 Read::Patched
             }
         }
@@ -111,10 +108,10 @@ impl Controller {
             let name = d.name.clone();
             self.keys.touch(core::keys::Key::Session(name.clone()));
             if let Some(stem) = self.catalog.session_file.get(&name) {
-                if let Some(live) = self.live.get_mut(&name) {
+                if let Some(live) = self.procs.live_mut(&name) {
                     if live.stem != *stem {
-                        self.dirty_stems
-                            .insert(std::mem::replace(&mut live.stem, stem.clone()));
+                        self.book
+                            .mark(std::mem::replace(&mut live.stem, stem.clone()));
                     }
                 }
             }
@@ -229,7 +226,7 @@ impl Controller {
             if let Some(desired) = self.catalog.rescan(&self.layout.manifest_dir, Utc::now()) {
                 self.set_desired(desired);
             }
-            self.dirty_stems.insert(stem);
+            self.book.mark(stem);
         } else {
             tracing::warn!(
                 session = name,
@@ -254,17 +251,17 @@ impl Controller {
         self.metrics.restarts.remove(&SessionLabel {
             session: name.to_string(),
         });
-        if let Some(cg) = self.live.get(name).and_then(|l| l.cgroup.clone()) {
+        if let Some(cg) = self.procs.live(name).and_then(|l| l.cgroup.clone()) {
             crate::runtime::cgroup::remove(&cg);
         }
         if keep_logs {
             // The tombstone keeps them until it expires.
-            if let Some(live) = self.live.remove(name) {
-                self.dirty_stems.insert(live.stem);
+            if let Some(live) = self.procs.forget(name) {
+                self.book.mark(live.stem);
             }
             return;
         }
-        if let Some(live) = self.live.remove(name) {
+        if let Some(live) = self.procs.forget(name) {
             let base = self.layout.status_dir.join(format!("{}.logs", live.stem));
             let _ = std::fs::remove_dir_all(&live.log_dir);
             // Remove the logs folder of the file once empty.
@@ -272,9 +269,9 @@ impl Controller {
             let crashes = self.layout.crashes_dir(&live.stem);
             crash_dump::prune(&crashes, name, 0);
             let _ = std::fs::remove_dir(&crashes);
-            self.dirty_stems.insert(live.stem);
+            self.book.mark(live.stem);
         } else {
-            for stem in self.written_stems.clone() {
+            for stem in self.book.written_stems() {
                 let crashes = self.layout.crashes_dir(&stem);
                 crash_dump::prune(&crashes, name, 0);
             }
@@ -289,13 +286,13 @@ impl Controller {
 
     pub(super) fn mark_dirty(&mut self, name: &str) {
         if let Some(stem) = self.catalog.session_file.get(name) {
-            self.dirty_stems.insert(stem.clone());
-        } else if let Some(l) = self.live.get(name) {
-            self.dirty_stems.insert(l.stem.clone());
+            self.book.mark(stem.clone());
+        } else if let Some(l) = self.procs.live(name) {
+            self.book.mark(l.stem.clone());
         }
         if let Some(pool) = self.desired.sessions.get(name).and_then(|d| d.pool()) {
             if let Some(stem) = self.catalog.pool_file.get(pool) {
-                self.dirty_stems.insert(stem.clone());
+                self.book.mark(stem.clone());
             }
         }
     }

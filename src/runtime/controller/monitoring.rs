@@ -31,10 +31,8 @@ impl Controller {
             Ok(l) => self._lock = l,
             Err(e) => self.error(ShellError::Lock(e.to_string())),
         }
-        self.written.clear();
-        self.written_stems.clear();
-        self.dirty_stems.extend(self.catalog.views.keys().cloned());
-        self.controller_status_hash = 0;
+        self.book.forget_written();
+        self.book.mark_all(self.catalog.views.keys().cloned());
     }
 
     /// Reads new output of an agent session and acts on it.
@@ -69,7 +67,7 @@ impl Controller {
         let names: Vec<String> = self
             .agents
             .names()
-            .filter(|n| self.pids.values().any(|p| p == *n))
+            .filter(|n| self.procs.is_running(n))
             .map(str::to_string)
             .collect();
         for name in names {
@@ -79,7 +77,7 @@ impl Controller {
 
     /// Follows the output of agent sessions adopted from an earlier controller.
     pub(super) fn watch_adopted_agents(&mut self) {
-        let names: Vec<String> = self.pids.values().cloned().collect();
+        let names: Vec<String> = self.procs.running().into_iter().map(|(n, _)| n).collect();
         for name in names {
             let Some(stdout) = self.agents.stdout_of(&name).map(Path::to_path_buf) else {
                 continue;
@@ -122,7 +120,7 @@ impl Controller {
             let Some(sample) = self.procfs.sample(pid) else {
                 continue;
             };
-            let live = self.live.get(&name);
+            let live = self.procs.live(&name);
             let activity = live
                 .and_then(|l| check_output(&l.stdout, &l.stderr))
                 .filter(|t| *t >= started_at)
@@ -169,28 +167,15 @@ impl Controller {
             return; // the keeper reports every exit
         }
         let control = self.layout.control_dir();
-        let gone: Vec<(u32, String)> = self
-            .pids
-            .iter()
-            .filter(|(pid, name)| {
-                let ticks = self.live.get(*name).and_then(|l| l.start_ticks);
-                ticks.is_some()
-                    && self.procfs.start_ticks(**pid) != ticks
-                    && !crate::runtime::adopt::recorded_exit(&control, **pid, ticks)
-            })
-            .map(|(p, n)| (*p, n.clone()))
-            .collect();
+        let procfs = &self.procfs;
+        let gone = self.procs.gone(|pid, ticks| {
+            procfs.start_ticks(pid) != ticks
+                && !crate::runtime::adopt::recorded_exit(&control, pid, ticks)
+        });
         // The keeper reaps, then records and reports: a process seen gone
         // once may have an exit report on its way. Only one still missing at
         // the next resync vanished (the keeper itself is gone).
-        let seen: BTreeSet<u32> = gone.iter().map(|(p, _)| *p).collect();
-        let suspects = std::mem::replace(&mut self.suspects, seen);
-        for (pid, name) in gone {
-            if !suspects.contains(&pid) {
-                continue;
-            }
-            self.suspects.remove(&pid);
-            self.pids.remove(&pid);
+        for (pid, name) in self.procs.vanished(gone) {
             self.observe(Event::Vanished { name, pid }, self.clock.now());
         }
     }

@@ -15,7 +15,7 @@ impl Controller {
         {
             self.set_desired(desired);
         }
-        self.dirty_stems.extend(self.catalog.views.keys().cloned());
+        self.book.mark_all(self.catalog.views.keys().cloned());
         self.catalog_stems = self.catalog.views.keys().cloned().collect();
         for (name, stem, doc) in to_adopt {
             self.adopt(&name, &stem, &doc);
@@ -46,14 +46,14 @@ impl Controller {
         });
         for (identity, child, exit) in items {
             if let Some(child) = child {
-                if !self.pids.contains_key(&child.pid) {
+                if !self.procs.tracks(child.pid) {
                     self.adopt_child(&child);
                 }
                 continue;
             }
             let Some(exit) = exit else { continue };
             let pid = exit.child.pid;
-            if !self.pids.contains_key(&pid) {
+            if !self.procs.tracks(pid) {
                 let reflected = self.state.sessions.get(&identity.session).is_some_and(|r| {
                     !matches!(&r.run, Run::Running(run) if run.pid == pid)
                         && r.last_exit.as_ref().is_some_and(|e| {
@@ -62,7 +62,7 @@ impl Controller {
                 });
                 if reflected || identity.session.is_empty() {
                     // Already saved by the controller that handled it.
-                    self.unacked.push((pid, String::new()));
+                    self.procs.hold_exit(pid);
                     continue;
                 }
                 self.adopt_child(&exit.child);
@@ -79,7 +79,7 @@ impl Controller {
         }
         let rec = self.state.sessions.entry(name.clone()).or_default();
         if let Run::Running(other) = &rec.run {
-            if other.pid != child.pid && self.pids.contains_key(&other.pid) {
+            if other.pid != child.pid && self.procs.tracks(other.pid) {
                 // Two live copies of one session (never made by this
                 // version): keep the newer attempt, kill the other.
                 let (keep_new, old) = (
@@ -91,7 +91,7 @@ impl Controller {
                 tracing::error!(session = %name, pid = victim, "two live copies of one session: killing one");
                 let _ = process::signal_group(victim, Signal::SIGKILL);
                 if !keep_new {
-                    self.pids.insert(child.pid, name);
+                    self.procs.claim_pid(&name, child.pid);
                     return;
                 }
             }
@@ -118,15 +118,15 @@ impl Controller {
             .map_or(0, |d| core::change::run_hash(&d.spec));
         rec.wait = None;
         rec.series_started_at.get_or_insert(child.started_at);
-        self.pids.insert(child.pid, name.clone());
         let stem = self
             .catalog
             .session_file
             .get(&name)
             .cloned()
             .unwrap_or_else(|| name.clone());
-        self.live.insert(
-            name.clone(),
+        self.procs.started(
+            &name,
+            child.pid,
             Live {
                 stem,
                 log_dir: child
@@ -197,8 +197,8 @@ impl Controller {
             self.log_guard.seed(name, logs.dropped_bytes);
             // The last attempt's output stays where `logs` and crash dumps find it.
             let stdout = self.layout.status_dir.join(&logs.stdout);
-            self.live.insert(
-                name.to_string(),
+            self.procs.remember(
+                name,
                 Live {
                     stem: stem.to_string(),
                     log_dir: stdout.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -229,10 +229,10 @@ impl Controller {
                 .chain(self.welcome.exits.iter().map(|e| &e.child.identity))
                 .any(|i| i.session == name);
             if same_boot && (is_child || exited) {
-                self.pids.insert(pid, name.to_string());
                 let logs = status.logs.clone().unwrap_or_default();
-                self.live.insert(
-                    name.to_string(),
+                self.procs.started(
+                    name,
+                    pid,
                     Live {
                         stem: stem.to_string(),
                         log_dir: self

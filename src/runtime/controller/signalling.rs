@@ -10,7 +10,7 @@ impl Controller {
         // The descendants are listed first: once the leader dies, those in
         // other groups are re-parented and can no longer be found from it.
         // Only while the leader is still the process we started: never a reused pid.
-        let ticks = self.live.get(name).and_then(|l| l.start_ticks);
+        let ticks = self.procs.live(name).and_then(|l| l.start_ticks);
         let descendants: Vec<u32> = if ticks.is_some() && self.procfs.start_ticks(pid) == ticks {
             crate::runtime::monitor::tree(pid, 4096)
                 .into_iter()
@@ -35,7 +35,7 @@ impl Controller {
             return;
         }
         let mut candidates = descendants;
-        if let Some(cg) = self.live.get(name).and_then(|l| l.cgroup.clone()) {
+        if let Some(cg) = self.procs.live(name).and_then(|l| l.cgroup.clone()) {
             candidates.extend(crate::runtime::cgroup::procs(&cg));
         }
         candidates.extend(self.strays(name));
@@ -51,19 +51,12 @@ impl Controller {
     /// The session's processes that left its tree (double-forked daemons
     /// re-parented to the keeper or to us), found by their marker.
     pub(super) fn strays(&mut self, name: &str) -> Vec<u32> {
-        let keeper = self.keeper_pid;
-        if self.census.is_none() {
-            let pids = &self.pids;
-            self.census = Some(crate::runtime::contain::Census::take(
-                &[keeper, std::process::id()],
-                |p| p == keeper || pids.contains_key(&p),
-            ));
-        }
-        let uid = self.live.get(name).map(|l| l.uid.as_str()).unwrap_or("");
-        self.census
-            .as_ref()
-            .map(|c| c.strays(name, uid))
-            .unwrap_or_default()
+        let uid = self
+            .procs
+            .live(name)
+            .map(|l| l.uid.clone())
+            .unwrap_or_default();
+        self.procs.census(self.keeper_pid).strays(name, &uid)
     }
 
     /// Kills everything left of a session whose leader `pid` ended: its
@@ -71,7 +64,7 @@ impl Controller {
     /// new (a process killed while it forked may leave a child behind).
     pub(super) fn sweep_session(&mut self, name: &str, pid: u32) {
         let _ = process::signal_group(pid, Signal::SIGKILL);
-        let cgroup = self.live.get(name).and_then(|l| l.cgroup.clone());
+        let cgroup = self.procs.live(name).and_then(|l| l.cgroup.clone());
         let mut done = BTreeSet::new();
         for _ in 0..16 {
             let mut candidates = self.strays(name);
@@ -91,7 +84,7 @@ impl Controller {
             done.extend(targets);
             // Look again with a fresh listing: a process killed while it
             // forked may have left a child behind.
-            self.census = None;
+            self.procs.drop_census();
         }
     }
 }

@@ -192,23 +192,14 @@ impl Controller {
                 message: "the keeper is not reachable; retrying".into(),
             });
         };
-        let tag = self.next_tag;
-        self.next_tag += 1;
+        let tag = self.procs.ask(name, attempt, live);
         if !tx.spawn(tag, identity, req) {
+            self.procs.withdraw(tag);
             return Err(process::SpawnError {
                 reason: Reason::SpawnFailed,
                 message: "the keeper connection closed; retrying".into(),
             });
         }
-        self.spawning.insert(
-            tag,
-            Spawning {
-                name: name.to_string(),
-                attempt,
-                live,
-                asked_at: Instant::now(),
-            },
-        );
         Ok(())
     }
 }

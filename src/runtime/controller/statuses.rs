@@ -14,7 +14,7 @@ impl Controller {
         };
         let stem = self.stem_of(name);
         let dir = self.layout.crashes_dir(&stem);
-        let live = self.live.get(name).cloned().unwrap_or_default();
+        let live = self.procs.live(name).cloned().unwrap_or_default();
         let spec = self.desired.sessions.get(name).map(|d| d.spec.clone());
         let uid = self
             .catalog
@@ -109,7 +109,7 @@ impl Controller {
         if self.opts.tombstone_ttl.is_zero() {
             return;
         }
-        let Some(live) = self.live.get(name) else {
+        let Some(live) = self.procs.live(name) else {
             return;
         };
         let (stem, log_dir) = (live.stem.clone(), live.log_dir.clone());
@@ -182,13 +182,13 @@ impl Controller {
         // spawn path; what a power cut could roll back there, the keeper's
         // registry of live children holds.
         let must_flush: BTreeSet<String> = self
-            .unacked
-            .iter()
-            .filter_map(|(_, name)| {
+            .procs
+            .held_exits()
+            .filter_map(|name| {
                 self.catalog
                     .session_file
                     .get(name)
-                    .or_else(|| self.live.get(name).map(|l| &l.stem))
+                    .or_else(|| self.procs.stem(name))
                     .cloned()
             })
             .collect();
@@ -198,34 +198,33 @@ impl Controller {
         // a status render and write, and `Starting` then `Running` become
         // one write. The keeper's registry holds the child in that window.
         let in_flight: BTreeSet<&str> = self
-            .spawning
-            .values()
-            .filter_map(|s| {
+            .procs
+            .in_flight()
+            .filter_map(|(name, stem)| {
                 self.catalog
                     .session_file
-                    .get(&s.name)
+                    .get(name)
                     .map(String::as_str)
-                    .or(Some(s.live.stem.as_str()))
+                    .or(Some(stem))
             })
             .collect();
-        let (held, dirty): (BTreeSet<String>, BTreeSet<String>) =
-            std::mem::take(&mut self.dirty_stems)
-                .into_iter()
-                .partition(|stem| in_flight.contains(stem.as_str()) && !must_flush.contains(stem));
-        self.dirty_stems = held;
+        let dirty = self
+            .book
+            .take_marked(|stem| in_flight.contains(stem) && !must_flush.contains(stem));
         for stem in dirty {
             let path = self.layout.status_file(&stem);
             let Some(view) = self.catalog.views.get(&stem).cloned() else {
                 // The file is gone: its status goes too, unless a session it
                 // declared is still being stopped (its final status is written there).
-                let in_use = self.state.sessions.iter().any(|(n, r)| {
-                    r.run.is_live() && self.live.get(n).is_some_and(|l| l.stem == stem)
-                });
+                let in_use = self
+                    .state
+                    .sessions
+                    .iter()
+                    .any(|(n, r)| r.run.is_live() && self.procs.stem(n) == Some(&stem));
                 if !in_use {
                     self.api_forget(&stem);
-                    self.written_stems.remove(&stem);
                     let _ = std::fs::remove_file(&path);
-                    self.written.remove(&path);
+                    self.book.gone(&stem, &path);
                 }
                 continue;
             };
@@ -354,7 +353,7 @@ impl Controller {
                 if path.exists() {
                     let _ = std::fs::remove_file(&path);
                 }
-                self.written.remove(&path);
+                self.book.unwritten(&path);
                 continue;
             }
             // Render without updatedAt to tell whether anything changed.
@@ -384,7 +383,7 @@ impl Controller {
                 continue;
             }
             let hash = crate::runtime::catalog::spec_hash(&docs);
-            if self.written.get(&path) == Some(&hash) {
+            if self.book.holds(&path, hash) {
                 continue;
             }
             for d in &mut session_docs {
@@ -404,8 +403,7 @@ impl Controller {
             match write_atomic_with(&path, docs.join("---\n").as_bytes(), flush) {
                 Ok(()) => {
                     self.api_publish(&stem, &session_docs, &pool_docs);
-                    self.written.insert(path, hash);
-                    self.written_stems.insert(stem);
+                    self.book.wrote(path, hash, stem);
                 }
                 Err(e) => {
                     let gone = e.kind() == std::io::ErrorKind::NotFound;
@@ -418,7 +416,7 @@ impl Controller {
                         let _ = create_dir(&self.layout.status_dir);
                     }
                     // Try again on the next pass.
-                    self.dirty_stems.insert(stem);
+                    self.book.mark(stem);
                 }
             }
         }
@@ -452,7 +450,7 @@ impl Controller {
         use serde_json::json;
         // From the kept counts and the monitored sessions: no walk over
         // every record.
-        let running = self.phase_counts.get(&Phase::Running).copied().unwrap_or(0);
+        let running = self.book.count(Phase::Running);
         let monitored: Vec<&Watch> = self
             .watches
             .iter()
@@ -510,7 +508,7 @@ impl Controller {
     }
 
     pub(super) fn extras(&self, name: &str, stem: &str) -> Extras {
-        let live = self.live.get(name);
+        let live = self.procs.live(name);
         let watch = self.watches.get(name);
         let spec = self.desired.sessions.get(name).map(|d| d.spec.clone());
         Extras {
@@ -536,7 +534,7 @@ impl Controller {
     pub(super) fn update_metrics(&mut self) {
         // Restart gauges are set when a session spawns; here only counts.
         for phase in Phase::ALL {
-            let n = self.phase_counts.get(&phase).copied().unwrap_or(0);
+            let n = self.book.count(phase);
             self.metrics
                 .sessions
                 .get_or_create(&PhaseLabel {
@@ -582,10 +580,9 @@ impl Controller {
 
     pub(super) fn write_controller_status(&mut self, force: bool) {
         let mut by_phase: BTreeMap<String, u64> = self
-            .phase_counts
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(p, n)| (p.as_str().to_string(), *n))
+            .book
+            .counts()
+            .map(|(p, n)| (p.as_str().to_string(), n))
             .collect();
         if self.invalid_entries > 0 {
             *by_phase.entry("Invalid".into()).or_default() += self.invalid_entries;
@@ -628,10 +625,8 @@ impl Controller {
         for_hash.extra.remove("reconcileMillis");
         let hash = crate::runtime::catalog::spec_hash(&for_hash);
         self.api_controller(&status);
-        let due = self
-            .controller_status_at
-            .is_none_or(|t| t.elapsed() >= self.opts.resync_interval.max(Duration::from_secs(30)));
-        if !force && hash == self.controller_status_hash && !due {
+        let refresh = self.opts.resync_interval.max(Duration::from_secs(30));
+        if !self.book.controller_status_due(hash, force, refresh) {
             return;
         }
         status.reconcile_count = self.reconcile_count;
@@ -646,8 +641,7 @@ impl Controller {
         });
         match result {
             Ok(()) => {
-                self.controller_status_hash = hash;
-                self.controller_status_at = Some(Instant::now());
+                self.book.wrote_controller_status(hash);
             }
             Err(e) => tracing::error!("cannot write {}: {e}", path.display()),
         }
@@ -658,33 +652,17 @@ impl Controller {
     /// for the sessions the pass `touched` (the only records that changed).
     pub(super) fn count_phases(&mut self, touched: &BTreeSet<String>, whole: bool) {
         if whole {
-            self.phases = self
+            let phases = self
                 .state
                 .sessions
                 .iter()
-                .map(|(n, r)| (n.clone(), r.phase()))
-                .collect();
-            self.phase_counts.clear();
-            for p in self.phases.values() {
-                *self.phase_counts.entry(*p).or_default() += 1;
-            }
+                .map(|(n, r)| (n.clone(), r.phase()));
+            self.book.recount(phases);
             return;
         }
         for name in touched {
             let now = self.state.sessions.get(name).map(core::Record::phase);
-            let was = match now {
-                Some(p) => self.phases.insert(name.clone(), p),
-                None => self.phases.remove(name),
-            };
-            if was == now {
-                continue;
-            }
-            if let Some(c) = was.and_then(|p| self.phase_counts.get_mut(&p)) {
-                *c = c.saturating_sub(1);
-            }
-            if let Some(p) = now {
-                *self.phase_counts.entry(p).or_default() += 1;
-            }
+            self.book.moved(name, now);
         }
     }
 
@@ -706,11 +684,11 @@ impl Controller {
     /// files an older version left oversized).
     pub(super) fn guard_logs_at_start(&mut self) {
         let mut active = Vec::new();
-        for name in self.pids.values() {
-            if let Some(l) = self.live.get(name) {
+        for (name, _) in self.procs.running() {
+            if let Some(l) = self.procs.live(&name) {
                 for p in [&l.stdout, &l.stderr] {
                     self.log_guard
-                        .watch(name, p, self.opts.max_log_size, ROTATED_LOGS);
+                        .watch(&name, p, self.opts.max_log_size, ROTATED_LOGS);
                     active.push(p.clone());
                 }
             }

@@ -5,6 +5,7 @@
 //! test starts itself in its own process group (the controller's sweeps
 //! signal that group on exits, so no other process can be reached).
 
+use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::sync::{Arc, Mutex};
 
@@ -298,7 +299,7 @@ fn a_reply_for_a_tag_never_asked_for_starts_nothing() {
     // the spawn is answered), and no pid is taken for it.
     let run = &r.c.state.sessions["web"].run;
     assert!(matches!(run, Run::Starting { .. }), "{run:?}");
-    assert!(r.c.pids.is_empty(), "{:?}", r.c.pids);
+    assert!(r.c.procs.running().is_empty(), "{:?}", r.c.procs.running());
     assert!(!r.dir.join("web.status.yaml").exists());
 }
 

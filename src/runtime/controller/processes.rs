@@ -1,0 +1,301 @@
+//! The process table: each session's current (or last) process, the spawns
+//! asked of the keeper and not answered yet, and the exits handled but not
+//! yet saved. Only this table maps pids to sessions.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::runtime::contain::Census;
+
+/// What the shell knows of a session's current (or last) process.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Live {
+    pub(super) stem: String,
+    pub(super) log_dir: PathBuf,
+    pub(super) stdout: PathBuf,
+    pub(super) stderr: PathBuf,
+    pub(super) start_ticks: Option<u64>,
+    pub(super) argv: Vec<String>,
+    pub(super) cwd: PathBuf,
+    /// The session's cgroup, where cgroups are available.
+    pub(super) cgroup: Option<PathBuf>,
+    /// The cgroup's OOM kill count when the attempt started.
+    pub(super) oom_baseline: u64,
+    /// The leader joins its cgroup after it started (from the joiner
+    /// thread), not in the child before `exec`.
+    pub(super) join_after_spawn: bool,
+    /// The session's uid when the attempt started (its marker's value).
+    pub(super) uid: String,
+}
+
+/// A spawn asked of the keeper, not answered yet.
+#[derive(Debug)]
+pub(super) struct Spawning {
+    pub(super) name: String,
+    pub(super) attempt: u32,
+    pub(super) live: Live,
+    pub(super) asked_at: Instant,
+}
+
+/// Every process the controller tracks, by session and by pid.
+pub(super) struct Processes {
+    /// Each session's current (or last) process.
+    live: BTreeMap<String, Live>,
+    /// The sessions' live pids.
+    pids: HashMap<u32, String>,
+    /// Spawns asked of the keeper and not answered yet, by tag.
+    spawning: HashMap<u64, Spawning>,
+    next_tag: u64,
+    /// Exits handled but not yet saved in a status: acknowledged to the
+    /// keeper only once saved (pid, session; no session for an exit that
+    /// was not a session's, or was saved already).
+    unacked: Vec<(u32, String)>,
+    /// Exit records this controller wrote itself (orphans it reaped).
+    reaped_by_us: BTreeSet<u32>,
+    /// Pids found gone without an exit report at the last resync.
+    suspects: BTreeSet<u32>,
+    /// The orphans of the keeper and of the controller, listed once for
+    /// the sweeps of one batch of exits (see `contain::Census`).
+    census: Option<Census>,
+}
+
+impl Processes {
+    /// An empty table; spawn tags start at 1.
+    pub(super) fn new() -> Processes {
+        Processes {
+            live: BTreeMap::new(),
+            pids: HashMap::new(),
+            spawning: HashMap::new(),
+            next_tag: 1,
+            unacked: Vec::new(),
+            reaped_by_us: BTreeSet::new(),
+            suspects: BTreeSet::new(),
+            census: None,
+        }
+    }
+}
+
+/// The processes: what is known of each session's process.
+impl Processes {
+    /// The session's current (or last) process.
+    pub(super) fn live(&self, name: &str) -> Option<&Live> {
+        self.live.get(name)
+    }
+
+    /// The session's current (or last) process, to update.
+    pub(super) fn live_mut(&mut self, name: &str) -> Option<&mut Live> {
+        self.live.get_mut(name)
+    }
+
+    /// Every session's current (or last) process.
+    pub(super) fn lives_mut(&mut self) -> impl Iterator<Item = (&String, &mut Live)> {
+        self.live.iter_mut()
+    }
+
+    /// Every session's current (or last) process.
+    pub(super) fn lives(&self) -> impl Iterator<Item = &Live> {
+        self.live.values()
+    }
+
+    /// The file stem the session's process was started from.
+    pub(super) fn stem(&self, name: &str) -> Option<&String> {
+        self.live.get(name).map(|l| &l.stem)
+    }
+
+    /// Remembers a session's last process (its logs) without a live pid.
+    pub(super) fn remember(&mut self, name: &str, live: Live) {
+        self.live.insert(name.to_string(), live);
+    }
+
+    /// Forgets a session's process; returns what was known.
+    pub(super) fn forget(&mut self, name: &str) -> Option<Live> {
+        self.live.remove(name)
+    }
+}
+
+/// The pids: which session each live process is.
+impl Processes {
+    /// The session whose process `pid` is.
+    pub(super) fn session_of(&self, pid: u32) -> Option<&String> {
+        self.pids.get(&pid)
+    }
+
+    /// True when `pid` is a session's live process.
+    pub(super) fn tracks(&self, pid: u32) -> bool {
+        self.pids.contains_key(&pid)
+    }
+
+    /// True when the session has a live process.
+    pub(super) fn is_running(&self, name: &str) -> bool {
+        self.pids.values().any(|n| n == name)
+    }
+
+    /// Every live process, as (session, pid).
+    pub(super) fn running(&self) -> Vec<(String, u32)> {
+        self.pids.iter().map(|(p, n)| (n.clone(), *p)).collect()
+    }
+
+    /// A session's process runs: known by session and by pid.
+    pub(super) fn started(&mut self, name: &str, pid: u32, live: Live) {
+        self.live.insert(name.to_string(), live);
+        self.pids.insert(pid, name.to_string());
+    }
+
+    /// A live pid belongs to a session (its process details come apart).
+    pub(super) fn claim_pid(&mut self, name: &str, pid: u32) {
+        self.pids.insert(pid, name.to_string());
+    }
+
+    /// The live processes whose leader is no longer the one started,
+    /// as told by `gone(pid, start ticks)`: (pid, session).
+    pub(super) fn gone(&self, gone: impl Fn(u32, Option<u64>) -> bool) -> Vec<(u32, String)> {
+        self.pids
+            .iter()
+            .filter(|(pid, name)| {
+                let ticks = self.live.get(*name).and_then(|l| l.start_ticks);
+                ticks.is_some() && gone(**pid, ticks)
+            })
+            .map(|(p, n)| (*p, n.clone()))
+            .collect()
+    }
+
+    /// Of the processes found gone now, those found gone at the last look
+    /// too: they vanished, and are no longer tracked. The rest are the
+    /// suspects of the next look (an exit report may be on its way).
+    pub(super) fn vanished(&mut self, gone: Vec<(u32, String)>) -> Vec<(u32, String)> {
+        let seen: BTreeSet<u32> = gone.iter().map(|(p, _)| *p).collect();
+        let suspects = std::mem::replace(&mut self.suspects, seen);
+        let mut vanished = Vec::new();
+        for (pid, name) in gone {
+            if suspects.contains(&pid) {
+                self.suspects.remove(&pid);
+                self.pids.remove(&pid);
+                vanished.push((pid, name));
+            }
+        }
+        vanished
+    }
+}
+
+/// The spawns asked of the keeper and not answered yet.
+impl Processes {
+    /// Records a spawn about to be asked; returns its tag.
+    pub(super) fn ask(&mut self, name: &str, attempt: u32, live: Live) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag = self.next_tag.wrapping_add(1).max(1);
+        self.spawning.insert(
+            tag,
+            Spawning {
+                name: name.to_string(),
+                attempt,
+                live,
+                asked_at: Instant::now(),
+            },
+        );
+        tag
+    }
+
+    /// A spawn the keeper could not be asked after all.
+    pub(super) fn withdraw(&mut self, tag: u64) {
+        self.spawning.remove(&tag);
+    }
+
+    /// The spawn a reply answers.
+    pub(super) fn answered(&mut self, tag: u64) -> Option<Spawning> {
+        self.spawning.remove(&tag)
+    }
+
+    /// Every spawn not answered (the keeper died).
+    pub(super) fn unanswered(&mut self) -> Vec<(u64, Spawning)> {
+        std::mem::take(&mut self.spawning).into_iter().collect()
+    }
+
+    /// Puts back a spawn to be answered from a registry.
+    pub(super) fn ask_again(&mut self, tag: u64, spawning: Spawning) {
+        self.spawning.insert(tag, spawning);
+    }
+
+    /// The spawns in flight, as (session, file stem).
+    pub(super) fn in_flight(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spawning
+            .values()
+            .map(|s| (s.name.as_str(), s.live.stem.as_str()))
+    }
+
+    /// True while spawns are in flight.
+    pub(super) fn spawns_in_flight(&self) -> bool {
+        !self.spawning.is_empty()
+    }
+}
+
+/// The exits handled and not yet acknowledged.
+impl Processes {
+    /// A session's process ended: no longer live; its exit is held until
+    /// the status holding it is saved. Returns the session.
+    pub(super) fn exited(&mut self, pid: u32) -> Option<String> {
+        let name = self.pids.remove(&pid)?;
+        self.unacked.push((pid, name.clone()));
+        Some(name)
+    }
+
+    /// An exit that is no session's (a killed duplicate, or one saved
+    /// already): acknowledged at the next chance.
+    pub(super) fn hold_exit(&mut self, pid: u32) {
+        if !self.unacked.iter().any(|(p, _)| *p == pid) {
+            self.unacked.push((pid, String::new()));
+        }
+    }
+
+    /// The sessions whose exits wait to be acknowledged.
+    pub(super) fn held_exits(&self) -> impl Iterator<Item = &String> {
+        self.unacked.iter().map(|(_, name)| name)
+    }
+
+    /// True while exits wait to be acknowledged.
+    pub(super) fn holds_exits(&self) -> bool {
+        !self.unacked.is_empty()
+    }
+
+    /// An exit this controller reaped and recorded itself.
+    pub(super) fn reaped_by_us(&mut self, pid: u32) {
+        self.reaped_by_us.insert(pid);
+    }
+
+    /// Takes the exits `unsaved(session, stem of its process)` does not
+    /// hold back, as (pid, recorded by us); the rest stay held.
+    pub(super) fn take_saved(
+        &mut self,
+        unsaved: impl Fn(&str, Option<&String>) -> bool,
+    ) -> Vec<(u32, bool)> {
+        let mut saved = Vec::new();
+        let mut still = Vec::new();
+        for (pid, name) in std::mem::take(&mut self.unacked) {
+            if unsaved(&name, self.live.get(&name).map(|l| &l.stem)) {
+                still.push((pid, name));
+            } else {
+                saved.push((pid, self.reaped_by_us.remove(&pid)));
+            }
+        }
+        self.unacked = still;
+        saved
+    }
+}
+
+/// The census of orphans, shared by the sweeps of one batch of exits.
+impl Processes {
+    /// The census, taken now unless one is current.
+    pub(super) fn census(&mut self, keeper: u32) -> &Census {
+        let pids = &self.pids;
+        self.census.get_or_insert_with(|| {
+            Census::take(&[keeper, std::process::id()], |p| {
+                p == keeper || pids.contains_key(&p)
+            })
+        })
+    }
+
+    /// The census is stale from here on.
+    pub(super) fn drop_census(&mut self) {
+        self.census = None;
+    }
+}
