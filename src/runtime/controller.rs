@@ -92,10 +92,9 @@ use processes::Live;
 /// The controller.
 pub struct Controller {
     opts: Options,
+    /// The manifests, the desired state and the core state (model).
+    model: model::Model,
     layout: Layout,
-    catalog: Catalog,
-    desired: Desired,
-    state: State,
     /// Each session's process, by session and by pid (processes).
     procs: processes::Processes,
     /// What was written and what is to be written (status_book).
@@ -103,8 +102,6 @@ pub struct Controller {
     transitions: Transitions,
     /// The snapshots the controller's log lines are derived from.
     story: super::story::Story,
-    /// Sessions collected after ttlAfterFinished whose manifests stay.
-    collected: core::gc::Collected,
     /// Tombstones of forgotten sessions, by name.
     tombstones: BTreeMap<String, super::tombstone::Tombstone>,
     boot_id: Option<String>,
@@ -153,26 +150,6 @@ pub struct Controller {
     pub(crate) events: crate::events::EventLog,
     /// The local API's hub and command channel (api_link).
     api: Option<api_link::ApiLink>,
-    /// Per-key reconcile: the keys touched since the last pass and each
-    /// key's next due time (core::keys).
-    keys: core::keys::Queue,
-    /// The next pass reconciles every session (at start, after a keeper
-    /// takeover, at shutdown): the triggers that change many records at
-    /// once outside `observe`.
-    everything: bool,
-    /// The manifest paths the watch reported since the last read.
-    dir_changes: watch::SharedChanges,
-    /// The next read of the manifest folder lists it whole (at start; a
-    /// resync lists it too, see `resync_catalog`).
-    relist: bool,
-    /// True while the manifest folder is watched (inotify).
-    watching: bool,
-    /// The stems the catalog had views of after the last read.
-    catalog_stems: BTreeSet<String>,
-    /// Manifest files that do not validate, and Invalid or Duplicate
-    /// entries, as of the last read that changed something.
-    invalid_files: usize,
-    invalid_entries: u64,
     _lock: lock::Lock,
 }
 
@@ -242,7 +219,7 @@ impl Controller {
             match watch::watch(
                 &self.layout.manifest_dir,
                 watch_tx,
-                self.dir_changes.clone(),
+                self.model.dir_changes.clone(),
             ) {
                 Ok(w) => Some(w),
                 Err(e) => {
@@ -255,7 +232,7 @@ impl Controller {
                 }
             }
         };
-        self.watching = _watcher.is_some();
+        self.model.watching = _watcher.is_some();
         let sampling = !self.opts.usage_interval.is_zero();
         let mut usage_tick = tokio::time::interval(if sampling {
             self.opts.usage_interval
@@ -273,8 +250,9 @@ impl Controller {
             "sessionlet controller started"
         );
         // `sessionlet down`: a drain from the start, as if SIGINT had come.
-        self.state.shutting_down |= self.opts.drain;
-        self.story.seed(&self.state, &self.desired, &self.catalog);
+        self.model.state.shutting_down |= self.opts.drain;
+        self.story
+            .seed(&self.model.state, &self.model.desired, &self.model.catalog);
         self.tombstones = super::tombstone::scan(&self.layout.status_dir, self.opts.tombstone_ttl);
         let mut rescan = true;
         // When a file being written is read anyway (its writer keeps it open).
@@ -296,14 +274,18 @@ impl Controller {
             last_wake = wake_at;
             rescan = false;
             if let Some(f) = &fleet {
-                f.note_state(&self.state);
+                f.note_state(&self.model.state);
             }
             if let Some(exit) = self.finished() {
                 if matches!(exit, Exit::SomeFailed) {
-                    super::story::failures(&self.desired, &self.state, &self.catalog);
+                    super::story::failures(
+                        &self.model.desired,
+                        &self.model.state,
+                        &self.model.catalog,
+                    );
                 }
                 self.write_controller_status(true);
-                if self.state.all_stopped() {
+                if self.model.state.all_stopped() {
                     // Nothing left to keep: the keeper exits after its last child.
                     if let Some(tx) = &self.keeper_tx {
                         tx.shutdown().await;
@@ -375,7 +357,7 @@ impl Controller {
                 _ = crate::fleet::changed(fleet.as_ref()) => {
                     if let Some(desired) = fleet.as_ref().and_then(crate::fleet::Fleet::declared_state) {
                         self.set_desired(desired);
-                        self.book.mark_all(self.catalog.views.keys().cloned());
+                        self.book.mark_all(self.model.catalog.views.keys().cloned());
                     }
                 }
                 _ = usage_tick.tick(), if sampling => {
@@ -414,7 +396,7 @@ impl Controller {
         if core::keeps_sessions(
             self.opts.keep_sessions,
             signal == Signal::SIGTERM,
-            self.state.shutting_down,
+            self.model.state.shutting_down,
         ) {
             tracing::info!(
                 "SIGTERM received: exiting and leaving sessions running (--keep-sessions)"
@@ -427,7 +409,7 @@ impl Controller {
             self.write_controller_status(true);
             return Some(Exit::Forced);
         }
-        if self.state.shutting_down {
+        if self.model.state.shutting_down {
             tracing::warn!("second signal: killing every session now");
             let running = self.procs.running();
             for (name, pid) in running {
@@ -440,34 +422,21 @@ impl Controller {
         tracing::info!(
             "signal received: stopping every session gracefully (send it again to kill)"
         );
-        self.state.shutting_down = true;
-        self.everything = true;
+        self.model.state.shutting_down = true;
+        self.model.everything = true;
         None
     }
 
     fn finished(&self) -> Option<Exit> {
         core::exit::decide(
-            &self.desired,
-            &self.state,
+            &self.model.desired,
+            &self.model.state,
             core::exit::Ending {
                 exit_when_done: self.opts.exit_when_done,
                 forced: self.forced,
-                any_invalid: self.invalid_entries > 0,
+                any_invalid: self.model.invalid_entries > 0,
             },
         )
-    }
-
-    /// Safety net: a tracked process that is gone without an exit report.
-    /// Applies an event to the core state, and queues the keys it touches
-    /// (taken before it is observed: an exit frees the slot of the pool the
-    /// record counted in).
-    fn observe(&mut self, event: Event, now: DateTime<Utc>) {
-        self.keys.touch_all(core::keys::event_keys(
-            &self.desired,
-            &self.state,
-            event.session(),
-        ));
-        core::observe(&self.desired, &mut self.state, event, now);
     }
 
     /// The periodic resync: a relist (of names and a slice of the files'
@@ -484,17 +453,17 @@ impl Controller {
         }
         if read != Read::Unchanged
             || !self.book.nothing_marked()
-            || !self.state.dirty.is_empty()
-            || !self.state.outbox.is_empty()
+            || !self.model.state.dirty.is_empty()
+            || !self.model.state.outbox.is_empty()
             || self.procs.holds_exits()
-            || !self.keys.is_quiet()
-            || self.everything
+            || !self.model.keys.is_quiet()
+            || self.model.everything
         {
             return false;
         }
         // Messages for running sessions' input are delivered at each pass.
         if let Some(tx) = &self.keeper_tx {
-            let running = super::inbox::running(&self.state, &self.desired);
+            let running = super::inbox::running(&self.model.state, &self.model.desired);
             self.inputs
                 .pump(&self.layout, &running, tx.as_ref(), &mut self.agents, now);
         }
@@ -525,26 +494,26 @@ impl Controller {
         let catalog_changed = read == Read::Whole;
         // A patch changes valid files of plain sessions only: the invalid
         // figures stay.
-        if read == Read::Whole || self.everything {
+        if read == Read::Whole || self.model.everything {
             self.count_invalid();
         }
-        let recount = self.everything;
-        let spending = core::keys::Spending::of(&self.desired);
+        let recount = self.model.everything;
+        let spending = core::keys::Spending::of(&self.model.desired);
         super::budget::fill(
             &self.ledger,
-            &mut self.desired,
-            &self.state,
+            &mut self.model.desired,
+            &self.model.state,
             &self.agents,
             now,
         );
-        self.keys.touch_all(core::keys::spend_moved(
+        self.model.keys.touch_all(core::keys::spend_moved(
             &spending,
-            &core::keys::Spending::of(&self.desired),
-            &self.desired.accounts,
-            &self.desired.accounts,
+            &core::keys::Spending::of(&self.model.desired),
+            &self.model.desired.accounts,
+            &self.model.desired.accounts,
         ));
         if let Some(tx) = &self.keeper_tx {
-            let running = super::inbox::running(&self.state, &self.desired);
+            let running = super::inbox::running(&self.model.state, &self.model.desired);
             self.inputs
                 .pump(&self.layout, &running, tx.as_ref(), &mut self.agents, now);
         }
@@ -552,7 +521,7 @@ impl Controller {
         // changed (every change of a record ends in a status write).
         let mut touched: BTreeSet<String> = BTreeSet::new();
         for _ in 0..8 {
-            let plan = self.reconcile(now);
+            let plan = self.model.reconcile(now);
             if plan.is_idle() {
                 break;
             }
@@ -562,9 +531,9 @@ impl Controller {
             }
         }
         self.story.tell(
-            &self.state,
-            &self.desired,
-            &self.catalog,
+            &self.model.state,
+            &self.model.desired,
+            &self.model.catalog,
             &touched,
             catalog_changed,
             self.clock.now(),
@@ -587,26 +556,7 @@ impl Controller {
         // A census taken during this pass (stops) must not serve an exit
         // handled later.
         self.procs.drop_census();
-        self.keys.next_due()
-    }
-
-    /// One reconcile: of every session when `everything` is set, else of
-    /// the keys touched since the last one and those due by `now`. Each
-    /// session looked at is due again at its own next deadline.
-    fn reconcile(&mut self, now: DateTime<Utc>) -> core::Plan {
-        if std::mem::take(&mut self.everything) {
-            // Whatever was touched is part of everything.
-            self.keys.take(now);
-            let plan = core::reconcile(&self.desired, &mut self.state, now);
-            let all: BTreeSet<String> = self.state.sessions.keys().cloned().collect();
-            self.keys.schedule(&all, &plan.due);
-            return plan;
-        }
-        let keys = self.keys.take(now);
-        let (plan, looked_at) =
-            core::reconcile::reconcile_keys(&self.desired, &mut self.state, &keys, now);
-        self.keys.schedule(&looked_at, &plan.due);
-        plan
+        self.model.keys.next_due()
     }
 
     /// Performs a plan; returns true when it produced events to reconcile again.
@@ -629,7 +579,7 @@ impl Controller {
                             reason: e.reason,
                             message: e.message,
                         };
-                        self.observe(event, now);
+                        self.model.observe(event, now);
                     }
                 }
                 Action::Signal { name, pid, signal } => self.signal_session(&name, pid, signal),

@@ -63,19 +63,23 @@ impl Controller {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         for (name, h) in held {
-            let Some(d) = self.desired.sessions.get(&name) else {
+            let Some(d) = self.model.desired.sessions.get(&name) else {
                 continue;
             };
-            let known = self.catalog.known("Session", &name).map(|k| k.spec_hash);
+            let known = self
+                .model
+                .catalog
+                .known("Session", &name)
+                .map(|k| k.spec_hash);
             let same = match (known, h.spec_hash) {
                 (Some(now), Some(then)) => now == then,
                 _ => d.generation == h.generation,
             };
             if same {
-                self.state.requests.stopped.insert(name, d.generation);
+                self.model.state.requests.stopped.insert(name, d.generation);
             }
         }
-        let saved = self.state.requests.stopped.clone();
+        let saved = self.model.state.requests.stopped.clone();
         self.api = Some(ApiLink {
             hub,
             rx: Some(rx),
@@ -127,19 +131,20 @@ impl Controller {
     pub(super) fn on_api(&mut self, cmd: Command) {
         let name = cmd.name;
         let result = match cmd.act {
-            Act::Restart => self.state.requests.ask_restart(
+            Act::Restart => self.model.state.requests.ask_restart(
                 &name,
-                self.desired.sessions.contains_key(&name),
-                self.state.shutting_down,
+                self.model.desired.sessions.contains_key(&name),
+                self.model.state.shutting_down,
             ),
-            Act::Stop => self.state.requests.ask_stop(
+            Act::Stop => self.model.state.requests.ask_stop(
                 &name,
-                self.desired.sessions.get(&name).map(|d| d.generation),
+                self.model.desired.sessions.get(&name).map(|d| d.generation),
             ),
         };
         let answer = match result {
             Ok(()) => {
-                self.keys
+                self.model
+                    .keys
                     .touch(crate::core::keys::Key::Session(name.clone()));
                 self.mark_dirty(&name);
                 self.api_save_stopped();
@@ -166,23 +171,25 @@ impl Controller {
     /// Saves the held sessions when they changed (a request, a spec change
     /// that released one, a session no longer declared).
     pub(super) fn api_save_stopped(&mut self) {
-        let desired = &self.desired;
-        self.state
+        let desired = &self.model.desired;
+        self.model
+            .state
             .requests
             .retain_declared(|n| desired.sessions.contains_key(n));
         let Some(link) = self.api.as_mut() else {
             return;
         };
-        if link.saved == self.state.requests.stopped {
+        if link.saved == self.model.state.requests.stopped {
             return;
         }
         let held: BTreeMap<&String, Held> = self
+            .model
             .state
             .requests
             .stopped
             .iter()
             .map(|(n, g)| {
-                let spec_hash = self.catalog.known("Session", n).map(|k| k.spec_hash);
+                let spec_hash = self.model.catalog.known("Session", n).map(|k| k.spec_hash);
                 (
                     n,
                     Held {
@@ -195,7 +202,7 @@ impl Controller {
         let path = self.layout.control_dir().join(STOPPED_FILE);
         let text = serde_json::to_vec_pretty(&held).unwrap_or_default();
         match super::write_atomic(&path, &text) {
-            Ok(()) => link.saved = self.state.requests.stopped.clone(),
+            Ok(()) => link.saved = self.model.state.requests.stopped.clone(),
             Err(e) => tracing::error!("cannot write {}: {e}", path.display()),
         }
     }

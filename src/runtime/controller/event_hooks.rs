@@ -60,6 +60,7 @@ impl Controller {
     pub(super) fn session_events(&self, doc: &SessionStatusDoc, status_file: &Path) {
         let name = &doc.metadata.name;
         let notify = self
+            .model
             .desired
             .sessions
             .get(name)
@@ -97,6 +98,7 @@ impl Controller {
             kind: "Session".into(),
             name: name.to_string(),
             uid: self
+                .model
                 .catalog
                 .known("Session", name)
                 .map(|k| k.uid.to_string())

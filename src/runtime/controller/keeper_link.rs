@@ -33,7 +33,7 @@ impl Controller {
                         reason: error.reason,
                         message: error.message,
                     };
-                    self.observe(ev, self.clock.now());
+                    self.model.observe(ev, self.clock.now());
                 }
             }
             FromKeeper::Exited(exit) => self.on_exit(exit),
@@ -82,7 +82,7 @@ impl Controller {
                         reason: Reason::SpawnFailed,
                         message: "the keeper ended before it started the process".into(),
                     };
-                    self.observe(ev, self.clock.now());
+                    self.model.observe(ev, self.clock.now());
                 }
             }
         }
@@ -90,7 +90,7 @@ impl Controller {
             if !self.procs.tracks(child.pid) {
                 self.adopt_child(child);
                 // Adoption writes records directly, not through events.
-                self.everything = true;
+                self.model.everything = true;
             }
         }
         for exit in welcome.exits {
@@ -116,6 +116,7 @@ impl Controller {
             .spawn_seconds
             .observe(s.asked_at.elapsed().as_secs_f64());
         if self
+            .model
             .state
             .sessions
             .get(&s.name)
@@ -123,7 +124,12 @@ impl Controller {
         {
             self.health.restarts.push_back(self.clock.now());
         }
-        let restarts = self.state.sessions.get(&s.name).map_or(0, |r| r.restarts);
+        let restarts = self
+            .model
+            .state
+            .sessions
+            .get(&s.name)
+            .map_or(0, |r| r.restarts);
         self.metrics
             .restarts
             .get_or_create(&SessionLabel {
@@ -144,14 +150,20 @@ impl Controller {
             name: s.name.clone(),
             pid: child.pid,
         };
-        self.observe(ev, self.clock.now());
+        self.model.observe(ev, self.clock.now());
         let runs = self
+            .model
             .state
             .sessions
             .get(&s.name)
             .is_some_and(|r| matches!(&r.run, Run::Running(run) if run.pid == child.pid));
         if runs {
-            let attempt = self.state.sessions.get(&s.name).map_or(0, |r| r.attempt);
+            let attempt = self
+                .model
+                .state
+                .sessions
+                .get(&s.name)
+                .map_or(0, |r| r.attempt);
             crate::runtime::story::spawned(&s.name, child.pid, attempt);
         } else {
             // Nobody wants it any more: its exit comes and is acknowledged.
@@ -165,7 +177,7 @@ impl Controller {
         let Some(tx) = &self.keeper_tx else {
             return;
         };
-        let (catalog, book) = (&self.catalog, &self.book);
+        let (catalog, book) = (&self.model.catalog, &self.book);
         let saved = self.procs.take_saved(|name, stem| {
             catalog
                 .session_file
@@ -201,17 +213,18 @@ impl Controller {
                     (&live.cgroup, &self.memory_mode)
                 {
                     let kills = crate::runtime::cgroup::oom_kills(cg, *v2);
-                    let spec = self.desired.sessions.get(&name).map(|d| &*d.spec);
+                    let spec = self.model.desired.sessions.get(&name).map(|d| &*d.spec);
                     if let Some(ev) =
                         core::monitor::oom_killed(&name, pid, spec, kills, live.oom_baseline)
                     {
-                        self.observe(ev, self.clock.now());
+                        self.model.observe(ev, self.clock.now());
                     }
                 }
             }
             self.watches.remove(&name);
             self.workspaces.check(&name);
             if let Some(spec) = self
+                .model
                 .desired
                 .sessions
                 .get(&name)
@@ -226,7 +239,7 @@ impl Controller {
                 let verdict = self.agents.judge(&name, &spec, &stderr_tail);
                 crate::runtime::budget::charge(
                     &mut self.ledger,
-                    &self.desired,
+                    &self.model.desired,
                     &self.agents,
                     &name,
                     self.clock.now(),
@@ -237,7 +250,7 @@ impl Controller {
                         pid,
                         verdict,
                     };
-                    self.observe(ev, self.clock.now());
+                    self.model.observe(ev, self.clock.now());
                 }
                 self.mark_dirty(&name);
             }
@@ -253,8 +266,9 @@ impl Controller {
                 // It ended while no process able to reap it was recording.
                 None => Event::Vanished { name, pid },
             };
-            self.observe(event, self.clock.now());
+            self.model.observe(event, self.clock.now());
             if let Some(e) = self
+                .model
                 .state
                 .sessions
                 .get(&name_for_stats)
@@ -281,7 +295,7 @@ impl Controller {
 
     /// What the registry would say of a session's process.
     pub(super) fn child_of(&self, name: &str, pid: u32) -> Child {
-        let rec = self.state.sessions.get(name);
+        let rec = self.model.state.sessions.get(name);
         let live = self.procs.live(name);
         Child {
             pid,
@@ -290,6 +304,7 @@ impl Controller {
             identity: Identity {
                 session: name.to_string(),
                 uid: self
+                    .model
                     .catalog
                     .known("Session", name)
                     .map(|k| k.uid.to_string())

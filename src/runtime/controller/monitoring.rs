@@ -32,15 +32,22 @@ impl Controller {
             Err(e) => self.error(ShellError::Lock(e.to_string())),
         }
         self.book.forget_written();
-        self.book.mark_all(self.catalog.views.keys().cloned());
+        self.book.mark_all(self.model.catalog.views.keys().cloned());
     }
 
     /// Reads new output of an agent session and acts on it.
     pub(super) fn read_agent(&mut self, name: &str) {
-        let Some(spec) = self.desired.sessions.get(name).map(|d| d.spec.clone()) else {
+        let Some(spec) = self
+            .model
+            .desired
+            .sessions
+            .get(name)
+            .map(|d| d.spec.clone())
+        else {
             return;
         };
         let running = self
+            .model
             .state
             .sessions
             .get(name)
@@ -55,7 +62,7 @@ impl Controller {
                         reason,
                         message,
                     };
-                    self.observe(ev, self.clock.now());
+                    self.model.observe(ev, self.clock.now());
                 }
                 crate::runtime::agents::Act::Stop(..) => {}
             }
@@ -99,6 +106,7 @@ impl Controller {
         self.usage_round = round.wrapping_add(1);
         let mut events = Vec::new();
         let running: Vec<(String, u32, DateTime<Utc>)> = self
+            .model
             .state
             .sessions
             .iter()
@@ -110,7 +118,7 @@ impl Controller {
             })
             .collect();
         for (name, pid, started_at) in running {
-            let Some(d) = self.desired.sessions.get(&name) else {
+            let Some(d) = self.model.desired.sessions.get(&name) else {
                 continue;
             };
             let spec = &d.spec;
@@ -158,7 +166,7 @@ impl Controller {
             }
         }
         for e in events {
-            self.observe(e, now);
+            self.model.observe(e, now);
         }
     }
 
@@ -176,7 +184,8 @@ impl Controller {
         // once may have an exit report on its way. Only one still missing at
         // the next resync vanished (the keeper itself is gone).
         for (pid, name) in self.procs.vanished(gone) {
-            self.observe(Event::Vanished { name, pid }, self.clock.now());
+            self.model
+                .observe(Event::Vanished { name, pid }, self.clock.now());
         }
     }
 

@@ -10,13 +10,14 @@ impl Controller {
         // What the manifests declare now, so that adoption decides with the
         // real restart policies (a vanished process must not look deleted).
         if let Some(desired) = self
+            .model
             .catalog
             .rescan(&self.layout.manifest_dir, self.clock.now())
         {
             self.set_desired(desired);
         }
-        self.book.mark_all(self.catalog.views.keys().cloned());
-        self.catalog_stems = self.catalog.views.keys().cloned().collect();
+        self.book.mark_all(self.model.catalog.views.keys().cloned());
+        self.model.catalog_stems = self.model.catalog.views.keys().cloned().collect();
         for (name, stem, doc) in to_adopt {
             self.adopt(&name, &stem, &doc);
         }
@@ -54,12 +55,17 @@ impl Controller {
             let Some(exit) = exit else { continue };
             let pid = exit.child.pid;
             if !self.procs.tracks(pid) {
-                let reflected = self.state.sessions.get(&identity.session).is_some_and(|r| {
-                    !matches!(&r.run, Run::Running(run) if run.pid == pid)
-                        && r.last_exit.as_ref().is_some_and(|e| {
-                            (r.generation, e.attempt) >= (identity.generation, identity.attempt)
-                        })
-                });
+                let reflected = self
+                    .model
+                    .state
+                    .sessions
+                    .get(&identity.session)
+                    .is_some_and(|r| {
+                        !matches!(&r.run, Run::Running(run) if run.pid == pid)
+                            && r.last_exit.as_ref().is_some_and(|e| {
+                                (r.generation, e.attempt) >= (identity.generation, identity.attempt)
+                            })
+                    });
                 if reflected || identity.session.is_empty() {
                     // Already saved by the controller that handled it.
                     self.procs.hold_exit(pid);
@@ -77,7 +83,7 @@ impl Controller {
         if name.is_empty() {
             return;
         }
-        let rec = self.state.sessions.entry(name.clone()).or_default();
+        let rec = self.model.state.sessions.entry(name.clone()).or_default();
         if let Run::Running(other) = &rec.run {
             if other.pid != child.pid && self.procs.tracks(other.pid) {
                 // Two live copies of one session (never made by this
@@ -96,7 +102,7 @@ impl Controller {
                 }
             }
         }
-        let rec = self.state.sessions.entry(name.clone()).or_default();
+        let rec = self.model.state.sessions.entry(name.clone()).or_default();
         rec.run = Run::Running(core::state::Running {
             pid: child.pid,
             started_at: child.started_at,
@@ -111,6 +117,7 @@ impl Controller {
         // The spec it runs, when that is the one declared now (else 0:
         // unknown, and a changed generation restarts it).
         rec.run_hash = self
+            .model
             .desired
             .sessions
             .get(&name)
@@ -119,6 +126,7 @@ impl Controller {
         rec.wait = None;
         rec.series_started_at.get_or_insert(child.started_at);
         let stem = self
+            .model
             .catalog
             .session_file
             .get(&name)
@@ -146,6 +154,7 @@ impl Controller {
             },
         );
         if self
+            .model
             .desired
             .sessions
             .get(&name)
@@ -169,9 +178,9 @@ impl Controller {
             self.seed_events(p.kind, &p.doc);
             if !p.invalid {
                 // The file this status belongs to holds the name: a newcomer loses.
-                self.catalog.remember_holder(p.kind, &p.name, &p.stem);
+                self.model.catalog.remember_holder(p.kind, &p.name, &p.stem);
             }
-            self.catalog.remember(p.kind, &p.name, p.known);
+            self.model.catalog.remember(p.kind, &p.name, p.known);
             if p.kind == "Session" {
                 to_adopt.push((p.name, p.stem, p.doc));
             }
@@ -272,12 +281,12 @@ impl Controller {
                 tracing::info!(session = name, pid, "adopted a running session");
             } else if keeper_knows {
                 rec.run = Run::Idle;
-                self.state.sessions.insert(name.to_string(), rec);
+                self.model.state.sessions.insert(name.to_string(), rec);
                 return;
             } else {
                 // Gone while nobody watched (or a reused pid that is not ours): never signal it.
-                self.state.sessions.insert(name.to_string(), rec);
-                self.observe(
+                self.model.state.sessions.insert(name.to_string(), rec);
+                self.model.observe(
                     Event::Vanished {
                         name: name.to_string(),
                         pid,
@@ -288,7 +297,8 @@ impl Controller {
             }
         }
         rec.wait = None;
-        self.state
+        self.model
+            .state
             .sessions
             .insert(name.to_string(), std::mem::take(&mut rec));
     }

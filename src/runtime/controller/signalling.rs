@@ -27,6 +27,7 @@ impl Controller {
         // writing its final result; a tool killed under it first would make
         // the CLI skip that. SIGKILL (and the sweep on exit) reach the rest.
         let is_agent = self
+            .model
             .desired
             .sessions
             .get(name)

@@ -15,16 +15,27 @@ impl Controller {
             message,
         };
         let d = self
+            .model
             .desired
             .sessions
             .get(name)
             .ok_or_else(|| fail("the session is no longer declared".into()))?;
         let stem = self.stem_of(name);
-        let shared = self.catalog.views.get(&stem).is_some_and(|v| v.shared);
+        let shared = self
+            .model
+            .catalog
+            .views
+            .get(&stem)
+            .is_some_and(|v| v.shared);
         let log_dir = self.layout.logs_dir(&stem, name, shared);
         create_dir(&log_dir)
             .map_err(|e| fail(format!("cannot create {}: {e}", log_dir.display())))?;
-        let generation = self.desired.sessions.get(name).map_or(1, |d| d.generation);
+        let generation = self
+            .model
+            .desired
+            .sessions
+            .get(name)
+            .map_or(1, |d| d.generation);
         let (stdout, stderr) = attempt_logs(&log_dir, generation, attempt);
         prune_attempt_logs(&log_dir, generation, attempt, self.opts.max_attempt_logs);
         let spec = &d.spec;
@@ -96,6 +107,7 @@ impl Controller {
         };
         let user = resolve_user(spec.user.as_deref(), spec.group.as_deref())?;
         let uid = self
+            .model
             .catalog
             .known("Session", name)
             .map(|k| k.uid.to_string())

@@ -81,15 +81,12 @@ impl Controller {
             crate::events::EventLog::with_bound(&layout.control_dir(), opts.max_events_size);
         let mut c = Controller {
             opts,
+            model: model::Model::new(collected),
             layout,
-            catalog: Catalog::default(),
-            desired: Desired::default(),
-            state: State::default(),
             procs: processes::Processes::new(),
             book: status_book::StatusBook::default(),
             transitions: Transitions::default(),
             story: crate::runtime::story::Story::default(),
-            collected,
             tombstones: BTreeMap::new(),
             boot_id: process::boot_id(),
             started_at: clock.now(),
@@ -121,14 +118,6 @@ impl Controller {
             agent_watcher: None,
             events,
             api: None,
-            keys: core::keys::Queue::default(),
-            everything: true,
-            dir_changes: watch::SharedChanges::default(),
-            relist: true,
-            watching: false,
-            catalog_stems: BTreeSet::new(),
-            invalid_files: 0,
-            invalid_entries: 0,
             _lock: lock,
         };
         c.agents.global = global_policy;

@@ -15,8 +15,14 @@ impl Controller {
         let stem = self.stem_of(name);
         let dir = self.layout.crashes_dir(&stem);
         let live = self.procs.live(name).cloned().unwrap_or_default();
-        let spec = self.desired.sessions.get(name).map(|d| d.spec.clone());
+        let spec = self
+            .model
+            .desired
+            .sessions
+            .get(name)
+            .map(|d| d.spec.clone());
         let uid = self
+            .model
             .catalog
             .known("Session", name)
             .map(|k| k.uid.to_string())
@@ -157,7 +163,7 @@ impl Controller {
     pub(super) fn expire_tombstones(&mut self, now: DateTime<Utc>) {
         let names: Vec<String> = self.tombstones.keys().cloned().collect();
         for name in names {
-            let back = self.desired.sessions.contains_key(&name);
+            let back = self.model.desired.sessions.contains_key(&name);
             let Some(t) = self.tombstones.get(&name) else {
                 continue;
             };
@@ -185,7 +191,8 @@ impl Controller {
             .procs
             .held_exits()
             .filter_map(|name| {
-                self.catalog
+                self.model
+                    .catalog
                     .session_file
                     .get(name)
                     .or_else(|| self.procs.stem(name))
@@ -201,7 +208,8 @@ impl Controller {
             .procs
             .in_flight()
             .filter_map(|(name, stem)| {
-                self.catalog
+                self.model
+                    .catalog
                     .session_file
                     .get(name)
                     .map(String::as_str)
@@ -213,10 +221,11 @@ impl Controller {
             .take_marked(|stem| in_flight.contains(stem) && !must_flush.contains(stem));
         for stem in dirty {
             let path = self.layout.status_file(&stem);
-            let Some(view) = self.catalog.views.get(&stem).cloned() else {
+            let Some(view) = self.model.catalog.views.get(&stem).cloned() else {
                 // The file is gone: its status goes too, unless a session it
                 // declared is still being stopped (its final status is written there).
                 let in_use = self
+                    .model
                     .state
                     .sessions
                     .iter()
@@ -241,17 +250,27 @@ impl Controller {
                 match entry {
                     Entry::Session(name)
                         if core::gc::is_collected(
-                            &self.collected,
+                            &self.model.collected,
                             name,
-                            self.catalog.known("Session", name).map(|k| k.spec_hash),
+                            self.model
+                                .catalog
+                                .known("Session", name)
+                                .map(|k| k.spec_hash),
                         ) =>
                     {
                         // Collected: no status until its spec changes.
                     }
                     Entry::Session(name) => {
-                        let rec = self.state.sessions.get(name).cloned().unwrap_or_default();
-                        let known = self.catalog.known("Session", name);
+                        let rec = self
+                            .model
+                            .state
+                            .sessions
+                            .get(name)
+                            .cloned()
+                            .unwrap_or_default();
+                        let known = self.model.catalog.known("Session", name);
                         let pool = self
+                            .model
                             .desired
                             .sessions
                             .get(name)
@@ -271,6 +290,7 @@ impl Controller {
                             now,
                         );
                         doc.metadata.labels = self
+                            .model
                             .catalog
                             .session_labels
                             .get(name)
@@ -285,22 +305,31 @@ impl Controller {
                     }
                     Entry::Pool(name) => {
                         let crashes = self.layout.relative(&self.layout.crashes_dir(&stem));
-                        let uid = self.catalog.known("Pool", name).map(|k| k.uid.to_string());
+                        let uid = self
+                            .model
+                            .catalog
+                            .known("Pool", name)
+                            .map(|k| k.uid.to_string());
                         let mut doc = render::pool_status(
                             name,
                             &manifest,
                             uid,
-                            &self.desired,
-                            &self.state,
+                            &self.model.desired,
+                            &self.model.state,
                             &crashes,
                             &mut self.transitions,
                             now,
                         );
                         doc.status.errors = view.stale_problems.clone();
                         doc.status.agent = self.pool_agent_totals(name);
-                        doc.status.budget =
-                            crate::runtime::budget::status(&self.ledger, &self.desired, name, now);
+                        doc.status.budget = crate::runtime::budget::status(
+                            &self.ledger,
+                            &self.model.desired,
+                            name,
+                            now,
+                        );
                         doc.metadata.labels = self
+                            .model
                             .catalog
                             .pool_labels
                             .get(name)
@@ -425,6 +454,7 @@ impl Controller {
     /// Tokens and cost summed over a pool's agent members.
     pub(super) fn pool_agent_totals(&self, pool: &str) -> Option<serde_json::Value> {
         let members: Vec<serde_json::Value> = self
+            .model
             .desired
             .sessions
             .values()
@@ -455,7 +485,8 @@ impl Controller {
             .watches
             .iter()
             .filter(|(n, _)| {
-                self.state
+                self.model
+                    .state
                     .sessions
                     .get(*n)
                     .is_some_and(|r| matches!(r.run, Run::Running(_)))
@@ -510,7 +541,12 @@ impl Controller {
     pub(super) fn extras(&self, name: &str, stem: &str) -> Extras {
         let live = self.procs.live(name);
         let watch = self.watches.get(name);
-        let spec = self.desired.sessions.get(name).map(|d| d.spec.clone());
+        let spec = self
+            .model
+            .desired
+            .sessions
+            .get(name)
+            .map(|d| d.spec.clone());
         Extras {
             logs: live.map(|l| LogPaths {
                 stdout: self.layout.relative(&l.stdout),
@@ -542,13 +578,14 @@ impl Controller {
                 })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        for pool in self.desired.pools.keys() {
+        for pool in self.model.desired.pools.keys() {
             let queued = self
+                .model
                 .desired
                 .sessions
                 .values()
                 .filter(|d| d.pool() == Some(pool))
-                .filter_map(|d| self.state.sessions.get(&d.name))
+                .filter_map(|d| self.model.state.sessions.get(&d.name))
                 .filter(|r| {
                     r.wait.as_ref().is_some_and(|w| w.phase == Phase::Queued)
                         && matches!(r.run, Run::Idle)
@@ -561,7 +598,7 @@ impl Controller {
         }
         self.metrics
             .invalid_manifests
-            .set(i64::try_from(self.invalid_files).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.model.invalid_files).unwrap_or(i64::MAX));
         self.count_catalog_work();
         self.metrics.pass_done(self.last_reconcile.as_secs_f64());
     }
@@ -569,7 +606,7 @@ impl Controller {
     /// Adds what the catalog read and listed since the last count to the
     /// metrics' counters.
     pub(super) fn count_catalog_work(&mut self) {
-        let (reads, listings) = (self.catalog.reads, self.catalog.listings);
+        let (reads, listings) = (self.model.catalog.reads, self.model.catalog.listings);
         self.metrics
             .manifest_reads
             .inc_by(reads.saturating_sub(self.metrics.manifest_reads.get()));
@@ -584,8 +621,8 @@ impl Controller {
             .counts()
             .map(|(p, n)| (p.as_str().to_string(), n))
             .collect();
-        if self.invalid_entries > 0 {
-            *by_phase.entry("Invalid".into()).or_default() += self.invalid_entries;
+        if self.model.invalid_entries > 0 {
+            *by_phase.entry("Invalid".into()).or_default() += self.model.invalid_entries;
         }
         let mut status = ControllerStatus {
             api_version: crate::api::API_VERSION.into(),
@@ -595,7 +632,7 @@ impl Controller {
             started_at: Some(self.started_at),
             manifest_dir: self.layout.manifest_dir.display().to_string(),
             status_dir: self.layout.status_dir.display().to_string(),
-            total_sessions: self.state.sessions.len() as u64,
+            total_sessions: self.model.state.sessions.len() as u64,
             sessions_by_phase: by_phase,
             reconcile_count: 0,
             last_reconcile_millis: 0.0,
@@ -606,14 +643,14 @@ impl Controller {
         };
         crate::runtime::accounts::add_to_status(
             &mut status.extra,
-            &self.desired,
-            &self.state,
+            &self.model.desired,
+            &self.model.state,
             Utc::now(),
         );
         crate::runtime::budget::add_account_budgets(
             &mut status.extra,
             &self.ledger,
-            &self.desired,
+            &self.model.desired,
             Utc::now(),
         );
         // Scale-out: the `Owned` condition (sessions no live node owns).
@@ -653,6 +690,7 @@ impl Controller {
     pub(super) fn count_phases(&mut self, touched: &BTreeSet<String>, whole: bool) {
         if whole {
             let phases = self
+                .model
                 .state
                 .sessions
                 .iter()
@@ -661,7 +699,7 @@ impl Controller {
             return;
         }
         for name in touched {
-            let now = self.state.sessions.get(name).map(core::Record::phase);
+            let now = self.model.state.sessions.get(name).map(core::Record::phase);
             self.book.moved(name, now);
         }
     }
@@ -669,8 +707,9 @@ impl Controller {
     /// Recounts the manifests that do not validate (after a read that
     /// changed something).
     pub(super) fn count_invalid(&mut self) {
-        self.invalid_files = self.catalog.invalid_files();
-        self.invalid_entries = self
+        self.model.invalid_files = self.model.catalog.invalid_files();
+        self.model.invalid_entries = self
+            .model
             .catalog
             .views
             .values()

@@ -297,7 +297,7 @@ fn a_reply_for_a_tag_never_asked_for_starts_nothing() {
     r.c.pass(false);
     // Still waiting for its own reply (its first status is written once
     // the spawn is answered), and no pid is taken for it.
-    let run = &r.c.state.sessions["web"].run;
+    let run = &r.c.model.state.sessions["web"].run;
     assert!(matches!(run, Run::Starting { .. }), "{run:?}");
     assert!(r.c.procs.running().is_empty(), "{:?}", r.c.procs.running());
     assert!(!r.dir.join("web.status.yaml").exists());
