@@ -95,6 +95,8 @@ pub struct Controller {
     /// The manifests, the desired state and the core state (model).
     model: model::Model,
     layout: Layout,
+    /// The keeper: its connection, its pid, what it had (keeper_link).
+    link: keeper_link::KeeperLink,
     /// Each session's process, by session and by pid (processes).
     procs: processes::Processes,
     /// What was written and what is to be written (status_book).
@@ -109,18 +111,10 @@ pub struct Controller {
     reconcile_count: u64,
     last_reconcile: Duration,
     last_error: Option<(String, DateTime<Utc>)>,
-    /// The keeper's connection until the loop starts its reader and writer.
-    keeper: Option<Keeper>,
-    /// Requests to the keeper, once the loop runs.
-    keeper_tx: Option<Box<dyn KeeperClient>>,
     /// The time decisions are made at (runtime::clock).
     clock: std::sync::Arc<dyn Clock>,
     /// Where sessions' processes are read (runtime::monitor).
     procfs: std::sync::Arc<dyn super::monitor::Procfs>,
-    /// The keeper's pid (our child when we started it).
-    keeper_pid: u32,
-    /// What the keeper had when we (re)connected, consumed by restoring.
-    welcome: Welcome,
     memory_mode: super::cgroup::Mode,
     /// Moves sessions without a memory limit into their cgroups after they
     /// started (started with the first such spawn).
@@ -142,9 +136,6 @@ pub struct Controller {
     forced: bool,
     /// Bounds every session's logs (`--max-log-size`) from its own thread.
     log_guard: super::log_guard::LogGuard,
-    /// False once the keeper's exit reports stopped (it died): then the
-    /// resync looks for sessions that ended unreported.
-    keeper_events_open: bool,
     agent_watcher: Option<std::sync::Mutex<notify::RecommendedWatcher>>,
     /// Events: derived from status renders, kept in the control folder, live to subscribers.
     pub(crate) events: crate::events::EventLog,
@@ -287,7 +278,7 @@ impl Controller {
                 self.write_controller_status(true);
                 if self.model.state.all_stopped() {
                     // Nothing left to keep: the keeper exits after its last child.
-                    if let Some(tx) = &self.keeper_tx {
+                    if let Some(tx) = &self.link.tx {
                         tx.shutdown().await;
                     }
                     for live in self.procs.lives() {
@@ -331,7 +322,7 @@ impl Controller {
                         }
                     }
                 }
-                msg = from_keeper.recv(), if self.keeper_events_open => {
+                msg = from_keeper.recv(), if self.link.events_open => {
                     let mut batch = vec![msg.unwrap_or(FromKeeper::Closed)];
                     while let Ok(m) = from_keeper.try_recv() {
                         batch.push(m);
@@ -367,13 +358,13 @@ impl Controller {
                 _ = resync.tick() => {
                     resync_due = true;
                     self.reap();
-                    if self.keeper_tx.is_none() {
+                    if self.link.tx.is_none() {
                         // A keeper that could not be started (or reached)
                         // after the last one died: try again at each resync,
                         // so that spawning works again once it can.
                         if let Some(rx) = self.reconnect_keeper() {
                             from_keeper = rx;
-                            self.keeper_events_open = true;
+                            self.link.events_open = true;
                         }
                     }
                     self.check_status_dir();
@@ -462,7 +453,7 @@ impl Controller {
             return false;
         }
         // Messages for running sessions' input are delivered at each pass.
-        if let Some(tx) = &self.keeper_tx {
+        if let Some(tx) = &self.link.tx {
             let running = super::inbox::running(&self.model.state, &self.model.desired);
             self.inputs
                 .pump(&self.layout, &running, tx.as_ref(), &mut self.agents, now);
@@ -512,7 +503,7 @@ impl Controller {
             &self.model.desired.accounts,
             &self.model.desired.accounts,
         ));
-        if let Some(tx) = &self.keeper_tx {
+        if let Some(tx) = &self.link.tx {
             let running = super::inbox::running(&self.model.state, &self.model.desired);
             self.inputs
                 .pump(&self.layout, &running, tx.as_ref(), &mut self.agents, now);

@@ -2,6 +2,21 @@
 
 use super::*;
 
+/// The controller's side of the keeper.
+pub(super) struct KeeperLink {
+    /// The keeper's connection until the loop starts its reader and writer.
+    pub(super) conn: Option<Keeper>,
+    /// Requests to the keeper, once the loop runs.
+    pub(super) tx: Option<Box<dyn KeeperClient>>,
+    /// The keeper's pid (our child when we started it).
+    pub(super) pid: u32,
+    /// What the keeper had when we (re)connected, consumed by restoring.
+    pub(super) welcome: Welcome,
+    /// False once the keeper's exit reports stopped (it died): then the
+    /// resync looks for sessions that ended unreported.
+    pub(super) events_open: bool,
+}
+
 impl Controller {
     /// Starts talking to the keeper from the loop: requests without
     /// waiting, replies and exits as events.
@@ -9,13 +24,14 @@ impl Controller {
         &mut self,
     ) -> anyhow::Result<mpsc::UnboundedReceiver<FromKeeper>> {
         let keeper = self
-            .keeper
+            .link
+            .conn
             .take()
             .ok_or_else(|| anyhow::anyhow!("no keeper connection"))?;
         let (tx, rx) = keeper
             .start_io()
             .map_err(|e| anyhow::anyhow!("keeper connection: {e}"))?;
-        self.keeper_tx = Some(Box::new(tx));
+        self.link.tx = Some(Box::new(tx));
         Ok(rx)
     }
 
@@ -47,12 +63,12 @@ impl Controller {
     /// through its registry); spawns it had not answered are settled from
     /// the new keeper's registry.
     pub(super) fn reconnect_keeper(&mut self) -> Option<mpsc::UnboundedReceiver<FromKeeper>> {
-        self.keeper_tx = None;
+        self.link.tx = None;
         self.reap();
         let mut k = match Keeper::connect_or_start(&self.layout.control_dir()) {
             Ok(k) => k,
             Err(e) => {
-                self.keeper_events_open = false;
+                self.link.events_open = false;
                 self.error(ShellError::Keeper(format!(
                     "the keeper is gone and a new one cannot be started ({e}); looking for sessions that end without a report"
                 )));
@@ -64,7 +80,7 @@ impl Controller {
             "the keeper died; a new keeper took over"
         );
         let welcome = std::mem::take(&mut k.welcome);
-        self.keeper_pid = welcome.keeper_pid;
+        self.link.pid = welcome.keeper_pid;
         for (tag, s) in self.procs.unanswered() {
             let found = welcome.children.iter().find(|c| {
                 c.identity.session == s.name
@@ -96,11 +112,11 @@ impl Controller {
         for exit in welcome.exits {
             self.on_exit(exit);
         }
-        self.keeper = Some(k);
+        self.link.conn = Some(k);
         match self.start_keeper_io() {
             Ok(rx) => Some(rx),
             Err(e) => {
-                self.keeper_events_open = false;
+                self.link.events_open = false;
                 self.error(ShellError::Keeper(format!("{e}")));
                 None
             }
@@ -174,7 +190,7 @@ impl Controller {
     /// Acknowledges the exits whose statuses are saved.
     pub(super) fn ack_saved(&mut self) {
         let control = self.layout.control_dir();
-        let Some(tx) = &self.keeper_tx else {
+        let Some(tx) = &self.link.tx else {
             return;
         };
         let (catalog, book) = (&self.model.catalog, &self.book);
@@ -327,7 +343,7 @@ impl Controller {
     /// like the keeper's), and orphans when we are PID 1.
     pub(super) fn reap(&mut self) {
         for (pid, status) in process::reap() {
-            if pid == self.keeper_pid {
+            if pid == self.link.pid {
                 self.error(ShellError::Keeper(
                     "the keeper exited; starting a new one".into(),
                 ));

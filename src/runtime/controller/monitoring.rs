@@ -171,7 +171,7 @@ impl Controller {
     }
 
     pub(super) fn check_vanished(&mut self) {
-        if self.keeper_events_open {
+        if self.link.events_open {
             return; // the keeper reports every exit
         }
         let control = self.layout.control_dir();

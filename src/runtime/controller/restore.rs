@@ -29,7 +29,7 @@ impl Controller {
     /// between a spawn and the status write), and every exit not yet saved
     /// is applied, in the order the attempts ran.
     pub(super) fn restore_from_keeper(&mut self) {
-        let welcome = std::mem::take(&mut self.welcome);
+        let welcome = std::mem::take(&mut self.link.welcome);
         let mut items: Vec<(Identity, Option<Child>, Option<ExitRecord>)> = Vec::new();
         for e in welcome.exits {
             items.push((e.child.identity.clone(), None, Some(e)));
@@ -220,10 +220,10 @@ impl Controller {
         if let Run::Running(r) = &rec.run {
             let pid = r.pid;
             let same_boot = status.boot_id.is_some() && status.boot_id == self.boot_id;
-            let is_child = self.welcome.children.iter().any(|c| {
+            let is_child = self.link.welcome.children.iter().any(|c| {
                 c.pid == pid && c.start_ticks.is_some() && c.start_ticks == status.pid_start_ticks
             });
-            let exited = self.welcome.exits.iter().any(|e| {
+            let exited = self.link.welcome.exits.iter().any(|e| {
                 e.child.pid == pid
                     && e.child.start_ticks.is_some()
                     && e.child.start_ticks == status.pid_start_ticks
@@ -231,11 +231,12 @@ impl Controller {
             // The keeper knows a later attempt (the status was not written
             // after its spawn): restoring from the keeper takes it from here.
             let keeper_knows = self
+                .link
                 .welcome
                 .children
                 .iter()
                 .map(|c| &c.identity)
-                .chain(self.welcome.exits.iter().map(|e| &e.child.identity))
+                .chain(self.link.welcome.exits.iter().map(|e| &e.child.identity))
                 .any(|i| i.session == name);
             if same_boot && (is_child || exited) {
                 let logs = status.logs.clone().unwrap_or_default();

@@ -57,7 +57,7 @@ impl Controller {
             .live(name)
             .map(|l| l.uid.clone())
             .unwrap_or_default();
-        self.procs.census(self.keeper_pid).strays(name, &uid)
+        self.procs.census(self.link.pid).strays(name, &uid)
     }
 
     /// Kills everything left of a session whose leader `pid` ended: its

@@ -198,7 +198,7 @@ impl Controller {
     /// Asks the keeper for a spawn; its reply arrives as an event.
     pub(super) fn spawn(&mut self, name: &str, attempt: u32) -> Result<(), process::SpawnError> {
         let (identity, req, live) = self.prepare_spawn(name, attempt)?;
-        let Some(tx) = &self.keeper_tx else {
+        let Some(tx) = &self.link.tx else {
             return Err(process::SpawnError {
                 reason: Reason::SpawnFailed,
                 message: "the keeper is not reachable; retrying".into(),

@@ -29,7 +29,7 @@ impl Controller {
         clock: std::sync::Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let mut c = Self::assemble(opts, clock, |_| Ok((None, Welcome::default())))?;
-        c.keeper_tx = Some(keeper);
+        c.link.tx = Some(keeper);
         Ok(c)
     }
 
@@ -93,12 +93,15 @@ impl Controller {
             reconcile_count: 0,
             last_reconcile: Duration::ZERO,
             last_error: None,
-            keeper,
-            keeper_tx: None,
+            link: keeper_link::KeeperLink {
+                conn: keeper,
+                tx: None,
+                pid: keeper_pid,
+                welcome,
+                events_open: true,
+            },
             clock,
             procfs: std::sync::Arc::new(crate::runtime::monitor::SystemProcfs),
-            keeper_pid,
-            welcome,
             memory_mode: crate::runtime::cgroup::Mode::Sampled {
                 why: "not detected yet".into(),
             },
@@ -114,7 +117,6 @@ impl Controller {
             inputs: Default::default(),
             forced: false,
             log_guard: crate::runtime::log_guard::LogGuard::new(!poll),
-            keeper_events_open: true,
             agent_watcher: None,
             events,
             api: None,

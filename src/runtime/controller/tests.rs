@@ -429,7 +429,7 @@ fn with_the_keeper_gone_a_session_missing_at_two_resyncs_vanished() {
 
     // The keeper is gone: a pid seen gone once may still have a report on
     // its way; gone at the next resync too, it vanished.
-    r.c.keeper_events_open = false;
+    r.c.link.events_open = false;
     r.c.check_vanished();
     r.c.pass(false);
     assert_eq!(status_of(&r.dir, "web", "web")["phase"], "Running");
