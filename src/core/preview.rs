@@ -94,8 +94,7 @@ pub fn preview(desired: &Desired, state: &State, now: DateTime<Utc>) -> Vec<Chan
                                     format!("restart after backoff, attempt {attempt}")
                                 }
                                 _ if old
-                                    .wait
-                                    .as_ref()
+                                    .wait()
                                     .map(|w| w.reason)
                                     .or(old.last_exit.as_ref().map(|e| e.reason))
                                     == Some(Reason::ControllerStopped) =>

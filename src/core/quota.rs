@@ -80,7 +80,6 @@ pub fn wait_for_reset(
     rec.run = Run::Backoff {
         until: resume_at(name, resets_at),
     };
-    rec.wait = None;
     rec.quota = Some(QuotaWait {
         resets_at,
         limit_type: hit.limit_type.clone(),
@@ -105,11 +104,8 @@ pub fn parked_until<'a>(
 
 /// Holds a session that would start now because its account is parked.
 pub fn hold(rec: &mut Record, park: &QuotaWait) {
-    if matches!(rec.run, Run::Backoff { .. }) {
-        rec.run = Run::Idle;
-    }
     rec.quota = Some(park.clone());
-    rec.wait = Some(Wait {
+    rec.run = Run::Idle(Some(Wait {
         phase: Phase::WaitingForQuota,
         reason: Reason::UsageLimited,
         message: format!(
@@ -124,7 +120,7 @@ pub fn hold(rec: &mut Record, park: &QuotaWait) {
         position: None,
         estimated_wait_seconds: None,
         queued_at: None,
-    });
+    }));
 }
 
 /// One account's state, for the controller status and `get`.

@@ -122,7 +122,6 @@ pub fn observe(desired: &Desired, state: &mut State, event: Event, now: DateTime
                     stop: None,
                     verdict: None,
                 });
-                rec.wait = None;
             }
         }
         Event::SpawnFailed {
@@ -353,7 +352,7 @@ fn finish_attempt(
     rec.last_exit = Some(exit.clone());
     let Some(d) = desired else {
         // The manifest is gone: nothing runs again; reconcile forgets it.
-        rec.run = Run::Idle;
+        rec.run = Run::Idle(None);
         return;
     };
     let spec = &d.spec;
@@ -369,7 +368,7 @@ fn finish_attempt(
             return;
         }
         Some(Reason::Removed) => {
-            rec.run = Run::Idle;
+            rec.run = Run::Idle(None);
             return;
         }
         Some(Reason::Suspended) => {
@@ -382,8 +381,7 @@ fn finish_attempt(
             );
         }
         Some(Reason::ControllerStopped) => {
-            rec.run = Run::Idle;
-            rec.wait = Some(Wait {
+            rec.run = Run::Idle(Some(Wait {
                 phase: Phase::Pending,
                 reason: Reason::ControllerStopped,
                 message: "stopped because the controller shut down; starts again when it runs"
@@ -391,13 +389,12 @@ fn finish_attempt(
                 position: None,
                 estimated_wait_seconds: None,
                 queued_at: None,
-            });
+            }));
             return;
         }
         Some(Reason::BudgetExceeded) => {
             // Not a failure: it waits for the budget's next period.
-            rec.run = Run::Idle;
-            rec.wait = Some(super::budget::wait(exit.message.clone()));
+            rec.run = Run::Idle(Some(super::budget::wait(exit.message.clone())));
             return;
         }
         Some(Reason::DeadlineExceeded) => {
@@ -478,7 +475,6 @@ pub(super) fn terminal(
         message,
         finished_at: now,
     });
-    rec.wait = None;
 }
 
 /// The crash dump's file name: sortable, unique per attempt.
@@ -833,7 +829,7 @@ fn step_session<'a>(
                 plan.wake(&d.name, until);
             }
         }
-        Run::Idle => {
+        Run::Idle(_) => {
             // A restart waiting in a pool's queue still ends at the deadline.
             if let (Some(t), Some(s)) = (spec.active_deadline, rec.series_started_at) {
                 let due = time::after(s, t);
@@ -996,10 +992,7 @@ fn start_candidates(
             super::budget::hold_for(desired, &state.budget_marks, d, now)
         {
             // The pool's budget is spent: nothing starts until it renews.
-            if matches!(rec.run, Run::Backoff { .. }) {
-                rec.run = Run::Idle;
-            }
-            rec.wait = Some(super::budget::wait(message));
+            rec.run = Run::Idle(Some(super::budget::wait(message)));
             if let Some(t) = renews {
                 plan.wake(&d.name, t);
             }
@@ -1011,20 +1004,21 @@ fn start_candidates(
         match d.pool() {
             Some(pool) => match desired.pools.get(pool) {
                 None => {
-                    rec.wait = Some(Wait {
+                    // A restart due now waits for its pool like a new session.
+                    rec.run = Run::Idle(Some(Wait {
                         phase: Phase::Pending,
                         reason: Reason::PoolNotFound,
                         message: format!("pool {pool:?} does not exist; starts once it does"),
                         position: None,
                         estimated_wait_seconds: None,
                         queued_at: None,
-                    });
+                    }));
                 }
                 Some(p) => {
                     let n = running.entry(pool.to_string()).or_default();
                     if p.max_concurrent.is_none_or(|cap| *n < cap) {
                         *n += 1;
-                        if let Some(q) = rec.wait.as_ref().and_then(|w| w.queued_at) {
+                        if let Some(q) = rec.wait().and_then(|w| w.queued_at) {
                             let stats = state.pools.entry(pool.to_string()).or_default();
                             stats.queue_wait_seconds +=
                                 (now - q).num_milliseconds() as f64 / 1000.0;
@@ -1039,7 +1033,7 @@ fn start_candidates(
                     } else {
                         // A restart due now that finds the pool full waits in the queue.
                         if matches!(rec.run, Run::Backoff { .. }) {
-                            rec.run = Run::Idle;
+                            rec.run = Run::Idle(None);
                         }
                         queued.entry(pool).or_default().push(d);
                     }
@@ -1084,16 +1078,16 @@ fn start_candidates(
                 collect_when_due(d, rec, now, plan);
             } else {
                 position += 1;
-                let queued_at = rec.wait.as_ref().and_then(|w| w.queued_at).unwrap_or(now);
+                let queued_at = rec.wait().and_then(|w| w.queued_at).unwrap_or(now);
                 let estimate = avg.map(|a| (a * f64::from(position.div_ceil(cap))).round() as u64);
-                rec.wait = Some(Wait {
+                rec.run = Run::Idle(Some(Wait {
                     phase: Phase::Queued,
                     reason: Reason::PoolFull,
                     message: format!("waiting for room in pool {pool:?} (maxConcurrent {cap}), position {position}"),
                     position: Some(position),
                     estimated_wait_seconds: estimate,
                     queued_at: Some(queued_at),
-                });
+                }));
             }
             if *rec != before {
                 state.dirty.insert(d.name.clone());
@@ -1135,7 +1129,6 @@ fn spawn(d: &DesiredSession, rec: &mut Record, now: DateTime<Utc>, plan: &mut Pl
     }
     rec.series_started_at.get_or_insert(now);
     rec.run = Run::Starting { at: now };
-    rec.wait = None;
     rec.quota = None;
     rec.last_spec = Some((d.spec.clone(), d.pool().map(str::to_string)));
     rec.run_hash = change::run_hash(&d.spec);

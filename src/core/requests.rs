@@ -149,9 +149,8 @@ fn restart(
         }
         // Being stopped or started: the request waits for the process to settle.
         Run::Running(_) | Run::Starting { .. } => false,
-        Run::Backoff { .. } | Run::Idle => {
-            rec.run = Run::Idle;
-            rec.wait = None;
+        Run::Backoff { .. } | Run::Idle(_) => {
+            rec.run = Run::Idle(None);
             requests.restart.remove(&d.name);
             false
         }
@@ -226,8 +225,7 @@ pub fn finished(rec: &mut Record, why: Reason, now: DateTime<Utc>) {
             now,
         );
     } else {
-        rec.run = Run::Idle;
-        rec.wait = None;
+        rec.run = Run::Idle(None);
     }
 }
 

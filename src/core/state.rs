@@ -58,8 +58,6 @@ pub struct Record {
     pub series_started_at: Option<DateTime<Utc>>,
     /// How the last attempt ended.
     pub last_exit: Option<LastExit>,
-    /// Why a session that is not running is not running.
-    pub wait: Option<Wait>,
     /// Set once a garbage collection was asked for.
     pub collected: bool,
     /// The spec and pool of the last attempt: a session whose manifest is
@@ -84,6 +82,14 @@ impl Record {
         }
     }
 
+    /// Why a session without a process waits, when it is blocked.
+    pub fn wait(&self) -> Option<&Wait> {
+        match &self.run {
+            Run::Idle(w) => w.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The running attempt's verdict, if it was judged.
     pub fn verdict(&self) -> Option<&Verdict> {
         match &self.run {
@@ -100,7 +106,7 @@ impl Record {
             Run::Running(_) => Phase::Running,
             Run::Backoff { .. } if self.quota.is_some() => Phase::WaitingForQuota,
             Run::Backoff { .. } => Phase::Recovering,
-            Run::Idle => self.wait.as_ref().map_or(Phase::Pending, |w| w.phase),
+            Run::Idle(wait) => wait.as_ref().map_or(Phase::Pending, |w| w.phase),
             Run::Done(o) => o.phase,
         }
     }
@@ -123,11 +129,11 @@ pub struct Verdict {
 }
 
 /// What the process of a session is doing.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Run {
-    /// No process and none due: waiting to be started (or blocked, see [`Record::wait`]).
-    #[default]
-    Idle,
+    /// No process and none due: waiting to be started, or blocked for the
+    /// reason it holds (a full pool, a spent budget, a usage limit…).
+    Idle(Option<Wait>),
     /// A spawn was planned; its result is not known yet.
     Starting {
         /// When the spawn was planned.
@@ -142,6 +148,12 @@ pub enum Run {
     },
     /// Terminal, with how it ended.
     Done(Outcome),
+}
+
+impl Default for Run {
+    fn default() -> Run {
+        Run::Idle(None)
+    }
 }
 
 impl Run {

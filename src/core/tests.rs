@@ -275,8 +275,7 @@ impl World {
 
     fn wait(&self, name: &str) -> Option<(Phase, Reason, Option<u32>)> {
         self.rec(name)
-            .wait
-            .as_ref()
+            .wait()
             .map(|w| (w.phase, w.reason, w.position))
     }
 }
@@ -1422,7 +1421,7 @@ fn shutting_down_stops_every_running_session_and_starts_nothing() {
     assert!(crash_dumps(&plan).is_empty(), "a drain is no crash");
     assert!(w.state.all_stopped());
     for name in ["a", "b", "c"] {
-        assert_eq!(w.rec(name).run, Run::Idle, "{name}");
+        assert!(matches!(w.rec(name).run, Run::Idle(_)), "{name}");
         assert_eq!(
             w.wait(name),
             Some((Phase::Pending, Reason::ControllerStopped, None)),
@@ -1431,7 +1430,7 @@ fn shutting_down_stops_every_running_session_and_starts_nothing() {
         assert_eq!(w.last_exit(name).reason, Reason::ControllerStopped);
     }
     assert_eq!(w.phase("recovering"), Phase::Recovering);
-    assert_eq!(w.rec("new").run, Run::Idle);
+    assert!(matches!(w.rec("new").run, Run::Idle(_)));
     assert_eq!(w.reconcile(), Plan::default());
 }
 
@@ -1726,10 +1725,7 @@ fn a_pool_of_one_starts_sessions_in_priority_order_one_by_one() {
                 Some((Phase::Queued, Reason::PoolFull, Some(i as u32 + 1))),
                 "{name}"
             );
-            assert_eq!(
-                w.rec(name).wait.as_ref().unwrap().queued_at,
-                Some(queued_at)
-            );
+            assert_eq!(w.rec(name).wait().unwrap().queued_at, Some(queued_at));
             assert_eq!(w.phase(name), Phase::Queued);
         }
         assert_no_effects(&w.reconcile(), "settled");
@@ -1777,7 +1773,7 @@ fn the_queue_estimates_the_wait_from_the_average_run_time() {
         w.advance(ms(1));
     }
     assert_eq!(spawned_names(&w.step()), ["b"]);
-    let estimate = |w: &World, n: &str| w.rec(n).wait.as_ref().unwrap().estimated_wait_seconds;
+    let estimate = |w: &World, n: &str| w.rec(n).wait().unwrap().estimated_wait_seconds;
     assert_eq!(estimate(&w, "c"), Some(10));
     assert_eq!(estimate(&w, "d"), Some(20));
 }
@@ -1837,7 +1833,7 @@ fn a_session_naming_a_missing_pool_waits_pending_pool_not_found_until_it_appears
     w.pool("p", None, 100);
     assert_eq!(spawns(&w.step()), [("a", 1)]);
     assert_eq!(w.phase("a"), Phase::Running);
-    assert_eq!(w.rec("a").wait, None);
+    assert_eq!(w.rec("a").wait(), None);
 }
 
 #[test]
@@ -1965,9 +1961,8 @@ fn a_restart_that_finds_the_pool_full_is_queued() {
     // the status shows Recovering with a next attempt in the past and the
     // pool's queue leaves it out (render.rs maps Run::Backoff to Recovering
     // and counts only Run::Idle as queued).
-    assert_eq!(
-        w.rec("a").run,
-        Run::Idle,
+    assert!(
+        matches!(w.rec("a").run, Run::Idle(_)),
         "a queued restart still looks like a backoff"
     );
 }
@@ -2807,7 +2802,7 @@ impl Sim {
                     let exit = rec.last_exit.as_ref().expect("a backoff follows an exit");
                     assert!(*until >= exit.finished_at);
                 }
-                Run::Idle => {}
+                Run::Idle(_) => {}
             }
         }
         for name in self.desired.sessions.keys() {

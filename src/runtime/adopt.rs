@@ -56,7 +56,7 @@ pub fn record_from_status(st: &SessionStatus) -> Option<Record> {
         // Waiting out its own rejection (Backoff), or held by its account's.
         Phase::WaitingForQuota => match st.next_restart_at {
             Some(until) => Run::Backoff { until },
-            None => Run::Idle,
+            None => Run::Idle(None),
         },
         Phase::Completed | Phase::Failed | Phase::TimedOut | Phase::Cancelled => {
             Run::Done(Outcome {
@@ -66,7 +66,7 @@ pub fn record_from_status(st: &SessionStatus) -> Option<Record> {
                 finished_at: st.finished_at?,
             })
         }
-        Phase::Pending | Phase::Queued => Run::Idle,
+        Phase::Pending | Phase::Queued => Run::Idle(None),
     };
     Some(Record {
         generation: st.observed_generation,
@@ -76,7 +76,6 @@ pub fn record_from_status(st: &SessionStatus) -> Option<Record> {
         failures: st.consecutive_failures,
         series_started_at: st.run_started_at,
         last_exit: st.last_exit.as_ref().and_then(last_exit),
-        wait: None,
         collected: false,
         last_spec: None,
         // From the status's metadata (`runHash`, `restartedAt`), by the caller.

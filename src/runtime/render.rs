@@ -146,7 +146,7 @@ pub fn phase_of(rec: &Record) -> (Phase, Option<Reason>, Option<String>) {
                 )),
             )
         }
-        Run::Idle => match &rec.wait {
+        Run::Idle(wait) => match wait {
             Some(w) => (w.phase, Some(w.reason), Some(w.message.clone())),
             None => (Phase::Pending, Some(Reason::Starting), None),
         },
@@ -241,8 +241,8 @@ pub fn session_status(
             e.analysis = Some(a.clone());
         }
     }
-    let queue = match (&rec.run, &rec.wait, &pool) {
-        (Run::Idle, Some(w), Some(p)) if w.phase == Phase::Queued => Some(QueueInfo {
+    let queue = match (&rec.run, &pool) {
+        (Run::Idle(Some(w)), Some(p)) if w.phase == Phase::Queued => Some(QueueInfo {
             pool: p.clone(),
             position: w.position.unwrap_or(0),
             queued_at: w.queued_at,
@@ -356,11 +356,7 @@ pub fn pool_status(
         if rec.run.is_live() {
             running += 1;
         }
-        if let Some(w) = rec
-            .wait
-            .as_ref()
-            .filter(|w| w.phase == Phase::Queued && matches!(rec.run, Run::Idle))
-        {
+        if let Some(w) = rec.wait().filter(|w| w.phase == Phase::Queued) {
             queue.push(QueueEntry {
                 name: d.name.clone(),
                 priority: format!("{:?}", d.spec.priority).to_lowercase(),

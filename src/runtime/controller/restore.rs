@@ -123,7 +123,6 @@ impl Controller {
             .get(&name)
             .filter(|d| d.generation == child.identity.generation)
             .map_or(0, |d| core::change::run_hash(&d.spec));
-        rec.wait = None;
         rec.series_started_at.get_or_insert(child.started_at);
         let stem = self
             .model
@@ -281,7 +280,7 @@ impl Controller {
                 self.adopted_event(name, pid, rec.attempt);
                 tracing::info!(session = name, pid, "adopted a running session");
             } else if keeper_knows {
-                rec.run = Run::Idle;
+                rec.run = Run::Idle(None);
                 self.model.state.sessions.insert(name.to_string(), rec);
                 return;
             } else {
@@ -297,7 +296,9 @@ impl Controller {
                 return;
             }
         }
-        rec.wait = None;
+        if let Run::Idle(wait) = &mut rec.run {
+            *wait = None;
+        }
         self.model
             .state
             .sessions

@@ -586,10 +586,7 @@ impl Controller {
                 .values()
                 .filter(|d| d.pool() == Some(pool))
                 .filter_map(|d| self.model.state.sessions.get(&d.name))
-                .filter(|r| {
-                    r.wait.as_ref().is_some_and(|w| w.phase == Phase::Queued)
-                        && matches!(r.run, Run::Idle)
-                })
+                .filter(|r| r.wait().is_some_and(|w| w.phase == Phase::Queued))
                 .count();
             self.metrics
                 .queue_length
