@@ -134,7 +134,7 @@ fn drain_here(args: &Args) -> anyhow::Result<ExitCode> {
         // Ctrl-C during `down` kills what is left, as a second SIGINT to a controller does.
         let signals = Signals::install()?;
         let controller = Controller::new(opts)?;
-        controller.run(signals).await
+        anyhow::Ok(controller.run(signals).await?)
     })?;
     Ok(match exit {
         Exit::Clean | Exit::SomeFailed => ExitCode::SUCCESS,

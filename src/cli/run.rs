@@ -234,7 +234,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // run must not kill this node's sessions (its keeper is up now).
             let _ = crate::runtime::fence::disarm(&keeper_socket);
         }
-        controller.run(signals).await
+        anyhow::Ok(controller.run(signals).await?)
     })?;
     Ok(match exit {
         Exit::Clean => ExitCode::SUCCESS,

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::catalog::{Catalog, Entry, Reloaded};
 use super::clock::Clock;
-use super::errors::ShellError;
+use super::errors::{ShellError, StartError};
 use super::files::{create_dir, write_atomic, write_atomic_with};
 use super::keeper::{self, Child, ExitRecord, FromKeeper, Identity, Keeper, KeeperClient, Welcome};
 use super::layout::{attempt_logs, tail_lines, Layout};
@@ -146,7 +146,7 @@ pub struct Controller {
 
 impl Controller {
     /// Runs until drained (or done, with `--exit-when-done`).
-    pub async fn run(mut self, signals: Signals) -> anyhow::Result<Exit> {
+    pub async fn run(mut self, signals: Signals) -> Result<Exit, StartError> {
         let Signals {
             mut sigterm,
             mut sigint,

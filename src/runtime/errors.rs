@@ -85,3 +85,91 @@ impl ShellError {
         }
     }
 }
+
+/// Why the controller cannot start (or its loop cannot begin): each names
+/// the folder, file or flag at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The manifest folder cannot be resolved.
+    #[error("manifest directory {}: {source}", path.display())]
+    ManifestDir {
+        /// The folder as given.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The status folder cannot be made or resolved.
+    #[error("status directory {}: {source}", path.display())]
+    StatusDir {
+        /// The folder as given.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// As root: a folder others may write (trust::check_folder).
+    #[error("{0}")]
+    Untrusted(super::trust::Refusal),
+    /// The control folder cannot be made.
+    #[error("cannot create {}: {source}", path.display())]
+    ControlDir {
+        /// `.sessionlet/`.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The lock file cannot be opened.
+    #[error("cannot open {}: {source}", path.display())]
+    LockFile {
+        /// `.sessionlet/lock`.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another controller holds the status folder's lock.
+    #[error(
+        "another sessionlet controller (pid {holder}) already manages the status directory {}; \
+         stop it first, or give this one another --status-dir",
+        dir.display()
+    )]
+    Locked {
+        /// The pid written in the lock file.
+        holder: String,
+        /// The status folder.
+        dir: PathBuf,
+    },
+    /// `--policy` cannot be read or does not validate.
+    #[error("--policy {}: {source}", path.display())]
+    Policy {
+        /// The policy file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: crate::agent::PolicyError,
+    },
+    /// The keeper: the control folder is not private, or the keeper cannot
+    /// be reached or started, or its connection cannot be served.
+    #[error("{context}{source}")]
+    Keeper {
+        /// What was being done ("cannot reach or start the keeper: ").
+        context: &'static str,
+        /// What went wrong.
+        #[source]
+        source: super::keeper::KeeperError,
+    },
+    /// `--http-token-file` cannot be read.
+    #[error("{0}")]
+    Token(String),
+    /// `--http-addr` cannot be bound.
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Http {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+}

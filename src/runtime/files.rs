@@ -259,8 +259,8 @@ pub const STALE_TEMPORARY_AGE: std::time::Duration = std::time::Duration::from_s
 
 /// Whether `file_name` is a temporary file sessionlet writes on its way to a
 /// rename, and the pid of its writer when the name carries one:
-/// `.NAME.tmp-PID` ([`write_atomic`]) or `PID.json.tmp` (the keeper's exit
-/// records).
+/// `.NAME.tmp-PID` ([`write_atomic`], and the keeper's records) or
+/// `PID.json.tmp` (the records of an older keeper).
 fn temporary_writer(file_name: &str) -> Option<Option<i32>> {
     if let Some(rest) = file_name.strip_prefix('.') {
         let (stem, pid) = rest.rsplit_once(".tmp-")?;

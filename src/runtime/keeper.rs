@@ -297,7 +297,17 @@ fn write_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 fn write_unsynced_once(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("json.tmp");
+    // Hidden, and named by its writer (`.PID.json.tmp-KEEPER`): no reader
+    // listing the folder takes it for a record, and a sweep knows whether
+    // its writer is alive (files::remove_stale_temporaries).
+    let Some(name) = path.file_name() else {
+        return Err(std::io::Error::other("a record path without a file name"));
+    };
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -311,6 +321,15 @@ fn write_unsynced_once(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A record's temporary: `.PID.json.tmp-KEEPER`, or `PID.json.tmp` from an
+/// older keeper. At a keeper's start none can be in the middle of a write.
+fn is_temporary(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "tmp")
+        || path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
@@ -426,7 +445,7 @@ impl StdinPipe {
 }
 
 /// Runs the keeper until it has no children and no controller.
-pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
+pub fn serve(control_dir: &Path) -> Result<(), KeeperError> {
     #[cfg(feature = "failpoints")]
     let _scenario = fail::FailScenario::setup();
     let _ = process::become_subreaper();
@@ -443,10 +462,9 @@ pub fn serve(control_dir: &Path) -> anyhow::Result<()> {
             // A dead keeper's socket (the controller found nobody answering).
             std::fs::remove_file(&sock.path)?;
         }
-        Ok(_) => anyhow::bail!(
-            "{} exists and is not our socket; remove it and start again",
-            socket_path(control_dir).display()
-        ),
+        Ok(_) => {
+            return Err(KeeperError::NotOurSocket(socket_path(control_dir)));
+        }
         Err(_) => {}
     }
     let listener = {
@@ -497,7 +515,7 @@ impl Server {
         if let Ok(entries) = std::fs::read_dir(&exits) {
             for e in entries.flatten() {
                 let p = e.path();
-                if p.extension().is_some_and(|x| x == "tmp") {
+                if is_temporary(&p) {
                     let _ = std::fs::remove_file(&p);
                     continue;
                 }
@@ -515,7 +533,7 @@ impl Server {
         };
         for e in entries.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "tmp") {
+            if is_temporary(&p) {
                 let _ = std::fs::remove_file(&p);
                 continue;
             }
@@ -590,7 +608,7 @@ impl Server {
             && (self.ever_connected || self.shutdown)
     }
 
-    fn run(&mut self, listener: &UnixListener, sfd: &SignalFd) -> anyhow::Result<()> {
+    fn run(&mut self, listener: &UnixListener, sfd: &SignalFd) -> Result<(), KeeperError> {
         loop {
             if self.done() {
                 return Ok(());
@@ -998,6 +1016,12 @@ pub enum KeeperError {
     /// Something answers that is not our keeper, or could be tampered with.
     #[error("untrusted keeper: {0}")]
     Untrusted(String),
+    /// A system call failed.
+    #[error("keeper: {0}")]
+    Os(#[from] nix::errno::Errno),
+    /// Something that is not our socket is where the keeper's goes.
+    #[error("{} exists and is not our socket; remove it and start again", .0.display())]
+    NotOurSocket(PathBuf),
     /// Nothing answered in time.
     #[error("the keeper at {0} did not answer within {1:?}; if it is stuck, kill it (its pid is in keeper.log)")]
     Timeout(PathBuf, Duration),

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
 
+use super::errors::StartError;
+
 /// Held for the controller's life; the kernel releases it when the process dies.
 pub struct Lock {
     _file: Flock<std::fs::File>,
@@ -13,7 +15,7 @@ pub struct Lock {
 
 impl Lock {
     /// Takes the lock in `.sessionlet/`, or explains who holds it.
-    pub fn acquire(control_dir: &Path) -> anyhow::Result<Lock> {
+    pub fn acquire(control_dir: &Path) -> Result<Lock, StartError> {
         let path = control_dir.join("lock");
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -22,7 +24,10 @@ impl Lock {
             .truncate(false)
             .mode(super::files::FILE_MODE)
             .open(&path)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+            .map_err(|source| StartError::LockFile {
+                path: path.clone(),
+                source,
+            })?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut f) => {
                 let _ = f.set_len(0);
@@ -31,12 +36,10 @@ impl Lock {
             }
             Err((_, _)) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                anyhow::bail!(
-                    "another sessionlet controller (pid {}) already manages the status directory {}; \
-                     stop it first, or give this one another --status-dir",
-                    holder.trim(),
-                    control_dir.parent().unwrap_or(control_dir).display()
-                )
+                Err(StartError::Locked {
+                    holder: holder.trim().to_string(),
+                    dir: control_dir.parent().unwrap_or(control_dir).to_path_buf(),
+                })
             }
         }
     }

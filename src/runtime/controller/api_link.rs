@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::runtime::errors::StartError;
+
 use super::Controller;
 use crate::api::status::{ControllerStatus, PoolStatusDoc, SessionStatusDoc};
 use crate::apiserver::{Act, ApiError, Command, Hub};
@@ -91,7 +93,7 @@ impl Controller {
     /// Serves the API socket and, with `--http-addr`, TCP; returns the
     /// loop's end of the command channel. A socket that cannot be made is
     /// a warning: supervision goes on without it.
-    pub(super) async fn api_start(&mut self) -> anyhow::Result<mpsc::Receiver<Command>> {
+    pub(super) async fn api_start(&mut self) -> Result<mpsc::Receiver<Command>, StartError> {
         let Some(link) = self.api.as_mut() else {
             return Ok(mpsc::channel(1).1);
         };
@@ -110,7 +112,7 @@ impl Controller {
         if let Some(addr) = self.opts.metrics_addr {
             let token = match &self.opts.http_token_file {
                 Some(f) => Some(Arc::<str>::from(
-                    crate::apiserver::auth::load_token(f).map_err(|e| anyhow::anyhow!(e))?,
+                    crate::apiserver::auth::load_token(f).map_err(StartError::Token)?,
                 )),
                 None => None,
             };
@@ -121,7 +123,7 @@ impl Controller {
             };
             let bound = crate::telemetry::http::serve(addr, hub, token)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot serve HTTP on {addr}: {e}"))?;
+                .map_err(|source| StartError::Http { addr, source })?;
             tracing::info!("metrics on http://{bound}/metrics, dashboard and API on http://{bound}/ ({acting})");
         }
         Ok(rx)

@@ -22,15 +22,15 @@ impl Controller {
     /// waiting, replies and exits as events.
     pub(super) fn start_keeper_io(
         &mut self,
-    ) -> anyhow::Result<mpsc::UnboundedReceiver<FromKeeper>> {
-        let keeper = self
-            .link
-            .conn
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no keeper connection"))?;
-        let (tx, rx) = keeper
-            .start_io()
-            .map_err(|e| anyhow::anyhow!("keeper connection: {e}"))?;
+    ) -> Result<mpsc::UnboundedReceiver<FromKeeper>, StartError> {
+        let keeper = self.link.conn.take().ok_or(StartError::Keeper {
+            context: "",
+            source: keeper::KeeperError::Protocol("no keeper connection".into()),
+        })?;
+        let (tx, rx) = keeper.start_io().map_err(|source| StartError::Keeper {
+            context: "keeper connection: ",
+            source,
+        })?;
         self.link.tx = Some(Box::new(tx));
         Ok(rx)
     }

@@ -6,13 +6,18 @@ use super::*;
 impl Controller {
     /// Takes the status directory's lock, reaches (or starts) the keeper
     /// and prepares the controller.
-    pub fn new(opts: Options) -> anyhow::Result<Self> {
+    pub fn new(opts: Options) -> Result<Self, StartError> {
         Self::assemble(
             opts,
             std::sync::Arc::new(crate::runtime::clock::SystemClock),
             |layout| {
-                let mut keeper = Keeper::connect_or_start(&layout.control_dir())
-                    .map_err(|e| anyhow::anyhow!("cannot reach or start the keeper: {e}"))?;
+                let mut keeper =
+                    Keeper::connect_or_start(&layout.control_dir()).map_err(|source| {
+                        StartError::Keeper {
+                            context: "cannot reach or start the keeper: ",
+                            source,
+                        }
+                    })?;
                 let welcome = std::mem::take(&mut keeper.welcome);
                 Ok((Some(keeper), welcome))
             },
@@ -27,7 +32,7 @@ impl Controller {
         opts: Options,
         keeper: Box<dyn KeeperClient>,
         clock: std::sync::Arc<dyn Clock>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, StartError> {
         let mut c = Self::assemble(opts, clock, |_| Ok((None, Welcome::default())))?;
         c.link.tx = Some(keeper);
         Ok(c)
@@ -38,15 +43,20 @@ impl Controller {
     fn assemble(
         opts: Options,
         clock: std::sync::Arc<dyn Clock>,
-        connect: impl FnOnce(&Layout) -> anyhow::Result<(Option<Keeper>, Welcome)>,
-    ) -> anyhow::Result<Self> {
-        let dir = std::fs::canonicalize(&opts.dir)
-            .map_err(|e| anyhow::anyhow!("manifest directory {}: {e}", opts.dir.display()))?;
+        connect: impl FnOnce(&Layout) -> Result<(Option<Keeper>, Welcome), StartError>,
+    ) -> Result<Self, StartError> {
+        let dir = std::fs::canonicalize(&opts.dir).map_err(|source| StartError::ManifestDir {
+            path: opts.dir.clone(),
+            source,
+        })?;
         let status_dir = match &opts.status_dir {
             Some(s) => {
-                crate::runtime::files::create_operator_dir(s)
-                    .map_err(|e| anyhow::anyhow!("status directory {}: {e}", s.display()))?;
-                std::fs::canonicalize(s)?
+                let status_dir = |source| StartError::StatusDir {
+                    path: s.clone(),
+                    source,
+                };
+                crate::runtime::files::create_operator_dir(s).map_err(status_dir)?;
+                std::fs::canonicalize(s).map_err(status_dir)?
             }
             None => dir.clone(),
         };
@@ -57,23 +67,30 @@ impl Controller {
         // As root, folders other users may write would hand them root.
         crate::runtime::trust::check_folder("manifest folder", &layout.manifest_dir)
             .and_then(|()| crate::runtime::trust::check_folder("status folder", &layout.status_dir))
-            .map_err(|r| anyhow::anyhow!("{r}"))?;
-        create_dir(&layout.control_dir()).map_err(|e| {
-            anyhow::anyhow!("cannot create {}: {e}", layout.control_dir().display())
+            .map_err(StartError::Untrusted)?;
+        create_dir(&layout.control_dir()).map_err(|source| StartError::ControlDir {
+            path: layout.control_dir(),
+            source,
         })?;
         // Before anything is opened in it: only we may write there.
-        keeper::check_private_dir(&layout.control_dir()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        keeper::check_private_dir(&layout.control_dir()).map_err(|source| StartError::Keeper {
+            context: "",
+            source,
+        })?;
         let lock = lock::Lock::acquire(&layout.control_dir())?;
         crate::runtime::files::sweep_status_dir(&layout.status_dir);
         let resync_interval = opts.resync_interval;
         let poll = opts.poll;
-        let global_policy = match &opts.policy {
-            Some(p) => Some(
-                crate::agent::load_policy_file(p)
-                    .map_err(|e| anyhow::anyhow!("--policy {}: {e}", p.display()))?,
-            ),
-            None => None,
-        };
+        let global_policy =
+            match &opts.policy {
+                Some(p) => Some(crate::agent::load_policy_file(p).map_err(|source| {
+                    StartError::Policy {
+                        path: p.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         let (keeper, welcome) = connect(&layout)?;
         let keeper_pid = welcome.keeper_pid;
         let collected = crate::runtime::collected::load(&layout.control_dir());
