@@ -2,15 +2,20 @@
 //! child exits, the next deadline, a periodic resync and signals. Each wake-up
 //! reconciles the keys its triggers named and performs the plan.
 //!
-//! This file is the loop (`run`, `pass`, `execute`) and how it ends; each
-//! concern is in its own file: `model` (the manifest folder and the desired
-//! state), `keeper_link` (spawn answers, exits, the keeper's death),
+//! This file is the loop (`run`, `pass`, `execute`) and how it ends: it
+//! routes wake-ups to the components and a plan's actions to their owners.
+//! Each component owns its state, in its own file: `model` (the manifests,
+//! the desired state, the core state and the keys to reconcile: the only
+//! caller of `core::observe` and `core::reconcile`), `processes` (which pid
+//! is which session, spawns in flight, exits held until saved),
+//! `status_book` (what was written, what is to be written, phase counts),
+//! `keeper_link` (the keeper's stream: spawn answers, exits, its death),
 //! `spawner`, `signalling`, `monitoring` (usage, agents, vanished
 //! sessions), `statuses` (status files, crash dumps, tombstones, the
 //! controller status, metrics), `restore` (adoption at start), `startup`
-//! (checks, the lock, the keeper reached), `options`, `health`, `api_link`
-//! and `event_hooks`; `tests` drives the routing with a fake keeper client
-//! and a paused clock.
+//! (checks, the lock, the keeper reached), `wiring` (what wakes the loop),
+//! `options`, `health`, `api_link` and `event_hooks`; `tests` drives the
+//! routing with a fake keeper client and a paused clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -47,6 +52,7 @@ mod status_book;
 mod statuses;
 #[cfg(test)]
 mod tests;
+mod wiring;
 use crate::api::status::{ControllerStatus, LogPaths, SessionStatusDoc};
 use crate::core::{self, Action, Desired, DesiredSession, Event, Phase, Reason, Run, State};
 use crate::manifest::codec;
@@ -88,6 +94,7 @@ pub use crate::core::exit::Exit;
 use health::Health;
 pub use options::Options;
 use processes::Live;
+use wiring::Wakers;
 
 /// The controller.
 pub struct Controller {
@@ -152,99 +159,17 @@ impl Controller {
             mut sigint,
             mut sigchld,
         } = signals;
-        if let Err(e) = process::become_subreaper() {
-            tracing::warn!("cannot become child subreaper ({e}); grandchildren that leave their group are not tracked");
-        }
-        let mut from_keeper = self.start_keeper_io()?;
-        let (agent_tx, mut agent_rx) = mpsc::unbounded_channel::<PathBuf>();
-        let agent_watcher = if self.opts.poll {
-            // No inotify here: agent output is read at each usage sample and resync.
-            Err(notify::Error::generic("--poll"))
-        } else {
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event {
-                    if matches!(
-                        event.kind,
-                        notify::EventKind::Modify(_) | notify::EventKind::Create(_)
-                    ) {
-                        for p in event.paths {
-                            let _ = agent_tx.send(p);
-                        }
-                    }
-                }
-            })
-        };
-        match agent_watcher {
-            Ok(w) => self.agent_watcher = Some(std::sync::Mutex::new(w)),
-            Err(e) => {
-                tracing::warn!("cannot watch agent output ({e}); it is read at each usage sample")
-            }
-        }
-        self.watch_adopted_agents();
-        // `sessionlet send` drops messages in the inbox: watching it wakes
-        // the loop, whose pass hands them to the keeper at once.
-        let inbox = self.layout.control_dir().join("inbox");
-        if let (Some(w), Ok(())) = (&self.agent_watcher, create_dir(&inbox)) {
-            use notify::Watcher;
-            if let Err(e) = w
-                .lock()
-                .map_err(|_| notify::Error::generic("watcher lock poisoned"))
-                .and_then(|mut w| w.watch(&inbox, notify::RecursiveMode::Recursive))
-            {
-                tracing::warn!(
-                    "cannot watch {} ({e}); messages are delivered at each resync",
-                    inbox.display()
-                );
-            }
-        }
-        self.guard_logs_at_start();
-        let mut log_changes = self
-            .log_guard
-            .changes()
-            .unwrap_or_else(|| mpsc::unbounded_channel().1);
-        let mut api_rx = self.api_start().await?;
-        let (watch_tx, mut watch_rx) = mpsc::channel::<watch::Wake>(8);
-        let _watcher = if self.opts.poll {
-            None
-        } else {
-            match watch::watch(
-                &self.layout.manifest_dir,
-                watch_tx,
-                self.model.dir_changes.clone(),
-            ) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot watch {} ({e}); falling back to rescans every {:?}",
-                        self.layout.manifest_dir.display(),
-                        self.opts.resync_interval
-                    );
-                    None
-                }
-            }
-        };
-        self.model.watching = _watcher.is_some();
-        let sampling = !self.opts.usage_interval.is_zero();
-        let mut usage_tick = tokio::time::interval(if sampling {
-            self.opts.usage_interval
-        } else {
-            Duration::from_secs(86_400)
-        });
-        usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        usage_tick.tick().await;
-        let mut resync = tokio::time::interval(self.opts.resync_interval);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        resync.tick().await;
-        tracing::info!(
-            dir = %self.layout.manifest_dir.display(),
-            status_dir = %self.layout.status_dir.display(),
-            "sessionlet controller started"
-        );
-        // `sessionlet down`: a drain from the start, as if SIGINT had come.
-        self.model.state.shutting_down |= self.opts.drain;
-        self.story
-            .seed(&self.model.state, &self.model.desired, &self.model.catalog);
-        self.tombstones = super::tombstone::scan(&self.layout.status_dir, self.opts.tombstone_ttl);
+        let Wakers {
+            mut from_keeper,
+            mut agent_rx,
+            mut log_changes,
+            mut api_rx,
+            mut watch_rx,
+            _watcher,
+            mut usage_tick,
+            mut resync,
+            sampling,
+        } = self.wire().await?;
         let mut rescan = true;
         // When a file being written is read anyway (its writer keeps it open).
         let mut settle_at: Option<tokio::time::Instant> = None;
@@ -268,26 +193,7 @@ impl Controller {
                 f.note_state(&self.model.state);
             }
             if let Some(exit) = self.finished() {
-                if matches!(exit, Exit::SomeFailed) {
-                    super::story::failures(
-                        &self.model.desired,
-                        &self.model.state,
-                        &self.model.catalog,
-                    );
-                }
-                self.write_controller_status(true);
-                if self.model.state.all_stopped() {
-                    // Nothing left to keep: the keeper exits after its last child.
-                    if let Some(tx) = &self.link.tx {
-                        tx.shutdown().await;
-                    }
-                    for live in self.procs.lives() {
-                        if let Some(cg) = &live.cgroup {
-                            super::cgroup::remove(cg);
-                        }
-                    }
-                    super::cgroup::remove_root(&self.memory_mode);
-                }
+                self.end(exit).await;
                 return Ok(exit);
             }
             let sleep = wake_at
@@ -316,11 +222,7 @@ impl Controller {
                     while let Ok(p) = agent_rx.try_recv() {
                         paths.insert(p);
                     }
-                    for p in paths {
-                        if let Some(name) = self.agents.by_stdout(&p) {
-                            self.read_agent(&name);
-                        }
-                    }
+                    self.on_agent_output(paths);
                 }
                 msg = from_keeper.recv(), if self.link.events_open => {
                     let mut batch = vec![msg.unwrap_or(FromKeeper::Closed)];
@@ -357,23 +259,9 @@ impl Controller {
                 }
                 _ = resync.tick() => {
                     resync_due = true;
-                    self.reap();
-                    if self.link.tx.is_none() {
-                        // A keeper that could not be started (or reached)
-                        // after the last one died: try again at each resync,
-                        // so that spawning works again once it can.
-                        if let Some(rx) = self.reconnect_keeper() {
-                            from_keeper = rx;
-                            self.link.events_open = true;
-                        }
+                    if let Some(rx) = self.on_resync_tick() {
+                        from_keeper = rx;
                     }
-                    self.check_status_dir();
-                    // Only logs guarded without inotify (--poll).
-                    for name in self.log_guard.check_all() {
-                        self.mark_dirty(&name);
-                    }
-                    self.check_vanished();
-                    self.read_agents();
                 }
                 _ = sigterm.recv() => { if let Some(exit) = self.on_signal(Signal::SIGTERM) { return Ok(exit); } }
                 _ = sigint.recv() => { if let Some(exit) = self.on_signal(Signal::SIGINT) { return Ok(exit); } }
