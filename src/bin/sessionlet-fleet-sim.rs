@@ -197,7 +197,7 @@ impl Member {
                 rt.block_on(async move {
                     let started = coordinator::start(cfg).await;
                     let ok = started.is_ok();
-                    let _ = fleet_tx.send(started);
+                    let _ = fleet_tx.send(started.map_err(anyhow::Error::from));
                     if ok {
                         let _ = stop_rx.await;
                     }

@@ -27,6 +27,7 @@
 //! lease is renewed in its own task, so a long round cannot let it expire;
 //! claims go [`CLAIM_BATCH`] owner keys to a transaction.
 
+use super::error::FleetError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -66,7 +67,7 @@ const PUBLISH_PER_ROUND: usize = 200;
 /// restarted within the lease keeps its sessions) or grants a new one, reads
 /// what this node owns, and keeps all that up to date in tasks on the
 /// current runtime: one renews the lease (and fences), one runs the rounds.
-pub async fn start(cfg: Config) -> anyhow::Result<Fleet> {
+pub async fn start(cfg: Config) -> Result<Fleet, FleetError> {
     let mut conns = Endpoints::new(&cfg);
     let fleet = Fleet::new(&cfg.node);
     let lease = Arc::new(Mutex::new(LeaseState {
@@ -98,10 +99,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Fleet> {
                 conns.rotate();
                 tokio::time::sleep(ROUND).await;
             }
-            Err(e) => anyhow::bail!(
-                "cannot join the fleet over etcd (--etcd-endpoints {}): {e}",
-                c.cfg.endpoints.join(",")
-            ),
+            Err(e) => {
+                return Err(FleetError::Join {
+                    endpoints: c.cfg.endpoints.join(","),
+                    source: Box::new(e),
+                })
+            }
         }
     }
     hand_deadline_to_keeper(&c.cfg, &lease).await;
@@ -161,19 +164,22 @@ impl Endpoints {
     }
 
     /// The client of the member in use, connected on first use.
-    async fn client(&mut self) -> anyhow::Result<&mut Client> {
+    async fn client(&mut self) -> Result<&mut Client, FleetError> {
         let i = self.active;
         if self.clients[i].is_none() {
             let url = &self.urls[i];
             let c = timeout(self.call, Client::connect([url], Some(self.opts.clone())))
                 .await
-                .map_err(|_| anyhow::anyhow!("{url}: no answer"))?
-                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+                .map_err(|_| FleetError::Unreachable { url: url.clone() })?
+                .map_err(|source| FleetError::Connect {
+                    url: url.clone(),
+                    source,
+                })?;
             self.clients[i] = Some(c);
         }
-        self.clients[i]
-            .as_mut()
-            .ok_or_else(|| anyhow::anyhow!("no etcd client"))
+        self.clients[i].as_mut().ok_or(FleetError::Unreachable {
+            url: self.urls[i].clone(),
+        })
     }
 
     /// The member in use failed: the next call goes to the next one.
@@ -300,7 +306,7 @@ impl Renewer {
         self.fleet.set_owned(BTreeMap::new());
     }
 
-    async fn renew(&mut self, lease: i64) -> anyhow::Result<()> {
+    async fn renew(&mut self, lease: i64) -> Result<(), FleetError> {
         let t = self.cfg.lease_ttl / 4;
         if self.keeper.as_ref().is_none_or(|(l, _, _)| *l != lease) {
             let client = self.conns.client().await?;
@@ -332,9 +338,9 @@ impl Renewer {
                 }
                 Ok(())
             }
-            Ok(Ok(None)) => anyhow::bail!("keepalive stream closed"),
+            Ok(Ok(None)) => Err(FleetError::Keepalive("the stream closed")),
             Ok(Err(e)) => Err(e.into()),
-            Err(_) => anyhow::bail!("keepalive: no answer within {t:?}"),
+            Err(_) => Err(FleetError::KeepaliveTimeout(t)),
         }
     }
 }
@@ -375,7 +381,7 @@ impl Coordinator {
 
     /// Resumes the lease named by this node's member key while etcd still
     /// holds it, else grants a new one and puts the member key with it.
-    async fn join(&mut self, client: &mut Client) -> anyhow::Result<()> {
+    async fn join(&mut self, client: &mut Client) -> Result<(), FleetError> {
         let t = self.call_timeout();
         let sent = Instant::now();
         let got = timeout(t, client.get(self.member_key.as_str(), None)).await??;
@@ -469,7 +475,7 @@ impl Coordinator {
     /// claims what placement gives this node.
     /// Every prefix is read at one revision (the first read's), so the
     /// round decides from one snapshot of the fleet.
-    async fn round(&mut self, client: &mut Client) -> anyhow::Result<()> {
+    async fn round(&mut self, client: &mut Client) -> Result<(), FleetError> {
         let t = self.call_timeout();
         let lease = self.lease_state().lease;
         let mut rev = 0;
@@ -656,7 +662,7 @@ impl Coordinator {
         owners: &BTreeMap<String, String>,
         grouped: &BTreeMap<String, String>,
         mine: &mut BTreeMap<String, i64>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), FleetError> {
         let t = self.call_timeout();
         let held = self.list(client, "pools", rev).await?;
         let mut pool_owners: BTreeMap<String, String> = held
@@ -705,8 +711,18 @@ impl Coordinator {
                 }
                 Ok(Ok(_)) => {}
                 // Ambiguous: the next round reads the key and decides.
-                Ok(Err(e)) => anyhow::bail!("claim of pool {pool}: {e}"),
-                Err(_) => anyhow::bail!("claim of pool {pool}: no answer"),
+                Ok(Err(e)) => {
+                    return Err(FleetError::Claim {
+                        what: format!("pool {pool}"),
+                        message: e.to_string(),
+                    })
+                }
+                Err(_) => {
+                    return Err(FleetError::Claim {
+                        what: format!("pool {pool}"),
+                        message: "no answer".into(),
+                    })
+                }
             }
         }
         let members = crate::core::placement::members_to_claim(
@@ -828,7 +844,7 @@ impl Coordinator {
         names: &[String],
         held: Option<(String, i64)>,
         mine: &mut BTreeMap<String, i64>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), FleetError> {
         if names.is_empty() {
             return Ok(());
         }
@@ -863,7 +879,7 @@ impl Coordinator {
         lease: i64,
         names: &[String],
         held: &Option<(String, i64)>,
-    ) -> anyhow::Result<Option<i64>> {
+    ) -> Result<Option<i64>, FleetError> {
         let keys: Vec<String> = names.iter().map(|n| self.key("owners", n)).collect();
         let mut when: Vec<Compare> = keys
             .iter()
@@ -893,8 +909,14 @@ impl Coordinator {
         match timeout(self.call_timeout(), client.txn(txn)).await {
             Ok(Ok(r)) if r.succeeded() => Ok(Some(r.header().map_or(0, |h| h.revision()))),
             Ok(Ok(_)) => Ok(None),
-            Ok(Err(e)) => anyhow::bail!("claim of {what}: {e}"),
-            Err(_) => anyhow::bail!("claim of {what}: no answer"),
+            Ok(Err(e)) => Err(FleetError::Claim {
+                what,
+                message: e.to_string(),
+            }),
+            Err(_) => Err(FleetError::Claim {
+                what,
+                message: "no answer".into(),
+            }),
         }
     }
 
@@ -905,7 +927,7 @@ impl Coordinator {
         client: &mut Client,
         kind: &str,
         rev: &mut i64,
-    ) -> anyhow::Result<BTreeMap<String, (String, i64, i64)>> {
+    ) -> Result<BTreeMap<String, (String, i64, i64)>, FleetError> {
         let prefix = self.key(kind, "");
         let kvs = read_prefix(client, &prefix, rev, self.call_timeout()).await?;
         let mut out = BTreeMap::new();
@@ -935,7 +957,7 @@ pub async fn read_prefix(
     prefix: &str,
     rev: &mut i64,
     call: Duration,
-) -> anyhow::Result<Vec<KeyValue>> {
+) -> Result<Vec<KeyValue>, FleetError> {
     let end = prefix_end(prefix.as_bytes());
     let mut from = prefix.as_bytes().to_vec();
     let mut out = Vec::new();
@@ -948,7 +970,10 @@ pub async fn read_prefix(
         }
         let mut got = timeout(call, client.get(from.clone(), Some(o)))
             .await
-            .map_err(|_| anyhow::anyhow!("reading {prefix}: no answer within {call:?}"))??;
+            .map_err(|_| FleetError::ReadTimeout {
+                prefix: prefix.to_string(),
+                within: call,
+            })??;
         if *rev <= 0 {
             *rev = got.header().map_or(0, |h| h.revision());
         }

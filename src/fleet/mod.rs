@@ -18,6 +18,8 @@ use crate::core::Desired;
 
 #[cfg(feature = "etcd")]
 pub mod coordinator;
+pub mod error;
+pub use error::FleetError;
 pub mod view;
 
 /// The environment variable naming the node a session runs on.
@@ -539,7 +541,7 @@ impl Fleet {
 
 /// Joins the fleet when `config` asks for a coordinator (see
 /// [`coordinator`]); `None` runs alone, and touches nothing of etcd.
-pub async fn start(config: Option<Config>) -> anyhow::Result<Option<Fleet>> {
+pub async fn start(config: Option<Config>) -> Result<Option<Fleet>, FleetError> {
     let Some(config) = config else {
         return Ok(None);
     };
@@ -551,7 +553,7 @@ pub async fn start(config: Option<Config>) -> anyhow::Result<Option<Fleet>> {
     {
         // validate() refuses this already; kept for callers that skip it.
         let _ = config;
-        anyhow::bail!("--coordinator etcd: built without the `etcd` feature")
+        Err(FleetError::NotBuilt)
     }
 }
 

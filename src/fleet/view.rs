@@ -321,7 +321,7 @@ async fn read(endpoints: &[String], prefix: &str) -> Result<Snapshot, String> {
     let call = Duration::from_secs(3);
     let mut errors = Vec::new();
     for url in endpoints {
-        let got: anyhow::Result<Snapshot> = async {
+        let got: Result<Snapshot, super::FleetError> = async {
             let opts = ConnectOptions::new()
                 .with_connect_timeout(call)
                 .with_timeout(call);
