@@ -239,8 +239,15 @@ pub fn check_own_regular(fd: impl AsFd, path: &Path) -> io::Result<nix::sys::sta
 pub fn open_append(path: &Path) -> io::Result<std::fs::File> {
     let (parent, name) = split(path)?;
     let dir = open_dir(parent)?;
+    open_append_in(&dir, name, path)
+}
+
+/// [`open_append`] of `name` in the folder `dir` already opened (`path`
+/// names the file in errors): a session's two logs share one walk of
+/// their folder, which is six opens on the keeper's spawn path.
+pub fn open_append_in(dir: &OwnedFd, name: &OsStr, path: &Path) -> io::Result<std::fs::File> {
     let fd = open_in(
-        &dir,
+        dir,
         name,
         path,
         OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,

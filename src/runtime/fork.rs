@@ -220,18 +220,28 @@ fn prepare(req: &SpawnRequest) -> Result<Prepared, SpawnError> {
         ));
     }
     let path = resolve(program, &req.env, &req.cwd)?;
-    let open_log = |p: &PathBuf| -> Result<OwnedFd, SpawnError> {
-        super::files::open_append(p)
-            .map(OwnedFd::from)
-            .map_err(|e| {
-                fail(
-                    Reason::SpawnFailed,
-                    format!("cannot open log file {}: {e}", p.display()),
-                )
-            })
+    let log_error = |p: &Path, e: std::io::Error| {
+        fail(
+            Reason::SpawnFailed,
+            format!("cannot open log file {}: {e}", p.display()),
+        )
     };
-    let stdout = open_log(&req.stdout)?;
-    let stderr = open_log(&req.stderr)?;
+    // Both logs live in the session's log folder: one walk opens it for both.
+    let (out_dir, out_name) =
+        super::files::split(&req.stdout).map_err(|e| log_error(&req.stdout, e))?;
+    let dir = super::files::open_dir(out_dir).map_err(|e| log_error(&req.stdout, e))?;
+    let stdout = super::files::open_append_in(&dir, out_name, &req.stdout)
+        .map(OwnedFd::from)
+        .map_err(|e| log_error(&req.stdout, e))?;
+    let stderr = match super::files::split(&req.stderr) {
+        Ok((err_dir, err_name)) if err_dir == out_dir => {
+            super::files::open_append_in(&dir, err_name, &req.stderr)
+        }
+        _ => super::files::open_append(&req.stderr),
+    }
+    .map(OwnedFd::from)
+    .map_err(|e| log_error(&req.stderr, e))?;
+    drop(dir);
     let mut stdin_w = None;
     let stdin: OwnedFd = match &req.stdin {
         // Both ends close on exec; the child's dup2 onto 0 keeps its copy.
