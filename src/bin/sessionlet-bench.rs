@@ -86,6 +86,10 @@ struct Args {
     /// the full run's point is 100000 (`--held 100000`, about 15 minutes).
     #[arg(long)]
     held: Option<usize>,
+    /// How long the held point waits for every session to finish before
+    /// it reads the memory all the same (and says how many had), seconds.
+    #[arg(long, default_value_t = 1800)]
+    held_limit: u64,
     /// Idle window for CPU and status churn, seconds (default 30; --quick 10).
     #[arg(long)]
     idle_seconds: Option<u64>,
@@ -895,7 +899,7 @@ impl Bench {
                     &self.sessionlet_bin,
                     &root,
                     n,
-                    Duration::from_secs(1800),
+                    Duration::from_secs(self.args.held_limit),
                     &self.args.sessionlet_args,
                     &|m| log(started, m),
                 )?;

@@ -987,6 +987,8 @@ impl Catalog {
                     restarted_at(metadata).map(str::to_string),
                 ));
             }
+            // Pushing one entry reserves four (an `Entry` is 80 bytes).
+            view.entries.shrink_to_fit();
             self.views.insert(stem.clone(), view);
             for (name, spec, hash, labels, restarted_at) in wanted {
                 removed.remove(&name);
@@ -1186,6 +1188,7 @@ impl Catalog {
                 }
             }
             view.shared = session_count > 1;
+            view.entries.shrink_to_fit();
             self.views.insert(stem, view);
         }
         let sessions_declared: std::collections::HashSet<&str> = sessions

@@ -102,6 +102,15 @@ struct State {
     told_at: Option<Instant>,
 }
 
+/// Gives back the memory of a map that a burst of sessions grew (hash maps
+/// never shrink on their own): once it holds under a quarter of what it
+/// has room for, it keeps room for twice what it holds.
+fn release<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 /// How often the controller is told at most that counts changed.
 const TELL_EVERY: Duration = Duration::from_secs(1);
 
@@ -265,13 +274,17 @@ impl LogGuard {
     fn unwatch(&self, path: &Path) -> Option<Guarded> {
         let mut state = self.shared.lock();
         if let Some(g) = state.unwatched.remove(path) {
+            release(&mut state.unwatched);
             return Some(g);
         }
         let wd = state.by_path.remove(path)?;
         if let Some(i) = &self.shared.inotify {
             let _ = i.rm_watch(wd);
         }
-        state.files.remove(&wd)
+        let g = state.files.remove(&wd);
+        release(&mut state.by_path);
+        release(&mut state.files);
+        g
     }
 
     /// The session of `path` ended: stops guarding it and caps it in place
