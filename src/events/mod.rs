@@ -11,7 +11,7 @@
 pub mod derive;
 pub mod webhook;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -196,15 +196,28 @@ pub struct Context {
     pub status_path: String,
 }
 
+/// The part of an object's last event a repeat folds into.
+#[derive(Debug)]
+struct Fold {
+    reason: Box<str>,
+    message: Box<str>,
+    first_timestamp: DateTime<Utc>,
+    count: u64,
+}
+
 #[derive(Debug)]
 struct Inner {
     file: Option<std::fs::File>,
     size: u64,
     max_bytes: u64,
-    /// The last event of each object, to fold repeats into.
-    last: HashMap<(String, String), Event>,
+    /// What repeats fold into: of each object's last event, what a repeat
+    /// must match and what it carries on (not the whole event: one per
+    /// object ever seen, so it is kept small).
+    last: HashMap<(String, String), Fold>,
     /// What each object looked like at its last status render.
-    seen: BTreeMap<(String, String), derive::Snapshot>,
+    /// Boxed in a hash map: one entry per object, and a B-tree's half-full
+    /// nodes of whole snapshots took about twice the snapshot.
+    seen: HashMap<(String, String), Box<derive::Snapshot>>,
     write_errors: u64,
 }
 
@@ -243,7 +256,7 @@ impl EventLog {
                 size: 0,
                 max_bytes: max_bytes.max(1024),
                 last: HashMap::new(),
-                seen: BTreeMap::new(),
+                seen: HashMap::new(),
                 write_errors: 0,
             })),
             notifier: None,
@@ -297,14 +310,24 @@ impl EventLog {
         let mut inner = self.lock();
         let key = (event.object.kind.clone(), event.object.name.clone());
         let event = match inner.last.get(&key) {
-            Some(prev) if prev.reason == event.reason && prev.message == event.message => Event {
-                first_timestamp: prev.first_timestamp,
-                count: prev.count + 1,
-                ..event
-            },
+            Some(prev) if *prev.reason == *event.reason && *prev.message == *event.message => {
+                Event {
+                    first_timestamp: prev.first_timestamp,
+                    count: prev.count + 1,
+                    ..event
+                }
+            }
             _ => event,
         };
-        inner.last.insert(key, event.clone());
+        inner.last.insert(
+            key,
+            Fold {
+                reason: event.reason.as_str().into(),
+                message: event.message.as_str().into(),
+                first_timestamp: event.first_timestamp,
+                count: event.count,
+            },
+        );
         self.append(&mut inner, &event);
         drop(inner);
         self.count(match event.kind {
@@ -321,10 +344,10 @@ impl EventLog {
         let events = {
             let mut inner = self.lock();
             let key = (next.kind.clone(), next.name.clone());
-            let prev = inner.seen.get(&key);
+            let prev = inner.seen.get(&key).map(|b| &**b);
             let events = derive::transitions(prev, &next, now);
             let kept = derive::carry(prev, next.clone(), &events);
-            inner.seen.insert(key, kept);
+            inner.seen.insert(key, Box::new(kept));
             events
         };
         for e in events {
@@ -340,7 +363,7 @@ impl EventLog {
     /// with that and not taken for news.
     pub fn seed(&self, snapshot: derive::Snapshot) {
         let key = (snapshot.kind.clone(), snapshot.name.clone());
-        self.lock().seen.insert(key, snapshot);
+        self.lock().seen.insert(key, Box::new(snapshot));
     }
 
     /// Forgets an object (it was deleted): a new one with its name starts afresh.

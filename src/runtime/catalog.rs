@@ -65,45 +65,116 @@ struct CachedFile {
     /// the listing's number differs from `stat`'s (overlayfs may), this one
     /// keeps an unchanged file from being stat'ed at every resync.
     dirent_ino: u64,
-    loaded: ManifestFile,
-    /// The objects of the last version of this file that had no problem.
-    last_good: Vec<Object>,
-    /// Per object of `last_good`, computed once per load: the spec hash and
-    /// the shared Session spec (a Pool's template), so a rescan of 10,000
-    /// unchanged files neither re-hashes nor copies specs.
-    good_cache: Vec<GoodCache>,
+    loaded: Loaded,
+    /// The objects of the last version of this file that had no problem,
+    /// each with what is computed once per load (the spec hash, the shared
+    /// Session spec), so a rescan of 10,000 unchanged files neither
+    /// re-hashes nor copies specs.
+    last_good: Vec<Good>,
 }
 
+/// What the catalog keeps of the current version of a file: its stem and
+/// problems and, only while it has problems, its documents (a valid file's
+/// objects are its [`CachedFile::last_good`]; keeping both held every spec
+/// twice, the largest memory cost per session).
+struct Loaded {
+    stem: String,
+    problems: Vec<Problem>,
+    /// Empty when `problems` is (see above).
+    documents: Vec<Document>,
+}
+
+impl Loaded {
+    fn of(file: ManifestFile) -> Loaded {
+        let documents = if file.problems.is_empty() {
+            Vec::new()
+        } else {
+            file.documents
+        };
+        Loaded {
+            stem: file.stem,
+            problems: file.problems,
+            documents,
+        }
+    }
+}
+
+/// One object of a file's last good version, in the form the desired state
+/// takes it: a Session's spec is held once, shared (`Arc`) with the desired
+/// state.
 #[derive(Clone)]
-struct GoodCache {
-    /// Hash of the Session spec, or of the Pool spec.
-    hash: u64,
-    /// The Session spec, or the Pool template's spec.
-    spec: Option<Arc<SessionSpec>>,
-    /// Hash of the Pool template's spec.
-    template_hash: u64,
+enum Good {
+    Session {
+        metadata: crate::api::Metadata,
+        spec: Arc<SessionSpec>,
+        /// Hash of the spec and the restartedAt annotation.
+        hash: u64,
+    },
+    Pool {
+        pool: Box<PoolManifest>,
+        /// Hash of the Pool spec.
+        hash: u64,
+        /// The template's spec.
+        template: Option<Arc<SessionSpec>>,
+        /// Hash of the template's spec (with the Pool's restartedAt).
+        template_hash: u64,
+    },
 }
 
-fn good_cache(objects: &[Object]) -> Vec<GoodCache> {
-    objects
-        .iter()
-        .map(|o| match o {
-            Object::Session(s) => GoodCache {
+impl Good {
+    fn of(object: Object) -> Good {
+        match object {
+            Object::Session(s) => Good::Session {
                 hash: session_hash(&s.spec, restarted_at(&s.metadata)),
-                spec: Some(Arc::new(s.spec.clone())),
-                template_hash: 0,
+                metadata: s.metadata,
+                spec: Arc::new(s.spec),
             },
-            Object::Pool(p) => GoodCache {
+            Object::Pool(p) => Good::Pool {
                 hash: spec_hash(&p.spec),
-                spec: p.spec.template.as_ref().map(|t| Arc::new(t.spec.clone())),
+                template: p.spec.template.as_ref().map(|t| Arc::new(t.spec.clone())),
                 template_hash: p
                     .spec
                     .template
                     .as_ref()
                     .map_or(0, |t| session_hash(&t.spec, restarted_at(&p.metadata))),
+                pool: Box::new(p),
             },
-        })
-        .collect()
+        }
+    }
+
+    /// Same declaration (what `Object`'s equality compared).
+    fn same(&self, other: &Good) -> bool {
+        match (self, other) {
+            (
+                Good::Session { metadata, spec, .. },
+                Good::Session {
+                    metadata: m2,
+                    spec: s2,
+                    ..
+                },
+            ) => metadata == m2 && (Arc::ptr_eq(spec, s2) || spec == s2),
+            (Good::Pool { pool, .. }, Good::Pool { pool: p2, .. }) => pool == p2,
+            _ => false,
+        }
+    }
+
+    fn metadata(&self) -> &crate::api::Metadata {
+        match self {
+            Good::Session { metadata, .. } => metadata,
+            Good::Pool { pool, .. } => &pool.metadata,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Good::Session { .. } => "Session",
+            Good::Pool { .. } => "Pool",
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or("")
+    }
 }
 
 /// The `sessionlet.dev/restartedAt` annotation of an object.
@@ -495,29 +566,38 @@ impl Catalog {
                 }
             }
         }
-        let good: Vec<Object> = if loaded.problems.is_empty() {
-            loaded
-                .documents
-                .iter()
-                .filter_map(|d| match d {
-                    Document::Valid(o) => Some(o.clone()),
-                    Document::Invalid { .. } => None,
-                })
-                .collect()
+        let valid = loaded.problems.is_empty();
+        // A valid file's documents are all Valid: they move into `last_good`.
+        let documents = if valid {
+            std::mem::take(&mut loaded.documents)
         } else {
             Vec::new()
         };
-        let last_good = if loaded.problems.is_empty() {
-            good
+        let loaded = Loaded::of(loaded);
+        let last_good: Vec<Good> = if valid {
+            // A new vector, not one collected in place: that would keep the
+            // documents' buffer (a `Document` is ten times a `Good`).
+            let mut fresh: Vec<Good> = Vec::with_capacity(documents.len());
+            for d in documents {
+                if let Document::Valid(o) = d {
+                    fresh.push(Good::of(o));
+                }
+            }
+            // The same declarations as before keep their shared specs.
+            match self.files.get(path.as_os_str()) {
+                Some(c)
+                    if c.last_good.len() == fresh.len()
+                        && c.last_good.iter().zip(&fresh).all(|(a, b)| a.same(b)) =>
+                {
+                    c.last_good.clone()
+                }
+                _ => fresh,
+            }
         } else {
             self.files
                 .get(path.as_os_str())
                 .map(|c| c.last_good.clone())
                 .unwrap_or_default()
-        };
-        let cache = match self.files.get(path.as_os_str()) {
-            Some(c) if c.last_good == last_good => c.good_cache.clone(),
-            _ => good_cache(&last_good),
         };
         self.index = None;
         self.files.insert(
@@ -527,7 +607,6 @@ impl Catalog {
                 dirent_ino: 0,
                 loaded,
                 last_good,
-                good_cache: cache,
             },
         );
         true
@@ -851,11 +930,11 @@ impl Catalog {
             if !cached.loaded.problems.is_empty() {
                 return None;
             }
-            for obj in &cached.last_good {
-                let Object::Session(sess) = obj else {
+            for good in &cached.last_good {
+                let Good::Session { metadata, .. } = good else {
                     return None;
                 };
-                let name = obj_name(&sess.metadata);
+                let name = obj_name(metadata);
                 if self.contested.contains(&session_key(&name))
                     || self.session_file.get(&name).is_some_and(|s| s != stem)
                     || self.pool_file.contains_key(&name)
@@ -889,24 +968,27 @@ impl Catalog {
                 shared: cached.last_good.len() > 1,
             };
             let mut wanted = Vec::new();
-            for (obj, cache) in cached.last_good.iter().zip(&cached.good_cache) {
-                let Object::Session(sess) = obj else {
+            for good in &cached.last_good {
+                let Good::Session {
+                    metadata,
+                    spec,
+                    hash,
+                } = good
+                else {
                     continue;
                 };
-                let name = obj_name(&sess.metadata);
+                let name = obj_name(metadata);
                 view.entries.push(Entry::Session(name.clone()));
-                let spec = cache
-                    .spec
-                    .clone()
-                    .unwrap_or_else(|| Arc::new(sess.spec.clone()));
                 wanted.push((
                     name,
-                    spec,
-                    cache.hash,
-                    sess.metadata.labels.clone(),
-                    restarted_at(&sess.metadata).map(str::to_string),
+                    spec.clone(),
+                    *hash,
+                    metadata.labels.clone(),
+                    restarted_at(metadata).map(str::to_string),
                 ));
             }
+            // Pushing one entry reserves four (an `Entry` is 80 bytes).
+            view.entries.shrink_to_fit();
             self.views.insert(stem.clone(), view);
             for (name, spec, hash, labels, restarted_at) in wanted {
                 removed.remove(&name);
@@ -959,8 +1041,8 @@ impl Catalog {
                 shared: false,
             };
             // The objects in force: the current ones, or the last good ones with the current problems noted.
-            let in_force: Vec<(&Object, &GoodCache)> = if cached.loaded.problems.is_empty() {
-                cached.last_good.iter().zip(&cached.good_cache).collect()
+            let in_force: Vec<&Good> = if cached.loaded.problems.is_empty() {
+                cached.last_good.iter().collect()
             } else if !cached.last_good.is_empty() {
                 view.stale_problems = cached
                     .loaded
@@ -968,7 +1050,7 @@ impl Catalog {
                     .iter()
                     .map(|p| p.to_string())
                     .collect();
-                cached.last_good.iter().zip(&cached.good_cache).collect()
+                cached.last_good.iter().collect()
             } else {
                 for doc in &cached.loaded.documents {
                     if let Document::Invalid {
@@ -1006,7 +1088,7 @@ impl Catalog {
                 Vec::new()
             };
             let mut session_count = 0;
-            for (object_index, (obj, cache)) in in_force.into_iter().enumerate() {
+            for (object_index, obj) in in_force.into_iter().enumerate() {
                 let origin = Origin {
                     file: file_index,
                     object: object_index,
@@ -1022,28 +1104,33 @@ impl Catalog {
                     continue;
                 }
                 match obj {
-                    Object::Session(s) => {
-                        let name = obj_name(&s.metadata);
+                    Good::Session {
+                        metadata,
+                        spec,
+                        hash,
+                    } => {
+                        let name = obj_name(metadata);
                         session_count += 1;
                         view.entries.push(Entry::Session(name.clone()));
                         self.session_file.insert(name.clone(), stem.clone());
-                        if !s.metadata.labels.is_empty() {
+                        if !metadata.labels.is_empty() {
                             self.session_labels
-                                .insert(name.clone(), s.metadata.labels.clone());
+                                .insert(name.clone(), metadata.labels.clone());
                         }
-                        let spec = cache
-                            .spec
-                            .clone()
-                            .unwrap_or_else(|| Arc::new(s.spec.clone()));
                         sessions.push((
                             name,
-                            spec,
-                            cache.hash,
+                            spec.clone(),
+                            *hash,
                             None,
-                            restarted_at(&s.metadata).map(str::to_string),
+                            restarted_at(metadata).map(str::to_string),
                         ));
                     }
-                    Object::Pool(p) => {
+                    Good::Pool {
+                        pool: p,
+                        hash,
+                        template,
+                        template_hash,
+                    } => {
                         let name = obj_name(&p.metadata);
                         session_count += 2;
                         view.entries.push(Entry::Pool(name.clone()));
@@ -1052,7 +1139,7 @@ impl Catalog {
                             self.pool_labels
                                 .insert(name.clone(), p.metadata.labels.clone());
                         }
-                        if let Some(spec) = &cache.spec {
+                        if let Some(spec) = template {
                             for ordinal in 0..p.spec.replicas {
                                 let rname = core::names::replica_name(&name, ordinal);
                                 let origin = Origin {
@@ -1090,17 +1177,18 @@ impl Catalog {
                                 sessions.push((
                                     rname,
                                     spec.clone(),
-                                    cache.template_hash,
+                                    *template_hash,
                                     Some(replica),
                                     restarted_at(&p.metadata).map(str::to_string),
                                 ));
                             }
                         }
-                        pools.push((name, p.clone(), cache.hash));
+                        pools.push((name, (**p).clone(), *hash));
                     }
                 }
             }
             view.shared = session_count > 1;
+            view.entries.shrink_to_fit();
             self.views.insert(stem, view);
         }
         let sessions_declared: std::collections::HashSet<&str> = sessions
@@ -1281,7 +1369,7 @@ impl NameClaims {
         let mut pool_origins = Vec::new();
         for (file, (_, cached)) in files.iter().enumerate() {
             for (object, obj) in cached.last_good.iter().enumerate() {
-                if let Object::Pool(p) = obj {
+                if let Good::Pool { pool: p, .. } = obj {
                     pool_claims.push(Claim {
                         key: ("Pool".into(), obj_name(&p.metadata)),
                         stem: cached.loaded.stem.clone(),
@@ -1307,14 +1395,14 @@ impl NameClaims {
                 };
                 let stem = cached.loaded.stem.clone();
                 match obj {
-                    Object::Session(s) => {
+                    Good::Session { metadata, .. } => {
                         claims.push(Claim {
-                            key: ("Session".into(), obj_name(&s.metadata)),
+                            key: ("Session".into(), obj_name(metadata)),
                             stem,
                         });
                         origins.push(origin);
                     }
-                    Object::Pool(p) => {
+                    Good::Pool { pool: p, .. } => {
                         let name = obj_name(&p.metadata);
                         let won = pool_winners
                             .get(&("Pool".to_string(), name.clone()))

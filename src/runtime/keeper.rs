@@ -384,7 +384,20 @@ impl Conn {
                 Err(e) => return Err(e.into()),
             }
         }
+        release_burst(&mut self.out);
         Ok(())
+    }
+}
+
+/// What an emptied send buffer keeps: a burst (thousands of spawn
+/// requests or exit reports at once) grows it to megabytes, which a `Vec`
+/// would otherwise hold for the rest of the process's life.
+const KEPT_BUFFER: usize = 64 * 1024;
+
+/// Gives back the memory of an emptied buffer past [`KEPT_BUFFER`].
+fn release_burst(buf: &mut Vec<u8>) {
+    if buf.is_empty() && buf.capacity() > KEPT_BUFFER {
+        buf.shrink_to(KEPT_BUFFER);
     }
 }
 
@@ -1299,6 +1312,7 @@ impl Outbox {
                 Err(e) => return Err(e),
             }
         }
+        release_burst(&mut self.bytes);
         Ok(())
     }
 }

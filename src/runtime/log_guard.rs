@@ -53,15 +53,39 @@ use super::files;
 /// How many bytes are moved at a time.
 const CHUNK: usize = 1 << 16;
 
-/// One guarded log file.
+/// One guarded log file. No descriptor is held while nothing writes: the
+/// inotify watch is on the file's inode, and each check opens the name
+/// again and goes on only while it still holds that inode. (Holding the
+/// file and its folder open took four descriptors per session: a burst of
+/// thousands of short sessions, whose exits the controller had not handled
+/// yet, ran the controller out of descriptors, and every status write then
+/// failed.)
 struct Guarded {
     session: String,
     path: PathBuf,
-    dir: OwnedFd,
     name: OsString,
-    file: File,
+    /// The guarded file's device and inode number.
+    dev: u64,
+    ino: u64,
     max: u64,
     keep: u32,
+}
+
+/// A guarded file opened for a check: its folder's handle (for the
+/// renames) and the file.
+struct Opened {
+    dir: OwnedFd,
+    file: File,
+}
+
+impl Guarded {
+    /// Opens the file again, never following a link; `None` when the name
+    /// no longer holds the guarded inode (it is not this guard's file now)
+    /// or cannot be opened (gone).
+    fn reopen(&self) -> Option<Opened> {
+        let (opened, dev, ino) = open_file(&self.path).ok()?;
+        (dev == self.dev && ino == self.ino).then_some(opened)
+    }
 }
 
 #[derive(Default)]
@@ -76,6 +100,15 @@ struct State {
     /// When the controller was last told (at most once a second: a flood
     /// must not turn into a status write per rotation).
     told_at: Option<Instant>,
+}
+
+/// Gives back the memory of a map that a burst of sessions grew (hash maps
+/// never shrink on their own): once it holds under a quarter of what it
+/// has room for, it keeps room for twice what it holds.
+fn release<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
 }
 
 /// How often the controller is told at most that counts changed.
@@ -195,7 +228,7 @@ impl LogGuard {
     /// the session is not disturbed.
     pub fn watch(&self, session: &str, path: &Path, max: u64, keep: u32) {
         self.unwatch(path);
-        let g = match open(session, path, max, keep.max(1)) {
+        let (g, opened) = match open_guarded(session, path, max, keep.max(1)) {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!(session, "log guard: cannot guard {}: {e}", path.display());
@@ -205,7 +238,7 @@ impl LogGuard {
         let mut state = self.shared.lock();
         let wd = self.shared.inotify.as_ref().and_then(|i| {
             // The descriptor's inode itself, whatever its name points to now.
-            let fd_path = format!("/proc/self/fd/{}", g.file.as_raw_fd());
+            let fd_path = format!("/proc/self/fd/{}", opened.file.as_raw_fd());
             i.add_watch(fd_path.as_str(), AddWatchFlags::IN_MODIFY)
                 .or_else(|_| {
                     i.add_watch(
@@ -218,6 +251,7 @@ impl LogGuard {
                 })
                 .ok()
         });
+        drop(opened);
         match wd {
             Some(wd) => {
                 state.by_path.insert(path.to_path_buf(), wd);
@@ -240,13 +274,17 @@ impl LogGuard {
     fn unwatch(&self, path: &Path) -> Option<Guarded> {
         let mut state = self.shared.lock();
         if let Some(g) = state.unwatched.remove(path) {
+            release(&mut state.unwatched);
             return Some(g);
         }
         let wd = state.by_path.remove(path)?;
         if let Some(i) = &self.shared.inotify {
             let _ = i.rm_watch(wd);
         }
-        state.files.remove(&wd)
+        let g = state.files.remove(&wd);
+        release(&mut state.by_path);
+        release(&mut state.files);
+        g
     }
 
     /// The session of `path` ended: stops guarding it and caps it in place
@@ -255,7 +293,10 @@ impl LogGuard {
         let Some(g) = self.unwatch(path) else {
             return;
         };
-        match cap_in_place(&g.file, g.max) {
+        let Some(opened) = g.reopen() else {
+            return;
+        };
+        match cap_in_place(&opened.file, g.max) {
             Ok(0) => {}
             Ok(dropped) => {
                 let mut state = self.shared.lock();
@@ -346,6 +387,7 @@ fn run(shared: &Shared, stop: &OwnedFd) {
             return;
         }
         let mut wds = std::collections::HashSet::new();
+        let mut ignored = Vec::new();
         let mut overflow = false;
         while let Ok(events) = inotify.read_events() {
             if events.is_empty() {
@@ -356,10 +398,22 @@ fn run(shared: &Shared, stop: &OwnedFd) {
                     overflow = true;
                 } else if e.mask.contains(AddWatchFlags::IN_MODIFY) {
                     wds.insert(e.wd);
+                } else if e.mask.contains(AddWatchFlags::IN_IGNORED) {
+                    // The file is gone (nothing holds it open here): its
+                    // watch went with it.
+                    ignored.push(e.wd);
                 }
             }
         }
         let mut state = shared.lock();
+        for wd in ignored {
+            wds.remove(&wd);
+            if let Some(g) = state.files.remove(&wd) {
+                if state.by_path.get(&g.path) == Some(&wd) {
+                    state.by_path.remove(&g.path);
+                }
+            }
+        }
         if overflow {
             wds.extend(state.files.keys().copied());
         }
@@ -375,8 +429,9 @@ fn run(shared: &Shared, stop: &OwnedFd) {
     }
 }
 
-/// Opens a log file to guard, never following a link.
-fn open(session: &str, path: &Path, max: u64, keep: u32) -> io::Result<Guarded> {
+/// Opens a log file and its folder, never following a link; with the
+/// file's device and inode number.
+fn open_file(path: &Path) -> io::Result<(Opened, u64, u64)> {
     let (parent, name) = files::split(path)?;
     let dir = files::open_dir(parent)?;
     let fd = files::open_in(
@@ -386,15 +441,39 @@ fn open(session: &str, path: &Path, max: u64, keep: u32) -> io::Result<Guarded> 
         OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
     )?;
     files::check_own_regular(&fd, path)?;
-    Ok(Guarded {
-        session: session.to_string(),
-        path: path.to_path_buf(),
-        dir,
-        name: name.to_os_string(),
-        file: fd.into(),
-        max,
-        keep,
-    })
+    let st = fstat(fd.as_fd())?;
+    Ok((
+        Opened {
+            dir,
+            file: fd.into(),
+        },
+        st.st_dev,
+        st.st_ino,
+    ))
+}
+
+/// Opens a log file to guard, never following a link.
+fn open_guarded(session: &str, path: &Path, max: u64, keep: u32) -> io::Result<(Guarded, Opened)> {
+    let (opened, dev, ino) = open_file(path)?;
+    let name = files::split(path)?.1.to_os_string();
+    Ok((
+        Guarded {
+            session: session.to_string(),
+            path: path.to_path_buf(),
+            name,
+            dev,
+            ino,
+            max,
+            keep,
+        },
+        opened,
+    ))
+}
+
+/// A guarded log file (tests: the handles are closed at once).
+#[cfg(test)]
+fn open(session: &str, path: &Path, max: u64, keep: u32) -> io::Result<Guarded> {
+    open_guarded(session, path, max, keep).map(|(g, _)| g)
 }
 
 fn size_of(file: &File) -> io::Result<u64> {
@@ -434,7 +513,15 @@ const ROTATION_TRIES: u32 = 3;
 /// or ended is kept; during a flood the last try's stragglers are dropped
 /// (and counted).
 fn rotate(g: &Guarded) -> u64 {
-    let Ok(mut size) = size_of(&g.file) else {
+    match g.reopen() {
+        Some(opened) => rotate_opened(g, &opened),
+        None => 0,
+    }
+}
+
+/// [`rotate`] of the file `o` holds.
+fn rotate_opened(g: &Guarded, o: &Opened) -> u64 {
+    let Ok(mut size) = size_of(&o.file) else {
         return 0;
     };
     if size <= g.max {
@@ -442,24 +529,24 @@ fn rotate(g: &Guarded) -> u64 {
     }
     for n in (1..g.keep).rev() {
         let _ = renameat(
-            &g.dir,
+            &o.dir,
             rotated_name(&g.name, n).as_os_str(),
-            &g.dir,
+            &o.dir,
             rotated_name(&g.name, n + 1).as_os_str(),
         );
     }
     let mut tries = 0;
     let (from, copied, now) = loop {
         tries += 1;
-        let from = line_start(&g.file, size.saturating_sub(g.max), size);
-        let copied = copy_to_rotated(g, from, size);
-        let now = size_of(&g.file).unwrap_or(size);
+        let from = line_start(&o.file, size.saturating_sub(g.max), size);
+        let copied = copy_to_rotated(g, o, from, size);
+        let now = size_of(&o.file).unwrap_or(size);
         if copied.is_err() || now == size || tries >= ROTATION_TRIES {
             break (from, copied, now);
         }
         size = now;
     };
-    if let Err(e) = nix::unistd::ftruncate(&g.file, 0) {
+    if let Err(e) = nix::unistd::ftruncate(&o.file, 0) {
         tracing::warn!(
             session = g.session,
             "log guard: cannot truncate {}: {e}",
@@ -481,19 +568,19 @@ fn rotate(g: &Guarded) -> u64 {
 }
 
 /// Copies `[from, to)` of the live file into a new file renamed over `NAME.1`.
-fn copy_to_rotated(g: &Guarded, from: u64, to: u64) -> io::Result<()> {
+fn copy_to_rotated(g: &Guarded, o: &Opened, from: u64, to: u64) -> io::Result<()> {
     let tmp = OsString::from(format!(
         ".{}.1.tmp-{}",
         g.name.to_string_lossy(),
         std::process::id()
     ));
     let result = (|| {
-        let mut out = files::create_new(&g.dir, &tmp, &g.path.with_file_name(&tmp))?;
+        let mut out = files::create_new(&o.dir, &tmp, &g.path.with_file_name(&tmp))?;
         let mut buf = vec![0u8; CHUNK];
         let mut at = from;
         while at < to {
             let want = usize::try_from(to - at).unwrap_or(CHUNK).min(CHUNK);
-            let n = g.file.read_at(&mut buf[..want], at)?;
+            let n = o.file.read_at(&mut buf[..want], at)?;
             if n == 0 {
                 break;
             }
@@ -501,15 +588,15 @@ fn copy_to_rotated(g: &Guarded, from: u64, to: u64) -> io::Result<()> {
             at += n as u64;
         }
         renameat(
-            &g.dir,
+            &o.dir,
             tmp.as_os_str(),
-            &g.dir,
+            &o.dir,
             rotated_name(&g.name, 1).as_os_str(),
         )
         .map_err(io::Error::from)
     })();
     if result.is_err() {
-        let _ = unlinkat(&g.dir, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        let _ = unlinkat(&o.dir, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
     }
     result
 }
@@ -579,7 +666,7 @@ pub fn cap_existing(status_dir: &Path, max: u64, skip: &[PathBuf]) -> u64 {
             if !is_log_name(&name) || skip.contains(&path) {
                 continue;
             }
-            match open("", &path, max, 1).and_then(|g| cap_in_place(&g.file, max)) {
+            match open_file(&path).and_then(|(o, _, _)| cap_in_place(&o.file, max)) {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(

@@ -41,28 +41,30 @@ pub struct Extras {
 /// Remembers when each condition last changed, so `lastTransitionTime` is true.
 #[derive(Debug, Default)]
 pub struct Transitions {
-    seen: BTreeMap<(String, String), (String, DateTime<Utc>)>,
+    /// By owner and condition type: the status last rendered and when it
+    /// became that (a `bool` and the type's literal: one entry per
+    /// condition of every session, so no strings beyond the owner's name).
+    seen: BTreeMap<(String, &'static str), (bool, DateTime<Utc>)>,
 }
 
 impl Transitions {
     fn condition(
         &mut self,
         owner: &str,
-        kind: &str,
+        kind: &'static str,
         status: bool,
         reason: &str,
         message: String,
         now: DateTime<Utc>,
     ) -> Condition {
-        let s = if status { "True" } else { "False" }.to_string();
-        let key = (owner.to_string(), kind.to_string());
-        let entry = self.seen.entry(key).or_insert_with(|| (s.clone(), now));
-        if entry.0 != s {
-            *entry = (s.clone(), now);
+        let key = (owner.to_string(), kind);
+        let entry = self.seen.entry(key).or_insert((status, now));
+        if entry.0 != status {
+            *entry = (status, now);
         }
         Condition {
             kind: kind.to_string(),
-            status: s,
+            status: if status { "True" } else { "False" }.to_string(),
             reason: reason.to_string(),
             message,
             last_transition_time: entry.1,
@@ -70,7 +72,17 @@ impl Transitions {
     }
     /// Forgets a session's conditions.
     pub fn forget(&mut self, owner: &str) {
-        self.seen.retain(|(o, _), _| o != owner);
+        // The owner's entries only (a walk of every entry made deleting
+        // many sessions quadratic); "" sorts before every type.
+        let keys: Vec<(String, &'static str)> = self
+            .seen
+            .range((owner.to_string(), "")..)
+            .take_while(|((o, _), _)| o == owner)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.seen.remove(&k);
+        }
     }
 }
 
@@ -477,4 +489,39 @@ pub fn tombstone(doc: &mut SessionStatusDoc, until: DateTime<Utc>, now: DateTime
             .or(Some(now));
     }
     doc.status.updated_at = Some(now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A condition keeps its transition time while its status holds, takes
+    /// a new one when it flips, and forgetting a session forgets its
+    /// conditions only (not those of a name it prefixes).
+    #[test]
+    fn transitions_keep_their_time_and_forget_one_owner() {
+        let t0 = Utc::now();
+        let t1 = t0 + chrono::Duration::seconds(5);
+        let t2 = t1 + chrono::Duration::seconds(5);
+        let mut tr = Transitions::default();
+        let c = |tr: &mut Transitions, owner: &str, status: bool, now| {
+            tr.condition(owner, "Ready", status, "R", String::new(), now)
+        };
+        assert_eq!(c(&mut tr, "a", false, t0).last_transition_time, t0);
+        assert_eq!(c(&mut tr, "a", false, t1).last_transition_time, t0);
+        let flipped = c(&mut tr, "a", true, t1);
+        assert_eq!(
+            (flipped.status.as_str(), flipped.last_transition_time),
+            ("True", t1)
+        );
+        c(&mut tr, "ab", true, t0);
+        tr.condition("a", "Stale", false, "S", String::new(), t0);
+        tr.forget("a");
+        assert_eq!(
+            c(&mut tr, "a", true, t2).last_transition_time,
+            t2,
+            "forgotten"
+        );
+        assert_eq!(c(&mut tr, "ab", true, t2).last_transition_time, t0, "kept");
+    }
 }

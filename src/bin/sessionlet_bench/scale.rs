@@ -582,6 +582,10 @@ pub struct Held {
     pub sessions: usize,
     /// Controller start until every session Completed, seconds (`None`: not within the limit).
     pub start_to_done_s: Option<f64>,
+    /// Sessions finished (Completed or Failed) when the memory was read.
+    pub done: u64,
+    /// Seconds from the controller's start to the memory reading.
+    pub elapsed_s: f64,
     /// The controller's RSS and PSS once every session finished, KiB.
     pub rss_kb: Option<u64>,
     pub pss_kb: Option<u64>,
@@ -615,6 +619,8 @@ pub fn held(
     let mut out = Held {
         sessions,
         start_to_done_s: None,
+        done: 0,
+        elapsed_s: 0.0,
         rss_kb: None,
         pss_kb: None,
         keeper_pss_kb: None,
@@ -623,6 +629,7 @@ pub fn held(
     while t0.elapsed() < limit {
         check(ctrl)?;
         let (total, done) = progress(&dir);
+        out.done = done;
         if total == sessions as u64 && done == total {
             out.start_to_done_s = Some(t0.elapsed().as_secs_f64());
             break;
@@ -635,6 +642,7 @@ pub fn held(
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    out.elapsed_s = t0.elapsed().as_secs_f64();
     out.rss_kb = procfs::rss_kb(ctrl);
     out.pss_kb = procfs::pss_kb(ctrl);
     out.keeper_pss_kb = procfs::children(ctrl)
