@@ -46,6 +46,10 @@ pub(super) struct Processes {
     pids: HashMap<u32, String>,
     /// Spawns asked of the keeper and not answered yet, by tag.
     spawning: HashMap<u64, Spawning>,
+    /// How many spawns in flight each file stem has: the status writer
+    /// asks for each stem it renders, and a burst of thousands of spawns
+    /// must not cost a walk over all of them per pass.
+    in_flight_stems: HashMap<String, u32>,
     next_tag: u64,
     /// Exits handled but not yet saved in a status: acknowledged to the
     /// keeper only once saved (pid, session; no session for an exit that
@@ -67,6 +71,7 @@ impl Processes {
             live: BTreeMap::new(),
             pids: HashMap::new(),
             spawning: HashMap::new(),
+            in_flight_stems: HashMap::new(),
             next_tag: 1,
             unacked: Vec::new(),
             reaped_by_us: BTreeSet::new(),
@@ -184,7 +189,7 @@ impl Processes {
     pub(super) fn ask(&mut self, name: &str, attempt: u32, live: Live) -> u64 {
         let tag = self.next_tag;
         self.next_tag = self.next_tag.wrapping_add(1).max(1);
-        self.spawning.insert(
+        self.ask_again(
             tag,
             Spawning {
                 name: name.to_string(),
@@ -198,29 +203,45 @@ impl Processes {
 
     /// A spawn the keeper could not be asked after all.
     pub(super) fn withdraw(&mut self, tag: u64) {
-        self.spawning.remove(&tag);
+        self.answered(tag);
     }
 
     /// The spawn a reply answers.
     pub(super) fn answered(&mut self, tag: u64) -> Option<Spawning> {
-        self.spawning.remove(&tag)
+        let s = self.spawning.remove(&tag)?;
+        if let Some(n) = self.in_flight_stems.get_mut(&s.live.stem) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.in_flight_stems.remove(&s.live.stem);
+            }
+        }
+        Some(s)
     }
 
     /// Every spawn not answered (the keeper died).
     pub(super) fn unanswered(&mut self) -> Vec<(u64, Spawning)> {
+        self.in_flight_stems.clear();
         std::mem::take(&mut self.spawning).into_iter().collect()
     }
 
     /// Puts back a spawn to be answered from a registry.
     pub(super) fn ask_again(&mut self, tag: u64, spawning: Spawning) {
-        self.spawning.insert(tag, spawning);
+        *self
+            .in_flight_stems
+            .entry(spawning.live.stem.clone())
+            .or_default() += 1;
+        if let Some(old) = self.spawning.insert(tag, spawning) {
+            // Never expected (tags are unique): keep the count right.
+            if let Some(n) = self.in_flight_stems.get_mut(&old.live.stem) {
+                *n = n.saturating_sub(1);
+            }
+        }
     }
 
-    /// The spawns in flight, as (session, file stem).
-    pub(super) fn in_flight(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.spawning
-            .values()
-            .map(|s| (s.name.as_str(), s.live.stem.as_str()))
+    /// True while a spawn of a session of file `stem` is in flight (the
+    /// stem it was asked under).
+    pub(super) fn in_flight(&self, stem: &str) -> bool {
+        self.in_flight_stems.get(stem).is_some_and(|n| *n > 0)
     }
 
     /// True while spawns are in flight.
@@ -297,5 +318,61 @@ impl Processes {
     /// The census is stale from here on.
     pub(super) fn drop_census(&mut self) {
         self.census = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(stem: &str) -> Live {
+        Live {
+            stem: stem.to_string(),
+            ..Live::default()
+        }
+    }
+
+    #[test]
+    fn a_stem_is_in_flight_until_its_last_spawn_is_answered() {
+        let mut p = Processes::new();
+        let a = p.ask("a-0", 1, live("a"));
+        let b = p.ask("a-1", 1, live("a"));
+        let c = p.ask("c", 1, live("c"));
+        assert!(p.in_flight("a") && p.in_flight("c") && !p.in_flight("x"));
+        assert_eq!(p.answered(a).map(|s| s.name), Some("a-0".to_string()));
+        assert!(p.in_flight("a"), "a-1 is still in flight");
+        p.withdraw(b);
+        assert!(!p.in_flight("a"));
+        // Answered twice (a reply after a takeover settled it): counted once.
+        assert!(p.answered(a).is_none());
+        assert!(!p.in_flight("a") && p.in_flight("c"));
+        let back = p.unanswered();
+        assert_eq!(back.len(), 1);
+        assert!(!p.in_flight("c") && !p.spawns_in_flight());
+        for (tag, s) in back {
+            p.ask_again(tag, s);
+        }
+        assert!(p.in_flight("c"));
+        assert_eq!(p.answered(c).map(|s| s.attempt), Some(1));
+        assert!(!p.in_flight("c"));
+    }
+
+    #[test]
+    fn an_exit_is_held_until_saved_and_a_pid_is_forgotten_at_its_exit() {
+        let mut p = Processes::new();
+        p.started("a", 10, live("a"));
+        assert!(p.tracks(10) && p.is_running("a"));
+        assert_eq!(p.exited(10), Some("a".to_string()));
+        assert!(!p.tracks(10) && p.holds_exits());
+        assert_eq!(p.exited(10), None, "one exit per pid");
+        p.hold_exit(11);
+        p.hold_exit(11);
+        p.reaped_by_us(11);
+        // The status of "a" is not saved yet: only the stranger's goes.
+        let saved = p.take_saved(|name, _| name == "a");
+        assert_eq!(saved, vec![(11, true)]);
+        let saved = p.take_saved(|_, _| false);
+        assert_eq!(saved, vec![(10, false)]);
+        assert!(!p.holds_exits());
     }
 }

@@ -204,21 +204,12 @@ impl Controller {
         // wakes the loop): its child execs meanwhile without competing with
         // a status render and write, and `Starting` then `Running` become
         // one write. The keeper's registry holds the child in that window.
-        let in_flight: BTreeSet<&str> = self
-            .procs
-            .in_flight()
-            .filter_map(|(name, stem)| {
-                self.model
-                    .catalog
-                    .session_file
-                    .get(name)
-                    .map(String::as_str)
-                    .or(Some(stem))
-            })
-            .collect();
+        // (By the stem each spawn was asked under: a count kept as spawns
+        // are asked and answered, not a walk over every spawn in flight.)
+        let procs = &self.procs;
         let dirty = self
             .book
-            .take_marked(|stem| in_flight.contains(stem) && !must_flush.contains(stem));
+            .take_marked(|stem| procs.in_flight(stem) && !must_flush.contains(stem));
         for stem in dirty {
             let path = self.layout.status_file(&stem);
             let Some(view) = self.model.catalog.views.get(&stem).cloned() else {
