@@ -126,9 +126,8 @@ pub struct Controller {
     /// Moves sessions without a memory limit into their cgroups after they
     /// started (started with the first such spawn).
     joiner: Option<super::contain::Joiner>,
-    watches: BTreeMap<String, Watch>,
-    /// Sampling rounds so far (core::monitor::read_now spreads the reads).
-    usage_round: u64,
+    /// What usage sampling judged of each session, and its rounds (monitoring).
+    usage: monitoring::Usage,
     analyses: BTreeMap<String, (u32, serde_json::Value)>,
     metrics: std::sync::Arc<crate::telemetry::Metrics>,
     health: Health,

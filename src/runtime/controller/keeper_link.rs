@@ -237,7 +237,7 @@ impl Controller {
                     }
                 }
             }
-            self.watches.remove(&name);
+            self.usage.forget(&name);
             self.workspaces.check(&name);
             if let Some(spec) = self
                 .model

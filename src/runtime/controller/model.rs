@@ -357,7 +357,7 @@ impl Controller {
         self.removed_event(name);
         self.events.forget("Session", name);
         self.log_guard.forget(name);
-        self.watches.remove(name);
+        self.usage.forget(name);
         self.analyses.remove(name);
         self.agents.forget(name);
         self.workspaces.release(name);

@@ -2,6 +2,49 @@
 
 use super::*;
 
+/// What usage sampling judged of each session (its last reading's
+/// verdict: usage, limits, staleness), and how many rounds it made
+/// (`core::monitor::read_now` spreads the reads of plain sessions).
+#[derive(Default)]
+pub(super) struct Usage {
+    watches: BTreeMap<String, Watch>,
+    round: u64,
+}
+
+impl Usage {
+    /// The round about to be sampled.
+    pub(super) fn next_round(&mut self) -> u64 {
+        let round = self.round;
+        self.round = round.wrapping_add(1);
+        round
+    }
+
+    /// True when the session has been judged (a reading is due each round).
+    pub(super) fn watched(&self, name: &str) -> bool {
+        self.watches.contains_key(name)
+    }
+
+    /// What the last reading of the session judged.
+    pub(super) fn watch(&self, name: &str) -> Option<&Watch> {
+        self.watches.get(name)
+    }
+
+    /// Keeps the latest judgement of the session.
+    pub(super) fn set(&mut self, name: &str, watch: Watch) {
+        self.watches.insert(name.to_string(), watch);
+    }
+
+    /// The session's process is gone: its judgement goes too.
+    pub(super) fn forget(&mut self, name: &str) {
+        self.watches.remove(name);
+    }
+
+    /// Every judged session.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&String, &Watch)> {
+        self.watches.iter()
+    }
+}
+
 impl Controller {
     /// The cgroup of a session adopted from an earlier controller, when it has one.
     pub(super) fn session_cgroup(&self, name: &str) -> Option<PathBuf> {
@@ -102,8 +145,7 @@ impl Controller {
     /// Samples every running session: usage, limits, staleness.
     pub(super) fn sample_usage(&mut self) {
         let now = self.clock.now();
-        let round = self.usage_round;
-        self.usage_round = round.wrapping_add(1);
+        let round = self.usage.next_round();
         let mut events = Vec::new();
         let running: Vec<(String, u32, DateTime<Utc>)> = self
             .model
@@ -122,7 +164,7 @@ impl Controller {
                 continue;
             };
             let spec = &d.spec;
-            if !core::monitor::read_now(spec, &name, round, self.watches.contains_key(&name)) {
+            if !core::monitor::read_now(spec, &name, round, self.usage.watched(&name)) {
                 continue;
             }
             let Some(sample) = self.procfs.sample(pid) else {
@@ -135,7 +177,7 @@ impl Controller {
                 .unwrap_or(started_at);
             // A running tool call or compaction is not silence (agents only).
             let activity = self.agents.silent_since(&name, activity, now);
-            let before = self.watches.get(&name).cloned().unwrap_or_default();
+            let before = self.usage.watch(&name).cloned().unwrap_or_default();
             let reading = core::monitor::Reading {
                 memory_bytes: sample.memory_bytes,
                 cpu_seconds: sample.cpu_seconds,
@@ -161,7 +203,7 @@ impl Controller {
                     .set(sample.cpu_seconds);
             }
             if w != before {
-                self.watches.insert(name.clone(), w);
+                self.usage.set(&name, w);
                 self.mark_dirty(&name);
             }
         }

@@ -473,7 +473,7 @@ impl Controller {
         // every record.
         let running = self.book.count(Phase::Running);
         let monitored: Vec<&Watch> = self
-            .watches
+            .usage
             .iter()
             .filter(|(n, _)| {
                 self.model
@@ -531,7 +531,7 @@ impl Controller {
 
     pub(super) fn extras(&self, name: &str, stem: &str) -> Extras {
         let live = self.procs.live(name);
-        let watch = self.watches.get(name);
+        let watch = self.usage.watch(name);
         let spec = self
             .model
             .desired
