@@ -98,9 +98,11 @@ use wiring::Wakers;
 
 /// The controller.
 pub struct Controller {
+    /// The command line.
     opts: Options,
     /// The manifests, the desired state and the core state (model).
     model: model::Model,
+    /// Where manifests, statuses, logs and the control folder are.
     layout: Layout,
     /// The keeper: its connection, its pid, what it had (keeper_link).
     link: keeper_link::KeeperLink,
@@ -108,29 +110,39 @@ pub struct Controller {
     procs: processes::Processes,
     /// What was written and what is to be written (status_book).
     book: status_book::StatusBook,
+    /// When each status condition last changed (render).
     transitions: Transitions,
     /// The snapshots the controller's log lines are derived from.
     story: super::story::Story,
     /// Tombstones of forgotten sessions, by name.
     tombstones: BTreeMap<String, super::tombstone::Tombstone>,
+    /// This boot's id: a pid recorded under another boot is not ours.
     boot_id: Option<String>,
+    /// When this controller started (the controller status).
     started_at: DateTime<Utc>,
+    /// Passes so far and the last one's duration (the controller status).
     reconcile_count: u64,
     last_reconcile: Duration,
+    /// The last error survived, and when (`lastError`).
     last_error: Option<(String, DateTime<Utc>)>,
     /// The time decisions are made at (runtime::clock).
     clock: std::sync::Arc<dyn Clock>,
     /// Where sessions' processes are read (runtime::monitor).
     procfs: std::sync::Arc<dyn super::monitor::Procfs>,
+    /// Where sessions' cgroups are made, or why none can be.
     memory_mode: super::cgroup::Mode,
     /// Moves sessions without a memory limit into their cgroups after they
     /// started (started with the first such spawn).
     joiner: Option<super::contain::Joiner>,
     /// What usage sampling judged of each session, and its rounds (monitoring).
     usage: monitoring::Usage,
+    /// Each session's last crash analysis, by attempt (crash dumps).
     analyses: BTreeMap<String, (u32, serde_json::Value)>,
+    /// The Prometheus registry `/metrics` serves.
     metrics: std::sync::Arc<crate::telemetry::Metrics>,
+    /// The figures `/healthz` and the controller status report.
     health: Health,
+    /// Agent sessions' parsed output (runtime::agents).
     agents: super::agents::Agents,
     /// What pools with a budget spent (runtime::budget).
     ledger: super::budget::Ledger,
@@ -142,11 +154,13 @@ pub struct Controller {
     forced: bool,
     /// Bounds every session's logs (`--max-log-size`) from its own thread.
     log_guard: super::log_guard::LogGuard,
+    /// Watches agents' output files and the inbox (wiring).
     agent_watcher: Option<std::sync::Mutex<notify::RecommendedWatcher>>,
     /// Events: derived from status renders, kept in the control folder, live to subscribers.
     pub(crate) events: crate::events::EventLog,
     /// The local API's hub and command channel (api_link).
     api: Option<api_link::ApiLink>,
+    /// The status folder's lock, held for the controller's life.
     _lock: lock::Lock,
 }
 
