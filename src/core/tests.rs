@@ -1968,6 +1968,31 @@ fn a_restart_that_finds_the_pool_full_is_queued() {
 }
 
 #[test]
+fn a_restart_due_while_its_pool_is_gone_waits_for_the_pool_as_pending() {
+    let mut w = World::new();
+    w.pool("p", None, 100);
+    w.put("a", in_pool("p", Priority::Medium));
+    w.step();
+    w.advance(s(5));
+    w.exit("a", ExitStatus::Code(1));
+    w.step();
+    assert_eq!(w.phase("a"), Phase::Recovering);
+    w.desired.pools.remove("p");
+    w.advance(s(60));
+    let plan = w.step();
+    assert!(spawns(&plan).is_empty(), "no pool, no start");
+    // Not a Recovering whose next attempt is already past: it waits for
+    // its pool, as a new member does (the wait lives in Run::Idle).
+    assert_eq!(
+        w.wait("a"),
+        Some((Phase::Pending, Reason::PoolNotFound, None))
+    );
+    assert_eq!(w.phase("a"), Phase::Pending);
+    w.pool("p", None, 100);
+    assert_eq!(spawned_names(&w.step()), ["a"]);
+}
+
+#[test]
 fn a_queued_restart_still_ends_at_its_active_deadline() {
     let mut w = World::new();
     w.pool("p", Some(1), 100);

@@ -239,14 +239,7 @@ impl Controller {
             }
             self.usage.forget(&name);
             self.workspaces.check(&name);
-            if let Some(spec) = self
-                .model
-                .desired
-                .sessions
-                .get(&name)
-                .map(|d| d.spec.clone())
-                .filter(|s| s.agent.is_some())
-            {
+            if let Some(spec) = self.model.spec(&name).filter(|s| s.agent.is_some()) {
                 let stderr_tail = self
                     .procs
                     .live(&name)

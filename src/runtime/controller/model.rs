@@ -53,6 +53,11 @@ impl Model {
         }
     }
 
+    /// The spec declared now for session `name`.
+    pub(super) fn spec(&self, name: &str) -> Option<std::sync::Arc<crate::api::SessionSpec>> {
+        self.desired.sessions.get(name).map(|d| d.spec.clone())
+    }
+
     /// Applies an event to the core state, and queues the keys it touches
     /// (taken before it is observed: an exit frees the slot of the pool the
     /// record counted in).

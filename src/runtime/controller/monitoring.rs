@@ -80,13 +80,7 @@ impl Controller {
 
     /// Reads new output of an agent session and acts on it.
     pub(super) fn read_agent(&mut self, name: &str) {
-        let Some(spec) = self
-            .model
-            .desired
-            .sessions
-            .get(name)
-            .map(|d| d.spec.clone())
-        else {
+        let Some(spec) = self.model.spec(name) else {
             return;
         };
         let running = self

@@ -15,12 +15,7 @@ impl Controller {
         let stem = self.stem_of(name);
         let dir = self.layout.crashes_dir(&stem);
         let live = self.procs.live(name).cloned().unwrap_or_default();
-        let spec = self
-            .model
-            .desired
-            .sessions
-            .get(name)
-            .map(|d| d.spec.clone());
+        let spec = self.model.spec(name);
         let uid = self
             .model
             .catalog
@@ -532,12 +527,7 @@ impl Controller {
     pub(super) fn extras(&self, name: &str, stem: &str) -> Extras {
         let live = self.procs.live(name);
         let watch = self.usage.watch(name);
-        let spec = self
-            .model
-            .desired
-            .sessions
-            .get(name)
-            .map(|d| d.spec.clone());
+        let spec = self.model.spec(name);
         Extras {
             logs: live.map(|l| LogPaths {
                 stdout: self.layout.relative(&l.stdout),
