@@ -355,7 +355,11 @@ impl Controller {
         }
         // Messages for running sessions' input are delivered at each pass.
         if let Some(tx) = &self.link.tx {
-            let running = super::inbox::running(&self.model.state, &self.model.desired);
+            let running = super::inbox::running(
+                self.procs.live_names(),
+                &self.model.state,
+                &self.model.desired,
+            );
             self.inputs
                 .pump(&self.layout, &running, tx.as_ref(), &mut self.agents, now);
         }
@@ -405,7 +409,11 @@ impl Controller {
             &self.model.desired.accounts,
         ));
         if let Some(tx) = &self.link.tx {
-            let running = super::inbox::running(&self.model.state, &self.model.desired);
+            let running = super::inbox::running(
+                self.procs.live_names(),
+                &self.model.state,
+                &self.model.desired,
+            );
             self.inputs
                 .pump(&self.layout, &running, tx.as_ref(), &mut self.agents, now);
         }

@@ -136,6 +136,11 @@ impl Processes {
         self.pids.values().any(|n| n == name)
     }
 
+    /// The sessions with a live process (unordered).
+    pub(super) fn live_names(&self) -> impl Iterator<Item = &String> {
+        self.pids.values()
+    }
+
     /// Every live process, as (session, pid).
     pub(super) fn running(&self) -> Vec<(String, u32)> {
         self.pids.iter().map(|(p, n)| (n.clone(), *p)).collect()
