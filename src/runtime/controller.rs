@@ -37,6 +37,7 @@ use super::render::{self, Extras, Transitions};
 use super::{crash_dump, lock, watch};
 
 mod api_link;
+mod chores;
 mod event_hooks;
 mod health;
 mod keeper_link;
@@ -154,6 +155,8 @@ pub struct Controller {
     forced: bool,
     /// Bounds every session's logs (`--max-log-size`) from its own thread.
     log_guard: super::log_guard::LogGuard,
+    /// Log caps and prunes left for the end of the pass (after its spawns).
+    chores: chores::Chores,
     /// Watches agents' output files and the inbox (wiring).
     agent_watcher: Option<std::sync::Mutex<notify::RecommendedWatcher>>,
     /// Events: derived from status renders, kept in the control folder, live to subscribers.
@@ -430,6 +433,9 @@ impl Controller {
                 break;
             }
         }
+        // The spawns are asked for: now the ended attempts' logs are capped
+        // (before the statuses, which report what capping dropped).
+        self.chores.run(&self.log_guard);
         self.story.tell(
             &self.model.state,
             &self.model.desired,

@@ -292,9 +292,10 @@ impl Controller {
                 self.health.ended(&name_for_stats, &e);
             }
             // Its logs are final: capped now, not at the next start.
+            // (At the end of the pass, once a replacement is asked for.)
             if let Some(l) = self.procs.live(&name_for_stats) {
-                self.log_guard.finish(&l.stdout);
-                self.log_guard.finish(&l.stderr);
+                self.chores.cap_log(l.stdout.clone());
+                self.chores.cap_log(l.stderr.clone());
             }
         } else {
             // Not a session's (a killed duplicate, or already saved).

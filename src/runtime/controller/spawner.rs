@@ -37,7 +37,13 @@ impl Controller {
             .get(name)
             .map_or(1, |d| d.generation);
         let (stdout, stderr) = attempt_logs(&log_dir, generation, attempt);
-        prune_attempt_logs(&log_dir, generation, attempt, self.opts.max_attempt_logs);
+        // Older attempts' logs go once the request is sent.
+        self.chores.prune_logs(
+            log_dir.clone(),
+            generation,
+            attempt,
+            self.opts.max_attempt_logs,
+        );
         let spec = &d.spec;
         let cwd = match &spec.working_dir {
             Some(w) if w.is_absolute() => w.clone(),

@@ -133,6 +133,7 @@ impl Controller {
             inputs: Default::default(),
             forced: false,
             log_guard: crate::runtime::log_guard::LogGuard::new(!poll),
+            chores: Default::default(),
             agent_watcher: None,
             events,
             api: None,

@@ -189,6 +189,8 @@ impl Controller {
     /// The loop ends: the final controller status, and when nothing is
     /// left to keep, the keeper told to go and the cgroups removed.
     pub(super) async fn end(&mut self, exit: Exit) {
+        // Whatever the last exits left (their passes normally do it).
+        self.chores.run(&self.log_guard);
         if matches!(exit, Exit::SomeFailed) {
             crate::runtime::story::failures(
                 &self.model.desired,
