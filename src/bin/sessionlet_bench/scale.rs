@@ -1,7 +1,8 @@
 //! Workload 6, scale: 10,000 manifests of sessions that exit at once
 //! (`/bin/true`, `restartPolicy: Never`). Measures what one reconcile pass
 //! costs when nothing changed (the periodic resync: a full rescan), and the
-//! work caused by one changed file and by one added file.
+//! work caused by one changed file (its command: the finished session runs
+//! again), by one added file and by one file edited in place (a label).
 //!
 //! Signals used, all from outside the controller:
 //! - the controller's CPU time (schedstat of all its threads), sampled every
@@ -58,6 +59,11 @@ pub struct Outcome {
     pub added_cpu_ms: Vec<f64>,
     /// Rename of the added manifest until its status file is written.
     pub added_latency_ms: Vec<f64>,
+    /// Controller CPU caused by one file edited in place (a label: the
+    /// finished session stays finished), so without the session's own run.
+    pub inplace_cpu_ms: Vec<f64>,
+    /// Rename of the file edited in place until its status is written.
+    pub inplace_latency_ms: Vec<f64>,
     /// Pass durations from the controller's debug log, when it logs them.
     pub log_full_ms: Vec<f64>,
     pub log_changed_ms: Vec<f64>,
@@ -86,6 +92,8 @@ impl Outcome {
             "changedFileToStatusMs": self.changed_latency_ms,
             "addedFileCpuMs": self.added_cpu_ms,
             "addedFileToStatusMs": self.added_latency_ms,
+            "inPlaceEditCpuMs": self.inplace_cpu_ms,
+            "inPlaceEditToStatusMs": self.inplace_latency_ms,
             "logFullPassMs": self.log_full_ms,
             "logChangedPassMs": self.log_changed_ms,
             "logAddedPassMs": self.log_added_ms,
@@ -100,12 +108,22 @@ impl Outcome {
 }
 
 fn manifest(name: &str, extra_arg: Option<&str>) -> String {
+    labelled(name, extra_arg, None)
+}
+
+/// A manifest with an optional extra argument (an edit of what runs: the
+/// session runs again) and an optional label (an edit in place).
+fn labelled(name: &str, extra_arg: Option<&str>, label: Option<&str>) -> String {
     let cmd = match extra_arg {
         Some(a) => format!("[/bin/true, \"{a}\"]"),
         None => "[/bin/true]".to_string(),
     };
+    let labels = match label {
+        Some(l) => format!("\n  labels:\n    edit: \"{l}\""),
+        None => String::new(),
+    };
     format!(
-        "apiVersion: sessionlet.dev/v1alpha1\nkind: Session\nmetadata:\n  name: {name}\nspec:\n  command: {cmd}\n  restartPolicy: Never\n"
+        "apiVersion: sessionlet.dev/v1alpha1\nkind: Session\nmetadata:\n  name: {name}{labels}\nspec:\n  command: {cmd}\n  restartPolicy: Never\n"
     )
 }
 
@@ -420,11 +438,13 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
     }
     let window_end_wall = SystemTime::now();
 
-    // One changed file, then one added file, between resyncs.
+    // One changed file, then one added file, then one file edited in
+    // place, between resyncs.
     let mut watch = DirWatch::new(&dir)?;
     let mut event_windows: Vec<(bool, SystemTime, SystemTime)> = Vec::new();
-    for round in 0..cfg.events * 2 {
-        let added = round >= cfg.events;
+    for round in 0..cfg.events * 3 {
+        let added = round >= cfg.events && round < cfg.events * 2;
+        let in_place = round >= cfg.events * 2;
         let k = round % cfg.events.max(1);
         check(ctrl)?;
         wait_after_burst(&mut trace, ctrl)?;
@@ -433,6 +453,11 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
         let (stem, text) = if added {
             let n = format!("zz-added-{k}");
             let t = manifest(&n, None);
+            (n, t)
+        } else if in_place {
+            // Sessions the changed-file rounds did not touch.
+            let n = name((k * 997 + 501) % cfg.sessions);
+            let t = labelled(&n, None, Some(&format!("edit-{k}")));
             (n, t)
         } else {
             let n = name((k * 997 + 13) % cfg.sessions);
@@ -467,7 +492,9 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
         }
         let cpu_ms = (last_cpu - cpu0) as f64 / 1e6;
         if let Some((ms, _)) = mean_pass(m0, port.and_then(scrape)) {
-            if added {
+            if in_place {
+                // (Not a pass figure the tables report.)
+            } else if added {
                 out.metrics_added_ms.push(ms);
             } else {
                 out.metrics_changed_ms.push(ms);
@@ -476,7 +503,10 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
         match status_at {
             Some(t) => {
                 let lat = (t - e0).as_secs_f64() * 1e3;
-                if added {
+                if in_place {
+                    out.inplace_cpu_ms.push(cpu_ms);
+                    out.inplace_latency_ms.push(lat);
+                } else if added {
                     out.added_cpu_ms.push(cpu_ms);
                     out.added_latency_ms.push(lat);
                 } else {
@@ -486,10 +516,18 @@ pub fn run(bin: &Path, root: &Path, cfg: &Config, log: &dyn Fn(&str)) -> Result<
             }
             None => out.notes.push(format!(
                 "{} file {stem}: no status write seen within 1.7 s",
-                if added { "added" } else { "changed" }
+                if added {
+                    "added"
+                } else if in_place {
+                    "edited in place"
+                } else {
+                    "changed"
+                }
             )),
         }
-        event_windows.push((added, wall0, SystemTime::now()));
+        if !in_place {
+            event_windows.push((added, wall0, SystemTime::now()));
+        }
     }
     // Debug lines, if the controller writes them.
     if let Ok(text) = std::fs::read_to_string(&log_path) {
