@@ -147,13 +147,15 @@ pub fn running(
     state: &crate::core::State,
     desired: &crate::core::Desired,
 ) -> Vec<(String, u32, std::sync::Arc<SessionSpec>)> {
-    state
+    // From the declarations: a look-up by name only for the few sessions
+    // that take input (this runs at every pass and resync).
+    desired
         .sessions
         .iter()
-        .filter_map(|(name, rec)| match &rec.run {
+        .filter(|(_, d)| wants_pipe(&d.spec))
+        .filter_map(|(name, d)| match &state.sessions.get(name)?.run {
             crate::core::Run::Running(r) if r.stop.is_none() => {
-                let d = desired.sessions.get(name)?;
-                wants_pipe(&d.spec).then(|| (name.clone(), r.pid, d.spec.clone()))
+                Some((name.clone(), r.pid, d.spec.clone()))
             }
             _ => None,
         })
