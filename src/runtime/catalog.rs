@@ -56,6 +56,10 @@ struct Listed {
     /// The last listing saw a regular file (not a link, whose target may
     /// change while the folder does not).
     plain: bool,
+    /// The resync round (modulo [`STAT_ROUNDS`]) that stats the file, from
+    /// its name ([`name_slot`]), kept so that a resync hashes no name;
+    /// `None` for a name that is not UTF-8, stat'ed at every resync.
+    slot: Option<u64>,
 }
 
 struct CachedFile {
@@ -777,6 +781,7 @@ impl Catalog {
                 .filter_map(|(p, c)| {
                     let name = Path::new(p).file_name()?.to_os_string();
                     let ino = c.fingerprint.map_or(0, |f| f.ino);
+                    let slot = name.to_str().map(name_slot);
                     Some((
                         name,
                         Listed {
@@ -784,6 +789,7 @@ impl Catalog {
                             dirent_ino: if ino == 0 { 0 } else { c.dirent_ino },
                             round: 0,
                             plain: false,
+                            slot,
                         },
                     ))
                 })
@@ -815,7 +821,7 @@ impl Catalog {
                     l.round = round;
                     l.plain = file_type == Some(Type::File);
                     let same_inode = ino != 0 && (l.ino == ino || l.dirent_ino == ino);
-                    !same_inode || file_type != Some(Type::File) || name_slot(text) == slice
+                    !same_inode || file_type != Some(Type::File) || l.slot == Some(slice)
                 }
             };
             if suspect {
@@ -853,7 +859,7 @@ impl Catalog {
             .index
             .iter()
             .flatten()
-            .filter(|(name, l)| !l.plain || name.to_str().is_none_or(|n| name_slot(n) == slice))
+            .filter(|(_, l)| !l.plain || l.slot.is_none_or(|n| n == slice))
             .map(|(name, l)| (dir.join(name), l.dirent_ino))
             .collect();
         self.look_at(dir, reported, suspects, now, patch)
