@@ -360,6 +360,7 @@ impl Controller {
         if let Some(tx) = &self.link.tx {
             let running = super::inbox::running(
                 self.procs.live_names(),
+                self.procs.live_count(),
                 &self.model.state,
                 &self.model.desired,
             );
@@ -414,6 +415,7 @@ impl Controller {
         if let Some(tx) = &self.link.tx {
             let running = super::inbox::running(
                 self.procs.live_names(),
+                self.procs.live_count(),
                 &self.model.state,
                 &self.model.desired,
             );

@@ -142,25 +142,40 @@ pub fn waiting(layout: &Layout, name: &str) -> Vec<(PathBuf, Message)> {
         .collect()
 }
 
-/// The running sessions (not being stopped) that take input on a pipe,
-/// among `live`: the sessions with a process. Asking only those keeps a
-/// pass from walking every record (10,000 finished sessions cost nothing).
+/// The running sessions (not being stopped) that take input on a pipe.
+/// `live` names the sessions with a process (`live_count` of them): with
+/// fewer live sessions than declared ones (10,000 finished, say) only those
+/// are looked up; otherwise the declarations are walked, a look-up by name
+/// only for the few that take input. Either way a pass costs the smaller.
 pub fn running<'a>(
     live: impl IntoIterator<Item = &'a String>,
+    live_count: usize,
     state: &crate::core::State,
     desired: &crate::core::Desired,
 ) -> Vec<(String, u32, std::sync::Arc<SessionSpec>)> {
-    let mut out: Vec<(String, u32, std::sync::Arc<SessionSpec>)> = live
-        .into_iter()
-        .filter_map(|name| match &state.sessions.get(name)?.run {
+    let entry =
+        |name: &String, spec: &std::sync::Arc<SessionSpec>| match &state.sessions.get(name)?.run {
             crate::core::Run::Running(r) if r.stop.is_none() => {
-                let d = desired.sessions.get(name)?;
-                wants_pipe(&d.spec).then(|| (name.clone(), r.pid, d.spec.clone()))
+                Some((name.clone(), r.pid, spec.clone()))
             }
             _ => None,
+        };
+    if live_count >= desired.sessions.len() {
+        return desired
+            .sessions
+            .iter()
+            .filter(|(_, d)| wants_pipe(&d.spec))
+            .filter_map(|(name, d)| entry(name, &d.spec))
+            .collect();
+    }
+    let mut out: Vec<(String, u32, std::sync::Arc<SessionSpec>)> = live
+        .into_iter()
+        .filter_map(|name| {
+            let d = desired.sessions.get(name).filter(|d| wants_pipe(&d.spec))?;
+            entry(name, &d.spec)
         })
         .collect();
-    // In name order, as the records are kept, whatever order `live` has.
+    // In name order, as the declarations are kept, whatever order `live` has.
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out.dedup_by(|a, b| a.0 == b.0);
     out

@@ -77,11 +77,71 @@ fn page_size() -> u64 {
         .map_or(4096, |p| p as u64)
 }
 
+/// Reads a small `/proc` file into `buf` (cleared first): one `open`, one
+/// `read` for a file that fits (what `std::fs::read_to_string` does costs
+/// a `statx` for its size hint and a second `read` to see the end, and a
+/// fresh allocation), then `close`. A `/proc` file is generated whole at
+/// each read of its start, and a read shorter than the room left means the
+/// end; a file that fills the room is read on in a larger buffer.
+fn read_proc(path: &std::ffi::CStr, buf: &mut Vec<u8>) -> bool {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    buf.clear();
+    // SAFETY: a valid NUL-terminated path; the descriptor returned is
+    // owned by the File below, which closes it.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    if buf.capacity() < 1024 {
+        buf.reserve(1024);
+    }
+    loop {
+        let len = buf.len();
+        let room = buf.capacity() - len;
+        buf.resize(len + room, 0);
+        match file.read(&mut buf[len..]) {
+            Ok(n) => {
+                buf.truncate(len + n);
+                if n < room {
+                    return true;
+                }
+                buf.reserve(room.max(1024));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(len),
+            Err(_) => return false,
+        }
+    }
+}
+
+/// `args` as a C string, written into `path` (reused): no allocation per
+/// read once `path` has grown.
+fn c_path<'a>(path: &'a mut Vec<u8>, args: std::fmt::Arguments) -> &'a std::ffi::CStr {
+    use std::io::Write;
+    path.clear();
+    // Writing into a Vec cannot fail; the paths made here (pids and fixed
+    // names) hold no NUL, and one that did would name no file.
+    let _ = path.write_fmt(args);
+    path.push(0);
+    std::ffi::CStr::from_bytes_with_nul(path).unwrap_or(c"")
+}
+
+/// Pushes the pids listed (space-separated) in `text` onto `todo`.
+fn push_pids(text: &[u8], todo: &mut Vec<u32>) {
+    todo.extend(
+        text.split(|b| b.is_ascii_whitespace())
+            .filter_map(|c| std::str::from_utf8(c).ok()?.parse::<u32>().ok()),
+    );
+}
+
 /// Reads the tree of `pid`; `None` when the leader is gone.
 ///
 /// One pass: each process's `stat` gives its CPU time, memory and thread
 /// count; a single-threaded process's children are read from its one task,
-/// so an idle `sleep` costs two small reads.
+/// so an idle `sleep` costs two small reads (an `open`, a `read` and a
+/// `close` each, into one buffer for the whole tree).
 pub fn sample(pid: u32) -> Option<Sample> {
     let ticks = clock_ticks();
     let page = page_size();
@@ -89,39 +149,50 @@ pub fn sample(pid: u32) -> Option<Sample> {
     let mut leader_seen = false;
     let mut todo = vec![pid];
     let mut seen = 0usize;
+    let (mut buf, mut path) = (Vec::new(), Vec::new());
+    let mut fields = [0u64; 22];
     while let Some(p) = todo.pop() {
         seen += 1;
         if seen > 4096 {
             break;
         }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+        if !read_proc(c_path(&mut path, format_args!("/proc/{p}/stat")), &mut buf) {
+            continue;
+        }
+        // The command name may hold spaces and parentheses: the fields
+        // start after the last ')'.
+        let Some(at) = buf.iter().rposition(|b| *b == b')') else {
             continue;
         };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
         // Fields after the command: state f[0]; utime..cstime f[11..15];
         // num_threads f[17]; rss f[21].
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        fields.fill(0);
+        for (i, f) in buf[at + 1..]
+            .split(|b| *b == b' ')
+            .filter(|f| !f.is_empty())
+            .take(fields.len())
+            .enumerate()
+        {
+            fields[i] = std::str::from_utf8(f)
+                .ok()
+                .and_then(|v| v.trim_end().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        let num = |i: usize| fields[i];
         s.cpu_seconds += (num(11) + num(12) + num(13) + num(14)) as f64 / ticks;
         s.memory_bytes += num(21) * page;
         s.processes += 1;
         leader_seen |= p == pid;
-        let mut push_children = |path: String| {
-            if let Ok(children) = std::fs::read_to_string(path) {
-                todo.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        };
         if num(17) <= 1 {
-            push_children(format!("/proc/{p}/task/{p}/children"));
+            let children = c_path(&mut path, format_args!("/proc/{p}/task/{p}/children"));
+            if read_proc(children, &mut buf) {
+                push_pids(&buf, &mut todo);
+            }
         } else if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
             for t in tasks.flatten() {
-                push_children(t.path().join("children").to_string_lossy().into_owned());
+                if let Ok(children) = std::fs::read(t.path().join("children")) {
+                    push_pids(&children, &mut todo);
+                }
             }
         }
     }
@@ -139,6 +210,56 @@ mod tests {
         assert!(s.processes >= 1);
     }
 
+    /// A file longer than the first buffer is read whole, in more reads.
+    #[test]
+    fn a_long_file_is_read_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("long");
+        let text: Vec<u8> = (0..5000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        std::fs::write(&path, &text).unwrap();
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let mut buf = Vec::new();
+        assert!(read_proc(&c, &mut buf));
+        assert_eq!(buf, text);
+        // Reused for a shorter file: only that file's bytes.
+        assert!(read_proc(c"/proc/self/stat", &mut buf));
+        assert!(buf.starts_with(format!("{} (", std::process::id()).as_bytes()));
+        assert!(!read_proc(c"/proc/0/no-such-file", &mut buf));
+    }
+
+    /// The fields parsed from `stat` are the ones `/proc` gives: the
+    /// resident memory of a lone `sleep`, one process.
+    #[test]
+    fn the_sample_of_a_sleep_matches_its_stat() {
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let stat_of = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // Until it has exec'd and sleeps (its name is sleep, its state S).
+        while !stat_of().contains("(sleep) S ") && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let s = sample(pid);
+        let stat = stat_of();
+        let _ = child.kill();
+        let _ = child.wait();
+        let s = s.expect("the sleep is alive");
+        let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .collect();
+        let rss: u64 = f[21].parse().unwrap();
+        assert_eq!(s.processes, 1);
+        // Memory may move a little between the two reads; the same order.
+        let ours = s.memory_bytes / page_size();
+        assert!(
+            ours * 2 > rss && ours < rss * 2,
+            "{ours} pages, stat says {rss}"
+        );
+    }
+
     #[test]
     fn the_tree_of_a_shell_includes_its_child() {
         let mut child = std::process::Command::new("/bin/sh")
@@ -149,7 +270,8 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let mut found = false;
         while std::time::Instant::now() < deadline {
-            if tree(pid, 100).len() >= 2 {
+            // The sample walks the same tree, through the shell's one task.
+            if tree(pid, 100).len() >= 2 && sample(pid).is_some_and(|s| s.processes >= 2) {
                 found = true;
                 break;
             }

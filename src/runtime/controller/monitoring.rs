@@ -1,6 +1,7 @@
 //! Watching running sessions: usage samples, agent output, the status folder, sessions gone unreported.
 
 use super::*;
+use std::sync::Arc;
 
 /// What usage sampling judged of each session (its last reading's
 /// verdict: usage, limits, staleness), and how many rounds it made
@@ -141,26 +142,30 @@ impl Controller {
         let now = self.clock.now();
         let round = self.usage.next_round();
         let mut events = Vec::new();
-        let running: Vec<(String, u32, DateTime<Utc>)> = self
+        // Only the sessions due this round are copied out: most plain
+        // sessions are not (`read_now`), and this runs at every round.
+        let (desired, usage) = (&self.model.desired, &self.usage);
+        let due: Vec<(
+            String,
+            u32,
+            DateTime<Utc>,
+            Arc<crate::api::manifest::SessionSpec>,
+        )> = self
             .model
             .state
             .sessions
             .iter()
             .filter_map(|(n, r)| match &r.run {
                 Run::Running(run) if run.stop.is_none() => {
-                    Some((n.clone(), run.pid, run.started_at))
+                    let spec = &desired.sessions.get(n)?.spec;
+                    core::monitor::read_now(spec, n, round, usage.watched(n))
+                        .then(|| (n.clone(), run.pid, run.started_at, spec.clone()))
                 }
                 _ => None,
             })
             .collect();
-        for (name, pid, started_at) in running {
-            let Some(d) = self.model.desired.sessions.get(&name) else {
-                continue;
-            };
-            let spec = &d.spec;
-            if !core::monitor::read_now(spec, &name, round, self.usage.watched(&name)) {
-                continue;
-            }
+        for (name, pid, started_at, spec) in due {
+            let spec = spec.as_ref();
             let Some(sample) = self.procfs.sample(pid) else {
                 continue;
             };

@@ -141,6 +141,11 @@ impl Processes {
         self.pids.values()
     }
 
+    /// How many live processes there are.
+    pub(super) fn live_count(&self) -> usize {
+        self.pids.len()
+    }
+
     /// Every live process, as (session, pid).
     pub(super) fn running(&self) -> Vec<(String, u32)> {
         self.pids.iter().map(|(p, n)| (n.clone(), *p)).collect()
