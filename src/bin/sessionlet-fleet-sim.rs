@@ -108,19 +108,20 @@ impl Drop for Cluster {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `n` distinct free ports: every listener is held until all are bound, so
+/// the kernel cannot hand the same port out twice.
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 impl Cluster {
     fn start(dir: &Path) -> Result<Cluster> {
         std::fs::create_dir_all(dir)?;
-        let mut ports = Vec::new();
-        for _ in 0..3 {
-            ports.push((free_port()?, free_port()?));
-        }
+        let free = free_ports(6)?;
+        let ports: Vec<(u16, u16)> = free.chunks(2).map(|p| (p[0], p[1])).collect();
         let initial: Vec<String> = ports
             .iter()
             .enumerate()
@@ -161,6 +162,20 @@ impl Cluster {
             c.urls.push(url);
         }
         Ok(c)
+    }
+
+    /// Whether a member has exited; if one has, its log's last lines.
+    fn died(&mut self) -> Option<String> {
+        for (i, c) in self.children.iter_mut().enumerate() {
+            if let Ok(Some(status)) = c.try_wait() {
+                let log =
+                    std::fs::read_to_string(self.dir.join(format!("e{i}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Some(format!("etcd e{i} exited ({status}): {}", tail.join(" | ")));
+            }
+        }
+        None
     }
 
     fn pids(&self) -> Vec<u32> {
@@ -321,6 +336,32 @@ fn wait_all_owned(
             bail!("after {limit:?} the live members own {count} of {n} sessions");
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// [`check`], tried again with a new connection when etcd fails a call (an
+/// endpoint that refuses for a moment is not a finding of the simulation):
+/// the last error once 30 s have passed.
+async fn check_patiently(
+    client: &mut etcd_client::Client,
+    urls: &[String],
+    prefix: &str,
+    declared: &BTreeSet<String>,
+    members: &[Member],
+) -> Result<Value> {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        match check(client, prefix, declared, members).await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < until => {
+                eprintln!("fleet-sim: the check's read failed ({e:#}); trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Ok(c) = etcd_client::Client::connect(urls, None).await {
+                    *client = c;
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -492,31 +533,40 @@ fn run(args: &Args) -> Result<bool> {
         }
     }
     let dir = std::env::temp_dir().join(format!("sessionlet-fleet-sim-{}", std::process::id()));
-    let cluster = Cluster::start(&dir)?;
+    let mut cluster = Cluster::start(&dir)?;
     let etcd_pids = cluster.pids();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let prefix = "/sim/".to_string();
-    // The cluster answers once it has a leader.
-    let mut client = rt.block_on(async {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let tried = async {
-                let mut c = etcd_client::Client::connect(cluster.urls.clone(), None).await?;
+    // The cluster is ready once it has a leader and every member answers on
+    // its own: a member still joining refuses connections, and a client
+    // balancing over all three would then fail one call in three.
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut client = loop {
+        if let Some(why) = cluster.died() {
+            bail!("the etcd cluster did not start: {why}");
+        }
+        let urls = cluster.urls.clone();
+        let tried = rt.block_on(async {
+            let one = async {
+                for url in &urls {
+                    let mut c = etcd_client::Client::connect([url.as_str()], None).await?;
+                    c.status().await?;
+                }
+                let mut c = etcd_client::Client::connect(urls.clone(), None).await?;
                 c.put("/sim-probe", "x", None).await?;
                 anyhow::Ok(c)
             };
-            match tokio::time::timeout(Duration::from_secs(5), tried).await {
-                Ok(Ok(c)) => return Ok(c),
-                _ if Instant::now() < until => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Ok(Err(e)) => bail!("the etcd cluster does not answer: {e}"),
-                Err(_) => bail!("the etcd cluster does not answer"),
-            }
+            tokio::time::timeout(Duration::from_secs(5), one).await
+        });
+        match tried {
+            Ok(Ok(c)) => break c,
+            _ if Instant::now() < until => std::thread::sleep(Duration::from_millis(200)),
+            Ok(Err(e)) => bail!("the etcd cluster does not answer: {e}"),
+            Err(_) => bail!("the etcd cluster does not answer"),
         }
-    })?;
+    };
 
     // The manifests: one small spec shared by every session.
     let spec: sessionlet::api::SessionSpec =
@@ -572,7 +622,13 @@ fn run(args: &Args) -> Result<bool> {
     let claim_cpu = cpu_of(&etcd_pids).saturating_sub(cpu0);
     let claim_self = cpu(std::process::id()).saturating_sub(self0);
     eprintln!("fleet-sim: every session owned after {claim:.1?}");
-    let after_claim = rt.block_on(check(&mut client, &prefix, &declared, &members))?;
+    let after_claim = rt.block_on(check_patiently(
+        &mut client,
+        &cluster.urls,
+        &prefix,
+        &declared,
+        &members,
+    ))?;
     all_ok &= after_claim["ok"] == true;
     checks.push(json!({"phase": "claim", "check": after_claim.clone()}));
     let per_member: Vec<usize> = members.iter().map(|m| m.fleet.owned().len()).collect();
@@ -617,7 +673,13 @@ fn run(args: &Args) -> Result<bool> {
         let took = wait_all_owned(&members, args.sessions, t, limit)?;
         let cpu_used = cpu_of(&etcd_pids).saturating_sub(c0);
         eprintln!("fleet-sim: killed {k} members ({moved} sessions): every session owned again after {took:.1?}");
-        let c = rt.block_on(check(&mut client, &prefix, &declared, &members))?;
+        let c = rt.block_on(check_patiently(
+            &mut client,
+            &cluster.urls,
+            &prefix,
+            &declared,
+            &members,
+        ))?;
         all_ok &= c["ok"] == true;
         checks.push(json!({"phase": format!("kill {k}"), "check": c}));
         reclaims.push(json!({

@@ -28,11 +28,15 @@ pub fn have_etcd(test: &str) -> bool {
     ok
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// `n` distinct free ports: every listener is held until all are bound, so
+/// the kernel cannot hand the same port out twice.
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("a bound port").port())
+        .collect()
 }
 
 /// One etcd member.
@@ -52,7 +56,7 @@ pub struct Cluster {
 impl Cluster {
     /// Starts three members and waits until the cluster answers.
     pub fn start(dir: &Path) -> Cluster {
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let ports: Vec<(u16, u16)> = free_ports(6).chunks(2).map(|p| (p[0], p[1])).collect();
         let initial: Vec<String> = ports
             .iter()
             .enumerate()
@@ -101,8 +105,21 @@ impl Cluster {
             })
             .collect();
         let c = Cluster { members };
-        common::wait_for("the etcd cluster to answer", || {
-            c.etcdctl(&["put", "/probe", "x"]).map(|_| ())
+        // Every member answers on its own, not just a quorum: a member still
+        // joining refuses connections, and clients balancing over all three
+        // would fail one call in three.
+        common::wait_for("every etcd member to answer", || {
+            c.etcdctl(&["put", "/probe", "x"])?;
+            c.members.iter().try_for_each(|m| {
+                Command::new("etcdctl")
+                    .env("ETCDCTL_API", "3")
+                    .arg(format!("--endpoints={}", m.client_url))
+                    .args(["--command-timeout=2s", "endpoint", "health"])
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                    .map(|_| ())
+            })
         });
         c
     }
