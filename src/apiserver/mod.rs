@@ -133,7 +133,10 @@ struct Docs {
 pub struct Hub {
     docs: Mutex<Docs>,
     changes: broadcast::Sender<Change>,
-    events: Mutex<broadcast::Receiver<crate::events::Event>>,
+    /// The event log's live feed, to subscribe to. A sender, not a
+    /// receiver: a receiver nobody reads keeps the last 1024 events (the
+    /// channel's whole ring, with their texts) alive for as long as it lives.
+    events: broadcast::Sender<crate::events::Event>,
     commands: mpsc::Sender<Command>,
     /// The control folder (events, the socket).
     pub control_dir: PathBuf,
@@ -157,14 +160,14 @@ impl Hub {
         control_dir: PathBuf,
         status_dir: PathBuf,
         metrics: Arc<crate::telemetry::Metrics>,
-        events: broadcast::Receiver<crate::events::Event>,
+        events: broadcast::Sender<crate::events::Event>,
     ) -> (Arc<Hub>, mpsc::Receiver<Command>) {
         let (changes, _) = broadcast::channel(1024);
         let (commands, rx) = mpsc::channel(64);
         let hub = Hub {
             docs: Mutex::new(Docs::default()),
             changes,
-            events: Mutex::new(events),
+            events,
             commands,
             control_dir,
             status_dir,
@@ -269,10 +272,7 @@ impl Hub {
     }
     /// A live feed of recorded events.
     pub fn subscribe_events(&self) -> broadcast::Receiver<crate::events::Event> {
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .resubscribe()
+        self.events.subscribe()
     }
 
     /// Sends `act` on `name` to the controller's loop and waits for its answer.
@@ -333,7 +333,7 @@ mod tests {
     use serde_json::json;
 
     fn hub() -> Arc<Hub> {
-        let (_tx, events) = broadcast::channel(4);
+        let (events, _) = broadcast::channel(4);
         let metrics = Arc::new(crate::telemetry::Metrics::new(
             std::time::Duration::from_secs(10),
         ));

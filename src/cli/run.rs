@@ -174,6 +174,7 @@ fn parse_pass_env(s: &str) -> Result<String, String> {
 
 /// Runs the controller until it is drained.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    one_malloc_arena();
     // A bad token file is refused before anything starts (the keeper included).
     if let Some(f) = &args.http_token_file {
         crate::apiserver::auth::load_token(f).map_err(|e| anyhow::anyhow!(e))?;
@@ -240,4 +241,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Exit::Clean => ExitCode::SUCCESS,
         Exit::SomeFailed | Exit::Forced => ExitCode::from(1),
     })
+}
+
+/// Keeps the controller's allocations in one malloc arena. glibc gives each
+/// thread that allocates an arena of its own (up to 8 per core); the
+/// controller's helper threads (the manifest watch, the log guard, the
+/// cgroup joiner, each manifest check) allocate little and seldom at the
+/// same time as the loop, yet each arena they made kept 130-530 KB
+/// resident: one arena was 0.4 MB less PSS at 1000 running sessions.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter (thread-safe); a
+    // refusal (0) leaves the default, which is only more memory.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }

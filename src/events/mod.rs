@@ -289,6 +289,12 @@ impl EventLog {
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.live.subscribe()
     }
+    /// The live feed's sending side, for whoever subscribes later (the
+    /// API hub): holding it, unlike holding an unread receiver, keeps no
+    /// event alive.
+    pub fn feed(&self) -> broadcast::Sender<Event> {
+        self.live.clone()
+    }
     /// Publishes `event` to the live subscribers (nobody listening is fine).
     pub fn publish(&self, event: &Event) {
         let _ = self.live.send(event.clone());

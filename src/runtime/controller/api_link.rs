@@ -57,7 +57,7 @@ impl Controller {
             self.layout.control_dir(),
             self.layout.status_dir.clone(),
             self.metrics.clone(),
-            self.events.subscribe(),
+            self.events.feed(),
         );
         let path = self.layout.control_dir().join(STOPPED_FILE);
         let held: BTreeMap<String, Held> = std::fs::read(&path)
