@@ -175,12 +175,14 @@ pub struct SessionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub command: Option<Vec<String>>,
-    /// A headless agent run instead of a command.
+    /// A headless agent run instead of a command. (Boxed, as `charter`: a
+    /// spec is kept per session, and most sessions set neither; inline they
+    /// were 700 of its 1,170 bytes.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<crate::api::agent::AgentSpec>,
+    pub agent: Option<Box<crate::api::agent::AgentSpec>>,
     /// Who the agent is and what it may do; rendered into its system prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub charter: Option<crate::api::agent::Charter>,
+    pub charter: Option<Box<crate::api::agent::Charter>>,
     /// Working directory; relative paths resolve against the manifest's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<PathBuf>,

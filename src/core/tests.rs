@@ -1531,7 +1531,7 @@ fn a_stop_requested_for_a_session_that_is_not_running_is_ignored() {
 
 fn agent(s: &mut SessionSpec) {
     s.command = None;
-    s.agent = Some(crate::api::agent::AgentSpec::default());
+    s.agent = Some(Box::default());
     s.termination_grace_period = secs(10);
 }
 
@@ -3103,7 +3103,7 @@ fn an_agent_prompt_edit_restarts_and_an_in_place_edit_keeps_a_finished_session_f
         serde_json::from_value(serde_json::json!({"prompt": "one"})).unwrap();
     let mut w = running(|s| {
         s.command = None;
-        s.agent = Some(agent.clone());
+        s.agent = Some(Box::new(agent.clone()));
     });
     w.edit("a", |s| {
         if let Some(a) = &mut s.agent {

@@ -85,6 +85,68 @@ pub enum Document {
     },
 }
 
+thread_local! {
+    /// True on a [`load_files`] worker, which runs on a [`PARSE_STACK_BYTES`]
+    /// stack: [`load_str`] checks there instead of starting a thread.
+    static ON_PARSE_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Files per worker below which [`load_files`] starts no more workers.
+const FILES_PER_WORKER: usize = 16;
+
+/// [`load_file`] of every path, in order, on up to one worker thread per
+/// CPU (at most 4), each with the parse stack: a start with 1,000
+/// manifests spent half its time before the first spawn starting and
+/// joining one thread per file, one file after another.
+pub fn load_files(paths: &[PathBuf]) -> Vec<ManifestFile> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let workers = cpus.min(4).min(paths.len().div_ceil(FILES_PER_WORKER));
+    if workers <= 1 {
+        return paths.iter().map(|p| load_file(p)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        ON_PARSE_STACK.with(|f| f.set(true));
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(path) = paths.get(i) else {
+                return done;
+            };
+            done.push((i, load_file(path)));
+        }
+    };
+    let mut out: Vec<Option<ManifestFile>> = Vec::new();
+    out.resize_with(paths.len(), || None);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("manifest-check".into())
+                    .stack_size(PARSE_STACK_BYTES)
+                    .spawn_scoped(scope, work)
+                    .ok()
+            })
+            .collect();
+        for h in handles {
+            // A worker catches the panics of each file: join fails only
+            // for a panic outside them, whose files are read again below.
+            if let Ok(done) = h.join() {
+                for (i, f) in done {
+                    if let Some(slot) = out.get_mut(i) {
+                        *slot = Some(f);
+                    }
+                }
+            }
+        }
+    });
+    // What no worker did (none could start): here, one by one.
+    out.into_iter()
+        .zip(paths)
+        .map(|(f, p)| f.unwrap_or_else(|| load_file(p)))
+        .collect()
+}
+
 /// Reads and checks a manifest file, reading at most the size limit.
 pub fn load_file(path: &Path) -> ManifestFile {
     match read_limited(path) {
@@ -160,19 +222,24 @@ pub fn load_str(path: &Path, text: &str) -> ManifestFile {
         return ManifestFile::failed(path, too_big(path));
     }
     let stem = stem_of(path);
-    let result = std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new()
-            .name("manifest-check".into())
-            .stack_size(PARSE_STACK_BYTES)
-            .spawn_scoped(scope, || check_text(text, &stem));
-        match worker {
-            Ok(handle) => handle.join().map_err(|_| {
-                "internal error: checking this file panicked; please report it with the file"
-                    .to_string()
-            }),
-            Err(e) => Err(format!("cannot start a thread to check the file: {e}")),
-        }
-    });
+    const PANICKED: &str =
+        "internal error: checking this file panicked; please report it with the file";
+    let result = if ON_PARSE_STACK.with(std::cell::Cell::get) {
+        // A worker of `load_files`: its stack is already the big one.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_text(text, &stem)))
+            .map_err(|_| PANICKED.to_string())
+    } else {
+        std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("manifest-check".into())
+                .stack_size(PARSE_STACK_BYTES)
+                .spawn_scoped(scope, || check_text(text, &stem));
+            match worker {
+                Ok(handle) => handle.join().map_err(|_| PANICKED.to_string()),
+                Err(e) => Err(format!("cannot start a thread to check the file: {e}")),
+            }
+        })
+    };
     let (docs, file_level) = match result {
         Ok(Ok(docs)) => (docs, None),
         Ok(Err(syntax)) => (Vec::new(), Some(syntax)),
@@ -310,6 +377,33 @@ mod tests {
 
     const SESSION: &str =
         "apiVersion: sessionlet.dev/v1alpha1\nkind: Session\nspec:\n  command: [/bin/true]\n";
+
+    #[test]
+    fn many_files_load_side_by_side_in_order_each_as_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = format!("a: {}1{}\n", "[".repeat(500), "]".repeat(500));
+        let mut paths = Vec::new();
+        for i in 0..100 {
+            let path = dir.path().join(format!("f{i:03}.yaml"));
+            match i % 4 {
+                0 => std::fs::write(&path, SESSION).unwrap(),
+                1 => std::fs::write(&path, "spec: [unclosed\n").unwrap(),
+                2 => std::fs::write(&path, &deep).unwrap(),
+                _ => {} // missing
+            }
+            paths.push(path);
+        }
+        let together = load_files(&paths);
+        assert_eq!(together.len(), paths.len());
+        for (path, file) in paths.iter().zip(&together) {
+            assert_eq!(file, &load_file(path), "{}", path.display());
+        }
+        // Each kind of file gave its own outcome (the comparison above is
+        // not between two empty results).
+        assert!(together[0].is_valid() && together[0].stem == "f000");
+        assert!(lines(&together[2])[0].contains("nesting is deeper than 64 levels"));
+        assert!(!together[1].is_valid() && !together[3].is_valid());
+    }
 
     #[test]
     fn a_valid_file_gives_typed_objects_named_after_the_file() {

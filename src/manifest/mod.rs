@@ -18,7 +18,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use files::{inspect, is_manifest_name, list_manifests, manifest_stem, Inspected, Listing};
-pub use load::{load_file, load_str, Document, ManifestFile};
+pub use load::{load_file, load_files, load_str, Document, ManifestFile};
 pub use schema::{pool_schema, session_schema};
 pub use validate::{is_valid_name, mark_duplicate_names, mark_duplicate_names_holding};
 

@@ -224,7 +224,7 @@ impl Agents {
         let req = LaunchRequest {
             spec: agent_spec,
             prompt: &prompt,
-            charter: spec.charter.as_ref(),
+            charter: spec.charter.as_deref(),
             policy: self.global.as_ref(),
             conversation,
             user_env: &spec.env,
@@ -268,7 +268,7 @@ impl Agents {
             argv,
             env: inv.env,
             stdin: inv.stdin,
-            charter: spec.charter.as_ref().map(agent::render_charter),
+            charter: spec.charter.as_deref().map(agent::render_charter),
         })
     }
 

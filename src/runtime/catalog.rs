@@ -524,8 +524,18 @@ impl Catalog {
             }
             keep
         });
-        for (path, metadata) in listing.manifests.iter().zip(&listing.metadata) {
-            let _ = self.refresh(dir, path, Some(Fingerprint::of(metadata)));
+        // The files to read, read side by side, then taken in in order.
+        let stale: Vec<(PathBuf, Fingerprint)> = listing
+            .manifests
+            .iter()
+            .zip(&listing.metadata)
+            .map(|(path, metadata)| (path.clone(), Fingerprint::of(metadata)))
+            .filter(|(path, fp)| !self.is_cached(path, Some(*fp)))
+            .collect();
+        let paths: Vec<PathBuf> = stale.iter().map(|(p, _)| p.clone()).collect();
+        let read = manifest::load_files(&paths);
+        for ((path, fp), loaded) in stale.into_iter().zip(read) {
+            self.take_in(dir, &path, Some(fp), loaded);
         }
         if self.changed.is_empty() && self.built {
             // Nothing was (re)loaded or removed: the desired state is the same.
@@ -538,14 +548,34 @@ impl Catalog {
     /// Reads `path` again unless its fingerprint `fp` is the one cached;
     /// notes its stem as changed when it was read.
     fn refresh(&mut self, dir: &Path, path: &Path, fp: Option<Fingerprint>) -> bool {
-        if let Some(c) = self.files.get(path.as_os_str()) {
-            if fp.is_some() && c.fingerprint == fp {
-                return false;
-            }
+        if self.is_cached(path, fp) {
+            return false;
         }
+        let loaded = manifest::load_file(path);
+        self.take_in(dir, path, fp, loaded);
+        true
+    }
+
+    /// True when `path` was read with the fingerprint `fp` (known).
+    fn is_cached(&self, path: &Path, fp: Option<Fingerprint>) -> bool {
+        fp.is_some()
+            && self
+                .files
+                .get(path.as_os_str())
+                .is_some_and(|c| c.fingerprint == fp)
+    }
+
+    /// Takes in `loaded`, just read from `path` (fingerprint `fp`); notes
+    /// its stem as changed.
+    fn take_in(
+        &mut self,
+        dir: &Path,
+        path: &Path,
+        fp: Option<Fingerprint>,
+        mut loaded: manifest::ManifestFile,
+    ) {
         let path = &path.to_path_buf();
         self.reads = self.reads.saturating_add(1);
-        let mut loaded = manifest::load_file(path);
         if let Some(problem) = strict_modes(dir, path, self.dir_refusal.as_deref()) {
             loaded.documents.clear();
             loaded.problems = vec![problem];
@@ -617,7 +647,6 @@ impl Catalog {
                 last_good,
             },
         );
-        true
     }
 
     /// Re-reads only `paths` (the files a watch reported), without listing

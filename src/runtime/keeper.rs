@@ -415,6 +415,8 @@ struct Server {
     /// Children of an earlier keeper, watched through a pidfd.
     orphans: BTreeMap<u32, OwnedFd>,
     pending: BTreeMap<u32, Pending>,
+    /// The most spawns pending at once since the last burst ended.
+    pending_peak: usize,
     exits: BTreeMap<u32, ExitRecord>,
     /// Exits whose record could not be written (a full disk): held in
     /// memory, so the keeper stays until a controller took them.
@@ -494,6 +496,7 @@ pub fn serve(control_dir: &Path) -> Result<(), KeeperError> {
         children: BTreeMap::new(),
         orphans: BTreeMap::new(),
         pending: BTreeMap::new(),
+        pending_peak: 0,
         exits: BTreeMap::new(),
         unsaved: std::collections::BTreeSet::new(),
         conns: Vec::new(),
@@ -964,6 +967,7 @@ impl Server {
             self.flush_stdin(pid);
         }
         self.pending.insert(pid, Pending { tag, conn, forked });
+        self.pending_peak = self.pending_peak.max(self.pending.len());
         None
     }
 
@@ -981,6 +985,10 @@ impl Server {
         let Some(mut p) = self.pending.remove(&pid) else {
             return;
         };
+        if self.pending.is_empty() && self.pending_peak > super::heap::BURST {
+            self.pending_peak = 0;
+            super::heap::give_back();
+        }
         let reply = match p.forked.outcome() {
             Outcome::Running => match self.children.get(&pid) {
                 Some(child) => Reply::Spawned {

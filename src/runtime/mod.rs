@@ -15,6 +15,7 @@ pub mod errors;
 pub mod fence;
 pub mod files;
 pub mod fork;
+pub mod heap;
 pub mod inbox;
 pub mod keeper;
 pub mod layout;

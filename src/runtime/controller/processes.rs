@@ -236,8 +236,12 @@ impl Processes {
             }
         }
         if self.spawning.is_empty() {
+            let burst = self.spawning.capacity() > crate::runtime::heap::BURST;
             release(&mut self.spawning);
             release(&mut self.in_flight_stems);
+            if burst {
+                crate::runtime::heap::give_back();
+            }
         }
         Some(s)
     }
