@@ -175,9 +175,9 @@ pub struct SessionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub command: Option<Vec<String>>,
-    /// A headless agent run instead of a command. (Boxed, as `charter`: a
-    /// spec is kept per session, and most sessions set neither; inline they
-    /// were 700 of its 1,170 bytes.)
+    // Boxed, as `charter`: a spec is kept per session and most set
+    // neither; inline they were 700 of its 1,168 bytes.
+    /// A headless agent run instead of a command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<Box<crate::api::agent::AgentSpec>>,
     /// Who the agent is and what it may do; rendered into its system prompt.

@@ -371,7 +371,7 @@ impl Controller {
                 self.book.unwritten(&path);
                 continue;
             }
-            // Render without updatedAt to tell whether anything changed.
+            // The file's YAML, documents in the order of `kinds`.
             let render_all = |session_docs: &[SessionStatusDoc],
                               pool_docs: &[crate::api::status::PoolStatusDoc],
                               docs: &mut Vec<String>|
@@ -390,14 +390,10 @@ impl Controller {
                 }
                 Ok(())
             };
-            if let Err(e) = render_all(&session_docs, &pool_docs, &mut docs) {
-                self.error(ShellError::Render {
-                    stem: stem.clone(),
-                    message: e,
-                });
-                continue;
-            }
-            let hash = crate::runtime::catalog::spec_hash(&docs);
+            // Whether anything changed, from the documents without
+            // updatedAt: their JSON costs a fraction of the YAML rendering,
+            // which is then done once, for a file that is written.
+            let hash = crate::runtime::catalog::spec_hash(&(&session_docs, &pool_docs, &kinds));
             if self.book.holds(&path, hash) {
                 continue;
             }
