@@ -7,8 +7,11 @@ pub const BURST: usize = 64;
 /// `malloc_trim`, which also releases free pages inside the heap, not
 /// only at its top). After a burst (a cold start of 1000 sessions), the
 /// freed requests, replies and exec arguments otherwise stay resident for
-/// the rest of the process's life: 1.1 MB in the keeper at 1000. Costs a
-/// walk of the free chunks, so it is called once per burst, not per spawn.
+/// the rest of the process's life. It gives back only whole free pages:
+/// in the keeper, the children's registry entries allocated between the
+/// freed exec arguments keep most of them (BENCHMARK.md, 2026-12-08).
+/// Costs a walk of the free chunks, so it is called once per burst, not
+/// per spawn.
 pub fn give_back() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: a plain call into the allocator, safe at any time.
